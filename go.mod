@@ -1,0 +1,3 @@
+module kakusan
+
+go 1.26

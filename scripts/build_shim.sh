@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# build_shim.sh OUT_DIR: compiles torch/csrc into OUT_DIR/libkakusan_torch.so.
+#
+# Which libtorch:
+#   default               Debian's libtorch-dev (headers in /usr/include)
+#   LIBTORCH=/path        an unpacked libtorch 2.x (include/ and lib/ below it)
+#   TORCH_FROM_PYTHON=py  the libtorch inside that python's pip-installed torch
+# A libtorch with libtorch_cuda.so gets a CUDA build: torch_cuda and c10_cuda
+# are linked with --no-as-needed, or CUDA would be silently unavailable.
+set -euo pipefail
+out=${1:-bin}
+root=$(cd "$(dirname "$0")/.." && pwd)
+src=$root/torch/csrc
+mkdir -p "$out"
+obj=$(mktemp -d)
+trap 'rm -rf "$obj"' EXIT
+
+abi=${TORCH_CXX11_ABI:-1}
+if [[ -n "${TORCH_FROM_PYTHON:-}" ]]; then
+  read -r base abi < <("$TORCH_FROM_PYTHON" -c 'import os, torch; print(os.path.dirname(torch.__file__), int(torch._C._GLIBCXX_USE_CXX11_ABI))')
+  inc="-I$base/include -I$base/include/torch/csrc/api/include"
+  libdir=$base/lib
+elif [[ -n "${LIBTORCH:-}" ]]; then
+  inc="-I$LIBTORCH/include -I$LIBTORCH/include/torch/csrc/api/include"
+  libdir=$LIBTORCH/lib
+else
+  inc="-I/usr/include/torch/csrc/api/include"
+  libdir=""
+  if [[ ! -f /usr/include/torch/csrc/api/include/torch/version.h ]]; then
+    echo "build_shim: libtorch headers not found; run scripts/setup.sh, or set LIBTORCH or TORCH_FROM_PYTHON" >&2
+    exit 1
+  fi
+fi
+
+libs="-ltorch -ltorch_cpu -lc10"
+rpath=""
+if [[ -n "$libdir" ]]; then
+  rpath="-L$libdir -Wl,-rpath,$libdir"
+  if [[ -f $libdir/libtorch_cuda.so ]]; then
+    libs="-Wl,--no-as-needed -ltorch_cuda -lc10_cuda $libs -Wl,--as-needed"
+    echo "build_shim: CUDA build against $libdir" >&2
+  fi
+fi
+
+flags="-std=c++17 -O2 -fPIC -fvisibility=hidden -D_GLIBCXX_USE_CXX11_ABI=$abi -Wall -Wno-unused-function $inc"
+pids=()
+for f in "$src"/*.cpp; do
+  ${CXX:-g++} $flags -c "$f" -o "$obj/$(basename "$f" .cpp).o" & pids+=($!)
+done
+for p in "${pids[@]}"; do wait "$p"; done
+${CXX:-g++} -shared -o "$out/libkakusan_torch.so.tmp" "$obj"/*.o $rpath $libs
+mv "$out/libkakusan_torch.so.tmp" "$out/libkakusan_torch.so"
+echo "build_shim: wrote $out/libkakusan_torch.so" >&2

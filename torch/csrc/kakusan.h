@@ -1,0 +1,212 @@
+/* kakusan.h: the flat C ABI of kakusan's libtorch shim.
+ *
+ * Rules every function follows:
+ *   - tensors cross the boundary as opaque kk_tensor handles; each handle a
+ *     function returns is new and must be released with kk_free;
+ *   - the last parameter, char **err, receives a malloc'd message when the call
+ *     fails (every C++ exception is caught); the caller frees it; on success it
+ *     is left untouched (callers set it to NULL first);
+ *   - calls other than the kk_* thread, version and counter queries must come
+ *     from the thread that called kk_bind_thread, since libtorch keeps grad
+ *     mode and other state per thread.
+ *
+ * Go binaries link only this ABI, so a binary built on one machine runs
+ * against a shim built elsewhere against another libtorch. Bump KK_ABI_VERSION
+ * whenever a signature or an enum below changes.
+ */
+#ifndef KAKUSAN_H
+#define KAKUSAN_H
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+#pragma GCC visibility push(default)
+
+#define KK_ABI_VERSION 1
+
+typedef struct kk_tensor_s *kk_tensor;
+
+/* Device types follow c10::DeviceType. */
+enum { KK_CPU = 0, KK_CUDA = 1 };
+
+/* Element-wise ops of one tensor. */
+enum {
+  KK_NEG, KK_EXP, KK_LOG, KK_SQRT, KK_RSQRT, KK_SIN, KK_COS, KK_ABS, KK_SQUARE,
+  KK_RELU, KK_SILU, KK_GELU, KK_SIGMOID, KK_TANH, KK_SOFTPLUS, KK_LOG1P,
+  KK_EXPM1, KK_FLOOR, KK_ROUND, KK_SIGN, KK_RECIPROCAL, KK_LOGICAL_NOT,
+  KK_ISNAN, KK_ISFINITE, KK_LOGSIGMOID
+};
+
+/* Element-wise ops of two operands (tensor-tensor or tensor-scalar). */
+enum {
+  KK_ADD, KK_SUB, KK_MUL, KK_DIV, KK_POW, KK_MAXIMUM, KK_MINIMUM, KK_EQ, KK_NE,
+  KK_LT, KK_LE, KK_GT, KK_GE, KK_LOGICAL_AND, KK_LOGICAL_OR, KK_REMAINDER,
+  KK_RSUB, KK_RDIV
+};
+
+/* Reductions. */
+enum {
+  KK_SUM, KK_MEAN, KK_MAX, KK_MIN, KK_ARGMAX, KK_ARGMIN, KK_PROD, KK_LOGSUMEXP,
+  KK_VAR, KK_STD, KK_NORM, KK_ALL, KK_ANY
+};
+
+/* Random and constant creation kinds for kk_like / kk_random. */
+enum { KK_ZEROS, KK_ONES, KK_RAND, KK_RANDN, KK_EMPTY };
+
+/* Index kinds for kk_index / kk_index_put_. A slice bound equal to
+ * KK_SLICE_NONE means "open". */
+enum { KK_IDX_INT, KK_IDX_SLICE, KK_IDX_ELLIPSIS, KK_IDX_NEWAXIS, KK_IDX_TENSOR };
+#define KK_SLICE_NONE INT64_MIN
+
+/* Loss reductions follow at::Reduction. */
+enum { KK_REDUCE_NONE = 0, KK_REDUCE_MEAN = 1, KK_REDUCE_SUM = 2 };
+
+/* ---- library, thread, memory ---- */
+int kk_abi_version(void);
+void kk_torch_version(char *buf, int n); /* e.g. "1.13.0" */
+void kk_bind_thread(void);
+int kk_on_thread(void);
+int64_t kk_live_tensors(void);
+void kk_free(kk_tensor t);
+void kk_free_many(const kk_tensor *ts, int n);
+void kk_set_num_threads(int n, char **err);
+int kk_get_num_threads(void);
+void kk_manual_seed(uint64_t seed, char **err);
+int kk_cuda_available(void);
+int kk_cuda_device_count(void);
+void kk_cuda_synchronize(char **err);
+void kk_rng_state(kk_tensor *out, char **err);
+void kk_set_rng_state(kk_tensor state, char **err);
+
+/* ---- creation and data ---- */
+void kk_from_data(const void *data, const int64_t *shape, int nd, int dtype,
+                  int dev, int dev_index, kk_tensor *out, char **err);
+void kk_copy_data(kk_tensor t, void *dst, int64_t nbytes, char **err);
+void kk_full(const int64_t *shape, int nd, double value, int dtype, int dev,
+             int dev_index, kk_tensor *out, char **err);
+void kk_random(int kind, const int64_t *shape, int nd, int dtype, int dev,
+               int dev_index, kk_tensor *out, char **err);
+void kk_randint(int64_t low, int64_t high, const int64_t *shape, int nd,
+                int dev, int dev_index, kk_tensor *out, char **err);
+void kk_arange(double start, double end, double step, int dtype, int dev,
+               int dev_index, kk_tensor *out, char **err);
+void kk_linspace(double start, double end, int64_t steps, int dtype, int dev,
+                 int dev_index, kk_tensor *out, char **err);
+void kk_like(int kind, kk_tensor a, kk_tensor *out, char **err);
+
+/* ---- metadata and conversion ---- */
+int kk_dim(kk_tensor t, char **err);
+void kk_shape(kk_tensor t, int64_t *dims, char **err);
+int kk_dtype(kk_tensor t, char **err);
+void kk_device(kk_tensor t, int *dev, int *index, char **err);
+double kk_item(kk_tensor t, char **err);
+void kk_to(kk_tensor t, int dtype, int dev, int dev_index, int copy,
+           kk_tensor *out, char **err);
+void kk_contiguous(kk_tensor t, kk_tensor *out, char **err);
+void kk_clone(kk_tensor t, kk_tensor *out, char **err);
+void kk_detach(kk_tensor t, kk_tensor *out, char **err);
+int kk_allclose(kk_tensor a, kk_tensor b, double rtol, double atol, char **err);
+
+/* ---- element-wise ---- */
+void kk_unary(int op, kk_tensor a, kk_tensor *out, char **err);
+void kk_binary(int op, kk_tensor a, kk_tensor b, kk_tensor *out, char **err);
+void kk_binary_scalar(int op, kk_tensor a, double s, kk_tensor *out, char **err);
+void kk_clamp(kk_tensor a, double lo, double hi, int has_lo, int has_hi,
+              kk_tensor *out, char **err);
+void kk_where(kk_tensor cond, kk_tensor a, kk_tensor b, kk_tensor *out, char **err);
+void kk_lerp(kk_tensor a, kk_tensor b, double w, kk_tensor *out, char **err);
+
+/* In place; a is modified and no new handle is returned. */
+void kk_add_(kk_tensor a, kk_tensor b, double alpha, char **err);
+void kk_mul_scalar_(kk_tensor a, double s, char **err);
+void kk_copy_(kk_tensor dst, kk_tensor src, char **err);
+void kk_fill_(kk_tensor a, double v, char **err);
+void kk_lerp_(kk_tensor a, kk_tensor b, double w, char **err);
+
+/* ---- reductions: nd == 0 reduces over every dimension ---- */
+void kk_reduce(int op, kk_tensor a, const int64_t *dims, int nd, int keepdim,
+               double arg, kk_tensor *out, char **err);
+
+/* ---- shape ---- */
+void kk_reshape(kk_tensor a, const int64_t *shape, int nd, int view,
+                kk_tensor *out, char **err);
+void kk_permute(kk_tensor a, const int64_t *dims, int nd, kk_tensor *out, char **err);
+void kk_transpose(kk_tensor a, int64_t d0, int64_t d1, kk_tensor *out, char **err);
+void kk_squeeze(kk_tensor a, int64_t dim, int all, kk_tensor *out, char **err);
+void kk_unsqueeze(kk_tensor a, int64_t dim, kk_tensor *out, char **err);
+void kk_flatten(kk_tensor a, int64_t start, int64_t end, kk_tensor *out, char **err);
+void kk_expand(kk_tensor a, const int64_t *shape, int nd, kk_tensor *out, char **err);
+void kk_repeat(kk_tensor a, const int64_t *reps, int nd, kk_tensor *out, char **err);
+void kk_narrow(kk_tensor a, int64_t dim, int64_t start, int64_t len,
+               kk_tensor *out, char **err);
+void kk_cat(const kk_tensor *ts, int n, int64_t dim, int stack, kk_tensor *out,
+            char **err);
+void kk_index_select(kk_tensor a, int64_t dim, kk_tensor idx, kk_tensor *out, char **err);
+void kk_gather(kk_tensor a, int64_t dim, kk_tensor idx, kk_tensor *out, char **err);
+void kk_index(kk_tensor a, int n, const int *kinds, const int64_t *ints,
+              const kk_tensor *ts, kk_tensor *out, char **err);
+void kk_index_put_(kk_tensor a, int n, const int *kinds, const int64_t *ints,
+                   const kk_tensor *ts, kk_tensor values, char **err);
+void kk_masked_fill(kk_tensor a, kk_tensor mask, double v, kk_tensor *out, char **err);
+void kk_one_hot(kk_tensor idx, int64_t classes, kk_tensor *out, char **err);
+
+/* ---- neural-network ops; a NULL handle is an absent optional tensor ---- */
+void kk_matmul(kk_tensor a, kk_tensor b, kk_tensor *out, char **err);
+void kk_linear(kk_tensor x, kk_tensor w, kk_tensor b, kk_tensor *out, char **err);
+void kk_conv2d(kk_tensor x, kk_tensor w, kk_tensor b, const int64_t *stride,
+               const int64_t *padding, const int64_t *dilation, int64_t groups,
+               kk_tensor *out, char **err);
+void kk_conv_transpose2d(kk_tensor x, kk_tensor w, kk_tensor b,
+                         const int64_t *stride, const int64_t *padding,
+                         const int64_t *output_padding, const int64_t *dilation,
+                         int64_t groups, kk_tensor *out, char **err);
+void kk_batch_norm(kk_tensor x, kk_tensor w, kk_tensor b, kk_tensor running_mean,
+                   kk_tensor running_var, int training, double momentum,
+                   double eps, kk_tensor *out, char **err);
+void kk_group_norm(kk_tensor x, int64_t groups, kk_tensor w, kk_tensor b,
+                   double eps, kk_tensor *out, char **err);
+void kk_layer_norm(kk_tensor x, const int64_t *shape, int nd, kk_tensor w,
+                   kk_tensor b, double eps, kk_tensor *out, char **err);
+void kk_pool2d(int avg, kk_tensor x, const int64_t *kernel, const int64_t *stride,
+               const int64_t *padding, kk_tensor *out, char **err);
+void kk_upsample2d(int bilinear, kk_tensor x, int64_t out_h, int64_t out_w,
+                   int align_corners, kk_tensor *out, char **err);
+void kk_embedding(kk_tensor w, kk_tensor idx, kk_tensor *out, char **err);
+void kk_dropout(kk_tensor x, double p, int train, kk_tensor *out, char **err);
+void kk_softmax(kk_tensor x, int64_t dim, int log, kk_tensor *out, char **err);
+void kk_mse_loss(kk_tensor a, kk_tensor b, int reduction, kk_tensor *out, char **err);
+void kk_bce_loss(kk_tensor p, kk_tensor y, int logits, int reduction,
+                 kk_tensor *out, char **err);
+void kk_cross_entropy(kk_tensor logits, kk_tensor target, int reduction,
+                      double label_smoothing, kk_tensor *out, char **err);
+void kk_sdpa(kk_tensor q, kk_tensor k, kk_tensor v, kk_tensor mask, int causal,
+             kk_tensor *out, char **err);
+
+/* ---- autograd ---- */
+void kk_set_requires_grad(kk_tensor t, int on, char **err);
+int kk_requires_grad(kk_tensor t, char **err);
+void kk_backward(kk_tensor t, kk_tensor grad, int retain_graph, char **err);
+/* *out is NULL when t has no gradient. */
+void kk_grad(kk_tensor t, kk_tensor *out, char **err);
+void kk_clear_grad(kk_tensor t, int set_to_none, char **err);
+int kk_set_grad_enabled(int on); /* returns the previous mode */
+
+/* ---- optimizers over lists of parameters (state tensors owned by caller) ---- */
+void kk_adam_step(const kk_tensor *params, const kk_tensor *exp_avg,
+                  const kk_tensor *exp_avg_sq, int n, double lr, double beta1,
+                  double beta2, double eps, double weight_decay, int decoupled,
+                  int64_t step, char **err);
+void kk_sgd_step(const kk_tensor *params, const kk_tensor *momentum_buf, int n,
+                 double lr, double momentum, double dampening,
+                 double weight_decay, int nesterov, int first, char **err);
+double kk_clip_grad_norm(const kk_tensor *params, int n, double max_norm, char **err);
+
+/* ---- a peer for per-op overhead: runs a + b n times in a C++ loop ---- */
+void kk_bench_add_loop(kk_tensor a, kk_tensor b, int64_t n, char **err);
+
+#pragma GCC visibility pop
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,129 @@
+// nn.cpp: neural-network layers, losses and attention.
+#include "internal.h"
+
+using kk::Opt;
+using kk::T;
+
+namespace {
+at::IntArrayRef pair(const int64_t *p) { return at::IntArrayRef(p, 2); }
+
+at::Tensor sdpa(const at::Tensor &q, const at::Tensor &k, const at::Tensor &v,
+                const at::Tensor &mask, bool causal) {
+#if TORCH_AT_LEAST(2, 0)
+  return at::scaled_dot_product_attention(q, k, v, mask.defined() ? c10::optional<at::Tensor>(mask)
+                                                                  : c10::nullopt,
+                                          0.0, causal);
+#else
+  // libtorch 1.13 has no fused kernel: the textbook formula.
+  auto scores = at::matmul(q, k.transpose(-2, -1)) / std::sqrt(static_cast<double>(q.size(-1)));
+  if (causal) {
+    auto keep = at::ones({q.size(-2), k.size(-2)}, q.options().dtype(at::kBool)).tril();
+    scores = scores.masked_fill(keep.logical_not(), -std::numeric_limits<double>::infinity());
+  }
+  if (mask.defined()) {
+    if (mask.scalar_type() == at::kBool)
+      scores = scores.masked_fill(mask.logical_not(), -std::numeric_limits<double>::infinity());
+    else
+      scores = scores + mask;
+  }
+  return at::matmul(at::softmax(scores, -1), v);
+#endif
+}
+}  // namespace
+
+extern "C" {
+
+void kk_matmul(kk_tensor a, kk_tensor b, kk_tensor *out, char **err) {
+  KK_OUT(at::matmul(T(a), T(b)))
+}
+
+void kk_linear(kk_tensor x, kk_tensor w, kk_tensor b, kk_tensor *out, char **err) {
+  KK_OUT(at::linear(T(x), T(w), Opt(b)))
+}
+
+void kk_conv2d(kk_tensor x, kk_tensor w, kk_tensor b, const int64_t *stride,
+               const int64_t *padding, const int64_t *dilation, int64_t groups, kk_tensor *out,
+               char **err) {
+  KK_OUT(at::conv2d(T(x), T(w), Opt(b), pair(stride), pair(padding), pair(dilation), groups))
+}
+
+void kk_conv_transpose2d(kk_tensor x, kk_tensor w, kk_tensor b, const int64_t *stride,
+                         const int64_t *padding, const int64_t *output_padding,
+                         const int64_t *dilation, int64_t groups, kk_tensor *out, char **err) {
+  KK_OUT(at::conv_transpose2d(T(x), T(w), Opt(b), pair(stride), pair(padding),
+                              pair(output_padding), groups, pair(dilation)))
+}
+
+void kk_batch_norm(kk_tensor x, kk_tensor w, kk_tensor b, kk_tensor running_mean,
+                   kk_tensor running_var, int training, double momentum, double eps,
+                   kk_tensor *out, char **err) {
+  KK_OUT(at::batch_norm(T(x), Opt(w), Opt(b), Opt(running_mean), Opt(running_var),
+                        training != 0, momentum, eps, /*cudnn_enabled=*/true))
+}
+
+void kk_group_norm(kk_tensor x, int64_t groups, kk_tensor w, kk_tensor b, double eps,
+                   kk_tensor *out, char **err) {
+  KK_OUT(at::group_norm(T(x), groups, Opt(w), Opt(b), eps, /*cudnn_enabled=*/true))
+}
+
+void kk_layer_norm(kk_tensor x, const int64_t *shape, int nd, kk_tensor w, kk_tensor b,
+                   double eps, kk_tensor *out, char **err) {
+  KK_OUT(at::layer_norm(T(x), kk::dims(shape, nd), Opt(w), Opt(b), eps, true))
+}
+
+void kk_pool2d(int avg, kk_tensor x, const int64_t *kernel, const int64_t *stride,
+               const int64_t *padding, kk_tensor *out, char **err) {
+  KK_OUT(avg ? at::avg_pool2d(T(x), pair(kernel), pair(stride), pair(padding))
+             : at::max_pool2d(T(x), pair(kernel), pair(stride), pair(padding)))
+}
+
+void kk_upsample2d(int bilinear, kk_tensor x, int64_t out_h, int64_t out_w, int align_corners,
+                   kk_tensor *out, char **err) {
+  KK_TRY(const at::Tensor &in = T(x);
+         if (in.dim() != 4) throw std::invalid_argument("upsample2d expects NCHW input");
+         // Pass the scales PyTorch's F.interpolate(scale_factor=...) passes, so
+         // results match it bit for bit when the factor is whole.
+         double sh = static_cast<double>(out_h) / in.size(2);
+         double sw = static_cast<double>(out_w) / in.size(3);
+         std::vector<int64_t> size{out_h, out_w};
+         *out = kk::wrap(bilinear ? at::upsample_bilinear2d(in, size, align_corners != 0, sh, sw)
+                                  : at::upsample_nearest2d(in, size, sh, sw));)
+}
+
+void kk_embedding(kk_tensor w, kk_tensor idx, kk_tensor *out, char **err) {
+  KK_OUT(at::embedding(T(w), T(idx)))
+}
+
+void kk_dropout(kk_tensor x, double p, int train, kk_tensor *out, char **err) {
+  KK_TRY(if (p < 0 || p > 1) throw std::invalid_argument("dropout probability must be in [0, 1]");
+         *out = kk::wrap(at::dropout(T(x), p, train != 0));)
+}
+
+void kk_softmax(kk_tensor x, int64_t dim, int log, kk_tensor *out, char **err) {
+  KK_OUT(log ? at::log_softmax(T(x), dim) : at::softmax(T(x), dim))
+}
+
+void kk_mse_loss(kk_tensor a, kk_tensor b, int reduction, kk_tensor *out, char **err) {
+  KK_TRY(if (T(a).sizes() != T(b).sizes())
+           throw std::invalid_argument("mse_loss: input " + c10::str(T(a).sizes()) +
+                                       " and target " + c10::str(T(b).sizes()) + " differ in shape");
+         *out = kk::wrap(at::mse_loss(T(a), T(b), reduction));)
+}
+
+void kk_bce_loss(kk_tensor p, kk_tensor y, int logits, int reduction, kk_tensor *out,
+                 char **err) {
+  KK_OUT(logits ? at::binary_cross_entropy_with_logits(T(p), T(y), {}, {}, reduction)
+                : at::binary_cross_entropy(T(p), T(y), {}, reduction))
+}
+
+void kk_cross_entropy(kk_tensor logits, kk_tensor target, int reduction,
+                      double label_smoothing, kk_tensor *out, char **err) {
+  KK_OUT(at::cross_entropy_loss(T(logits), T(target), {}, reduction, -100, label_smoothing))
+}
+
+void kk_sdpa(kk_tensor q, kk_tensor k, kk_tensor v, kk_tensor mask, int causal,
+             kk_tensor *out, char **err) {
+  KK_OUT(sdpa(T(q), T(k), T(v), Opt(mask), causal != 0))
+}
+
+}  // extern "C"

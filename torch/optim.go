@@ -1,0 +1,217 @@
+package torch
+
+/*
+#include "kakusan.h"
+*/
+import "C"
+
+import (
+	"fmt"
+	"strconv"
+)
+
+// Optimizer updates parameters from their gradients.
+type Optimizer interface {
+	// Step applies one update from the current gradients.
+	Step()
+	// ZeroGrad drops every parameter's gradient (set to none).
+	ZeroGrad()
+	// SetLR changes the learning rate (for schedules).
+	SetLR(lr float64)
+	// State is the optimizer's full state as named tensors plus the step
+	// count, for checkpoints; LoadState restores it.
+	State() (map[string]*Tensor, int64)
+	LoadState(state map[string]*Tensor, step int64) error
+	// Free releases the state tensors.
+	Free()
+}
+
+// AdamConfig holds Adam's hyperparameters; zero Beta1, Beta2 and Eps take
+// PyTorch's defaults (0.9, 0.999, 1e-8).
+type AdamConfig struct {
+	LR, Beta1, Beta2, Eps, WeightDecay float64
+	// Decoupled applies weight decay to the weights directly (AdamW) rather
+	// than through the gradient (Adam's L2 penalty).
+	Decoupled bool
+}
+
+// Adam is torch.optim.Adam, or AdamW when Decoupled.
+type Adam struct {
+	cfg    AdamConfig
+	params []*Tensor
+	m, v   []*Tensor
+	step   int64
+}
+
+// NewAdam makes an Adam optimizer over params; its moment tensors are kept
+// until Free.
+func NewAdam(params []*Tensor, cfg AdamConfig) *Adam {
+	if cfg.Beta1 == 0 {
+		cfg.Beta1 = 0.9
+	}
+	if cfg.Beta2 == 0 {
+		cfg.Beta2 = 0.999
+	}
+	if cfg.Eps == 0 {
+		cfg.Eps = 1e-8
+	}
+	o := &Adam{cfg: cfg, params: params}
+	NoGrad(func() {
+		for _, p := range params {
+			o.m = append(o.m, ZerosLike(p).Keep())
+			o.v = append(o.v, ZerosLike(p).Keep())
+		}
+	})
+	return o
+}
+
+// NewAdamW is NewAdam with decoupled weight decay.
+func NewAdamW(params []*Tensor, cfg AdamConfig) *Adam {
+	cfg.Decoupled = true
+	return NewAdam(params, cfg)
+}
+
+func (o *Adam) Step() {
+	o.step++
+	ps, ms, vs := handles("Adam.Step", o.params), handles("Adam.Step", o.m), handles("Adam.Step", o.v)
+	if len(ps) == 0 {
+		return
+	}
+	var err *C.char
+	C.kk_adam_step(&ps[0], &ms[0], &vs[0], C.int(len(ps)), C.double(o.cfg.LR), C.double(o.cfg.Beta1), C.double(o.cfg.Beta2), C.double(o.cfg.Eps), C.double(o.cfg.WeightDecay), b2i(o.cfg.Decoupled), C.int64_t(o.step), &err)
+	check("Adam.Step", err)
+}
+
+func (o *Adam) ZeroGrad()        { zeroGrads(o.params) }
+func (o *Adam) SetLR(lr float64) { o.cfg.LR = lr }
+
+func (o *Adam) State() (map[string]*Tensor, int64) {
+	s := map[string]*Tensor{}
+	for i := range o.params {
+		s["exp_avg."+strconv.Itoa(i)] = o.m[i]
+		s["exp_avg_sq."+strconv.Itoa(i)] = o.v[i]
+	}
+	return s, o.step
+}
+
+func (o *Adam) LoadState(state map[string]*Tensor, step int64) error {
+	if err := loadInto("exp_avg", o.m, state); err != nil {
+		return err
+	}
+	if err := loadInto("exp_avg_sq", o.v, state); err != nil {
+		return err
+	}
+	o.step = step
+	return nil
+}
+
+func (o *Adam) Free() { freeAll(o.m); freeAll(o.v) }
+
+// SGDConfig holds SGD's hyperparameters.
+type SGDConfig struct {
+	LR, Momentum, Dampening, WeightDecay float64
+	Nesterov                             bool
+}
+
+// SGD is torch.optim.SGD with momentum.
+type SGD struct {
+	cfg    SGDConfig
+	params []*Tensor
+	buf    []*Tensor
+	step   int64
+}
+
+// NewSGD makes an SGD optimizer over params.
+func NewSGD(params []*Tensor, cfg SGDConfig) *SGD {
+	o := &SGD{cfg: cfg, params: params}
+	NoGrad(func() {
+		for _, p := range params {
+			o.buf = append(o.buf, ZerosLike(p).Keep())
+		}
+	})
+	return o
+}
+
+func (o *SGD) Step() {
+	o.step++
+	ps, bs := handles("SGD.Step", o.params), handles("SGD.Step", o.buf)
+	if len(ps) == 0 {
+		return
+	}
+	var err *C.char
+	C.kk_sgd_step(&ps[0], &bs[0], C.int(len(ps)), C.double(o.cfg.LR), C.double(o.cfg.Momentum), C.double(o.cfg.Dampening), C.double(o.cfg.WeightDecay), b2i(o.cfg.Nesterov), b2i(o.step == 1), &err)
+	check("SGD.Step", err)
+}
+
+func (o *SGD) ZeroGrad()        { zeroGrads(o.params) }
+func (o *SGD) SetLR(lr float64) { o.cfg.LR = lr }
+
+func (o *SGD) State() (map[string]*Tensor, int64) {
+	s := map[string]*Tensor{}
+	for i, b := range o.buf {
+		s["momentum_buffer."+strconv.Itoa(i)] = b
+	}
+	return s, o.step
+}
+
+func (o *SGD) LoadState(state map[string]*Tensor, step int64) error {
+	if err := loadInto("momentum_buffer", o.buf, state); err != nil {
+		return err
+	}
+	o.step = step
+	return nil
+}
+
+func (o *SGD) Free() { freeAll(o.buf) }
+
+func zeroGrads(ps []*Tensor) {
+	for _, p := range ps {
+		p.ClearGrad()
+	}
+}
+
+func freeAll(ts []*Tensor) {
+	for _, t := range ts {
+		t.Free()
+	}
+}
+
+func loadInto(prefix string, dst []*Tensor, state map[string]*Tensor) error {
+	for i, d := range dst {
+		name := prefix + "." + strconv.Itoa(i)
+		src, ok := state[name]
+		if !ok {
+			return fmt.Errorf("optimizer state: missing %q", name)
+		}
+		if a, b := src.Shape(), d.Shape(); !equalShape(a, b) {
+			return fmt.Errorf("optimizer state: %q has shape %v, parameter %d has %v", name, a, i, b)
+		}
+		NoGrad(func() { d.CopyFrom(src) })
+	}
+	return nil
+}
+
+func equalShape(a, b []int64) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			return false
+		}
+	}
+	return true
+}
+
+// ClipGradNorm scales the parameters' gradients so their joint L2 norm is at
+// most max, and returns the norm before clipping.
+func ClipGradNorm(params []*Tensor, max float64) float64 {
+	if len(params) == 0 {
+		return 0
+	}
+	hs := handles("ClipGradNorm", params)
+	var err *C.char
+	n := C.kk_clip_grad_norm(&hs[0], C.int(len(hs)), C.double(max), &err)
+	check("ClipGradNorm", err)
+	return float64(n)
+}

@@ -1,0 +1,244 @@
+// Package torch is kakusan's binding of libtorch: tensors, autograd, the
+// layers and losses the models need, optimizers and safetensors checkpoints.
+//
+// It calls a flat C ABI (csrc/kakusan.h) implemented by a small C++ shim,
+// bin/libkakusan_torch.so, built by `make shim` against Debian's libtorch,
+// an unpacked libtorch 2.x or a pip torch's. Go binaries link only that ABI.
+//
+// # Threads
+//
+// libtorch keeps grad mode, the current device and errors per OS thread, so
+// every torch call runs on one goroutine locked to its thread. Do hands a
+// function to that goroutine and waits for it:
+//
+//	err := torch.Do(func() error {
+//		x := torch.Randn([]int64{2, 3})
+//		fmt.Println(x.Sum().Item())
+//		return nil
+//	})
+//
+// A call from any other goroutine fails with an *Error instead of touching
+// libtorch.
+//
+// # Errors
+//
+// Tensor operations return tensors, not (tensor, error) pairs, so models read
+// like their equations. A failing operation (shape mismatch, wrong dtype,
+// freed tensor, ...) panics with an *Error holding libtorch's message; Do and
+// Try recover it and return it as an ordinary error. Other panics pass
+// through untouched.
+//
+// # Memory
+//
+// Tensor memory is released deterministically. Every tensor belongs to the
+// innermost open Scope when it is made and is freed when that scope closes;
+// Do opens one around its function, and Scoped opens one around a block such
+// as a training step. Scope.Escape moves a tensor to the enclosing scope;
+// Tensor.Keep takes it out of scopes altogether (parameters, optimizer state)
+// until Tensor.Free. Using a freed tensor is an *Error, never a crash.
+// LiveTensors counts the handles alive in the shim.
+package torch
+
+/*
+#cgo CFLAGS: -I${SRCDIR}/csrc
+#cgo LDFLAGS: -L${SRCDIR}/../bin -lkakusan_torch -Wl,-rpath,${SRCDIR}/../bin -Wl,--enable-new-dtags
+#include <stdlib.h>
+#include "kakusan.h"
+*/
+import "C"
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"runtime"
+	"runtime/debug"
+	"strconv"
+	"sync"
+	"unsafe"
+)
+
+// Error is a failed torch operation.
+type Error struct {
+	Op  string // the Go operation, e.g. "Matmul"
+	Msg string // libtorch's message, or the binding's
+}
+
+func (e *Error) Error() string { return "torch: " + e.Op + ": " + e.Msg }
+
+func fail(op, format string, args ...any) {
+	panic(&Error{Op: op, Msg: fmt.Sprintf(format, args...)})
+}
+
+// check turns a message from the shim into a panic with an *Error.
+func check(op string, err *C.char) {
+	if err != nil {
+		msg := C.GoString(err)
+		C.free(unsafe.Pointer(err))
+		panic(&Error{Op: op, Msg: msg})
+	}
+}
+
+var (
+	startOnce sync.Once
+	startErr  error
+	jobs      chan func()
+)
+
+func start() {
+	jobs = make(chan func())
+	ready := make(chan error)
+	go worker(ready)
+	startErr = <-ready
+}
+
+// worker is the torch thread: it binds itself, then runs jobs until a job
+// ends the goroutine through runtime.Goexit, when it hands over to a new one.
+func worker(ready chan<- error) {
+	runtime.LockOSThread() // never unlocked: this goroutine is the torch thread
+	if v := int(C.kk_abi_version()); v != C.KK_ABI_VERSION {
+		ready <- fmt.Errorf("torch: shim speaks ABI %d, this binary ABI %d: rebuild one of them", v, C.KK_ABI_VERSION)
+		return
+	}
+	C.kk_bind_thread()
+	n := runtime.NumCPU()
+	if s := os.Getenv("KAKUSAN_THREADS"); s != "" {
+		v, err := strconv.Atoi(s)
+		if err != nil || v < 1 {
+			ready <- fmt.Errorf("torch: KAKUSAN_THREADS=%q is not a positive integer", s)
+			return
+		}
+		n = v
+	}
+	var cerr *C.char
+	C.kk_set_num_threads(C.int(n), &cerr)
+	if cerr != nil {
+		ready <- fmt.Errorf("torch: set threads: %s", C.GoString(cerr))
+		C.free(unsafe.Pointer(cerr))
+		return
+	}
+	ready <- nil
+	for f := range jobs {
+		f()
+	}
+}
+
+// onThread reports whether the caller runs on the torch thread.
+func onThread() bool { return C.kk_on_thread() != 0 }
+
+// Do runs f on the torch thread inside a new Scope and returns its error, or
+// the *Error of a torch operation that failed inside it. Nested calls run f
+// directly. A panic other than *Error is re-raised in the caller's goroutine.
+func Do(f func() error) error {
+	if onThread() {
+		return Try(f)
+	}
+	startOnce.Do(start)
+	if startErr != nil {
+		return startErr
+	}
+	type result struct {
+		err   error
+		panic any
+	}
+	done := make(chan result, 1)
+	jobs <- func() {
+		returned := false
+		defer func() {
+			if returned {
+				return
+			}
+			if r := recover(); r != nil {
+				done <- result{panic: fmt.Sprintf("%v\n\non the torch thread:\n%s", r, debug.Stack())}
+				return
+			}
+			// runtime.Goexit (t.Fatal, say) ends this goroutine and its
+			// thread: start a successor before reporting.
+			ready := make(chan error)
+			go worker(ready)
+			<-ready
+			done <- result{err: errors.New("torch: the function called runtime.Goexit on the torch thread (t.Fatal inside torch.Do?)")}
+		}()
+		err := Try(f)
+		returned = true
+		done <- result{err: err}
+	}
+	r := <-done
+	if r.panic != nil {
+		panic(r.panic)
+	}
+	return r.err
+}
+
+// Try runs f in a new Scope on the torch thread (it must already be there)
+// and returns f's error or a recovered *Error.
+func Try(f func() error) (err error) {
+	s := NewScope()
+	defer s.Close()
+	defer func() {
+		if r := recover(); r != nil {
+			e, ok := r.(*Error)
+			if !ok {
+				panic(r)
+			}
+			err = e
+		}
+	}()
+	return f()
+}
+
+// Version is the libtorch version the shim was built against, e.g. "1.13.0".
+func Version() string {
+	var buf [32]C.char
+	C.kk_torch_version(&buf[0], C.int(len(buf)))
+	return C.GoString(&buf[0])
+}
+
+// LiveTensors is the number of tensor handles alive in the shim.
+func LiveTensors() int64 { return int64(C.kk_live_tensors()) }
+
+// SetNumThreads sets libtorch's intra-op threads (default: the core count,
+// or KAKUSAN_THREADS).
+func SetNumThreads(n int) {
+	var err *C.char
+	C.kk_set_num_threads(C.int(n), &err)
+	check("SetNumThreads", err)
+}
+
+// NumThreads is libtorch's intra-op thread count.
+func NumThreads() int { return int(C.kk_get_num_threads()) }
+
+// ManualSeed seeds the CPU and every CUDA generator.
+func ManualSeed(seed uint64) {
+	var err *C.char
+	C.kk_manual_seed(C.uint64_t(seed), &err)
+	check("ManualSeed", err)
+}
+
+// CUDAAvailable reports whether the shim was built with CUDA and a GPU is visible.
+func CUDAAvailable() bool { return C.kk_cuda_available() != 0 }
+
+// CUDADeviceCount is the number of visible CUDA devices.
+func CUDADeviceCount() int { return int(C.kk_cuda_device_count()) }
+
+// Synchronize waits for the current CUDA device's work to finish.
+func Synchronize() {
+	var err *C.char
+	C.kk_cuda_synchronize(&err)
+	check("Synchronize", err)
+}
+
+// RNGState returns a copy of the CPU generator's state (a uint8 tensor).
+func RNGState() *Tensor {
+	var out C.kk_tensor
+	var err *C.char
+	C.kk_rng_state(&out, &err)
+	return wrap("RNGState", out, err)
+}
+
+// SetRNGState restores a state returned by RNGState.
+func SetRNGState(state *Tensor) {
+	var err *C.char
+	C.kk_set_rng_state(state.handle("SetRNGState"), &err)
+	check("SetRNGState", err)
+}
