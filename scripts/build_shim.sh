@@ -32,6 +32,12 @@ else
   fi
 fi
 
+# libtorch 2.x headers want C++20 from 2.10 on; 1.13's are C++17.
+hdr=$(for d in $inc; do f=${d#-I}/torch/version.h; [[ -f $f ]] && echo "$f"; done | head -1)
+major=$(awk '/define TORCH_VERSION_MAJOR/ {print $3}' "$hdr")
+std=c++17
+[[ "$major" -ge 2 ]] && std=c++20
+
 libs="-ltorch -ltorch_cpu -lc10"
 rpath=""
 if [[ -n "$libdir" ]]; then
@@ -42,7 +48,7 @@ if [[ -n "$libdir" ]]; then
   fi
 fi
 
-flags="-std=c++17 -O2 -fPIC -fvisibility=hidden -D_GLIBCXX_USE_CXX11_ABI=$abi -Wall -Wno-unused-function $inc"
+flags="-std=$std -O2 -fPIC -fvisibility=hidden -D_GLIBCXX_USE_CXX11_ABI=$abi -Wall -Wno-unused-function $inc"
 pids=()
 for f in "$src"/*.cpp; do
   ${CXX:-g++} $flags -c "$f" -o "$obj/$(basename "$f" .cpp).o" & pids+=($!)

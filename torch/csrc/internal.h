@@ -1,6 +1,7 @@
 // internal.h: helpers shared by the shim's translation units.
 #pragma once
 #include <ATen/ATen.h>
+#include <ATen/core/grad_mode.h>
 #include <atomic>
 #include <cstdlib>
 #include <cstring>

@@ -1,0 +1,34 @@
+# kakusan: `make` builds the shim and the binaries into bin/, `make test` runs
+# every test, `make bench` the benchmarks beside their PyTorch peers.
+GO      ?= go
+SHIM    := bin/libkakusan_torch.so
+SOURCES := $(wildcard torch/csrc/*.cpp torch/csrc/*.h) scripts/build_shim.sh
+# Binaries find the shim beside themselves, wherever bin/ is copied.
+LDFLAGS := -ldflags '-extldflags "-Wl,-rpath,$$ORIGIN"'
+
+.PHONY: all build setup shim test bench clean
+
+all: build
+
+setup:
+	scripts/setup.sh
+
+$(SHIM): $(SOURCES)
+	scripts/build_shim.sh bin
+
+shim: $(SHIM)
+
+build: setup $(SHIM)
+	$(GO) build $(LDFLAGS) -o bin/ ./cmd/...
+
+test: build
+	$(GO) vet ./...
+	$(GO) test -count=1 ./...
+
+bench: $(SHIM)
+	scripts/setup.sh --peer
+	$(GO) test -run '^$$' -bench . -benchtime 3s ./torch/
+	/usr/bin/python3 scripts/bench_convnet.py
+
+clean:
+	rm -rf bin

@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# setup.sh [--peer]: installs what kakusan needs on Debian/Ubuntu, once.
+#   libtorch-dev          libtorch 1.13 headers and libraries (CPU)
+#   libgloo-dev           c10d's headers, for data-parallel work
+#   libopenblas0-openmp   an optimised BLAS (libtorch falls back to the
+#                         reference one without it)
+#   dataset-fashion-mnist Fashion-MNIST's IDX files
+#   python3-torch         with --peer only: PyTorch on the same libtorch, the
+#                         peer the benchmarks compare against
+# With LIBTORCH or TORCH_FROM_PYTHON set it installs no libtorch. Go modules
+# (MNIST among them) come through `go mod download`.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+pkgs=(libgloo-dev libopenblas0-openmp dataset-fashion-mnist)
+if [[ -z "${LIBTORCH:-}" && -z "${TORCH_FROM_PYTHON:-}" ]]; then
+  pkgs+=(libtorch-dev)
+fi
+[[ "${1:-}" == --peer ]] && pkgs+=(python3-torch)
+
+missing=()
+for p in "${pkgs[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  if ! command -v apt-get >/dev/null; then
+    echo "setup: missing ${missing[*]} and no apt-get: install them by hand, or set LIBTORCH/TORCH_FROM_PYTHON" >&2
+    exit 1
+  fi
+  sudo=""
+  [[ $(id -u) -ne 0 ]] && sudo=sudo
+  echo "setup: installing ${missing[*]}" >&2
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+go mod download
