@@ -7,7 +7,6 @@ import "C"
 
 import (
 	"math"
-
 )
 
 func (t *Tensor) unary(op string, code C.int) *Tensor {
@@ -365,8 +364,8 @@ const Open = math.MinInt64
 
 var (
 	All      = Idx{kind: C.KK_IDX_SLICE, a: Open, b: Open, c: 1} // ":"
-	Ellipsis = Idx{kind: C.KK_IDX_ELLIPSIS}                       // "..."
-	NewAxis  = Idx{kind: C.KK_IDX_NEWAXIS}                        // "None"
+	Ellipsis = Idx{kind: C.KK_IDX_ELLIPSIS}                      // "..."
+	NewAxis  = Idx{kind: C.KK_IDX_NEWAXIS}                       // "None"
 )
 
 // At is one position (dropping the dimension); negative counts from the end.
@@ -422,4 +421,3 @@ func b2i(b bool) C.int {
 	}
 	return 0
 }
-

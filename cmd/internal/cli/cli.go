@@ -1,0 +1,41 @@
+// Package cli holds what kakusan's commands share: flag parsing that takes
+// Go-style single-dash long flags (-config x.yaml) as well as --config.
+package cli
+
+import (
+	"fmt"
+	"os"
+	"strings"
+
+	"github.com/spf13/pflag"
+)
+
+// Parse parses args into fs after rewriting "-name" to "--name" for every
+// long flag fs defines, so both spellings work.
+func Parse(fs *pflag.FlagSet, args []string) error {
+	return fs.Parse(Normalize(fs, args))
+}
+
+// Normalize rewrites single-dash long flags that fs knows to double-dash.
+func Normalize(fs *pflag.FlagSet, args []string) []string {
+	out := make([]string, 0, len(args))
+	for i, a := range args {
+		if a == "--" {
+			return append(out, args[i:]...)
+		}
+		if len(a) > 2 && a[0] == '-' && a[1] != '-' {
+			name, _, _ := strings.Cut(a[1:], "=")
+			if len(name) > 1 && fs.Lookup(name) != nil {
+				a = "-" + a
+			}
+		}
+		out = append(out, a)
+	}
+	return out
+}
+
+// Fatal prints "cmd: err" and exits with status 1.
+func Fatal(cmd string, err error) {
+	fmt.Fprintf(os.Stderr, "%s: %v\n", cmd, err)
+	os.Exit(1)
+}

@@ -1,0 +1,54 @@
+// Command train fits or trains the model a YAML config describes and writes
+// a run folder (config.yaml, metrics.jsonl, parameters, plots).
+//
+//	train -config configs/gmm_old_faithful.yaml
+//	train --config configs/normal_height.yaml --out runs/h --set seed=3
+package main
+
+import (
+	"fmt"
+	"os"
+
+	"github.com/spf13/pflag"
+
+	"kakusan/cmd/internal/cli"
+	"kakusan/train"
+)
+
+func main() {
+	fs := pflag.NewFlagSet("train", pflag.ContinueOnError)
+	fs.Usage = func() {
+		fmt.Fprintf(os.Stderr, "usage: train -config FILE [flags]\n\n%s", fs.FlagUsages())
+	}
+	config := fs.StringP("config", "c", "", "YAML config `file` (required)")
+	out := fs.StringP("out", "o", "", "run `folder` (default: out_dir, else runs/<name>)")
+	overwrite := fs.Bool("overwrite", false, "reuse a run folder that already holds a run")
+	var sets []string
+	fs.StringArrayVar(&sets, "set", nil, "override a config value, `key=value` (e.g. gmm.components=3); repeatable")
+	seed := fs.Int64("seed", -1, "override the config's seed")
+	if err := cli.Parse(fs, os.Args[1:]); err != nil {
+		if err == pflag.ErrHelp {
+			return
+		}
+		cli.Fatal("train", err)
+	}
+	if *config == "" {
+		fs.Usage()
+		os.Exit(2)
+	}
+	if *seed >= 0 {
+		sets = append(sets, fmt.Sprintf("seed=%d", *seed))
+	}
+	c, err := train.LoadConfig(*config, sets)
+	if err != nil {
+		cli.Fatal("train", err)
+	}
+	r, err := train.Train(c, train.Options{Out: *out, Overwrite: *overwrite, Log: os.Stdout})
+	if err != nil {
+		if r != nil {
+			cli.Fatal("train", fmt.Errorf("%w (run folder %s)", err, r.Dir))
+		}
+		cli.Fatal("train", err)
+	}
+	fmt.Printf("run folder: %s\n", r.Dir)
+}
