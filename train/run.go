@@ -8,6 +8,8 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+
+	"kakusan/torch/safetensors"
 )
 
 // Options are the command line's say over a run.
@@ -96,27 +98,11 @@ func (r *Run) Close() error {
 
 // WriteFileAtomic writes b to path through a synced temporary file and a
 // rename, so readers see the old file or the new one, never a torn one.
-func WriteFileAtomic(path string, b []byte) (err error) {
-	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp-*")
-	if err != nil {
+func WriteFileAtomic(path string, b []byte) error {
+	return safetensors.WriteAtomic(path, func(w io.Writer) error {
+		_, err := w.Write(b)
 		return err
-	}
-	defer func() {
-		if err != nil {
-			tmp.Close()
-			os.Remove(tmp.Name())
-		}
-	}()
-	if _, err = tmp.Write(b); err != nil {
-		return err
-	}
-	if err = tmp.Sync(); err != nil {
-		return err
-	}
-	if err = tmp.Close(); err != nil {
-		return err
-	}
-	return os.Rename(tmp.Name(), path)
+	})
 }
 
 // Train runs the configured model.

@@ -229,10 +229,18 @@ func (c *countWriter) Write(p []byte) (int, error) {
 	return n, err
 }
 
-// WriteFile writes f to path atomically: a temporary file in the same
-// folder, synced, then renamed over path, so a crash leaves either the old
-// file or the new one, never half of one.
-func WriteFile(path string, f *File) (err error) {
+// WriteFile writes f to path atomically (see WriteAtomic).
+func WriteFile(path string, f *File) error {
+	return WriteAtomic(path, func(w io.Writer) error {
+		_, err := f.WriteTo(w)
+		return err
+	})
+}
+
+// WriteAtomic writes a file through a temporary file in the same folder,
+// synced, then renamed over path, so a crash or a failed write leaves either
+// the old file or the new one, never half of one.
+func WriteAtomic(path string, write func(io.Writer) error) (err error) {
 	dir := filepath.Dir(path)
 	tmp, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp-*")
 	if err != nil {
@@ -244,7 +252,7 @@ func WriteFile(path string, f *File) (err error) {
 			os.Remove(tmp.Name())
 		}
 	}()
-	if _, err = f.WriteTo(tmp); err != nil {
+	if err = write(tmp); err != nil {
 		return fmt.Errorf("%s: %w", path, err)
 	}
 	if err = tmp.Sync(); err != nil {
