@@ -22,20 +22,62 @@ import (
 // and its own section; a section for another model is an error.
 type Config struct {
 	Name    string `yaml:"name"`              // run name; default: the config file's base name
-	Model   string `yaml:"model"`             // normal, mvn or gmm
-	Seed    uint64 `yaml:"seed"`              // for initialisation and sampling
+	Model   string `yaml:"model"`             // normal, mvn, gmm, vae or hvae
+	Seed    uint64 `yaml:"seed"`              // for initialisation, data order and sampling
 	OutDir  string `yaml:"out_dir,omitempty"` // default runs/<name>
+	Device  string `yaml:"device,omitempty"`  // neural models: cpu, cuda, cuda:N or auto (default)
+	Threads int    `yaml:"threads,omitempty"` // neural models: intra-op threads, 0 = every core
 	Data    Data   `yaml:"data"`
-	Samples int    `yaml:"samples"` // points drawn from the fit for the sample plot
+	Samples int    `yaml:"samples"` // points drawn from a classical fit for its sample plot; images in a neural model's grid
 
-	GMM *GMMConfig `yaml:"gmm,omitempty"`
+	GMM       *GMMConfig   `yaml:"gmm,omitempty"`
+	Train     *TrainConfig `yaml:"train,omitempty"`
+	Optimizer *OptimConfig `yaml:"optimizer,omitempty"`
+	VAE       *VAEConfig   `yaml:"vae,omitempty"`
+	HVAE      *VAEConfig   `yaml:"hvae,omitempty"`
+}
+
+// TrainConfig drives the neural training loop.
+type TrainConfig struct {
+	BatchSize       int     `yaml:"batch_size"`
+	Epochs          int     `yaml:"epochs"`
+	MaxSteps        int     `yaml:"max_steps"`        // stop at this step even before the epochs end; 0 = no limit
+	LogEvery        int     `yaml:"log_every"`        // steps between metrics lines
+	CheckpointEvery int     `yaml:"checkpoint_every"` // steps between checkpoints; 0 = at the end of each epoch
+	SampleEvery     int     `yaml:"sample_every"`     // steps between sample grids; 0 = at the end of each epoch
+	KeepCheckpoints int     `yaml:"keep_checkpoints"` // how many recent checkpoints to keep
+	GradClip        float64 `yaml:"grad_clip"`        // max gradient L2 norm; 0 = off
+	WarmupSteps     int     `yaml:"warmup_steps"`     // linear learning-rate warm-up
+	Cosine          bool    `yaml:"cosine"`           // cosine decay from lr to min_lr over the run
+	MinLR           float64 `yaml:"min_lr"`
+}
+
+// OptimConfig picks and tunes the optimizer.
+type OptimConfig struct {
+	Name        string    `yaml:"name"` // adam, adamw or sgd
+	LR          float64   `yaml:"lr"`
+	Betas       []float64 `yaml:"betas,flow"`
+	Eps         float64   `yaml:"eps"`
+	WeightDecay float64   `yaml:"weight_decay"`
+	Momentum    float64   `yaml:"momentum"` // sgd
+	Nesterov    bool      `yaml:"nesterov"` // sgd
+}
+
+// VAEConfig sizes the (hierarchical) VAE's MLPs.
+type VAEConfig struct {
+	Hidden int `yaml:"hidden"`
+	Latent int `yaml:"latent"`
 }
 
 // Data says where the training data is.
 type Data struct {
-	Path    string   `yaml:"path"`            // a whitespace-separated numeric table
-	Columns int      `yaml:"columns"`         // expected columns; 0: the model's own (1 for normal, 2 for mvn/gmm)
-	Names   []string `yaml:"names,omitempty"` // column names for plots
+	Path       string   `yaml:"path,omitempty"`        // classical models: a whitespace-separated numeric table
+	Dataset    string   `yaml:"dataset,omitempty"`     // neural models: mnist or fashion-mnist
+	Dir        string   `yaml:"dir,omitempty"`         // neural models: a folder of MNIST-layout IDX files, instead of dataset
+	Subset     int      `yaml:"subset,omitempty"`      // neural models: train on the first N training images only
+	TestSubset int      `yaml:"test_subset,omitempty"` // neural models: evaluate on the first N test images only
+	Columns    int      `yaml:"columns,omitempty"`     // expected columns; 0: the model's own (1 for normal, 2 for mvn/gmm)
+	Names      []string `yaml:"names,omitempty"`       // column names for plots
 }
 
 // name is column i's name for plot axes.
@@ -57,7 +99,16 @@ type GMMConfig struct {
 	CovFloor   float64     `yaml:"cov_floor"`
 }
 
-var models = []string{"normal", "mvn", "gmm"}
+var models = []string{"normal", "mvn", "gmm", "vae", "hvae"}
+
+// sections lists the model-specific sections each model takes.
+var sections = map[string][]string{
+	"normal": nil, "mvn": nil, "gmm": {"gmm"},
+	"vae": {"train", "optimizer", "vae"}, "hvae": {"train", "optimizer", "hvae"},
+}
+
+// neural reports whether the model trains on libtorch.
+func (c *Config) neural() bool { return c.Model == "vae" || c.Model == "hvae" }
 
 func defaults() *Config {
 	return &Config{Samples: 10000}
@@ -65,6 +116,27 @@ func defaults() *Config {
 
 func defaultGMM() *GMMConfig {
 	return &GMMConfig{Components: 2, Init: "kmeans++", Restarts: 5, Tol: 1e-6, MaxIter: 200, CovFloor: 1e-6}
+}
+
+// prefill gives the model's own sections their defaults before decoding, so
+// keys the file leaves out keep them.
+func (c *Config) prefill(model string) {
+	switch model {
+	case "gmm":
+		c.GMM = defaultGMM()
+	case "vae", "hvae":
+		c.Samples = 64
+		c.Device = "auto"
+		c.Data.Dataset = "mnist"
+		c.Train = &TrainConfig{BatchSize: 32, Epochs: 30, LogEvery: 200, KeepCheckpoints: 3}
+		c.Optimizer = &OptimConfig{Name: "adam", LR: 3e-4, Betas: []float64{0.9, 0.999}, Eps: 1e-8}
+		if model == "vae" {
+			c.VAE = &VAEConfig{Hidden: 200, Latent: 20}
+		} else {
+			c.Optimizer.LR = 1e-3
+			c.HVAE = &VAEConfig{Hidden: 100, Latent: 20}
+		}
+	}
 }
 
 // LoadConfig reads path strictly (an unknown key or a value of the wrong
@@ -75,6 +147,12 @@ func LoadConfig(path string, sets []string) (*Config, error) {
 	if err != nil {
 		return nil, err
 	}
+	return ParseConfig(path, b, sets)
+}
+
+// ParseConfig is LoadConfig for a config already in memory; path names it
+// in errors and gives the default run name.
+func ParseConfig(path string, b []byte, sets []string) (*Config, error) {
 	c := defaults()
 	var root yaml.Node
 	if err := yaml.Unmarshal(b, &root); err != nil {
@@ -83,10 +161,13 @@ func LoadConfig(path string, sets []string) (*Config, error) {
 	if root.Kind == 0 {
 		return nil, fmt.Errorf("%s: empty config", path)
 	}
-	sections := topKeys(&root)
-	if sections["gmm"] || c.Model == "gmm" {
-		c.GMM = defaultGMM()
+	model := modelOf(&root)
+	for _, s := range sets {
+		if v, ok := strings.CutPrefix(s, "model="); ok {
+			model = v
+		}
 	}
+	c.prefill(model)
 	if err := strictDecode(b, c); err != nil {
 		return nil, explain(path, &root, err)
 	}
@@ -95,18 +176,12 @@ func LoadConfig(path string, sets []string) (*Config, error) {
 		if !ok || key == "" {
 			return nil, fmt.Errorf("--set %q: want key=value, e.g. gmm.components=3", s)
 		}
-		if strings.HasPrefix(key, "gmm.") && c.GMM == nil {
-			c.GMM = defaultGMM()
-		}
 		doc := nest(strings.Split(key, "."), val)
 		var n yaml.Node
 		yaml.Unmarshal([]byte(doc), &n)
 		if err := strictDecode([]byte(doc), c); err != nil {
 			return nil, explain("--set "+s, &n, err)
 		}
-	}
-	if c.Model == "gmm" && c.GMM == nil {
-		c.GMM = defaultGMM()
 	}
 	if c.Name == "" {
 		c.Name = strings.TrimSuffix(filepath.Base(path), filepath.Ext(path))
@@ -139,16 +214,18 @@ func nest(keys []string, val string) string {
 	return sb.String()
 }
 
-func topKeys(root *yaml.Node) map[string]bool {
-	keys := map[string]bool{}
+// modelOf reads the top-level "model" value, "" when absent.
+func modelOf(root *yaml.Node) string {
 	if len(root.Content) == 0 || root.Content[0].Kind != yaml.MappingNode {
-		return keys
+		return ""
 	}
 	m := root.Content[0]
 	for i := 0; i+1 < len(m.Content); i += 2 {
-		keys[m.Content[i].Value] = true
+		if m.Content[i].Value == "model" {
+			return m.Content[i+1].Value
+		}
 	}
-	return keys
+	return ""
 }
 
 // keyAt finds the dotted key path whose key or value starts on line.
@@ -252,7 +329,18 @@ func (c *Config) validate() error {
 			bad("model", "unknown model %q (want one of %s)", c.Model, strings.Join(models, ", "))
 		}
 	}
-	if c.Data.Path == "" {
+	own := map[string]bool{}
+	for _, s := range sections[c.Model] {
+		own[s] = true
+	}
+	for name, given := range map[string]bool{"gmm": c.GMM != nil, "train": c.Train != nil, "optimizer": c.Optimizer != nil, "vae": c.VAE != nil, "hvae": c.HVAE != nil} {
+		if given && !own[name] && c.Model != "" && contains(models, c.Model) {
+			bad(name, "section given for model %q; it belongs to %s", c.Model, owners(name))
+		}
+	}
+	if c.neural() {
+		c.validateNeural(bad)
+	} else if c.Data.Path == "" {
 		bad("data.path", "missing")
 	}
 	if c.Data.Columns < 0 {
@@ -260,9 +348,6 @@ func (c *Config) validate() error {
 	}
 	if c.Samples < 1 || c.Samples > 10_000_000 {
 		bad("samples", "must be between 1 and 10000000, got %d", c.Samples)
-	}
-	if c.GMM != nil && c.Model != "gmm" && c.Model != "" {
-		bad("gmm", "section given for model %q; it belongs to model gmm", c.Model)
 	}
 	if g := c.GMM; g != nil && c.Model == "gmm" {
 		if g.Components < 1 || g.Components > 100 {
@@ -295,6 +380,84 @@ func (c *Config) validate() error {
 	}
 	sort.Strings(errs)
 	return errors.New(strings.Join(errs, "; "))
+}
+
+func owners(section string) string {
+	var out []string
+	for _, m := range models {
+		for _, s := range sections[m] {
+			if s == section {
+				out = append(out, m)
+			}
+		}
+	}
+	return "model " + strings.Join(out, " or ")
+}
+
+func (c *Config) validateNeural(bad func(key, format string, args ...any)) {
+	if c.Data.Path != "" {
+		bad("data.path", "is for the classical models; neural models take data.dataset or data.dir")
+	}
+	if c.Data.Dir == "" && c.Data.Dataset != "mnist" && c.Data.Dataset != "fashion-mnist" {
+		bad("data.dataset", "unknown dataset %q (want mnist or fashion-mnist, or give data.dir)", c.Data.Dataset)
+	}
+	if c.Data.Subset < 0 || c.Data.TestSubset < 0 {
+		bad("data.subset", "must be at least 0")
+	}
+	if c.Threads < 0 {
+		bad("threads", "must be at least 0 (0 = every core), got %d", c.Threads)
+	}
+	t := c.Train
+	if t.BatchSize < 1 || t.BatchSize > 1<<16 {
+		bad("train.batch_size", "must be between 1 and 65536, got %d", t.BatchSize)
+	}
+	if t.Epochs < 1 && t.MaxSteps < 1 {
+		bad("train.epochs", "must be at least 1 (or set train.max_steps), got %d", t.Epochs)
+	}
+	if t.MaxSteps < 0 {
+		bad("train.max_steps", "must be at least 0, got %d", t.MaxSteps)
+	}
+	if t.LogEvery < 1 {
+		bad("train.log_every", "must be at least 1, got %d", t.LogEvery)
+	}
+	if t.CheckpointEvery < 0 || t.SampleEvery < 0 {
+		bad("train.checkpoint_every", "checkpoint_every and sample_every must be at least 0")
+	}
+	if t.KeepCheckpoints < 1 {
+		bad("train.keep_checkpoints", "must be at least 1, got %d", t.KeepCheckpoints)
+	}
+	if t.GradClip < 0 || t.WarmupSteps < 0 || t.MinLR < 0 {
+		bad("train", "grad_clip, warmup_steps and min_lr must be at least 0")
+	}
+	o := c.Optimizer
+	switch o.Name {
+	case "adam", "adamw", "sgd":
+	default:
+		bad("optimizer.name", "unknown optimizer %q (want adam, adamw or sgd)", o.Name)
+	}
+	if !(o.LR > 0) || o.LR > 10 {
+		bad("optimizer.lr", "must be in (0, 10], got %g", o.LR)
+	}
+	if len(o.Betas) != 2 || o.Betas[0] < 0 || o.Betas[0] >= 1 || o.Betas[1] < 0 || o.Betas[1] >= 1 {
+		bad("optimizer.betas", "want two values in [0, 1), got %v", o.Betas)
+	}
+	if o.WeightDecay < 0 || o.Momentum < 0 || o.Momentum >= 1 || o.Eps < 0 {
+		bad("optimizer", "weight_decay and eps must be at least 0, momentum in [0, 1)")
+	}
+	for name, v := range map[string]*VAEConfig{"vae": c.VAE, "hvae": c.HVAE} {
+		if v == nil {
+			continue
+		}
+		if v.Hidden < 1 || v.Hidden > 1<<16 {
+			bad(name+".hidden", "must be between 1 and 65536, got %d", v.Hidden)
+		}
+		if v.Latent < 1 || v.Latent > 1<<12 {
+			bad(name+".latent", "must be between 1 and 4096, got %d", v.Latent)
+		}
+	}
+	if c.Samples > 1024 {
+		bad("samples", "a neural model's grid holds at most 1024 images, got %d", c.Samples)
+	}
 }
 
 func contains(list []string, s string) bool {

@@ -200,12 +200,21 @@ func componentScatter(title, xl, yl string, pts [][]float64, labels []int, means
 	return savePlot(p, path)
 }
 
-// curve draws y against its index+1, for log-likelihood and loss curves.
+// curve draws y against its index, for the log-likelihood per EM iteration.
 func curve(title, xl, yl string, ys []float64, path string) error {
+	xs := make([]float64, len(ys))
+	for i := range xs {
+		xs[i] = float64(i)
+	}
+	return stepCurve(title, xl, yl, xs, ys, path)
+}
+
+// stepCurve draws ys against xs, for loss curves.
+func stepCurve(title, xl, yl string, xs, ys []float64, path string) error {
 	p := newPlot(title, xl, yl)
 	xy := make(plotter.XYs, len(ys))
 	for i, y := range ys {
-		xy[i] = plotter.XY{X: float64(i), Y: y}
+		xy[i] = plotter.XY{X: xs[i], Y: y}
 	}
 	l, s, err := plotter.NewLinePoints(xy)
 	if err != nil {

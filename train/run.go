@@ -1,6 +1,7 @@
 package train
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -9,6 +10,7 @@ import (
 	"path/filepath"
 	"strconv"
 
+	"kakusan/torch"
 	"kakusan/torch/safetensors"
 )
 
@@ -16,6 +18,7 @@ import (
 type Options struct {
 	Out       string // run folder; overrides out_dir
 	Overwrite bool   // reuse an existing, non-empty run folder
+	Resume    string // continue the run in this folder from its latest checkpoint
 	Log       io.Writer
 }
 
@@ -32,6 +35,9 @@ type Run struct {
 // an earlier run; a folder named explicitly (--out or out_dir) must be new
 // or empty unless Overwrite.
 func Start(c *Config, o Options) (*Run, error) {
+	if o.Resume != "" {
+		return reopen(c, o)
+	}
 	dir, explicit := c.OutDir, true
 	if o.Out != "" {
 		dir = o.Out
@@ -63,6 +69,51 @@ func Start(c *Config, o Options) (*Run, error) {
 		log = io.Discard
 	}
 	return &Run{Config: c, Dir: dir, Log: log, metrics: m}, nil
+}
+
+// reopen continues a run in its existing folder.
+func reopen(c *Config, o Options) (*Run, error) {
+	if st, err := os.Stat(o.Resume); err != nil || !st.IsDir() {
+		return nil, fmt.Errorf("--resume %s: not a run folder", o.Resume)
+	}
+	c.OutDir = o.Resume
+	m, err := os.OpenFile(filepath.Join(o.Resume, "metrics.jsonl"), os.O_RDWR|os.O_CREATE, 0o644)
+	if err != nil {
+		return nil, err
+	}
+	log := o.Log
+	if log == nil {
+		log = io.Discard
+	}
+	return &Run{Config: c, Dir: o.Resume, Log: log, metrics: m}, nil
+}
+
+// truncateMetrics drops the metrics lines past step (logged by the run
+// being resumed after its last checkpoint) and leaves the file positioned
+// for appending.
+func (r *Run) truncateMetrics(step int) error {
+	b, err := os.ReadFile(r.metrics.Name())
+	if err != nil {
+		return err
+	}
+	var keep []byte
+	for _, line := range bytes.SplitAfter(b, []byte("\n")) {
+		var rec struct {
+			Step *int `json:"step"`
+		}
+		if len(bytes.TrimSpace(line)) == 0 || json.Unmarshal(line, &rec) != nil || rec.Step == nil || *rec.Step > step {
+			continue
+		}
+		keep = append(keep, line...)
+	}
+	if err := r.metrics.Truncate(0); err != nil {
+		return err
+	}
+	if _, err := r.metrics.WriteAt(keep, 0); err != nil {
+		return err
+	}
+	_, err = r.metrics.Seek(int64(len(keep)), io.SeekStart)
+	return err
 }
 
 func emptyOrMissing(dir string) bool {
@@ -111,11 +162,15 @@ func Train(c *Config, o Options) (*Run, error) {
 	if err != nil {
 		return nil, err
 	}
-	switch c.Model {
-	case "normal", "mvn", "gmm":
-		err = fitClassical(r)
+	switch {
+	case c.neural():
+		ctx, stop := signalContext()
+		defer stop()
+		err = torch.Do(func() error { return trainNeural(ctx, r, o.Resume) })
+	case o.Resume != "":
+		err = fmt.Errorf("--resume: model %q fits in one go; there is nothing to resume", c.Model)
 	default:
-		err = fmt.Errorf("model %q has no trainer", c.Model)
+		err = fitClassical(r)
 	}
 	if cerr := r.Close(); err == nil {
 		err = cerr

@@ -4,6 +4,12 @@
 // and writes N samples as CSV:
 //
 //	sample --run runs/gmm_old_faithful --n 1000 --seed 1 --out samples.csv
+//
+// For the neural models it loads a checkpoint (a file, or a run folder's
+// latest) and writes one PNG per image, grid.png, manifest.jsonl and, for
+// the VAEs, reconstructions.png and interpolation.png:
+//
+//	sample --checkpoint runs/mnist_vae --n 64 --seed 1 --out samples/vae
 package main
 
 import (
@@ -27,22 +33,37 @@ func main() {
 	params := fs.String("params", "", "params.json `file` (instead of --run)")
 	n := fs.IntP("n", "n", 1000, "number of samples")
 	seed := fs.Uint64("seed", 1, "random seed")
-	out := fs.StringP("out", "o", "-", "output CSV `file` (- for stdout)")
+	out := fs.StringP("out", "o", "", "output: a CSV `file` for classical models (default stdout), a folder for neural ones (default samples)")
+	checkpoint := fs.String("checkpoint", "", "neural model checkpoint `file` or run folder")
+	device := fs.String("device", "auto", "neural models: cpu, cuda, cuda:N or auto")
+	batch := fs.Int("batch", 500, "neural models: images generated per forward pass")
 	if err := cli.Parse(fs, os.Args[1:]); err != nil {
 		if err == pflag.ErrHelp {
 			return
 		}
 		cli.Fatal("sample", err)
 	}
+	if *n < 1 {
+		cli.Fatal("sample", fmt.Errorf("--n must be at least 1, got %d", *n))
+	}
+	if *checkpoint != "" {
+		if *batch < 1 {
+			cli.Fatal("sample", fmt.Errorf("--batch must be at least 1, got %d", *batch))
+		}
+		if *out == "" {
+			*out = "samples"
+		}
+		if err := runNeural(neuralJob{checkpoint: *checkpoint, out: *out, device: *device, n: *n, batch: *batch, seed: *seed}); err != nil {
+			cli.Fatal("sample", err)
+		}
+		return
+	}
 	path := *params
 	if path == "" {
 		if *run == "" {
-			cli.Fatal("sample", fmt.Errorf("give --run FOLDER or --params FILE"))
+			cli.Fatal("sample", fmt.Errorf("give --checkpoint (neural models), or --run FOLDER or --params FILE (classical ones)"))
 		}
 		path = filepath.Join(*run, "params.json")
-	}
-	if *n < 1 {
-		cli.Fatal("sample", fmt.Errorf("--n must be at least 1, got %d", *n))
 	}
 	p, err := gaussian.LoadParams(path)
 	if err != nil {
@@ -50,7 +71,7 @@ func main() {
 	}
 	w := io.Writer(os.Stdout)
 	var f *os.File
-	if *out != "-" {
+	if *out != "" && *out != "-" {
 		if f, err = os.Create(*out); err != nil {
 			cli.Fatal("sample", err)
 		}

@@ -3,11 +3,15 @@
 //
 //	train -config configs/gmm_old_faithful.yaml
 //	train --config configs/normal_height.yaml --out runs/h --set seed=3
+//	train -config configs/mnist_vae.yaml --device cuda
+//	train --resume runs/mnist_vae        (after an interruption)
 package main
 
 import (
+	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 
 	"github.com/spf13/pflag"
 
@@ -26,15 +30,23 @@ func main() {
 	var sets []string
 	fs.StringArrayVar(&sets, "set", nil, "override a config value, `key=value` (e.g. gmm.components=3); repeatable")
 	seed := fs.Int64("seed", -1, "override the config's seed")
+	device := fs.String("device", "", "override the config's device: cpu, cuda, cuda:N or auto")
+	resume := fs.String("resume", "", "continue the run in this `folder` from its latest checkpoint (its config.yaml unless -config is given)")
 	if err := cli.Parse(fs, os.Args[1:]); err != nil {
 		if err == pflag.ErrHelp {
 			return
 		}
 		cli.Fatal("train", err)
 	}
+	if *config == "" && *resume != "" {
+		*config = filepath.Join(*resume, "config.yaml")
+	}
 	if *config == "" {
 		fs.Usage()
 		os.Exit(2)
+	}
+	if *device != "" {
+		sets = append(sets, "device="+*device)
 	}
 	if *seed >= 0 {
 		sets = append(sets, fmt.Sprintf("seed=%d", *seed))
@@ -43,7 +55,10 @@ func main() {
 	if err != nil {
 		cli.Fatal("train", err)
 	}
-	r, err := train.Train(c, train.Options{Out: *out, Overwrite: *overwrite, Log: os.Stdout})
+	r, err := train.Train(c, train.Options{Out: *out, Overwrite: *overwrite, Resume: *resume, Log: os.Stdout})
+	if errors.Is(err, train.ErrInterrupted) {
+		os.Exit(130)
+	}
 	if err != nil {
 		if r != nil {
 			cli.Fatal("train", fmt.Errorf("%w (run folder %s)", err, r.Dir))

@@ -255,6 +255,9 @@ func WriteAtomic(path string, write func(io.Writer) error) (err error) {
 	if err = write(tmp); err != nil {
 		return fmt.Errorf("%s: %w", path, err)
 	}
+	if err = tmp.Chmod(0o644); err != nil { // CreateTemp makes 0600 files
+		return err
+	}
 	if err = tmp.Sync(); err != nil {
 		return err
 	}

@@ -1,0 +1,55 @@
+package train
+
+import (
+	"fmt"
+
+	"kakusan/models/nn"
+	"kakusan/models/vae"
+	"kakusan/torch"
+)
+
+// Model is what the neural training loop trains.
+type Model interface {
+	// Module holds the parameters and buffers under their PyTorch names.
+	Module() *nn.Module
+	// Loss is the scalar training loss of a batch: images (B, 1, H, W) in
+	// [0, 1] and int64 labels (B).
+	Loss(x, y *torch.Tensor) *torch.Tensor
+	// Sample generates n images (n, 1, H, W) in [0, 1].
+	Sample(n int64) *torch.Tensor
+}
+
+// NewModel builds the configured model on dev.
+func NewModel(c *Config, dev torch.Device) (Model, error) {
+	switch c.Model {
+	case "vae":
+		return &vaeModel{vae.NewVAE(28*28, int64(c.VAE.Hidden), int64(c.VAE.Latent), dev), dev}, nil
+	case "hvae":
+		return &hvaeModel{vae.NewHVAE(28*28, int64(c.HVAE.Hidden), int64(c.HVAE.Latent), dev), dev}, nil
+	}
+	return nil, fmt.Errorf("model %q is not a neural model", c.Model)
+}
+
+type vaeModel struct {
+	*vae.VAE
+	dev torch.Device
+}
+
+func (m *vaeModel) Module() *nn.Module { return m.VAE.Module }
+func (m *vaeModel) VAEModel() *vae.VAE { return m.VAE }
+func (m *vaeModel) Loss(x, _ *torch.Tensor) *torch.Tensor {
+	return m.VAE.Loss(x.Flatten(1, -1), nil)
+}
+func (m *vaeModel) Sample(n int64) *torch.Tensor { return m.VAE.Sample(n, m.dev).View(n, 1, 28, 28) }
+
+type hvaeModel struct {
+	*vae.HVAE
+	dev torch.Device
+}
+
+func (m *hvaeModel) Module() *nn.Module   { return m.HVAE.Module }
+func (m *hvaeModel) HVAEModel() *vae.HVAE { return m.HVAE }
+func (m *hvaeModel) Loss(x, _ *torch.Tensor) *torch.Tensor {
+	return m.HVAE.Loss(x.Flatten(1, -1), nil, nil)
+}
+func (m *hvaeModel) Sample(n int64) *torch.Tensor { return m.HVAE.Sample(n, m.dev).View(n, 1, 28, 28) }

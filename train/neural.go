@@ -1,0 +1,311 @@
+package train
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"syscall"
+	"time"
+
+	"github.com/schollz/progressbar/v3"
+	"golang.org/x/term"
+
+	"kakusan/datasets"
+	"kakusan/sample"
+	"kakusan/torch"
+)
+
+// ErrInterrupted reports a run stopped by SIGINT or SIGTERM after saving a
+// checkpoint.
+var ErrInterrupted = errors.New("interrupted")
+
+// gridSeed seeds the noise of the periodic sample grids, so every grid of
+// a run shows the same draws (and sampling leaves the training stream alone).
+const gridSeed = 1234
+
+// trainNeural runs the training loop; it must run on the torch thread.
+func trainNeural(ctx context.Context, r *Run, resume string) error {
+	c, t := r.Config, r.Config.Train
+	dev, err := torch.ParseDevice(c.Device)
+	if err != nil {
+		return fmt.Errorf("device: %w", err)
+	}
+	if c.Threads > 0 {
+		torch.SetNumThreads(c.Threads)
+	}
+	torch.ManualSeed(c.Seed)
+	dir, err := datasets.DatasetDir(c.Data.Dataset, c.Data.Dir)
+	if err != nil {
+		return err
+	}
+	trainSet, err := datasets.LoadImages(dir, "train")
+	if err != nil {
+		return err
+	}
+	testSet, err := datasets.LoadImages(dir, "test")
+	if err != nil {
+		return err
+	}
+	trainSet, testSet = trainSet.Subset(c.Data.Subset), testSet.Subset(c.Data.TestSubset)
+	loader := &datasets.Loader{Set: trainSet, Batch: t.BatchSize, Seed: c.Seed, Shuffle: true}
+	spe := loader.StepsPerEpoch()
+	if spe == 0 {
+		return fmt.Errorf("train.batch_size %d is larger than the %d training images", t.BatchSize, trainSet.N)
+	}
+	total := t.Epochs * spe
+	if t.MaxSteps > 0 && (t.Epochs < 1 || t.MaxSteps < total) {
+		total = t.MaxSteps
+	}
+
+	model, err := NewModel(c, dev)
+	if err != nil {
+		return err
+	}
+	defer model.Module().Free()
+	opt := newOptimizer(c.Optimizer, model.Module().ParamTensors())
+	defer opt.Free()
+
+	step := 0
+	if resume != "" {
+		ck, err := LoadCheckpoint(resume, dev)
+		if err != nil {
+			return err
+		}
+		if err := ck.restore(c.Model, model, opt); err != nil {
+			return err
+		}
+		step = ck.Step
+		if err := r.truncateMetrics(step); err != nil {
+			return err
+		}
+		fmt.Fprintf(r.Log, "resumed from %s at step %d\n", ck.Path, step)
+	}
+	fmt.Fprintf(r.Log, "%s: %d parameters on %s, %d training images (%d steps an epoch), %d test images, %d steps\n",
+		c.Model, model.Module().NumParams(), dev, trainSet.N, spe, testSet.N, total)
+
+	var bar *progressbar.ProgressBar
+	if f, ok := r.Log.(*os.File); ok && term.IsTerminal(int(f.Fd())) {
+		bar = progressbar.NewOptions(total, progressbar.OptionSetWriter(f), progressbar.OptionShowCount(),
+			progressbar.OptionSetWidth(30), progressbar.OptionThrottle(200*time.Millisecond), progressbar.OptionClearOnFinish())
+		bar.Set(step)
+	}
+	logf := func(format string, args ...any) {
+		if bar != nil {
+			bar.Clear()
+		}
+		fmt.Fprintf(r.Log, format, args...)
+	}
+
+	var curve []float64
+	var curveSteps []float64
+	lastCk := ""
+	checkpoint := func(epoch int) error {
+		path, err := saveCheckpoint(r, model, opt, step, epoch, t.KeepCheckpoints)
+		if err != nil {
+			return fmt.Errorf("checkpoint at step %d: %w", step, err)
+		}
+		lastCk = path
+		if len(curve) > 0 {
+			if err := stepCurve("training loss", "step", "loss", curveSteps, curve, r.Path("loss.png")); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	grid := func(name string) error {
+		var imgs *sample.Images
+		withSeed(gridSeed, func() {
+			model.Module().SetTraining(false)
+			torch.NoGrad(func() { imgs = sample.FromTensor(model.Sample(int64(c.Samples))) })
+			model.Module().SetTraining(true)
+		})
+		if err := os.MkdirAll(r.Path("samples"), 0o755); err != nil {
+			return err
+		}
+		return sample.SavePNG(r.Path(filepath.Join("samples", name)), imgs.Grid(int(math.Ceil(math.Sqrt(float64(c.Samples)))), 2))
+	}
+	evaluate := func(epoch int) error {
+		var loss float64
+		withSeed(c.Seed+uint64(epoch), func() { loss = evalLoss(model, testSet, t.BatchSize, dev) })
+		logf("epoch %d (step %d): test loss %.4f\n", epoch, step, loss)
+		if math.IsNaN(loss) || math.IsInf(loss, 0) {
+			return nanError(step, lastCk)
+		}
+		return r.Metric(step, map[string]any{"epoch": epoch, "test_loss": loss})
+	}
+
+	lossSum := torch.Zeros([]int64{}, dev).Keep()
+	defer lossSum.Free()
+	window, windowStart := 0, time.Now()
+	for step < total {
+		epoch, pos := step/spe, step%spe
+		batches, stop := loader.Epoch(epoch, pos)
+		for b := range batches {
+			if err := ctx.Err(); err != nil {
+				stop()
+				if _, err := saveCheckpoint(r, model, opt, step, epoch, t.KeepCheckpoints); err != nil {
+					return fmt.Errorf("interrupted, and the checkpoint failed: %w", err)
+				}
+				logf("interrupted at step %d: checkpoint saved; continue with --resume %s\n", step, r.Dir)
+				return ErrInterrupted
+			}
+			lr := learningRate(c, step, total)
+			opt.SetLR(lr)
+			torch.Scoped(func() {
+				x := torch.FromSlice(b.Pixels, []int64{int64(b.N), 1, int64(trainSet.H), int64(trainSet.W)}).To(dev)
+				y := torch.FromSlice(b.Labels, nil).To(dev)
+				loss := model.Loss(x, y)
+				opt.ZeroGrad()
+				loss.Backward()
+				if t.GradClip > 0 {
+					torch.ClipGradNorm(model.Module().ParamTensors(), t.GradClip)
+				}
+				opt.Step()
+				torch.NoGrad(func() { lossSum.AddInPlace(loss.Detach(), 1) })
+			})
+			step++
+			window++
+			if bar != nil {
+				bar.Add(1)
+			}
+			if step%t.LogEvery == 0 || step == total {
+				mean := lossSum.Item() / float64(window)
+				if math.IsNaN(mean) || math.IsInf(mean, 0) {
+					stop()
+					return nanError(step, lastCk)
+				}
+				rate := float64(window*t.BatchSize) / time.Since(windowStart).Seconds()
+				if bar != nil {
+					bar.Describe(fmt.Sprintf("loss %.4f  %.0f img/s", mean, rate))
+				} else {
+					logf("step %d/%d  epoch %d  loss %.4f  lr %.3g  %.0f img/s\n", step, total, epoch, mean, lr, rate)
+				}
+				if err := r.Metric(step, map[string]any{"epoch": epoch, "loss": mean, "lr": lr, "images_per_s": rate}); err != nil {
+					return err
+				}
+				curve, curveSteps = append(curve, mean), append(curveSteps, float64(step))
+				lossSum.Fill(0)
+				window, windowStart = 0, time.Now()
+			}
+			epochEnd := step%spe == 0
+			if (t.CheckpointEvery > 0 && step%t.CheckpointEvery == 0) || (t.CheckpointEvery == 0 && epochEnd) {
+				if err := checkpoint(epoch); err != nil {
+					stop()
+					return err
+				}
+			}
+			if (t.SampleEvery > 0 && step%t.SampleEvery == 0) || (t.SampleEvery == 0 && epochEnd) {
+				if err := grid(fmt.Sprintf("step-%08d.png", step)); err != nil {
+					stop()
+					return err
+				}
+			}
+			if epochEnd {
+				if err := evaluate(epoch + 1); err != nil {
+					stop()
+					return err
+				}
+			}
+			if step >= total {
+				break
+			}
+		}
+		stop()
+	}
+	if bar != nil {
+		bar.Finish()
+	}
+	if step%spe != 0 {
+		if err := evaluate(step / spe); err != nil {
+			return err
+		}
+	}
+	if lastCk == "" || filepath.Base(lastCk) != fmt.Sprintf("step-%08d.safetensors", step) {
+		if err := checkpoint(step / spe); err != nil {
+			return err
+		}
+	}
+	if err := grid("final.png"); err != nil {
+		return err
+	}
+	logf("done: %d steps; checkpoint %s, samples %s\n", step, lastCk, r.Path("samples/final.png"))
+	return nil
+}
+
+func nanError(step int, lastCk string) error {
+	if lastCk == "" {
+		return fmt.Errorf("loss is NaN or Inf at step %d; stopped (no checkpoint had been written yet). Lower optimizer.lr or set train.grad_clip", step)
+	}
+	return fmt.Errorf("loss is NaN or Inf at step %d; stopped. The last good checkpoint, %s, is untouched. Lower optimizer.lr or set train.grad_clip", step, lastCk)
+}
+
+// withSeed runs f with the CPU generator seeded, then puts the generator
+// back where it was.
+func withSeed(seed uint64, f func()) {
+	state := torch.RNGState()
+	torch.ManualSeed(seed)
+	defer torch.SetRNGState(state)
+	f()
+}
+
+// evalLoss is the mean per-image loss over a set, in eval mode without
+// gradients.
+func evalLoss(m Model, set *datasets.Images, batch int, dev torch.Device) float64 {
+	m.Module().SetTraining(false)
+	defer m.Module().SetTraining(true)
+	var total float64
+	torch.NoGrad(func() {
+		for _, b := range (&datasets.Loader{Set: set, Batch: batch}).All() {
+			torch.Scoped(func() {
+				x := torch.FromSlice(b.Pixels, []int64{int64(b.N), 1, int64(set.H), int64(set.W)}).To(dev)
+				y := torch.FromSlice(b.Labels, nil).To(dev)
+				total += m.Loss(x, y).Item() * float64(b.N)
+			})
+		}
+	})
+	return total / float64(set.N)
+}
+
+// learningRate applies linear warm-up and optional cosine decay.
+func learningRate(c *Config, step, total int) float64 {
+	lr, t := c.Optimizer.LR, c.Train
+	if t.WarmupSteps > 0 && step < t.WarmupSteps {
+		return lr * float64(step+1) / float64(t.WarmupSteps)
+	}
+	if t.Cosine && total > t.WarmupSteps {
+		p := float64(step-t.WarmupSteps) / float64(total-t.WarmupSteps)
+		return t.MinLR + 0.5*(lr-t.MinLR)*(1+math.Cos(math.Pi*p))
+	}
+	return lr
+}
+
+func newOptimizer(o *OptimConfig, params []*torch.Tensor) torch.Optimizer {
+	switch o.Name {
+	case "sgd":
+		return torch.NewSGD(params, torch.SGDConfig{LR: o.LR, Momentum: o.Momentum, WeightDecay: o.WeightDecay, Nesterov: o.Nesterov})
+	case "adamw":
+		return torch.NewAdamW(params, torch.AdamConfig{LR: o.LR, Beta1: o.Betas[0], Beta2: o.Betas[1], Eps: o.Eps, WeightDecay: o.WeightDecay})
+	}
+	return torch.NewAdam(params, torch.AdamConfig{LR: o.LR, Beta1: o.Betas[0], Beta2: o.Betas[1], Eps: o.Eps, WeightDecay: o.WeightDecay})
+}
+
+// signalContext is cancelled by the first SIGINT or SIGTERM; a second one
+// kills the process as usual.
+func signalContext() (context.Context, func()) {
+	ctx, cancel := context.WithCancel(context.Background())
+	ch := make(chan os.Signal, 1)
+	signal.Notify(ch, os.Interrupt, syscall.SIGTERM)
+	go func() {
+		select {
+		case <-ch:
+			cancel()
+			signal.Stop(ch)
+		case <-ctx.Done():
+		}
+	}()
+	return ctx, func() { signal.Stop(ch); cancel() }
+}
