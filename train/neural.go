@@ -19,6 +19,9 @@ import (
 	"kakusan/torch"
 )
 
+// newModel builds the model to train; tests swap it.
+var newModel = NewModel
+
 // ErrInterrupted reports a run stopped by SIGINT or SIGTERM after saving a
 // checkpoint.
 var ErrInterrupted = errors.New("interrupted")
@@ -61,7 +64,7 @@ func trainNeural(ctx context.Context, r *Run, resume string) error {
 		total = t.MaxSteps
 	}
 
-	model, err := NewModel(c, dev)
+	model, err := newModel(c, dev)
 	if err != nil {
 		return err
 	}

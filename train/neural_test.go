@@ -1,0 +1,259 @@
+package train
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"math"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"kakusan/torch"
+)
+
+// neuralConfig is a small MNIST run: a 2,000-image subset, 500 test images.
+func neuralConfig(t *testing.T, model string, sets ...string) *Config {
+	t.Helper()
+	base := []string{"data.subset=2000", "data.test_subset=500", "device=cpu", "train.log_every=10", "samples=16"}
+	c, err := LoadConfig("../configs/mnist_"+model+".yaml", append(base, sets...))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+type metric struct {
+	Step     int      `json:"step"`
+	Loss     *float64 `json:"loss"`
+	TestLoss *float64 `json:"test_loss"`
+}
+
+func readMetrics(t *testing.T, dir string) []metric {
+	t.Helper()
+	f, err := os.Open(filepath.Join(dir, "metrics.jsonl"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	var out []metric
+	s := bufio.NewScanner(f)
+	for s.Scan() {
+		var m metric
+		if err := json.Unmarshal(s.Bytes(), &m); err != nil {
+			t.Fatalf("metrics line %q: %v", s.Text(), err)
+		}
+		out = append(out, m)
+	}
+	return out
+}
+
+func testLosses(ms []metric) []float64 {
+	var out []float64
+	for _, m := range ms {
+		if m.TestLoss != nil {
+			out = append(out, *m.TestLoss)
+		}
+	}
+	return out
+}
+
+func TestVAEAndHVAETrainingLowersTestLoss(t *testing.T) {
+	// 5 epochs of 62 steps on 2,000 images. The untrained VAE sits near 180
+	// per image (squared error of sigmoid(≈0.5) outputs); after 310 steps the
+	// test loss must be below 60 and have fallen epoch over epoch overall.
+	for _, model := range []string{"vae", "hvae"} {
+		c := neuralConfig(t, model, "train.epochs=5")
+		r, err := Train(c, Options{Out: filepath.Join(t.TempDir(), model)})
+		if err != nil {
+			t.Fatalf("%s: %v", model, err)
+		}
+		tl := testLosses(readMetrics(t, r.Dir))
+		if len(tl) != 5 {
+			t.Fatalf("%s: %d test-loss lines, want 5", model, len(tl))
+		}
+		if tl[4] > 60 || tl[4] > tl[0]-5 {
+			t.Errorf("%s: test loss by epoch %v: want the last below 60 and 5 under the first", model, tl)
+		}
+		for _, f := range []string{"loss.png", "samples/final.png", "checkpoints/latest.safetensors", "config.yaml"} {
+			if _, err := os.Stat(r.Path(f)); err != nil {
+				t.Errorf("%s: %v", model, err)
+			}
+		}
+	}
+}
+
+func TestCheckpointRoundTripAndResumeReproduces(t *testing.T) {
+	dir := t.TempDir()
+	// Uninterrupted: 124 steps (2 epochs), checkpoints at 60 and 120 and at the end.
+	full := neuralConfig(t, "vae", "train.epochs=2", "train.checkpoint_every=60", "train.sample_every=1000")
+	rf, err := Train(full, Options{Out: filepath.Join(dir, "full")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Interrupted: stop at step 60, then resume to the end.
+	part := neuralConfig(t, "vae", "train.epochs=2", "train.checkpoint_every=60", "train.sample_every=1000", "train.max_steps=60")
+	rp, err := Train(part, Options{Out: filepath.Join(dir, "part")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rest := neuralConfig(t, "vae", "train.epochs=2", "train.checkpoint_every=60", "train.sample_every=1000")
+	if _, err := Train(rest, Options{Resume: rp.Dir}); err != nil {
+		t.Fatal(err)
+	}
+	// Every training-loss line and every epoch's test loss match exactly. (The
+	// shortened run also logged a test loss where it stopped, at step 60.)
+	byStep := func(ms []metric) (map[int]float64, map[int]float64) {
+		train, test := map[int]float64{}, map[int]float64{}
+		for _, m := range ms {
+			if m.Loss != nil {
+				train[m.Step] = *m.Loss
+			}
+			if m.TestLoss != nil && m.Step%62 == 0 {
+				test[m.Step] = *m.TestLoss
+			}
+		}
+		return train, test
+	}
+	at, aT := byStep(readMetrics(t, rf.Dir))
+	bt, bT := byStep(readMetrics(t, rp.Dir))
+	if len(at) != 13 || len(aT) != 2 || len(bt) != len(at) || len(bT) != len(aT) {
+		t.Fatalf("uninterrupted: %d loss and %d test lines; resumed: %d and %d", len(at), len(aT), len(bt), len(bT))
+	}
+	for step, l := range at {
+		if bt[step] != l {
+			t.Errorf("step %d: loss %v uninterrupted, %v resumed", step, l, bt[step])
+		}
+	}
+	for step, l := range aT {
+		if bT[step] != l {
+			t.Errorf("step %d: test loss %v uninterrupted, %v resumed", step, l, bT[step])
+		}
+	}
+	// The final checkpoints hold identical weights, and a loaded model
+	// computes what the trained one did.
+	err = torch.Do(func() error {
+		ca, err := LoadCheckpoint(rf.Dir, torch.CPU)
+		if err != nil {
+			return err
+		}
+		cb, err := LoadCheckpoint(rp.Dir, torch.CPU)
+		if err != nil {
+			return err
+		}
+		if ca.Step != 124 || cb.Step != 124 {
+			t.Errorf("final steps %d and %d, want 124", ca.Step, cb.Step)
+		}
+		for name, x := range ca.Tensors {
+			if name == rngKey {
+				continue
+			}
+			if y, ok := cb.Tensors[name]; !ok || !x.AllClose(y, 0, 0) {
+				t.Errorf("%s differs between the uninterrupted and the resumed run", name)
+			}
+		}
+		m1, _ := NewModel(full, torch.CPU)
+		m2, _ := NewModel(full, torch.CPU)
+		defer m1.Module().Free()
+		defer m2.Module().Free()
+		if err := m1.Module().Load(ca.Tensors, optimPrefix, "rng."); err != nil {
+			return err
+		}
+		if err := m2.Module().Load(m1.Module().StateDict()); err != nil {
+			return err
+		}
+		x := torch.Rand([]int64{4, 784})
+		ha, _ := m1.(*vaeModel).Encoder.Forward(x)
+		hb, _ := m2.(*vaeModel).Encoder.Forward(x)
+		if !ha.AllClose(hb, 0, 0) {
+			t.Error("a reloaded model computes something else")
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestBadCheckpointsAreNamed(t *testing.T) {
+	dir := t.TempDir()
+	bad := filepath.Join(dir, "bad.safetensors")
+	os.WriteFile(bad, []byte("definitely not safetensors"), 0o644)
+	err := torch.Do(func() error { _, err := LoadCheckpoint(bad, torch.CPU); return err })
+	if err == nil || !strings.Contains(err.Error(), bad) {
+		t.Errorf("corrupt checkpoint: %v", err)
+	}
+	// A checkpoint of another model kind: the error names the file and both kinds.
+	c := neuralConfig(t, "hvae", "train.max_steps=5")
+	r, err := Train(c, Options{Out: filepath.Join(dir, "h")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	v := neuralConfig(t, "vae", "train.max_steps=10")
+	_, err = Train(v, Options{Resume: r.Dir})
+	if err == nil || !strings.Contains(err.Error(), `a "hvae" checkpoint, the config trains "vae"`) {
+		t.Errorf("wrong kind: %v", err)
+	}
+	// Same kind, other shape: the first mismatching tensor is named.
+	w := neuralConfig(t, "hvae", "train.max_steps=10", "hvae.hidden=50")
+	_, err = Train(w, Options{Resume: r.Dir})
+	if err == nil || !strings.Contains(err.Error(), "decoder1.linear1.bias\" has shape [100], the model wants [50]") {
+		t.Errorf("wrong shape: %v", err)
+	}
+}
+
+// nanModel's loss turns NaN at a given step.
+type nanModel struct {
+	Model
+	calls, at int
+}
+
+func (m *nanModel) Loss(x, y *torch.Tensor) *torch.Tensor {
+	m.calls++
+	l := m.Model.Loss(x, y)
+	if m.calls >= m.at {
+		return l.MulScalar(math.NaN())
+	}
+	return l
+}
+
+func TestNaNLossStopsAndKeepsLastCheckpoint(t *testing.T) {
+	defer func(f func(*Config, torch.Device) (Model, error)) { newModel = f }(newModel)
+	newModel = func(c *Config, d torch.Device) (Model, error) {
+		m, err := NewModel(c, d)
+		return &nanModel{Model: m, at: 45}, err
+	}
+	c := neuralConfig(t, "vae", "train.checkpoint_every=20", "train.epochs=1")
+	r, err := Train(c, Options{Out: filepath.Join(t.TempDir(), "nan")})
+	if err == nil || !strings.Contains(err.Error(), "NaN or Inf at step 50") || !strings.Contains(err.Error(), "step-00000040.safetensors") {
+		t.Fatalf("err = %v", err)
+	}
+	latest, _ := os.Readlink(filepath.Join(r.Dir, "checkpoints", "latest.safetensors"))
+	if latest != "step-00000040.safetensors" {
+		t.Errorf("latest checkpoint is %q after the NaN", latest)
+	}
+}
+
+func TestInterruptSavesACheckpoint(t *testing.T) {
+	c := neuralConfig(t, "vae", "train.epochs=1")
+	r, err := Start(c, Options{Out: filepath.Join(t.TempDir(), "int")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel() // as if SIGINT arrived before the first step
+	err = torch.Do(func() error { return trainNeural(ctx, r, "") })
+	r.Close()
+	if !errors.Is(err, ErrInterrupted) {
+		t.Fatalf("err = %v", err)
+	}
+	if _, err := os.Stat(filepath.Join(r.Dir, "checkpoints", "step-00000000.safetensors")); err != nil {
+		t.Error(err)
+	}
+	if _, err := Train(c, Options{Resume: r.Dir}); err != nil {
+		t.Errorf("resume after interrupt: %v", err)
+	}
+}
+
