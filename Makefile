@@ -26,9 +26,8 @@ test: build
 	$(GO) test -count=1 ./...
 
 bench: $(SHIM)
-	scripts/setup.sh --peer
-	$(GO) test -run '^$$' -bench . -benchtime 3s ./torch/
-	/usr/bin/python3 scripts/bench_convnet.py
+	scripts/setup.sh
+	scripts/bench.sh
 
 clean:
 	rm -rf bin

@@ -1,22 +1,22 @@
 #!/usr/bin/env bash
-# setup.sh [--peer]: installs what kakusan needs on Debian/Ubuntu, once.
+# setup.sh: installs what kakusan needs on Debian/Ubuntu, once.
 #   libtorch-dev          libtorch 1.13 headers and libraries (CPU)
 #   libgloo-dev           c10d's headers, for data-parallel work
 #   libopenblas0-openmp   an optimised BLAS (libtorch falls back to the
 #                         reference one without it)
 #   dataset-fashion-mnist Fashion-MNIST's IDX files
-#   python3-torch         with --peer only: PyTorch on the same libtorch, the
-#                         peer the benchmarks compare against
+#   python3-torch         PyTorch on the same libtorch: the interop tests load
+#                         our checkpoints into the PyTorch twins of our
+#                         models, and the benchmarks' peers run on it
 # With LIBTORCH or TORCH_FROM_PYTHON set it installs no libtorch. Go modules
 # (MNIST among them) come through `go mod download`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-pkgs=(libgloo-dev libopenblas0-openmp dataset-fashion-mnist)
+pkgs=(libgloo-dev libopenblas0-openmp dataset-fashion-mnist python3-torch)
 if [[ -z "${LIBTORCH:-}" && -z "${TORCH_FROM_PYTHON:-}" ]]; then
   pkgs+=(libtorch-dev)
 fi
-[[ "${1:-}" == --peer ]] && pkgs+=(python3-torch)
 
 missing=()
 for p in "${pkgs[@]}"; do

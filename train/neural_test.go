@@ -257,3 +257,17 @@ func TestInterruptSavesACheckpoint(t *testing.T) {
 	}
 }
 
+
+func TestFashionMNISTByConfig(t *testing.T) {
+	c := neuralConfig(t, "vae", "data.dataset=fashion-mnist", "train.max_steps=30")
+	r, err := Train(c, Options{Out: filepath.Join(t.TempDir(), "fashion")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if tl := testLosses(readMetrics(t, r.Dir)); len(tl) != 1 || !(tl[0] > 0) {
+		t.Errorf("test losses %v", tl)
+	}
+	if _, err := LoadConfig("../configs/mnist_vae.yaml", []string{"data.dataset=cifar"}); err == nil || !strings.Contains(err.Error(), `data.dataset: unknown dataset "cifar"`) {
+		t.Errorf("unknown dataset: %v", err)
+	}
+}

@@ -1,0 +1,86 @@
+package train
+
+import (
+	"os/exec"
+	"path/filepath"
+	"testing"
+
+	"kakusan/torch"
+)
+
+// TestPyTorchInterop runs the PyTorch twins of the VAEs (scripts/pt_models.py,
+// Debian's python3-torch): a kakusan checkpoint must load into the PyTorch
+// module with strict matching and compute the same reconstruction, and a
+// PyTorch state_dict saved as safetensors must load here and do the same.
+func TestPyTorchInterop(t *testing.T) {
+	py := "/usr/bin/python3"
+	if err := exec.Command(py, "-c", "import torch, numpy").Run(); err != nil {
+		t.Skip("Debian's python3-torch is not installed (scripts/setup.sh installs it)")
+	}
+	for _, kind := range []string{"vae", "hvae"} {
+		dir := t.TempDir()
+		c := neuralConfig(t, kind, "train.max_steps=20")
+		r, err := Train(c, Options{Out: filepath.Join(dir, "run")})
+		if err != nil {
+			t.Fatal(err)
+		}
+		err = torch.Do(func() error {
+			torch.ManualSeed(3)
+			x := torch.Rand([]int64{5, 784})
+			if err := torch.SaveFile(filepath.Join(dir, "in.safetensors"), map[string]*torch.Tensor{"x": x}, nil); err != nil {
+				return err
+			}
+			cmd := exec.Command(py, "../scripts/pt_interop.py", kind, filepath.Join(r.Dir, "checkpoints", "latest.safetensors"), filepath.Join(dir, "in.safetensors"), dir)
+			if out, err := cmd.CombinedOutput(); err != nil {
+				t.Fatalf("%s: pt_interop.py: %v\n%s", kind, err, out)
+			}
+			reconstruct := func(m Model, x *torch.Tensor) *torch.Tensor {
+				switch v := m.(type) {
+				case *vaeModel:
+					return v.Reconstruct(x)
+				case *hvaeModel:
+					return v.Reconstruct(x)
+				}
+				return nil
+			}
+			// Direction 1: our checkpoint in PyTorch.
+			ck, err := LoadCheckpoint(r.Dir, torch.CPU)
+			if err != nil {
+				return err
+			}
+			ours, _ := NewModel(c, torch.CPU)
+			defer ours.Module().Free()
+			if err := ours.Module().Load(ck.Tensors, optimPrefix, "rng."); err != nil {
+				return err
+			}
+			theirs, _, err := torch.LoadFile(filepath.Join(dir, "from_go.safetensors"), torch.CPU)
+			if err != nil {
+				return err
+			}
+			if want := reconstruct(ours, x); !want.AllClose(theirs["y"], 1e-5, 1e-6) {
+				t.Errorf("%s: PyTorch's output from our checkpoint differs from ours", kind)
+			}
+			// Direction 2: PyTorch's state_dict here.
+			sd, _, err := torch.LoadFile(filepath.Join(dir, "pytorch.safetensors"), torch.CPU)
+			if err != nil {
+				return err
+			}
+			fresh, _ := NewModel(c, torch.CPU)
+			defer fresh.Module().Free()
+			if err := fresh.Module().Load(sd); err != nil {
+				return err
+			}
+			ref, _, err := torch.LoadFile(filepath.Join(dir, "pytorch_out.safetensors"), torch.CPU)
+			if err != nil {
+				return err
+			}
+			if got := reconstruct(fresh, x); !got.AllClose(ref["y"], 1e-5, 1e-6) {
+				t.Errorf("%s: our output from PyTorch's state_dict differs from PyTorch's", kind)
+			}
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+}
