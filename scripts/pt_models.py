@@ -1,7 +1,7 @@
 """The PyTorch twins of kakusan's Go models, with the same state_dict names,
 and a minimal safetensors codec (Debian's PyTorch 1.13 ships none), for
 interop tests and benchmark peers."""
-import json, struct
+import json, math, struct
 import numpy as np
 import torch, torch.nn as nn, torch.nn.functional as F
 
@@ -87,3 +87,82 @@ def save_safetensors(path, tensors, meta=None):
     h += b' ' * (-len(h) % 8)
     with open(path, 'wb') as f:
         f.write(struct.pack('<Q', len(h)) + h + b''.join(chunks))
+
+
+def pos_encoding(t, dim):
+    i = torch.arange(dim, device=t.device)
+    arg = t.float()[:, None] / torch.exp(i / dim * math.log(10000))[None]
+    v = torch.empty(len(t), dim, device=t.device)
+    v[:, 0::2], v[:, 1::2] = arg[:, 0::2].sin(), arg[:, 1::2].cos()
+    return v
+
+
+class ConvBlock(nn.Module):
+    def __init__(self, cin, cout, emb, norm='batch', groups=8, act='relu', dropout=0.0):
+        super().__init__()
+        Norm = (lambda c: nn.BatchNorm2d(c)) if norm == 'batch' else (lambda c: nn.GroupNorm(groups, c))
+        Act = nn.ReLU if act == 'relu' else nn.SiLU
+        layers = [nn.Conv2d(cin, cout, 3, padding=1), Norm(cout), Act()]
+        if dropout > 0:
+            layers.append(nn.Dropout(dropout))
+        layers += [nn.Conv2d(cout, cout, 3, padding=1), Norm(cout), Act()]
+        self.convs = nn.Sequential(*layers)
+        self.mlp = nn.Sequential(nn.Linear(emb, cin), nn.ReLU(), nn.Linear(cin, cin))
+
+    def forward(self, x, v):
+        return self.convs(x + self.mlp(v)[:, :, None, None])
+
+
+class Attention(nn.Module):
+    def __init__(self, c, groups):
+        super().__init__()
+        self.norm = nn.GroupNorm(groups if c % groups == 0 else 1, c)
+        self.qkv, self.proj = nn.Conv2d(c, 3 * c, 1), nn.Conv2d(c, c, 1)
+
+    def forward(self, x):
+        b, c, h, w = x.shape
+        q, k, v = self.qkv(self.norm(x)).view(b, 3, c, h * w).permute(1, 0, 3, 2)
+        a = torch.softmax(q @ k.transpose(-2, -1) / math.sqrt(c), -1) @ v
+        return x + self.proj(a.transpose(1, 2).reshape(b, c, h, w))
+
+
+class UNet(nn.Module):
+    """The twin of models/unet: UNet() is the book's conditional U-Net."""
+
+    def __init__(self, channels=1, width=64, levels=2, emb=100, classes=10, norm='batch', groups=8,
+                 act='relu', dropout=0.0, attention=False):
+        super().__init__()
+        self.emb, self.levels = emb, levels
+        kw = dict(norm=norm, groups=groups, act=act, dropout=dropout)
+        w = lambda l: width << l
+        cin = channels
+        for i in range(levels):
+            setattr(self, f'down{i + 1}', ConvBlock(cin, w(i), emb, **kw))
+            cin = w(i)
+        self.bot1 = ConvBlock(cin, w(levels), emb, **kw)
+        if attention:
+            self.attn = Attention(w(levels), groups)
+        for i in reversed(range(levels)):
+            setattr(self, f'up{i + 1}', ConvBlock(w(i + 1) + w(i), w(i), emb, **kw))
+        self.out = nn.Conv2d(width, channels, 1)
+        if classes:
+            self.label_emb = nn.Embedding(classes, emb)
+
+    def forward(self, x, t, y=None, keep=None):
+        v = pos_encoding(t, self.emb)
+        if y is not None and hasattr(self, 'label_emb'):
+            e = self.label_emb(y)
+            v = v + (e if keep is None else e * keep[:, None])
+        skips, h = [], x
+        for i in range(self.levels):
+            if i:
+                h = F.max_pool2d(h, 2)
+            h = getattr(self, f'down{i + 1}')(h, v)
+            skips.append(h)
+        h = self.bot1(F.max_pool2d(h, 2), v)
+        if hasattr(self, 'attn'):
+            h = self.attn(h)
+        for i in reversed(range(self.levels)):
+            h = F.interpolate(h, size=skips[i].shape[-2:], mode='bilinear', align_corners=False)
+            h = getattr(self, f'up{i + 1}')(torch.cat([h, skips[i]], 1), v)
+        return self.out(h)

@@ -290,3 +290,36 @@ func TestAttentionMatchesFormula(t *testing.T) {
 		near(t, "causal row 0", c.Index(Ellipsis, At(0), All).Float64s(), v.Index(Ellipsis, At(0), All).Float64s(), 1e-10)
 	})
 }
+
+func TestRandnRowsDependOnTheirSeedOnly(t *testing.T) {
+	on(t, func() {
+		a := RandnRows([]uint64{1, 2, 3}, []int64{2, 4})
+		b := RandnRows([]uint64{9, 2}, []int64{2, 4})
+		if s := a.Shape(); !reflect.DeepEqual(s, []int64{3, 2, 4}) {
+			t.Fatalf("shape %v", s)
+		}
+		if !a.Index(At(1)).AllClose(b.Index(At(1)), 0, 0) {
+			t.Error("row with seed 2 differs between batches")
+		}
+		if a.Index(At(0)).AllClose(a.Index(At(2)), 0, 0) {
+			t.Error("rows with different seeds agree")
+		}
+		n := RandnRows(make([]uint64, 1), []int64{100000}, Float64)
+		if m, s := n.Mean().Item(), n.Std(true, false).Item(); math.Abs(m) > 0.02 || math.Abs(s-1) > 0.02 {
+			t.Errorf("mean %v std %v", m, s)
+		}
+	})
+}
+
+func TestIntegerTensorsStayIntegral(t *testing.T) {
+	on(t, func() {
+		i := FromSlice([]int64{3, 4}, nil, dev)
+		if d := i.SubScalar(1).DType(); d != Int64 {
+			t.Errorf("int64 - 1 is %s", d)
+		}
+		if d := i.MulScalar(0.5).DType(); d != Float32 {
+			t.Errorf("int64 * 0.5 is %s", d)
+		}
+		near(t, "int64 * 0.5", i.MulScalar(0.5).Float64s(), []float64{1.5, 2}, 0)
+	})
+}

@@ -414,6 +414,22 @@ func Linspace(start, end float64, steps int64, o ...Option) *Tensor {
 	return wrap("Linspace", out, err)
 }
 
+// RandnRows draws len(seeds) rows of standard normals of rowShape on the
+// CPU, row i from a generator of its own seeded with seeds[i], so a row's
+// values depend on its seed alone, not on the other rows: per-image noise
+// that batches and shards cannot change.
+func RandnRows(seeds []uint64, rowShape []int64, o ...Option) *Tensor {
+	if len(seeds) == 0 {
+		fail("RandnRows", "no seeds")
+	}
+	x := opts(o)
+	p, n := shapeArg(rowShape)
+	var out C.kk_tensor
+	var err *C.char
+	C.kk_randn_rows((*C.uint64_t)(unsafe.Pointer(&seeds[0])), C.int(len(seeds)), p, n, x.dtype.code("RandnRows"), &out, &err)
+	return wrap("RandnRows", out, err)
+}
+
 func like(op string, kind C.int, t *Tensor) *Tensor {
 	var out C.kk_tensor
 	var err *C.char

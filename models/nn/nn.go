@@ -168,3 +168,82 @@ func NewLinear(m *Module, name string, in, out int64, dev torch.Device) *Linear 
 
 // Forward applies the layer.
 func (l *Linear) Forward(x *torch.Tensor) *torch.Tensor { return torch.Linear(x, l.W, l.B) }
+
+// Conv2d is torch.nn.Conv2d with square kernels, stride 1 and the given padding.
+type Conv2d struct {
+	W, B *torch.Tensor
+	Opts torch.Conv2dOpts
+}
+
+// NewConv2d registers name.weight (out×in×k×k) and name.bias, initialised
+// as PyTorch does: U(-1/√fan_in, 1/√fan_in).
+func NewConv2d(m *Module, name string, in, out, kernel, padding int64, dev torch.Device) *Conv2d {
+	bound := 1 / math.Sqrt(float64(in*kernel*kernel))
+	c := &Conv2d{Opts: torch.Conv2dOpts{Padding: [2]int64{padding, padding}}}
+	torch.NoGrad(func() {
+		c.W = m.Param(name+".weight", uniform([]int64{out, in, kernel, kernel}, bound, dev))
+		c.B = m.Param(name+".bias", uniform([]int64{out}, bound, dev))
+	})
+	return c
+}
+
+// Forward applies the convolution.
+func (c *Conv2d) Forward(x *torch.Tensor) *torch.Tensor { return torch.Conv2d(x, c.W, c.B, c.Opts) }
+
+// Norm is a normalisation layer over channels.
+type Norm interface{ Forward(x *torch.Tensor) *torch.Tensor }
+
+// BatchNorm2d is torch.nn.BatchNorm2d: batch statistics in training (and
+// running averages updated with momentum 0.1), running statistics in eval.
+type BatchNorm2d struct {
+	m                                      *Module
+	W, B, RunningMean, RunningVar, Tracked *torch.Tensor
+}
+
+// NewBatchNorm2d registers name.weight, .bias, .running_mean, .running_var
+// and .num_batches_tracked, as PyTorch's state_dict has them.
+func NewBatchNorm2d(m *Module, name string, ch int64, dev torch.Device) *BatchNorm2d {
+	return &BatchNorm2d{
+		m:           m,
+		W:           m.Param(name+".weight", torch.Ones([]int64{ch}, dev)),
+		B:           m.Param(name+".bias", torch.Zeros([]int64{ch}, dev)),
+		RunningMean: m.Buffer(name+".running_mean", torch.Zeros([]int64{ch}, dev)),
+		RunningVar:  m.Buffer(name+".running_var", torch.Ones([]int64{ch}, dev)),
+		Tracked:     m.Buffer(name+".num_batches_tracked", torch.Zeros([]int64{}, torch.Int64, dev)),
+	}
+}
+
+// Forward normalises x (N, C, H, W).
+func (b *BatchNorm2d) Forward(x *torch.Tensor) *torch.Tensor {
+	if b.m.training {
+		torch.NoGrad(func() { b.Tracked.AddInPlace(torch.OnesLike(b.Tracked), 1) })
+	}
+	return torch.BatchNorm(x, b.W, b.B, b.RunningMean, b.RunningVar, b.m.training, 0.1, 1e-5)
+}
+
+// GroupNorm is torch.nn.GroupNorm.
+type GroupNorm struct {
+	W, B   *torch.Tensor
+	Groups int64
+}
+
+// NewGroupNorm registers name.weight and name.bias.
+func NewGroupNorm(m *Module, name string, groups, ch int64, dev torch.Device) *GroupNorm {
+	return &GroupNorm{m.Param(name+".weight", torch.Ones([]int64{ch}, dev)), m.Param(name+".bias", torch.Zeros([]int64{ch}, dev)), groups}
+}
+
+// Forward normalises x.
+func (g *GroupNorm) Forward(x *torch.Tensor) *torch.Tensor {
+	return torch.GroupNorm(x, g.Groups, g.W, g.B, 1e-5)
+}
+
+// Embedding is torch.nn.Embedding, initialised N(0, 1).
+type Embedding struct{ W *torch.Tensor }
+
+// NewEmbedding registers name.weight (n×dim).
+func NewEmbedding(m *Module, name string, n, dim int64, dev torch.Device) *Embedding {
+	return &Embedding{m.Param(name+".weight", torch.Randn([]int64{n, dim}, dev))}
+}
+
+// Forward looks up rows for int64 indices.
+func (e *Embedding) Forward(idx *torch.Tensor) *torch.Tensor { return torch.Embedding(e.W, idx) }

@@ -126,6 +126,18 @@ void kk_like(int kind, kk_tensor a, kk_tensor *out, char **err) {
          } *out = kk::wrap(r);)
 }
 
+void kk_randn_rows(const uint64_t *seeds, int n, const int64_t *row_shape, int nd, int dtype,
+                   kk_tensor *out, char **err) {
+  KK_TRY(std::vector<int64_t> shape{n};
+         for (int i = 0; i < nd; i++) shape.push_back(row_shape[i]);
+         auto o = kk::options(dtype, KK_CPU, 0);
+         at::Tensor r = at::empty(shape, o);
+         for (int i = 0; i < n; i++) {
+           auto gen = at::make_generator<at::CPUGeneratorImpl>(seeds[i]);
+           r[i].normal_(0, 1, gen);
+         } *out = kk::wrap(r);)
+}
+
 int kk_dim(kk_tensor t, char **err) {
   KK_TRY(return static_cast<int>(T(t).dim());)
   return 0;

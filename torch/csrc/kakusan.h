@@ -23,7 +23,7 @@ extern "C" {
 #endif
 #pragma GCC visibility push(default)
 
-#define KK_ABI_VERSION 1
+#define KK_ABI_VERSION 2
 
 typedef struct kk_tensor_s *kk_tensor;
 
@@ -94,6 +94,10 @@ void kk_arange(double start, double end, double step, int dtype, int dev,
 void kk_linspace(double start, double end, int64_t steps, int dtype, int dev,
                  int dev_index, kk_tensor *out, char **err);
 void kk_like(int kind, kk_tensor a, kk_tensor *out, char **err);
+/* n rows of standard normals on the CPU, row i drawn from its own generator
+ * seeded with seeds[i]: row i depends on seeds[i] alone, never on the batch. */
+void kk_randn_rows(const uint64_t *seeds, int n, const int64_t *row_shape, int nd,
+                   int dtype, kk_tensor *out, char **err);
 
 /* ---- metadata and conversion ---- */
 int kk_dim(kk_tensor t, char **err);

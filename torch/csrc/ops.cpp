@@ -68,17 +68,27 @@ at::Tensor binary_tensor(int op, const at::Tensor &a, const at::Tensor &b) {
   return binary(op, a, b);
 }
 
-at::Tensor binary_scalar(int op, const at::Tensor &a, double s) {
+// scalar keeps integer tensors integral when the number is whole, as
+// Python's `t - 1` does; otherwise libtorch would promote to float.
+at::Scalar scalar(const at::Tensor &a, double s) {
+  if (at::isIntegralType(a.scalar_type(), /*includeBool=*/false) && s == std::floor(s) &&
+      std::fabs(s) < 9007199254740992.0)
+    return at::Scalar(static_cast<int64_t>(s));
+  return at::Scalar(s);
+}
+
+at::Tensor binary_scalar(int op, const at::Tensor &a, double d) {
+  at::Scalar s = scalar(a, d);
   switch (op) {
     case KK_MAXIMUM: return at::clamp_min(a, s);
     case KK_MINIMUM: return at::clamp_max(a, s);
     case KK_RSUB: return at::rsub(a, s);
-    case KK_RDIV: return at::mul(at::reciprocal(a), s);
+    case KK_RDIV: return at::mul(at::reciprocal(a), d);
     case KK_LOGICAL_AND:
     case KK_LOGICAL_OR:
       throw std::invalid_argument("logical ops take tensor operands");
   }
-  return binary(op, a, at::Scalar(s));
+  return binary(op, a, s);
 }
 
 at::Tensor reduce(int op, const at::Tensor &a, at::IntArrayRef d, bool keep, double arg) {
@@ -169,7 +179,7 @@ void kk_lerp(kk_tensor a, kk_tensor b, double w, kk_tensor *out, char **err) {
 }
 
 void kk_add_(kk_tensor a, kk_tensor b, double alpha, char **err) {
-  KK_TRY(T(a).add_(T(b), alpha);)
+  KK_TRY(T(a).add_(T(b), scalar(T(a), alpha));)
 }
 void kk_mul_scalar_(kk_tensor a, double s, char **err) { KK_TRY(T(a).mul_(s);) }
 void kk_copy_(kk_tensor dst, kk_tensor src, char **err) { KK_TRY(T(dst).copy_(T(src));) }

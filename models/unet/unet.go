@@ -1,0 +1,216 @@
+// Package unet is the noise-predicting U-Net of the diffusion rungs (ladder
+// steps 7 and 8): the reference network of Deep Learning from Scratch 5,
+// with options for a stronger one. Parameter names follow the equivalent
+// PyTorch module (scripts/pt_models.py's UNet), so checkpoints load into it
+// with strict matching, and its state dicts load here.
+package unet
+
+import (
+	"fmt"
+	"math"
+
+	"kakusan/models/nn"
+	"kakusan/torch"
+)
+
+// Config shapes the network. Reference() is the book's.
+type Config struct {
+	Channels  int64   // image channels (1 for MNIST)
+	Width     int64   // channels of the first level; each level doubles them
+	Levels    int64   // down blocks (and up blocks); 2 in the reference
+	EmbDim    int64   // time (and label) embedding size
+	Classes   int64   // label classes; 0 for an unconditional model
+	Norm      string  // "batch" (reference) or "group"
+	Groups    int64   // groups of GroupNorm
+	Act       string  // "relu" (reference) or "silu"
+	Dropout   float64 // after each block's first activation; 0 = none
+	Attention bool    // a self-attention block after the bottleneck
+}
+
+// Reference is the book's conditional U-Net.
+func Reference() Config {
+	return Config{Channels: 1, Width: 64, Levels: 2, EmbDim: 100, Classes: 10, Norm: "batch", Groups: 8, Act: "relu"}
+}
+
+// Validate reports a config the network cannot be built from.
+func (c Config) Validate() error {
+	switch {
+	case c.Channels < 1:
+		return fmt.Errorf("channels must be at least 1, got %d", c.Channels)
+	case c.Width < 1 || c.Width > 4096:
+		return fmt.Errorf("width must be between 1 and 4096, got %d", c.Width)
+	case c.Levels < 1 || c.Levels > 4:
+		return fmt.Errorf("levels must be between 1 and 4, got %d", c.Levels)
+	case c.EmbDim < 2 || c.EmbDim%2 != 0:
+		return fmt.Errorf("emb_dim must be even and at least 2, got %d", c.EmbDim)
+	case c.Classes < 0:
+		return fmt.Errorf("classes must be at least 0, got %d", c.Classes)
+	case c.Norm != "batch" && c.Norm != "group":
+		return fmt.Errorf("norm must be batch or group, got %q", c.Norm)
+	case c.Norm == "group" && (c.Groups < 1 || c.Width%c.Groups != 0):
+		return fmt.Errorf("groups must divide width (%d), got %d", c.Width, c.Groups)
+	case c.Act != "relu" && c.Act != "silu":
+		return fmt.Errorf("act must be relu or silu, got %q", c.Act)
+	case c.Dropout < 0 || c.Dropout >= 1:
+		return fmt.Errorf("dropout must be in [0, 1), got %g", c.Dropout)
+	}
+	return nil
+}
+
+func (c Config) act(x *torch.Tensor) *torch.Tensor {
+	if c.Act == "silu" {
+		return x.Silu()
+	}
+	return x.Relu()
+}
+
+// PosEncoding is the sinusoidal embedding of timesteps t (B, any dtype) of
+// size dim: element i is sin(t / 10000^(i/dim)) for even i, cos(...) for odd i.
+func PosEncoding(t *torch.Tensor, dim int64) *torch.Tensor {
+	dev := t.Device()
+	i := torch.Arange(0, float64(dim), 1, dev)
+	arg := t.To(torch.Float32).View(-1, 1).Div(i.MulScalar(math.Log(10000) / float64(dim)).Exp().View(1, -1))
+	even := i.Remainder(torch.Scalar(2, dev)).EqScalar(0).View(1, -1)
+	return torch.Where(even, arg.Sin(), arg.Cos())
+}
+
+// ConvBlock is the reference block: x + mlp(v) broadcast over H×W, then
+// (Conv3×3, Norm, Act) twice.
+type ConvBlock struct {
+	cfg          Config
+	m            *nn.Module
+	conv1, conv2 *nn.Conv2d
+	norm1, norm2 nn.Norm
+	mlp1, mlp2   *nn.Linear
+}
+
+func newConvBlock(m *nn.Module, name string, in, out int64, c Config, dev torch.Device) *ConvBlock {
+	b := &ConvBlock{cfg: c, m: m}
+	// Indices inside "convs" follow the PyTorch Sequential: conv, norm, act,
+	// [dropout,] conv, norm, act.
+	second := int64(3)
+	if c.Dropout > 0 {
+		second = 4
+	}
+	norm := func(idx, ch int64) nn.Norm {
+		n := fmt.Sprintf("%s.convs.%d", name, idx)
+		if c.Norm == "group" {
+			return nn.NewGroupNorm(m, n, c.Groups, ch, dev)
+		}
+		return nn.NewBatchNorm2d(m, n, ch, dev)
+	}
+	b.conv1 = nn.NewConv2d(m, name+".convs.0", in, out, 3, 1, dev)
+	b.norm1 = norm(1, out)
+	b.conv2 = nn.NewConv2d(m, fmt.Sprintf("%s.convs.%d", name, second), out, out, 3, 1, dev)
+	b.norm2 = norm(second+1, out)
+	b.mlp1 = nn.NewLinear(m, name+".mlp.0", c.EmbDim, in, dev)
+	b.mlp2 = nn.NewLinear(m, name+".mlp.2", in, in, dev)
+	return b
+}
+
+// Forward applies the block to x (B, in, H, W) with the embedding v (B, emb).
+func (b *ConvBlock) Forward(x, v *torch.Tensor) *torch.Tensor {
+	t := b.mlp2.Forward(b.mlp1.Forward(v).Relu())
+	x = x.Add(t.Unsqueeze(-1).Unsqueeze(-1))
+	h := b.cfg.act(b.norm1.Forward(b.conv1.Forward(x)))
+	if b.cfg.Dropout > 0 {
+		h = torch.Dropout(h, b.cfg.Dropout, b.m.Training())
+	}
+	return b.cfg.act(b.norm2.Forward(b.conv2.Forward(h)))
+}
+
+// Attention is single-head self-attention over the pixels of a feature map,
+// with a residual connection.
+type Attention struct {
+	norm      *nn.GroupNorm
+	qkv, proj *nn.Conv2d
+}
+
+func newAttention(m *nn.Module, name string, ch, groups int64, dev torch.Device) *Attention {
+	if ch%groups != 0 {
+		groups = 1
+	}
+	return &Attention{nn.NewGroupNorm(m, name+".norm", groups, ch, dev), nn.NewConv2d(m, name+".qkv", ch, 3*ch, 1, 0, dev), nn.NewConv2d(m, name+".proj", ch, ch, 1, 0, dev)}
+}
+
+// Forward is x + proj(attention(norm(x))).
+func (a *Attention) Forward(x *torch.Tensor) *torch.Tensor {
+	s := x.Shape()
+	b, c, hw := s[0], s[1], s[2]*s[3]
+	qkv := a.qkv.Forward(a.norm.Forward(x)).View(b, 3, c, hw).Permute(1, 0, 3, 2) // 3, B, HW, C
+	h := torch.ScaledDotProductAttention(qkv.Index(torch.At(0)), qkv.Index(torch.At(1)), qkv.Index(torch.At(2)), nil, false)
+	return x.Add(a.proj.Forward(h.Transpose(1, 2).Reshape(b, c, s[2], s[3])))
+}
+
+// UNet predicts the noise (or v) in x_t.
+type UNet struct {
+	*nn.Module
+	Cfg      Config
+	downs    []*ConvBlock
+	bot      *ConvBlock
+	attn     *Attention
+	ups      []*ConvBlock
+	out      *nn.Conv2d
+	labelEmb *nn.Embedding
+}
+
+// New builds a U-Net on dev.
+func New(c Config, dev torch.Device) (*UNet, error) {
+	if err := c.Validate(); err != nil {
+		return nil, err
+	}
+	m := nn.NewModule()
+	u := &UNet{Module: m, Cfg: c}
+	width := func(level int64) int64 { return c.Width << level } // level 0 = first
+	in := c.Channels
+	for i := range c.Levels {
+		u.downs = append(u.downs, newConvBlock(m, fmt.Sprintf("down%d", i+1), in, width(i), c, dev))
+		in = width(i)
+	}
+	u.bot = newConvBlock(m, "bot1", in, width(c.Levels), c, dev)
+	if c.Attention {
+		u.attn = newAttention(m, "attn", width(c.Levels), c.Groups, dev)
+	}
+	u.ups = make([]*ConvBlock, c.Levels)
+	for i := c.Levels - 1; i >= 0; i-- {
+		u.ups[i] = newConvBlock(m, fmt.Sprintf("up%d", i+1), width(i+1)+width(i), width(i), c, dev)
+	}
+	u.out = nn.NewConv2d(m, "out", c.Width, c.Channels, 1, 0, dev)
+	if c.Classes > 0 {
+		u.labelEmb = nn.NewEmbedding(m, "label_emb", c.Classes, c.EmbDim, dev)
+	}
+	return u, nil
+}
+
+// Forward predicts for x (B, C, H, W) at timesteps t (B). For a conditional
+// network y holds int64 labels and keep is 1 where the label is used and 0
+// where it is dropped (nil keeps every label); y nil drops them all.
+func (u *UNet) Forward(x, t, y, keep *torch.Tensor) *torch.Tensor {
+	v := PosEncoding(t, u.Cfg.EmbDim)
+	if u.labelEmb != nil && y != nil {
+		e := u.labelEmb.Forward(y)
+		if keep != nil {
+			e = e.Mul(keep.To(e.DType()).View(-1, 1))
+		}
+		v = v.Add(e)
+	}
+	h := x
+	skips := make([]*torch.Tensor, len(u.downs))
+	for i, d := range u.downs {
+		if i > 0 {
+			h = torch.MaxPool2d(h, 2, 0, 0)
+		}
+		h = d.Forward(h, v)
+		skips[i] = h
+	}
+	h = u.bot.Forward(torch.MaxPool2d(h, 2, 0, 0), v)
+	if u.attn != nil {
+		h = u.attn.Forward(h)
+	}
+	for i := len(u.ups) - 1; i >= 0; i-- {
+		s := skips[i].Shape()
+		h = torch.UpsampleBilinear(h, s[2], s[3], false)
+		h = u.ups[i].Forward(torch.Cat([]*torch.Tensor{h, skips[i]}, 1), v)
+	}
+	return u.out.Forward(h)
+}

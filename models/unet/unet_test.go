@@ -1,0 +1,124 @@
+package unet
+
+import (
+	"math"
+	"sort"
+	"strings"
+	"testing"
+
+	"kakusan/torch"
+)
+
+func on(t *testing.T, f func()) {
+	t.Helper()
+	if err := torch.Do(func() error { f(); return nil }); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestPosEncodingClosedForm(t *testing.T) {
+	on(t, func() {
+		ts := []int64{1, 17, 999}
+		got := PosEncoding(torch.FromSlice(ts, nil), 100).Float64s()
+		for b, tv := range ts {
+			for i := range 100 {
+				arg := float64(tv) / math.Pow(10000, float64(i)/100)
+				want := math.Cos(arg)
+				if i%2 == 0 {
+					want = math.Sin(arg)
+				}
+				if g := got[b*100+i]; math.Abs(g-want) > 2e-4 {
+					t.Fatalf("t=%d i=%d: %v, want %v", tv, i, g, want)
+				}
+			}
+		}
+	})
+}
+
+// fixture runs the Go U-Net on a file made by scripts/make_unet_fixture.py
+// with the PyTorch module, and compares outputs.
+func fixture(t *testing.T, file string, cfg Config) {
+	on(t, func() {
+		all, meta, err := torch.LoadFile("testdata/"+file, torch.CPU)
+		if err != nil {
+			t.Fatal(err)
+		}
+		sd := map[string]*torch.Tensor{}
+		for k, v := range all {
+			if name, ok := strings.CutPrefix(k, "model."); ok {
+				sd[name] = v
+			}
+		}
+		u, err := New(cfg, torch.CPU)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer u.Free()
+		if err := u.Load(sd); err != nil {
+			t.Fatalf("%s (%s): %v", file, meta["config"], err)
+		}
+		x, ts, y, keep := all["input.x"], all["input.t"], all["input.y"], all["input.keep"]
+		u.SetTraining(false)
+		torch.NoGrad(func() {
+			got := u.Forward(x, ts, y, keep)
+			if !got.AllClose(all["output.eval"], 1e-4, 1e-5) {
+				d := got.Sub(all["output.eval"]).Abs().Max().Item()
+				t.Errorf("%s: eval output differs from PyTorch's by up to %g", file, d)
+			}
+			if want, ok := all["output.train"]; ok {
+				u.SetTraining(true)
+				if got := u.Forward(x, ts, y, keep); !got.AllClose(want, 1e-4, 1e-5) {
+					t.Errorf("%s: train-mode output differs from PyTorch's", file)
+				}
+			}
+		})
+	})
+}
+
+func TestForwardMatchesPyTorchReference(t *testing.T) {
+	cfg := Reference()
+	cfg.Width = 8
+	fixture(t, "unet_reference_w8.safetensors", cfg)
+}
+
+func TestForwardMatchesPyTorchWithEveryOption(t *testing.T) {
+	fixture(t, "unet_options_w4.safetensors", Config{Channels: 1, Width: 4, Levels: 3, EmbDim: 100, Classes: 10,
+		Norm: "group", Groups: 2, Act: "silu", Dropout: 0.1, Attention: true})
+}
+
+func TestReferenceNamesAndSize(t *testing.T) {
+	on(t, func() {
+		u, err := New(Reference(), torch.CPU)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer u.Free()
+		sd := u.StateDict()
+		for _, name := range []string{"down1.convs.0.weight", "down1.convs.1.running_mean", "down1.convs.1.num_batches_tracked",
+			"down1.convs.3.weight", "down1.convs.4.bias", "down1.mlp.0.weight", "down1.mlp.2.bias", "down2.convs.0.weight",
+			"bot1.convs.3.weight", "up2.convs.0.weight", "up1.mlp.2.weight", "out.weight", "out.bias", "label_emb.weight"} {
+			if _, ok := sd[name]; !ok {
+				var names []string
+				for k := range sd {
+					names = append(names, k)
+				}
+				sort.Strings(names)
+				t.Fatalf("no %s among %v", name, names)
+			}
+		}
+		if s := sd["up2.convs.0.weight"].Shape(); s[0] != 128 || s[1] != 384 {
+			t.Errorf("up2 first conv %v, want 128×384×3×3", s)
+		}
+		if s := sd["label_emb.weight"].Shape(); s[0] != 10 || s[1] != 100 {
+			t.Errorf("label_emb %v", s)
+		}
+		for _, bad := range []Config{{Channels: 1, Width: 0, Levels: 2, EmbDim: 100, Norm: "batch", Act: "relu"},
+			{Channels: 1, Width: 8, Levels: 2, EmbDim: 99, Norm: "batch", Act: "relu"},
+			{Channels: 1, Width: 8, Levels: 2, EmbDim: 100, Norm: "layer", Act: "relu"},
+			{Channels: 1, Width: 8, Levels: 2, EmbDim: 100, Norm: "group", Groups: 3, Act: "relu"}} {
+			if _, err := New(bad, torch.CPU); err == nil {
+				t.Errorf("config %+v accepted", bad)
+			}
+		}
+	})
+}

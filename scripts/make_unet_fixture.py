@@ -1,0 +1,46 @@
+"""Writes models/unet/testdata/*.safetensors: small U-Nets (width 8 and 4) with fixed
+random weights and batch-norm statistics, an input batch, and the PyTorch
+module's outputs in eval and train mode. models/unet's tests load the
+weights into the Go U-Net and must reproduce the outputs.
+
+  /usr/bin/python3 scripts/make_unet_fixture.py     (Debian's python3-torch)
+"""
+import os, sys
+import torch
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from pt_models import UNet, save_safetensors
+
+FIXTURES = {
+    # The reference architecture at width 8.
+    'unet_reference_w8': dict(width=8),
+    # Every option: three levels (28 -> 14 -> 7 -> 3 and back by size),
+    # GroupNorm, SiLU, dropout (off in eval) and attention, at width 4.
+    'unet_options_w4': dict(width=4, levels=3, norm='group', groups=2, act='silu', dropout=0.1, attention=True),
+}
+
+out_dir = os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', 'models', 'unet', 'testdata')
+os.makedirs(out_dir, exist_ok=True)
+for name, kw in FIXTURES.items():
+    torch.manual_seed(0)
+    m = UNet(**kw)
+    with torch.no_grad():  # non-trivial running statistics and embeddings
+        for p in m.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+        m.train()
+        for _ in range(3):
+            m(torch.rand(6, 1, 28, 28), torch.randint(1, 1001, (6,)), torch.randint(0, 10, (6,)))
+    x = torch.randn(4, 1, 28, 28)
+    t = torch.tensor([1, 250, 640, 1000])
+    y = torch.tensor([3, 0, 9, 5])
+    keep = torch.tensor([1.0, 0.0, 1.0, 1.0])
+    tensors = {'input.x': x, 'input.t': t, 'input.y': y, 'input.keep': keep}
+    tensors.update({'model.' + k: v.clone() for k, v in m.state_dict().items()})
+    m.eval()
+    with torch.no_grad():
+        tensors['output.eval'] = m(x, t, y, keep)
+    if kw.get('dropout', 0) == 0:
+        m.train()
+        with torch.no_grad():
+            tensors['output.train'] = m(x, t, y, keep)
+    save_safetensors(os.path.join(out_dir, name + '.safetensors'), tensors, {'config': repr(kw), 'torch': torch.__version__})
+    print(name, sum(p.numel() for p in m.parameters()), 'parameters')
