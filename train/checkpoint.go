@@ -14,12 +14,14 @@ import (
 
 // A checkpoint is one safetensors file holding the whole training state:
 // the model's parameters and buffers under their PyTorch names (so the file
-// loads into the PyTorch module once the "optimizer." and "rng." entries
-// are dropped), the optimizer's moments named after their parameters, the
-// CPU generator state, and metadata: model kind, step, epoch and the
-// resolved config.
+// loads into the PyTorch module once the "optimizer.", "ema." and "rng."
+// entries are dropped), the optimizer's moments named after their
+// parameters, the weights' moving average under "ema.<name>", the CPU
+// generator state, and metadata: model kind, step, epoch and the resolved
+// config.
 const (
 	optimPrefix = "optimizer."
+	emaPrefix   = "ema."
 	rngKey      = "rng.cpu"
 )
 
@@ -35,7 +37,7 @@ func checkpointDir(runDir string) string { return filepath.Join(runDir, "checkpo
 
 // saveCheckpoint writes checkpoints/step-NNNNNNNN.safetensors atomically,
 // points latest.safetensors at it and prunes all but the newest keep.
-func saveCheckpoint(r *Run, m Model, opt torch.Optimizer, step, epoch, keep int) (string, error) {
+func saveCheckpoint(r *Run, m, ema Model, opt torch.Optimizer, step, epoch, keep int) (string, error) {
 	dir := checkpointDir(r.Dir)
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return "", err
@@ -50,6 +52,11 @@ func saveCheckpoint(r *Run, m Model, opt torch.Optimizer, step, epoch, keep int)
 			return "", fmt.Errorf("optimizer state %q does not name a parameter", key)
 		}
 		tensors[optimPrefix+kind+"."+params[i].Name] = t
+	}
+	if ema != nil {
+		for name, t := range ema.Module().StateDict() {
+			tensors[emaPrefix+name] = t
+		}
 	}
 	tensors[rngKey] = torch.RNGState()
 	meta := map[string]string{
@@ -111,13 +118,45 @@ func LoadCheckpoint(path string, dev torch.Device) (*Checkpoint, error) {
 	return c, nil
 }
 
-// restore loads the checkpoint into the model, optimizer and generator.
-func (c *Checkpoint) restore(model string, m Model, opt torch.Optimizer) error {
+// Weights returns the tensors to sample with: the moving average when the
+// checkpoint has one and ema is true, else the trained weights.
+func (c *Checkpoint) Weights(ema bool) map[string]*torch.Tensor {
+	avg := map[string]*torch.Tensor{}
+	for k, v := range c.Tensors {
+		if name, ok := strings.CutPrefix(k, emaPrefix); ok {
+			avg[name] = v
+		}
+	}
+	if ema && len(avg) > 0 {
+		return avg
+	}
+	return c.Tensors
+}
+
+// HasEMA reports whether the checkpoint carries a moving average.
+func (c *Checkpoint) HasEMA() bool {
+	for k := range c.Tensors {
+		if strings.HasPrefix(k, emaPrefix) {
+			return true
+		}
+	}
+	return false
+}
+
+// restore loads the checkpoint into the model, its moving average (which
+// starts from the weights when the checkpoint has none), the optimizer and
+// the generator.
+func (c *Checkpoint) restore(model string, m, ema Model, opt torch.Optimizer) error {
 	if got := c.Meta["kakusan.model"]; got != model {
 		return fmt.Errorf("%s: a %q checkpoint, the config trains %q", c.Path, got, model)
 	}
-	if err := m.Module().Load(c.Tensors, optimPrefix, "rng.", "ema."); err != nil {
+	if err := m.Module().Load(c.Tensors, optimPrefix, "rng.", emaPrefix); err != nil {
 		return fmt.Errorf("%s: %w", c.Path, err)
+	}
+	if ema != nil {
+		if err := ema.Module().Load(c.Weights(true), optimPrefix, "rng.", emaPrefix); err != nil {
+			return fmt.Errorf("%s: moving average: %w", c.Path, err)
+		}
 	}
 	if opt != nil {
 		state := map[string]*torch.Tensor{}

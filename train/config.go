@@ -30,11 +30,42 @@ type Config struct {
 	Data    Data   `yaml:"data"`
 	Samples int    `yaml:"samples"` // points drawn from a classical fit for its sample plot; images in a neural model's grid
 
-	GMM       *GMMConfig   `yaml:"gmm,omitempty"`
-	Train     *TrainConfig `yaml:"train,omitempty"`
-	Optimizer *OptimConfig `yaml:"optimizer,omitempty"`
-	VAE       *VAEConfig   `yaml:"vae,omitempty"`
-	HVAE      *VAEConfig   `yaml:"hvae,omitempty"`
+	GMM       *GMMConfig       `yaml:"gmm,omitempty"`
+	Train     *TrainConfig     `yaml:"train,omitempty"`
+	Optimizer *OptimConfig     `yaml:"optimizer,omitempty"`
+	VAE       *VAEConfig       `yaml:"vae,omitempty"`
+	HVAE      *VAEConfig       `yaml:"hvae,omitempty"`
+	UNet      *UNetConfig      `yaml:"unet,omitempty"`
+	Diffusion *DiffusionConfig `yaml:"diffusion,omitempty"`
+}
+
+// UNetConfig shapes the diffusion model's U-Net (models/unet.Config).
+type UNetConfig struct {
+	Width     int     `yaml:"width"`     // channels of the first level (reference 64)
+	Levels    int     `yaml:"levels"`    // down/up blocks (reference 2)
+	EmbDim    int     `yaml:"emb_dim"`   // time and label embedding size (reference 100)
+	Classes   int     `yaml:"classes"`   // label classes; 0 trains an unconditional model
+	Norm      string  `yaml:"norm"`      // batch (reference) or group
+	Groups    int     `yaml:"groups"`    // for norm: group
+	Act       string  `yaml:"act"`       // relu (reference) or silu
+	Dropout   float64 `yaml:"dropout"`   // inside each block; 0 = none
+	Attention bool    `yaml:"attention"` // self-attention at the lowest resolution
+}
+
+// DiffusionConfig is the noise schedule, the conditioning and the sampler.
+type DiffusionConfig struct {
+	Timesteps    int     `yaml:"timesteps"`      // T (reference 1000)
+	Schedule     string  `yaml:"schedule"`       // linear (reference) or cosine
+	BetaStart    float64 `yaml:"beta_start"`     // linear schedule
+	BetaEnd      float64 `yaml:"beta_end"`       // linear schedule
+	Prediction   string  `yaml:"prediction"`     // eps (reference) or v
+	CondDrop     float64 `yaml:"cond_drop"`      // probability a label is dropped to the null class
+	CondDropMode string  `yaml:"cond_drop_mode"` // sample: per image; batch: the whole batch at once
+	Guidance     float64 `yaml:"guidance"`       // γ for sample grids (and bin/sample's default); 1 = none
+	Sampler      string  `yaml:"sampler"`        // ddim or ddpm, for sample grids
+	SampleSteps  int     `yaml:"sample_steps"`   // DDIM steps for sample grids
+	Eta          float64 `yaml:"eta"`            // DDIM η: 0 deterministic
+	Centered     bool    `yaml:"centered"`       // train on pixels in [-1, 1] instead of [0, 1]
 }
 
 // TrainConfig drives the neural training loop.
@@ -47,6 +78,8 @@ type TrainConfig struct {
 	SampleEvery     int     `yaml:"sample_every"`     // steps between sample grids; 0 = at the end of each epoch
 	KeepCheckpoints int     `yaml:"keep_checkpoints"` // how many recent checkpoints to keep
 	GradClip        float64 `yaml:"grad_clip"`        // max gradient L2 norm; 0 = off
+	EMADecay        float64 `yaml:"ema_decay"`        // exponential moving average of the weights, used for sampling; 0 = off
+	EMAWarmup       bool    `yaml:"ema_warmup"`       // ramp the decay up as min(decay, (1+n)/(10+n))
 	WarmupSteps     int     `yaml:"warmup_steps"`     // linear learning-rate warm-up
 	Cosine          bool    `yaml:"cosine"`           // cosine decay from lr to min_lr over the run
 	MinLR           float64 `yaml:"min_lr"`
@@ -99,16 +132,19 @@ type GMMConfig struct {
 	CovFloor   float64     `yaml:"cov_floor"`
 }
 
-var models = []string{"normal", "mvn", "gmm", "vae", "hvae"}
+var models = []string{"normal", "mvn", "gmm", "vae", "hvae", "diffusion"}
 
 // sections lists the model-specific sections each model takes.
 var sections = map[string][]string{
 	"normal": nil, "mvn": nil, "gmm": {"gmm"},
 	"vae": {"train", "optimizer", "vae"}, "hvae": {"train", "optimizer", "hvae"},
+	"diffusion": {"train", "optimizer", "unet", "diffusion"},
 }
 
 // neural reports whether the model trains on libtorch.
-func (c *Config) neural() bool { return c.Model == "vae" || c.Model == "hvae" }
+func (c *Config) neural() bool {
+	return c.Model == "vae" || c.Model == "hvae" || c.Model == "diffusion"
+}
 
 func defaults() *Config {
 	return &Config{Samples: 10000}
@@ -124,17 +160,26 @@ func (c *Config) prefill(model string) {
 	switch model {
 	case "gmm":
 		c.GMM = defaultGMM()
-	case "vae", "hvae":
+	case "vae", "hvae", "diffusion":
 		c.Samples = 64
 		c.Device = "auto"
 		c.Data.Dataset = "mnist"
 		c.Train = &TrainConfig{BatchSize: 32, Epochs: 30, LogEvery: 200, KeepCheckpoints: 3}
 		c.Optimizer = &OptimConfig{Name: "adam", LR: 3e-4, Betas: []float64{0.9, 0.999}, Eps: 1e-8}
-		if model == "vae" {
+		switch model {
+		case "vae":
 			c.VAE = &VAEConfig{Hidden: 200, Latent: 20}
-		} else {
+		case "hvae":
 			c.Optimizer.LR = 1e-3
 			c.HVAE = &VAEConfig{Hidden: 100, Latent: 20}
+		case "diffusion":
+			// The reference: batch 128, 10 epochs, Adam lr 1e-3, T = 1000, linear betas.
+			c.Samples = 100
+			c.Optimizer.LR = 1e-3
+			c.Train.BatchSize, c.Train.Epochs = 128, 10
+			c.UNet = &UNetConfig{Width: 64, Levels: 2, EmbDim: 100, Classes: 10, Norm: "batch", Groups: 8, Act: "relu"}
+			c.Diffusion = &DiffusionConfig{Timesteps: 1000, Schedule: "linear", BetaStart: 1e-4, BetaEnd: 0.02, Prediction: "eps",
+				CondDrop: 0.1, CondDropMode: "sample", Guidance: 3, Sampler: "ddim", SampleSteps: 50}
 		}
 	}
 }
@@ -443,6 +488,40 @@ func (c *Config) validateNeural(bad func(key, format string, args ...any)) {
 	}
 	if o.WeightDecay < 0 || o.Momentum < 0 || o.Momentum >= 1 || o.Eps < 0 {
 		bad("optimizer", "weight_decay and eps must be at least 0, momentum in [0, 1)")
+	}
+	if t.EMADecay < 0 || t.EMADecay >= 1 {
+		bad("train.ema_decay", "must be in [0, 1), got %g", t.EMADecay)
+	}
+	if u := c.UNet; u != nil {
+		if err := u.model().Validate(); err != nil {
+			bad("unet", "%v", err)
+		}
+	}
+	if d := c.Diffusion; d != nil {
+		if _, err := d.schedule(); err != nil {
+			bad("diffusion", "%v", err)
+		}
+		if d.Prediction != "eps" && d.Prediction != "v" {
+			bad("diffusion.prediction", "must be eps or v, got %q", d.Prediction)
+		}
+		if d.CondDrop < 0 || d.CondDrop > 1 {
+			bad("diffusion.cond_drop", "must be in [0, 1], got %g", d.CondDrop)
+		}
+		if d.CondDropMode != "sample" && d.CondDropMode != "batch" {
+			bad("diffusion.cond_drop_mode", "must be sample or batch, got %q", d.CondDropMode)
+		}
+		if d.Guidance < 0 || d.Guidance > 50 {
+			bad("diffusion.guidance", "must be in [0, 50], got %g", d.Guidance)
+		}
+		if d.Sampler != "ddim" && d.Sampler != "ddpm" {
+			bad("diffusion.sampler", "must be ddim or ddpm, got %q", d.Sampler)
+		}
+		if d.SampleSteps < 1 || d.SampleSteps > d.Timesteps {
+			bad("diffusion.sample_steps", "must be between 1 and timesteps (%d), got %d", d.Timesteps, d.SampleSteps)
+		}
+		if d.Eta < 0 || d.Eta > 1 {
+			bad("diffusion.eta", "must be in [0, 1], got %g", d.Eta)
+		}
 	}
 	for name, v := range map[string]*VAEConfig{"vae": c.VAE, "hvae": c.HVAE} {
 		if v == nil {

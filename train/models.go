@@ -26,6 +26,8 @@ func NewModel(c *Config, dev torch.Device) (Model, error) {
 		return &vaeModel{vae.NewVAE(28*28, int64(c.VAE.Hidden), int64(c.VAE.Latent), dev), dev}, nil
 	case "hvae":
 		return &hvaeModel{vae.NewHVAE(28*28, int64(c.HVAE.Hidden), int64(c.HVAE.Latent), dev), dev}, nil
+	case "diffusion":
+		return newDiffusion(c, dev)
 	}
 	return nil, fmt.Errorf("model %q is not a neural model", c.Model)
 }

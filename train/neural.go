@@ -71,6 +71,20 @@ func trainNeural(ctx context.Context, r *Run, resume string) error {
 	defer model.Module().Free()
 	opt := newOptimizer(c.Optimizer, model.Module().ParamTensors())
 	defer opt.Free()
+	var ema Model // the weights' moving average, used for sampling
+	if t.EMADecay > 0 {
+		if ema, err = newModel(c, dev); err != nil {
+			return err
+		}
+		defer ema.Module().Free()
+		if err := ema.Module().Load(model.Module().StateDict()); err != nil {
+			return err
+		}
+	}
+	sampler := model
+	if ema != nil {
+		sampler = ema
+	}
 
 	step := 0
 	if resume != "" {
@@ -78,7 +92,7 @@ func trainNeural(ctx context.Context, r *Run, resume string) error {
 		if err != nil {
 			return err
 		}
-		if err := ck.restore(c.Model, model, opt); err != nil {
+		if err := ck.restore(c.Model, model, ema, opt); err != nil {
 			return err
 		}
 		step = ck.Step
@@ -107,7 +121,7 @@ func trainNeural(ctx context.Context, r *Run, resume string) error {
 	var curveSteps []float64
 	lastCk := ""
 	checkpoint := func(epoch int) error {
-		path, err := saveCheckpoint(r, model, opt, step, epoch, t.KeepCheckpoints)
+		path, err := saveCheckpoint(r, model, ema, opt, step, epoch, t.KeepCheckpoints)
 		if err != nil {
 			return fmt.Errorf("checkpoint at step %d: %w", step, err)
 		}
@@ -122,14 +136,14 @@ func trainNeural(ctx context.Context, r *Run, resume string) error {
 	grid := func(name string) error {
 		var imgs *sample.Images
 		withSeed(gridSeed, func() {
-			model.Module().SetTraining(false)
-			torch.NoGrad(func() { imgs = sample.FromTensor(model.Sample(int64(c.Samples))) })
-			model.Module().SetTraining(true)
+			sampler.Module().SetTraining(false)
+			torch.NoGrad(func() { imgs = sample.FromTensor(sampler.Sample(int64(c.Samples))) })
+			sampler.Module().SetTraining(true)
 		})
 		if err := os.MkdirAll(r.Path("samples"), 0o755); err != nil {
 			return err
 		}
-		return sample.SavePNG(r.Path(filepath.Join("samples", name)), imgs.Grid(int(math.Ceil(math.Sqrt(float64(c.Samples)))), 2))
+		return sample.SavePNG(r.Path(filepath.Join("samples", name)), imgs.Grid(gridCols(sampler, c.Samples), 2))
 	}
 	evaluate := func(epoch int) error {
 		var loss float64
@@ -150,7 +164,7 @@ func trainNeural(ctx context.Context, r *Run, resume string) error {
 		for b := range batches {
 			if err := ctx.Err(); err != nil {
 				stop()
-				if _, err := saveCheckpoint(r, model, opt, step, epoch, t.KeepCheckpoints); err != nil {
+				if _, err := saveCheckpoint(r, model, ema, opt, step, epoch, t.KeepCheckpoints); err != nil {
 					return fmt.Errorf("interrupted, and the checkpoint failed: %w", err)
 				}
 				logf("interrupted at step %d: checkpoint saved; continue with --resume %s\n", step, r.Dir)
@@ -168,7 +182,12 @@ func trainNeural(ctx context.Context, r *Run, resume string) error {
 					torch.ClipGradNorm(model.Module().ParamTensors(), t.GradClip)
 				}
 				opt.Step()
-				torch.NoGrad(func() { lossSum.AddInPlace(loss.Detach(), 1) })
+				torch.NoGrad(func() {
+					lossSum.AddInPlace(loss.Detach(), 1)
+					if ema != nil {
+						updateEMA(ema, model, t.EMADecay, t.EMAWarmup, step)
+					}
+				})
 			})
 			step++
 			window++
@@ -239,11 +258,37 @@ func trainNeural(ctx context.Context, r *Run, resume string) error {
 	return nil
 }
 
+// gridCols is the model's preferred layout, else a square.
+func gridCols(m Model, n int) int {
+	if g, ok := m.(interface{ GridCols(int) int }); ok && g.GridCols(n) > 0 {
+		return g.GridCols(n)
+	}
+	return int(math.Ceil(math.Sqrt(float64(n))))
+}
+
 func nanError(step int, lastCk string) error {
 	if lastCk == "" {
 		return fmt.Errorf("loss is NaN or Inf at step %d; stopped (no checkpoint had been written yet). Lower optimizer.lr or set train.grad_clip", step)
 	}
 	return fmt.Errorf("loss is NaN or Inf at step %d; stopped. The last good checkpoint, %s, is untouched. Lower optimizer.lr or set train.grad_clip", step, lastCk)
+}
+
+// updateEMA moves the average towards the weights, ema += (1-d)(w - ema),
+// with d ramped up as min(decay, (1+n)/(10+n)) under warm-up; buffers
+// (batch-norm statistics) are copied.
+func updateEMA(ema, m Model, decay float64, warmup bool, step int) {
+	d := decay
+	if warmup {
+		d = min(decay, float64(1+step)/float64(10+step))
+	}
+	ps, eps := m.Module().Params(), ema.Module().Params()
+	for i := range ps {
+		eps[i].T.LerpInPlace(ps[i].T, 1-d)
+	}
+	bs, ebs := m.Module().Buffers(), ema.Module().Buffers()
+	for i := range bs {
+		ebs[i].T.CopyFrom(bs[i].T)
+	}
 }
 
 // withSeed runs f with the CPU generator seeded, then puts the generator

@@ -257,7 +257,6 @@ func TestInterruptSavesACheckpoint(t *testing.T) {
 	}
 }
 
-
 func TestFashionMNISTByConfig(t *testing.T) {
 	c := neuralConfig(t, "vae", "data.dataset=fashion-mnist", "train.max_steps=30")
 	r, err := Train(c, Options{Out: filepath.Join(t.TempDir(), "fashion")})

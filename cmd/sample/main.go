@@ -10,6 +10,15 @@
 // the VAEs, reconstructions.png and interpolation.png:
 //
 //	sample --checkpoint runs/mnist_vae --n 64 --seed 1 --out samples/vae
+//
+// For diffusion models it runs a batch sampling job: one PNG per image
+// (label in the name), grid.png (a row per class) and manifest.jsonl:
+//
+//	sample --checkpoint runs/mnist_cond/checkpoints/latest.safetensors --n 10000 \
+//	    --labels 0-9 --guidance 3 --sampler ddim --steps 50 --batch 500 --seed 1 --out samples/
+//
+// --shard i/n runs one machine's part; the shards together make exactly the
+// unsharded job's images. A restarted job skips the images already written.
 package main
 
 import (
@@ -20,6 +29,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 
 	"github.com/spf13/pflag"
 
@@ -37,6 +47,13 @@ func main() {
 	checkpoint := fs.String("checkpoint", "", "neural model checkpoint `file` or run folder")
 	device := fs.String("device", "auto", "neural models: cpu, cuda, cuda:N or auto")
 	batch := fs.Int("batch", 500, "neural models: images generated per forward pass")
+	labels := fs.String("labels", "0-9", "diffusion: labels, cycled over the images: `0-9`, 3,7 or random")
+	guidance := fs.Float64("guidance", 3, "diffusion: classifier-free guidance γ (1 = none; default: the config's)")
+	sampler := fs.String("sampler", "ddim", "diffusion: ddim or ddpm")
+	steps := fs.Int("steps", 50, "diffusion: DDIM steps")
+	eta := fs.Float64("eta", 0, "diffusion: DDIM η (0 = deterministic)")
+	shard := fs.String("shard", "0/1", "diffusion: this machine's part of the job, `i/n`")
+	noEMA := fs.Bool("no-ema", false, "sample with the trained weights even when the checkpoint has a moving average")
 	if err := cli.Parse(fs, os.Args[1:]); err != nil {
 		if err == pflag.ErrHelp {
 			return
@@ -47,13 +64,19 @@ func main() {
 		cli.Fatal("sample", fmt.Errorf("--n must be at least 1, got %d", *n))
 	}
 	if *checkpoint != "" {
-		if *batch < 1 {
-			cli.Fatal("sample", fmt.Errorf("--batch must be at least 1, got %d", *batch))
-		}
 		if *out == "" {
 			*out = "samples"
 		}
-		if err := runNeural(neuralJob{checkpoint: *checkpoint, out: *out, device: *device, n: *n, batch: *batch, seed: *seed}); err != nil {
+		j := neuralJob{checkpoint: *checkpoint, out: *out, device: *device, n: *n, batch: *batch, seed: *seed}
+		d := diffusionJob{labels: *labels, sampler: *sampler, steps: *steps, eta: *eta, guidance: *guidance,
+			noEMA: *noEMA, guidanceSet: fs.Changed("guidance")}
+		var err error
+		if d.shard, d.of, err = parseShard(*shard); err == nil {
+			if err = j.check(); err == nil {
+				err = runNeural(j, d)
+			}
+		}
+		if err != nil {
 			cli.Fatal("sample", err)
 		}
 		return
@@ -89,6 +112,17 @@ func main() {
 			cli.Fatal("sample", err)
 		}
 	}
+}
+
+// parseShard reads "i/n" with 0 <= i < n.
+func parseShard(s string) (int, int, error) {
+	a, b, ok := strings.Cut(s, "/")
+	i, err1 := strconv.Atoi(a)
+	n, err2 := strconv.Atoi(b)
+	if !ok || err1 != nil || err2 != nil || n < 1 || i < 0 || i >= n {
+		return 0, 0, fmt.Errorf("--shard %q: want i/n with 0 <= i < n, e.g. 0/4", s)
+	}
+	return i, n, nil
 }
 
 // writeCSV writes a header and n samples; mixtures add the component drawn.

@@ -19,10 +19,17 @@ type neuralJob struct {
 	seed                    uint64
 }
 
+func (j neuralJob) check() error {
+	if j.batch < 1 {
+		return fmt.Errorf("--batch must be at least 1, got %d", j.batch)
+	}
+	return nil
+}
+
 // runNeural loads a checkpoint and writes n generated images as PNGs, an
 // 8×8 grid, a manifest, and for the VAEs reconstructions of test images
 // and (VAE) a latent interpolation strip.
-func runNeural(j neuralJob) error {
+func runNeural(j neuralJob, d diffusionJob) error {
 	return torch.Do(func() error {
 		dev, err := torch.ParseDevice(j.device)
 		if err != nil {
@@ -35,6 +42,10 @@ func runNeural(j neuralJob) error {
 		cfg, err := train.ParseConfig(ck.Path+" (embedded config)", []byte(ck.Meta["kakusan.config"]), nil)
 		if err != nil {
 			return err
+		}
+		if cfg.Model == "diffusion" {
+			d.neuralJob = j
+			return runDiffusion(d, ck, cfg, dev)
 		}
 		m, err := train.NewModel(cfg, dev)
 		if err != nil {

@@ -1,0 +1,165 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"testing"
+
+	"kakusan/train"
+)
+
+// tinyCheckpoint trains a width-4 conditional diffusion model for 2 steps.
+func tinyCheckpoint(t *testing.T) string {
+	t.Helper()
+	c, err := train.LoadConfig("../../configs/mnist_cond.yaml", []string{"data.subset=256", "data.test_subset=64", "device=cpu",
+		"unet.width=4", "train.batch_size=32", "train.max_steps=2", "samples=10", "diffusion.sample_steps=2"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := train.Train(c, train.Options{Out: filepath.Join(t.TempDir(), "run")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r.Dir
+}
+
+func job(ck, out string, shard, of int) (neuralJob, diffusionJob) {
+	j := neuralJob{checkpoint: ck, out: out, device: "cpu", n: 10, batch: 3, seed: 11}
+	return j, diffusionJob{labels: "2,4-5", sampler: "ddim", steps: 3, guidance: 2, guidanceSet: true, shard: shard, of: of}
+}
+
+func files(t *testing.T, dir string) map[string][]byte {
+	t.Helper()
+	out := map[string][]byte{}
+	entries, _ := os.ReadDir(dir)
+	for _, e := range entries {
+		if strings.HasSuffix(e.Name(), "_label2.png") || strings.HasSuffix(e.Name(), "_label4.png") || strings.HasSuffix(e.Name(), "_label5.png") {
+			b, _ := os.ReadFile(filepath.Join(dir, e.Name()))
+			out[e.Name()] = b
+		}
+	}
+	return out
+}
+
+func TestShardsMakeTheUnshardedJob(t *testing.T) {
+	ck := tinyCheckpoint(t)
+	whole, parts := t.TempDir(), t.TempDir()
+	if err := runNeural(job(ck, whole, 0, 1)); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 3 {
+		if err := runNeural(job(ck, parts, i, 3)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	a, b := files(t, whole), files(t, parts)
+	if len(a) != 10 {
+		t.Fatalf("%d images, want 10", len(a))
+	}
+	if !reflect.DeepEqual(a, b) {
+		t.Error("the shards' images differ from the unsharded job's")
+	}
+	if _, ok := a["000003_label2.png"]; !ok {
+		t.Errorf("labels do not cycle 2,4,5: %v", keys(a))
+	}
+	// The manifest names every image with its label and the sampling settings.
+	f, _ := os.Open(filepath.Join(whole, "manifest.jsonl"))
+	defer f.Close()
+	s := bufio.NewScanner(f)
+	n := 0
+	for s.Scan() {
+		var rec struct {
+			File     string  `json:"file"`
+			Label    int     `json:"label"`
+			Seed     uint64  `json:"seed"`
+			Sampler  string  `json:"sampler"`
+			Steps    int     `json:"steps"`
+			Guidance float64 `json:"guidance"`
+		}
+		if err := json.Unmarshal(s.Bytes(), &rec); err != nil {
+			t.Fatal(err)
+		}
+		if _, ok := a[rec.File]; !ok || rec.Seed != 11 || rec.Sampler != "ddim" || rec.Steps != 3 || rec.Guidance != 2 {
+			t.Errorf("manifest line %s", s.Text())
+		}
+		n++
+	}
+	if n != 10 {
+		t.Errorf("%d manifest lines", n)
+	}
+	for i := range 3 {
+		if _, err := os.Stat(filepath.Join(parts, "manifest-"+string(rune('0'+i))+"-of-3.jsonl")); err != nil {
+			t.Error(err)
+		}
+	}
+	if _, err := os.Stat(filepath.Join(whole, "grid.png")); err != nil {
+		t.Error(err)
+	}
+
+	// A restarted job regenerates only what is missing, identically.
+	victim := filepath.Join(whole, "000004_label4.png")
+	os.Remove(victim)
+	keepTime, _ := os.Stat(filepath.Join(whole, "000000_label2.png"))
+	if err := runNeural(job(ck, whole, 0, 1)); err != nil {
+		t.Fatal(err)
+	}
+	got, err := os.ReadFile(victim)
+	if err != nil || !bytes.Equal(got, a["000004_label4.png"]) {
+		t.Errorf("the regenerated image differs: %v", err)
+	}
+	if st, _ := os.Stat(filepath.Join(whole, "000000_label2.png")); !st.ModTime().Equal(keepTime.ModTime()) {
+		t.Error("an image of a complete batch was rewritten")
+	}
+}
+
+func keys(m map[string][]byte) []string {
+	var out []string
+	for k := range m {
+		out = append(out, k)
+	}
+	return out
+}
+
+func TestSamplingJobErrors(t *testing.T) {
+	ck := tinyCheckpoint(t)
+	cases := []struct {
+		edit func(*neuralJob, *diffusionJob)
+		want string
+	}{
+		{func(j *neuralJob, d *diffusionJob) { d.labels = "3,12" }, "label 12 out of range: the model has classes 0-9"},
+		{func(j *neuralJob, d *diffusionJob) { d.labels = "x" }, `"x" is not a label`},
+		{func(j *neuralJob, d *diffusionJob) { d.guidance = -2 }, "--guidance must be between 0 and 50"},
+		{func(j *neuralJob, d *diffusionJob) { d.steps = 5000 }, "--steps must be between 1 and 1000"},
+		{func(j *neuralJob, d *diffusionJob) { d.sampler = "euler" }, "--sampler must be ddim or ddpm"},
+		{func(j *neuralJob, d *diffusionJob) { d.eta = 1.5 }, "--eta must be between 0 and 1"},
+		{func(j *neuralJob, d *diffusionJob) { j.checkpoint = filepath.Join(t.TempDir(), "none") }, "no such file"},
+	}
+	for _, c := range cases {
+		j, d := job(ck, t.TempDir(), 0, 1)
+		c.edit(&j, &d)
+		if err := runNeural(j, d); err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("want %q, got %v", c.want, err)
+		}
+	}
+	for _, s := range []string{"3/3", "1", "-1/2", "a/b"} {
+		if _, _, err := parseShard(s); err == nil {
+			t.Errorf("--shard %s accepted", s)
+		}
+	}
+	if labels, err := parseLabels("random", 200, 10, 1); err != nil || len(labels) != 200 {
+		t.Errorf("random labels: %v", err)
+	} else {
+		seen := map[int64]bool{}
+		for _, l := range labels {
+			seen[l] = true
+		}
+		if len(seen) != 10 {
+			t.Errorf("random labels cover %d classes", len(seen))
+		}
+	}
+}
