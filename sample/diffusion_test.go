@@ -5,14 +5,10 @@ import (
 	"testing"
 
 	"kakusan/torch"
+	"kakusan/torch/torchtest"
 )
 
-func on(t *testing.T, f func()) {
-	t.Helper()
-	if err := torch.Do(func() error { f(); return nil }); err != nil {
-		t.Fatal(err)
-	}
-}
+var on = torchtest.Run
 
 func ref(t *testing.T) *Schedule {
 	s, err := Linear(1000, 1e-4, 0.02)

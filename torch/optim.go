@@ -7,6 +7,7 @@ import "C"
 
 import (
 	"fmt"
+	"slices"
 	"strconv"
 )
 
@@ -183,24 +184,12 @@ func loadInto(prefix string, dst []*Tensor, state map[string]*Tensor) error {
 		if !ok {
 			return fmt.Errorf("optimizer state: missing %q", name)
 		}
-		if a, b := src.Shape(), d.Shape(); !equalShape(a, b) {
+		if a, b := src.Shape(), d.Shape(); !slices.Equal(a, b) {
 			return fmt.Errorf("optimizer state: %q has shape %v, parameter %d has %v", name, a, i, b)
 		}
 		NoGrad(func() { d.CopyFrom(src) })
 	}
 	return nil
-}
-
-func equalShape(a, b []int64) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
 }
 
 // ClipGradNorm scales the parameters' gradients so their joint L2 norm is at

@@ -3,6 +3,7 @@ package torch
 import (
 	"math"
 	"path/filepath"
+	"slices"
 	"testing"
 )
 
@@ -173,7 +174,7 @@ func TestSafetensorsRoundTrip(t *testing.T) {
 		}
 		for name, x := range in {
 			y := out[name]
-			if y.DType() != x.DType() || !equalShape(y.Shape(), x.Shape()) || string(y.Bytes()) != string(x.Bytes()) {
+			if y.DType() != x.DType() || !slices.Equal(y.Shape(), x.Shape()) || string(y.Bytes()) != string(x.Bytes()) {
 				t.Errorf("%s changed: %v vs %v", name, x, y)
 			}
 		}

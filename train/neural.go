@@ -161,85 +161,91 @@ func trainNeural(ctx context.Context, r *Run, resume string) error {
 	lossSum := torch.Zeros([]int64{}, dev).Keep()
 	defer lossSum.Free()
 	window, windowStart := 0, time.Now()
-	for step < total {
-		epoch, pos := step/spe, step%spe
-		batches, stop := loader.Epoch(epoch, pos)
-		for b := range batches {
-			if err := ctx.Err(); err != nil {
-				stop()
-				if _, err := saveCheckpoint(r, model, ema, opt, step, epoch, t.KeepCheckpoints); err != nil {
-					return fmt.Errorf("interrupted, and the checkpoint failed: %w", err)
-				}
-				logf("interrupted at step %d: checkpoint saved; continue with --resume %s\n", step, r.Dir)
-				return ErrInterrupted
+	// onBatch trains on one batch and does what falls due after it: logging,
+	// checkpoints, sample grids and the epoch's evaluation.
+	onBatch := func(b datasets.Batch, epoch int) error {
+		if err := ctx.Err(); err != nil {
+			if _, err := saveCheckpoint(r, model, ema, opt, step, epoch, t.KeepCheckpoints); err != nil {
+				return fmt.Errorf("interrupted, and the checkpoint failed: %w", err)
 			}
-			lr := learningRate(c, step, total)
-			opt.SetLR(lr)
-			torch.Scoped(func() {
-				x := torch.FromSlice(b.Pixels, []int64{int64(b.N), 1, int64(trainSet.H), int64(trainSet.W)}).To(dev)
-				y := torch.FromSlice(b.Labels, nil).To(dev)
-				loss := model.Loss(x, y)
-				opt.ZeroGrad()
-				loss.Backward()
-				if t.GradClip > 0 {
-					torch.ClipGradNorm(model.Module().ParamTensors(), t.GradClip)
+			logf("interrupted at step %d: checkpoint saved; continue with --resume %s\n", step, r.Dir)
+			return ErrInterrupted
+		}
+		lr := learningRate(c, step, total)
+		opt.SetLR(lr)
+		torch.Scoped(func() {
+			x := torch.FromSlice(b.Pixels, []int64{int64(b.N), 1, int64(trainSet.H), int64(trainSet.W)}).To(dev)
+			y := torch.FromSlice(b.Labels, nil).To(dev)
+			loss := model.Loss(x, y)
+			opt.ZeroGrad()
+			loss.Backward()
+			if t.GradClip > 0 {
+				torch.ClipGradNorm(model.Module().ParamTensors(), t.GradClip)
+			}
+			opt.Step()
+			torch.NoGrad(func() {
+				lossSum.AddInPlace(loss.Detach(), 1)
+				if ema != nil {
+					updateEMA(ema, model, t.EMADecay, t.EMAWarmup, step)
 				}
-				opt.Step()
-				torch.NoGrad(func() {
-					lossSum.AddInPlace(loss.Detach(), 1)
-					if ema != nil {
-						updateEMA(ema, model, t.EMADecay, t.EMAWarmup, step)
-					}
-				})
 			})
-			step++
-			window++
+		})
+		step++
+		window++
+		if bar != nil {
+			bar.Add(1)
+		}
+		if step%t.LogEvery == 0 || step == total {
+			mean := lossSum.Item() / float64(window)
+			if math.IsNaN(mean) || math.IsInf(mean, 0) {
+				return nanError(step, lastCk)
+			}
+			rate := float64(window*t.BatchSize) / time.Since(windowStart).Seconds()
 			if bar != nil {
-				bar.Add(1)
+				bar.Describe(fmt.Sprintf("loss %.4f  %.0f img/s", mean, rate))
+			} else {
+				logf("step %d/%d  epoch %d  loss %.4f  lr %.3g  %.0f img/s\n", step, total, epoch, mean, lr, rate)
 			}
-			if step%t.LogEvery == 0 || step == total {
-				mean := lossSum.Item() / float64(window)
-				if math.IsNaN(mean) || math.IsInf(mean, 0) {
-					stop()
-					return nanError(step, lastCk)
-				}
-				rate := float64(window*t.BatchSize) / time.Since(windowStart).Seconds()
-				if bar != nil {
-					bar.Describe(fmt.Sprintf("loss %.4f  %.0f img/s", mean, rate))
-				} else {
-					logf("step %d/%d  epoch %d  loss %.4f  lr %.3g  %.0f img/s\n", step, total, epoch, mean, lr, rate)
-				}
-				if err := r.Metric(step, map[string]any{"epoch": epoch, "loss": mean, "lr": lr, "images_per_s": rate}); err != nil {
-					return err
-				}
-				curve, curveSteps = append(curve, mean), append(curveSteps, float64(step))
-				lossSum.Fill(0)
-				window, windowStart = 0, time.Now()
+			if err := r.Metric(step, map[string]any{"epoch": epoch, "loss": mean, "lr": lr, "images_per_s": rate}); err != nil {
+				return err
 			}
-			epochEnd := step%spe == 0
-			if (t.CheckpointEvery > 0 && step%t.CheckpointEvery == 0) || (t.CheckpointEvery == 0 && epochEnd) {
-				if err := checkpoint(epoch); err != nil {
-					stop()
-					return err
-				}
-			}
-			if (t.SampleEvery > 0 && step%t.SampleEvery == 0) || (t.SampleEvery == 0 && epochEnd) {
-				if err := grid(fmt.Sprintf("step-%08d.png", step)); err != nil {
-					stop()
-					return err
-				}
-			}
-			if epochEnd {
-				if err := evaluate(epoch + 1); err != nil {
-					stop()
-					return err
-				}
-			}
-			if step >= total {
-				break
+			curve, curveSteps = append(curve, mean), append(curveSteps, float64(step))
+			lossSum.Fill(0)
+			window, windowStart = 0, time.Now()
+		}
+		epochEnd := step%spe == 0
+		if (t.CheckpointEvery > 0 && step%t.CheckpointEvery == 0) || (t.CheckpointEvery == 0 && epochEnd) {
+			if err := checkpoint(epoch); err != nil {
+				return err
 			}
 		}
-		stop()
+		if (t.SampleEvery > 0 && step%t.SampleEvery == 0) || (t.SampleEvery == 0 && epochEnd) {
+			if err := grid(fmt.Sprintf("step-%08d.png", step)); err != nil {
+				return err
+			}
+		}
+		if epochEnd {
+			if err := evaluate(epoch + 1); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	for step < total {
+		epoch, pos := step/spe, step%spe
+		err := func() error {
+			batches, stop := loader.Epoch(epoch, pos)
+			defer stop()
+			for b := range batches {
+				if err := onBatch(b, epoch); err != nil || step >= total {
+					return err
+				}
+			}
+			return nil
+		}()
+		if err != nil {
+			return err
+		}
 	}
 	if bar != nil {
 		bar.Finish()

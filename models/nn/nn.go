@@ -6,6 +6,7 @@ package nn
 import (
 	"fmt"
 	"math"
+	"slices"
 	"sort"
 
 	"kakusan/torch"
@@ -80,7 +81,7 @@ func (m *Module) Load(sd map[string]*torch.Tensor, ignore ...string) error {
 			return fmt.Errorf("missing tensor %q", name)
 		}
 		dst := own[name]
-		if a, b := src.Shape(), dst.Shape(); !sameShape(a, b) {
+		if a, b := src.Shape(), dst.Shape(); !slices.Equal(a, b) {
 			return fmt.Errorf("tensor %q has shape %v, the model wants %v", name, a, b)
 		}
 	}
@@ -107,18 +108,6 @@ outer:
 		}
 	})
 	return nil
-}
-
-func sameShape(a, b []int64) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
 }
 
 // SetTraining switches train/eval behaviour (batch norm, dropout).
@@ -191,7 +180,9 @@ func NewConv2d(m *Module, name string, in, out, kernel, padding int64, dev torch
 func (c *Conv2d) Forward(x *torch.Tensor) *torch.Tensor { return torch.Conv2d(x, c.W, c.B, c.Opts) }
 
 // Norm is a normalisation layer over channels.
-type Norm interface{ Forward(x *torch.Tensor) *torch.Tensor }
+type Norm interface {
+	Forward(x *torch.Tensor) *torch.Tensor
+}
 
 // BatchNorm2d is torch.nn.BatchNorm2d: batch statistics in training (and
 // running averages updated with momentum 0.1), running statistics in eval.

@@ -69,7 +69,7 @@ func (c Config) act(x *torch.Tensor) *torch.Tensor {
 func PosEncoding(t *torch.Tensor, dim int64) *torch.Tensor {
 	dev := t.Device()
 	i := torch.Arange(0, float64(dim), 1, dev)
-	arg := t.To(torch.Float32).View(-1, 1).Div(i.MulScalar(math.Log(10000) / float64(dim)).Exp().View(1, -1))
+	arg := t.To(torch.Float32).View(-1, 1).Div(i.MulScalar(math.Log(10000)/float64(dim)).Exp().View(1, -1))
 	even := i.Remainder(torch.Scalar(2, dev)).EqScalar(0).View(1, -1)
 	return torch.Where(even, arg.Sin(), arg.Cos())
 }

@@ -7,14 +7,10 @@ import (
 	"testing"
 
 	"kakusan/torch"
+	"kakusan/torch/torchtest"
 )
 
-func on(t *testing.T, f func()) {
-	t.Helper()
-	if err := torch.Do(func() error { f(); return nil }); err != nil {
-		t.Fatal(err)
-	}
-}
+var on = torchtest.Run
 
 func TestPosEncodingClosedForm(t *testing.T) {
 	on(t, func() {

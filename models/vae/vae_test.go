@@ -9,14 +9,10 @@ import (
 
 	"kakusan/models/nn"
 	"kakusan/torch"
+	"kakusan/torch/torchtest"
 )
 
-func on(t *testing.T, f func()) {
-	t.Helper()
-	if err := torch.Do(func() error { f(); return nil }); err != nil {
-		t.Fatal(err)
-	}
-}
+var on = torchtest.Run
 
 // dense is a plain-Go linear layer for the hand computations.
 type dense struct {
