@@ -8,18 +8,19 @@
 #   python3-torch         PyTorch on the same libtorch: the interop tests load
 #                         our checkpoints into the PyTorch twins of our
 #                         models, and the benchmarks' peers run on it
-# With LIBTORCH or TORCH_FROM_PYTHON set it installs no libtorch. Go modules
-# (MNIST among them) come through `go mod download`.
+# With LIBTORCH or TORCH_FROM_PYTHON set it installs nothing with apt: that
+# machine brings its own libtorch (and, for Fashion-MNIST, data.dir). Go
+# modules (MNIST among them) always come through `go mod download`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-pkgs=(libgloo-dev libopenblas0-openmp dataset-fashion-mnist python3-torch)
-if [[ -z "${LIBTORCH:-}" && -z "${TORCH_FROM_PYTHON:-}" ]]; then
-  pkgs+=(libtorch-dev)
+pkgs=(libtorch-dev libgloo-dev libopenblas0-openmp dataset-fashion-mnist python3-torch)
+if [[ -n "${LIBTORCH:-}" || -n "${TORCH_FROM_PYTHON:-}" ]]; then
+  pkgs=()
 fi
 
 missing=()
-for p in "${pkgs[@]}"; do
+for p in "${pkgs[@]+"${pkgs[@]}"}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
 done
 if ((${#missing[@]})); then

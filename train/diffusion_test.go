@@ -126,3 +126,45 @@ func TestDiffusionCheckpointMismatchesAreNamed(t *testing.T) {
 		}
 	}
 }
+
+func TestUnconditionalDiffusionTrainsAndSamples(t *testing.T) {
+	c := diffusionConfig(t, "unet.classes=0", "train.max_steps=10", "samples=4")
+	r, err := Train(c, Options{Out: filepath.Join(t.TempDir(), "uncond")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = torch.Do(func() error {
+		ck, err := LoadCheckpoint(r.Dir, torch.CPU)
+		if err != nil {
+			return err
+		}
+		if _, ok := ck.Tensors["label_emb.weight"]; ok {
+			t.Error("an unconditional model saved a label embedding")
+		}
+		m, _ := NewModel(c, torch.CPU)
+		defer m.Module().Free()
+		if err := m.Module().Load(ck.Tensors, optimPrefix, "rng."); err != nil {
+			return err
+		}
+		x, err := m.(*DiffusionModel).Generate(SampleJob{Images: []int{0, 1}, Labels: []int64{7, 7}, Seed: 1, Sampler: "ddim", Steps: 3, Guidance: 3})
+		if err != nil || x.Size(0) != 2 {
+			t.Errorf("unconditional sampling: %v", err)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestShippedConfigsLoad(t *testing.T) {
+	files, _ := filepath.Glob("../configs/*.yaml")
+	if len(files) < 8 {
+		t.Fatalf("only %d configs", len(files))
+	}
+	for _, f := range files {
+		if _, err := LoadConfig(f, nil); err != nil {
+			t.Error(err)
+		}
+	}
+}
