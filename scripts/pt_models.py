@@ -166,3 +166,4 @@ class UNet(nn.Module):
             h = F.interpolate(h, size=skips[i].shape[-2:], mode='bilinear', align_corners=False)
             h = getattr(self, f'up{i + 1}')(torch.cat([h, skips[i]], 1), v)
         return self.out(h)
+

@@ -344,6 +344,14 @@ func (t *Tensor) MaskedFill(mask *Tensor, v float64) *Tensor {
 	return wrap("MaskedFill", out, err)
 }
 
+// KthValue is the k-th smallest value (k from 1) along dim.
+func (t *Tensor) KthValue(k, dim int64, keep bool) *Tensor {
+	var out C.kk_tensor
+	var err *C.char
+	C.kk_kthvalue(t.handle("KthValue"), C.int64_t(k), C.int64_t(dim), b2i(keep), &out, &err)
+	return wrap("KthValue", out, err)
+}
+
 // OneHot turns int64 class indices into int64 one-hot rows of width classes.
 func (t *Tensor) OneHot(classes int64) *Tensor {
 	var out C.kk_tensor

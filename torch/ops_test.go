@@ -323,3 +323,10 @@ func TestIntegerTensorsStayIntegral(t *testing.T) {
 		near(t, "int64 * 0.5", i.MulScalar(0.5).Float64s(), []float64{1.5, 2}, 0)
 	})
 }
+
+func TestKthValue(t *testing.T) {
+	on(t, func() {
+		x := f64([]float64{5, 1, 4, 2, 9, 7}, 2, 3)
+		near(t, "2nd smallest per row", x.KthValue(2, 1, false).Float64s(), []float64{4, 7}, 0)
+	})
+}

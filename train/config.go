@@ -30,13 +30,20 @@ type Config struct {
 	Data    Data   `yaml:"data"`
 	Samples int    `yaml:"samples"` // points drawn from a classical fit for its sample plot; images in a neural model's grid
 
-	GMM       *GMMConfig       `yaml:"gmm,omitempty"`
-	Train     *TrainConfig     `yaml:"train,omitempty"`
-	Optimizer *OptimConfig     `yaml:"optimizer,omitempty"`
-	VAE       *VAEConfig       `yaml:"vae,omitempty"`
-	HVAE      *VAEConfig       `yaml:"hvae,omitempty"`
-	UNet      *UNetConfig      `yaml:"unet,omitempty"`
-	Diffusion *DiffusionConfig `yaml:"diffusion,omitempty"`
+	GMM        *GMMConfig        `yaml:"gmm,omitempty"`
+	Train      *TrainConfig      `yaml:"train,omitempty"`
+	Optimizer  *OptimConfig      `yaml:"optimizer,omitempty"`
+	VAE        *VAEConfig        `yaml:"vae,omitempty"`
+	HVAE       *VAEConfig        `yaml:"hvae,omitempty"`
+	UNet       *UNetConfig       `yaml:"unet,omitempty"`
+	Classifier *ClassifierConfig `yaml:"classifier,omitempty"`
+	Diffusion  *DiffusionConfig  `yaml:"diffusion,omitempty"`
+}
+
+// ClassifierConfig sizes the judge CNN.
+type ClassifierConfig struct {
+	Hidden  int     `yaml:"hidden"`  // size of the feature layer
+	Dropout float64 `yaml:"dropout"` // in training: p before the last layer, p/2 before the feature layer
 }
 
 // UNetConfig shapes the diffusion model's U-Net (models/unet.Config).
@@ -132,18 +139,19 @@ type GMMConfig struct {
 	CovFloor   float64     `yaml:"cov_floor"`
 }
 
-var models = []string{"normal", "mvn", "gmm", "vae", "hvae", "diffusion"}
+var models = []string{"normal", "mvn", "gmm", "vae", "hvae", "diffusion", "classifier"}
 
 // sections lists the model-specific sections each model takes.
 var sections = map[string][]string{
 	"normal": nil, "mvn": nil, "gmm": {"gmm"},
 	"vae": {"train", "optimizer", "vae"}, "hvae": {"train", "optimizer", "hvae"},
-	"diffusion": {"train", "optimizer", "unet", "diffusion"},
+	"diffusion":  {"train", "optimizer", "unet", "diffusion"},
+	"classifier": {"train", "optimizer", "classifier"},
 }
 
 // neural reports whether the model trains on libtorch.
 func (c *Config) neural() bool {
-	return c.Model == "vae" || c.Model == "hvae" || c.Model == "diffusion"
+	return c.Model == "vae" || c.Model == "hvae" || c.Model == "diffusion" || c.Model == "classifier"
 }
 
 func defaults() *Config {
@@ -160,7 +168,7 @@ func (c *Config) prefill(model string) {
 	switch model {
 	case "gmm":
 		c.GMM = defaultGMM()
-	case "vae", "hvae", "diffusion":
+	case "vae", "hvae", "diffusion", "classifier":
 		c.Samples = 64
 		c.Device = "auto"
 		c.Data.Dataset = "mnist"
@@ -172,6 +180,10 @@ func (c *Config) prefill(model string) {
 		case "hvae":
 			c.Optimizer.LR = 1e-3
 			c.HVAE = &VAEConfig{Hidden: 100, Latent: 20}
+		case "classifier":
+			c.Optimizer.LR = 1e-3
+			c.Train.BatchSize, c.Train.Epochs = 128, 3
+			c.Classifier = &ClassifierConfig{Hidden: 128, Dropout: 0.5}
 		case "diffusion":
 			// The reference: batch 128, 10 epochs, Adam lr 1e-3, T = 1000, linear betas.
 			c.Samples = 100
@@ -378,7 +390,8 @@ func (c *Config) validate() error {
 	for _, s := range sections[c.Model] {
 		own[s] = true
 	}
-	for name, given := range map[string]bool{"gmm": c.GMM != nil, "train": c.Train != nil, "optimizer": c.Optimizer != nil, "vae": c.VAE != nil, "hvae": c.HVAE != nil} {
+	for name, given := range map[string]bool{"gmm": c.GMM != nil, "train": c.Train != nil, "optimizer": c.Optimizer != nil, "vae": c.VAE != nil,
+		"hvae": c.HVAE != nil, "unet": c.UNet != nil, "diffusion": c.Diffusion != nil, "classifier": c.Classifier != nil} {
 		if given && !own[name] && c.Model != "" && contains(models, c.Model) {
 			bad(name, "section given for model %q; it belongs to %s", c.Model, owners(name))
 		}
@@ -522,6 +535,12 @@ func (c *Config) validateNeural(bad func(key, format string, args ...any)) {
 		if d.Eta < 0 || d.Eta > 1 {
 			bad("diffusion.eta", "must be in [0, 1], got %g", d.Eta)
 		}
+	}
+	if k := c.Classifier; k != nil && (k.Hidden < 2 || k.Hidden > 1<<14) {
+		bad("classifier.hidden", "must be between 2 and 16384, got %d", k.Hidden)
+	}
+	if k := c.Classifier; k != nil && (k.Dropout < 0 || k.Dropout >= 1) {
+		bad("classifier.dropout", "must be in [0, 1), got %g", k.Dropout)
 	}
 	for name, v := range map[string]*VAEConfig{"vae": c.VAE, "hvae": c.HVAE} {
 		if v == nil {

@@ -3,6 +3,7 @@ package train
 import (
 	"fmt"
 
+	"kakusan/models/classifier"
 	"kakusan/models/nn"
 	"kakusan/models/vae"
 	"kakusan/torch"
@@ -15,8 +16,18 @@ type Model interface {
 	// Loss is the scalar training loss of a batch: images (B, 1, H, W) in
 	// [0, 1] and int64 labels (B).
 	Loss(x, y *torch.Tensor) *torch.Tensor
+}
+
+// Sampler is a model that generates images.
+type Sampler interface {
+	Model
 	// Sample generates n images (n, 1, H, W) in [0, 1].
 	Sample(n int64) *torch.Tensor
+}
+
+// Scorer is a model whose test evaluation also counts correct answers.
+type Scorer interface {
+	Correct(x, y *torch.Tensor) int64
 }
 
 // NewModel builds the configured model on dev.
@@ -28,6 +39,8 @@ func NewModel(c *Config, dev torch.Device) (Model, error) {
 		return &hvaeModel{vae.NewHVAE(28*28, int64(c.HVAE.Hidden), int64(c.HVAE.Latent), dev), dev}, nil
 	case "diffusion":
 		return newDiffusion(c, dev)
+	case "classifier":
+		return &Judge{classifier.New(int64(c.Classifier.Hidden), 10, c.Classifier.Dropout, dev)}, nil
 	}
 	return nil, fmt.Errorf("model %q is not a neural model", c.Model)
 }
@@ -55,3 +68,14 @@ func (m *hvaeModel) Loss(x, _ *torch.Tensor) *torch.Tensor {
 	return m.HVAE.Loss(x.Flatten(1, -1), nil, nil)
 }
 func (m *hvaeModel) Sample(n int64) *torch.Tensor { return m.HVAE.Sample(n, m.dev).View(n, 1, 28, 28) }
+
+// Judge is the classifier trained to judge samples.
+type Judge struct{ *classifier.CNN }
+
+func (j *Judge) Module() *nn.Module { return j.CNN.Module }
+func (j *Judge) Loss(x, y *torch.Tensor) *torch.Tensor {
+	return torch.CrossEntropyLoss(j.Logits(x), y, torch.ReduceMean, 0)
+}
+func (j *Judge) Correct(x, y *torch.Tensor) int64 {
+	return int64(j.Logits(x).Argmax(1, false).Eq(y).To(torch.Int64).Sum().Item())
+}

@@ -81,9 +81,9 @@ func trainNeural(ctx context.Context, r *Run, resume string) error {
 			return err
 		}
 	}
-	sampler := model
+	sampler, canSample := model.(Sampler)
 	if ema != nil {
-		sampler = ema
+		sampler = ema.(Sampler)
 		if c.UNet != nil && c.UNet.Norm == "batch" {
 			fmt.Fprintln(r.Log, "warning: train.ema_decay with unet.norm: batch: the average borrows the live batch-norm statistics, which can make samples worse; prefer norm: group")
 		}
@@ -137,6 +137,9 @@ func trainNeural(ctx context.Context, r *Run, resume string) error {
 		return nil
 	}
 	grid := func(name string) error {
+		if !canSample {
+			return nil
+		}
 		var imgs *sample.Images
 		withSeed(gridSeed, func() {
 			sampler.Module().SetTraining(false)
@@ -149,13 +152,19 @@ func trainNeural(ctx context.Context, r *Run, resume string) error {
 		return sample.SavePNG(r.Path(filepath.Join("samples", name)), imgs.Grid(gridCols(sampler, c.Samples), 2))
 	}
 	evaluate := func(epoch int) error {
-		var loss float64
-		withSeed(c.Seed+uint64(epoch), func() { loss = evalLoss(model, testSet, t.BatchSize, dev) })
-		logf("epoch %d (step %d): test loss %.4f\n", epoch, step, loss)
+		var loss, acc float64
+		withSeed(c.Seed+uint64(epoch), func() { loss, acc = evalLoss(model, testSet, t.BatchSize, dev) })
+		fields := map[string]any{"epoch": epoch, "test_loss": loss}
+		if _, ok := model.(Scorer); ok {
+			fields["test_accuracy"] = acc
+			logf("epoch %d (step %d): test loss %.4f, accuracy %.4f\n", epoch, step, loss, acc)
+		} else {
+			logf("epoch %d (step %d): test loss %.4f\n", epoch, step, loss)
+		}
 		if math.IsNaN(loss) || math.IsInf(loss, 0) {
 			return nanError(step, lastCk)
 		}
-		return r.Metric(step, map[string]any{"epoch": epoch, "test_loss": loss})
+		return r.Metric(step, fields)
 	}
 
 	lossSum := torch.Zeros([]int64{}, dev).Keep()
@@ -263,12 +272,16 @@ func trainNeural(ctx context.Context, r *Run, resume string) error {
 	if err := grid("final.png"); err != nil {
 		return err
 	}
-	logf("done: %d steps; checkpoint %s, samples %s\n", step, lastCk, r.Path("samples/final.png"))
+	if canSample {
+		logf("done: %d steps; checkpoint %s, samples %s\n", step, lastCk, r.Path("samples/final.png"))
+	} else {
+		logf("done: %d steps; checkpoint %s\n", step, lastCk)
+	}
 	return nil
 }
 
 // gridCols is the model's preferred layout, else a square.
-func gridCols(m Model, n int) int {
+func gridCols(m Sampler, n int) int {
 	if g, ok := m.(interface{ GridCols(int) int }); ok && g.GridCols(n) > 0 {
 		return g.GridCols(n)
 	}
@@ -309,22 +322,27 @@ func withSeed(seed uint64, f func()) {
 	f()
 }
 
-// evalLoss is the mean per-image loss over a set, in eval mode without
-// gradients.
-func evalLoss(m Model, set *datasets.Images, batch int, dev torch.Device) float64 {
+// evalLoss is the mean per-image loss over a set, and for a Scorer the
+// share it gets right, in eval mode without gradients.
+func evalLoss(m Model, set *datasets.Images, batch int, dev torch.Device) (loss, accuracy float64) {
 	m.Module().SetTraining(false)
 	defer m.Module().SetTraining(true)
+	scorer, _ := m.(Scorer)
 	var total float64
+	var correct int64
 	torch.NoGrad(func() {
 		for _, b := range (&datasets.Loader{Set: set, Batch: batch}).All() {
 			torch.Scoped(func() {
 				x := torch.FromSlice(b.Pixels, []int64{int64(b.N), 1, int64(set.H), int64(set.W)}).To(dev)
 				y := torch.FromSlice(b.Labels, nil).To(dev)
 				total += m.Loss(x, y).Item() * float64(b.N)
+				if scorer != nil {
+					correct += scorer.Correct(x, y)
+				}
 			})
 		}
 	})
-	return total / float64(set.N)
+	return total / float64(set.N), float64(correct) / float64(set.N)
 }
 
 // learningRate applies linear warm-up and optional cosine decay.

@@ -56,6 +56,10 @@ func runNeural(j neuralJob, d diffusionJob) error {
 			return fmt.Errorf("%s: %w", ck.Path, err)
 		}
 		m.Module().SetTraining(false)
+		gen, ok := m.(train.Sampler)
+		if !ok {
+			return fmt.Errorf("%s: a %q checkpoint does not generate images", ck.Path, cfg.Model)
+		}
 		if err := os.MkdirAll(j.out, 0o755); err != nil {
 			return err
 		}
@@ -69,7 +73,7 @@ func runNeural(j neuralJob, d diffusionJob) error {
 		torch.NoGrad(func() {
 			for done := 0; done < j.n && err == nil; done += j.batch {
 				torch.Scoped(func() {
-					imgs := sample.FromTensor(m.Sample(int64(min(j.batch, j.n-done))))
+					imgs := sample.FromTensor(gen.Sample(int64(min(j.batch, j.n-done))))
 					if first == nil {
 						first = imgs
 					}

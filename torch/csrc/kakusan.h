@@ -23,7 +23,7 @@ extern "C" {
 #endif
 #pragma GCC visibility push(default)
 
-#define KK_ABI_VERSION 2
+#define KK_ABI_VERSION 3
 
 typedef struct kk_tensor_s *kk_tensor;
 
@@ -154,6 +154,8 @@ void kk_index_put_(kk_tensor a, int n, const int *kinds, const int64_t *ints,
                    const kk_tensor *ts, kk_tensor values, char **err);
 void kk_masked_fill(kk_tensor a, kk_tensor mask, double v, kk_tensor *out, char **err);
 void kk_one_hot(kk_tensor idx, int64_t classes, kk_tensor *out, char **err);
+/* The k-th smallest values along dim (k counts from 1). */
+void kk_kthvalue(kk_tensor a, int64_t k, int64_t dim, int keepdim, kk_tensor *out, char **err);
 
 /* ---- neural-network ops; a NULL handle is an absent optional tensor ---- */
 void kk_matmul(kk_tensor a, kk_tensor b, kk_tensor *out, char **err);

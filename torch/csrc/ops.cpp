@@ -257,6 +257,10 @@ void kk_masked_fill(kk_tensor a, kk_tensor mask, double v, kk_tensor *out, char 
   KK_OUT(at::masked_fill(T(a), T(mask), v))
 }
 
+void kk_kthvalue(kk_tensor a, int64_t k, int64_t dim, int keepdim, kk_tensor *out, char **err) {
+  KK_OUT(std::get<0>(at::kthvalue(T(a), k, dim, keepdim != 0)))
+}
+
 void kk_one_hot(kk_tensor idx, int64_t classes, kk_tensor *out, char **err) {
   KK_OUT(at::one_hot(T(idx), classes))
 }

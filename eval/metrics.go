@@ -1,0 +1,169 @@
+// Package eval measures generated images with a judge classifier: the
+// share the judge assigns to the class they were generated for, the
+// Fréchet distance between Gaussians fitted to the judge's features of
+// generated and real images, and precision and recall on k-nearest-neighbour
+// manifolds in that feature space.
+package eval
+
+import (
+	"errors"
+	"fmt"
+	"math"
+
+	"gonum.org/v1/gonum/mat"
+
+	"kakusan/torch"
+)
+
+// Gaussian is a feature set's mean and covariance (divisor n-1).
+type Gaussian struct {
+	Mean []float64
+	Cov  *mat.SymDense
+}
+
+// Fit fits a Gaussian to the rows of feats (N, D).
+func Fit(feats *torch.Tensor) (Gaussian, error) {
+	s := feats.Shape()
+	if len(s) != 2 || s[0] < 2 {
+		return Gaussian{}, fmt.Errorf("need at least 2 feature rows, got shape %v", s)
+	}
+	n, d := int(s[0]), int(s[1])
+	f := feats.To(torch.Float64, torch.CPU)
+	mean := f.MeanDims(false, 0)
+	c := f.Sub(mean)
+	cov := torch.Matmul(c.Transpose(0, 1), c).DivScalar(float64(n - 1)).Float64s()
+	sym := mat.NewSymDense(d, nil)
+	for i := range d {
+		for j := i; j < d; j++ {
+			sym.SetSym(i, j, 0.5*(cov[i*d+j]+cov[j*d+i]))
+		}
+	}
+	return Gaussian{Mean: mean.Float64s(), Cov: sym}, nil
+}
+
+// FrechetDistance is ‖μ₁-μ₂‖² + tr(Σ₁ + Σ₂ - 2(Σ₁^½ Σ₂ Σ₁^½)^½). The
+// square roots go through symmetric eigendecompositions, negative
+// eigenvalues from rounding clamped to 0, so it stays real and stable.
+func FrechetDistance(a, b Gaussian) (float64, error) {
+	if len(a.Mean) != len(b.Mean) {
+		return 0, fmt.Errorf("feature sizes %d and %d differ", len(a.Mean), len(b.Mean))
+	}
+	var d2 float64
+	for i := range a.Mean {
+		d2 += (a.Mean[i] - b.Mean[i]) * (a.Mean[i] - b.Mean[i])
+	}
+	sa, err := sqrtPSD(a.Cov)
+	if err != nil {
+		return 0, err
+	}
+	var m mat.Dense
+	m.Mul(sa, b.Cov)
+	m.Mul(&m, sa)
+	n := len(a.Mean)
+	ms := mat.NewSymDense(n, nil)
+	for i := range n {
+		for j := i; j < n; j++ {
+			ms.SetSym(i, j, 0.5*(m.At(i, j)+m.At(j, i)))
+		}
+	}
+	var eig mat.EigenSym
+	if !eig.Factorize(ms, false) {
+		return 0, errors.New("eigendecomposition failed")
+	}
+	var trSqrt float64
+	for _, v := range eig.Values(nil) {
+		trSqrt += math.Sqrt(math.Max(v, 0))
+	}
+	return d2 + mat.Trace(a.Cov) + mat.Trace(b.Cov) - 2*trSqrt, nil
+}
+
+// sqrtPSD is the symmetric square root of a positive semi-definite matrix.
+func sqrtPSD(s *mat.SymDense) (*mat.Dense, error) {
+	var eig mat.EigenSym
+	if !eig.Factorize(s, true) {
+		return nil, errors.New("eigendecomposition failed")
+	}
+	vals := eig.Values(nil)
+	var v mat.Dense
+	eig.VectorsTo(&v)
+	n := len(vals)
+	d := mat.NewDiagDense(n, nil)
+	for i, x := range vals {
+		d.SetDiag(i, math.Sqrt(math.Max(x, 0)))
+	}
+	var out mat.Dense
+	out.Mul(&v, d)
+	out.Mul(&out, v.T())
+	return &out, nil
+}
+
+// chunk bounds the rows of a distance matrix held at once.
+const chunk = 1024
+
+// Radii is each row's distance to its k-th nearest other row (N), computed
+// a chunk of rows at a time.
+func Radii(x *torch.Tensor, k int64) *torch.Tensor {
+	n := x.Size(0)
+	var parts []*torch.Tensor
+	for start := int64(0); start < n; start += chunk {
+		sc := torch.NewScope()
+		d := pairwise(x.Narrow(0, start, min(chunk, n-start)), x)
+		parts = append(parts, sc.Escape(d.KthValue(k+1, 1, false))) // +1: a row's nearest row is itself
+		sc.Close()
+	}
+	return torch.Cat(parts, 0)
+}
+
+// pairwise is the (N, M) matrix of Euclidean distances, in float64.
+func pairwise(a, b *torch.Tensor) *torch.Tensor {
+	a2 := a.Square().SumDims(true, 1)
+	b2 := b.Square().SumDims(true, 1).Transpose(0, 1)
+	return a2.Add(b2).Sub(torch.Matmul(a, b.Transpose(0, 1)).MulScalar(2)).Clamp(0, math.Inf(1)).Sqrt()
+}
+
+// coverage is the share of rows of q inside at least one ball around a row
+// of p, the balls' radii being pRadii (p's k-NN radii); rows go in chunks.
+func coverage(p, pRadii, q *torch.Tensor) float64 {
+	r := pRadii.View(1, -1)
+	n := q.Size(0)
+	var inside float64
+	for start := int64(0); start < n; start += chunk {
+		torch.Scoped(func() {
+			part := q.Narrow(0, start, min(chunk, n-start))
+			slack := pairwise(part, p).Sub(r).MinDims(false, 1)
+			inside += slack.LeScalar(0).To(torch.Float64).Sum().Item()
+		})
+	}
+	return inside / float64(n)
+}
+
+// PrecisionRecall is Kynkäänniemi et al.'s improved precision (the share
+// of generated samples inside the real manifold) and recall (the share of
+// real samples inside the generated one), each manifold the union of balls
+// reaching every point's k-th nearest neighbour.
+func PrecisionRecall(real, fake *torch.Tensor, k int64) (precision, recall float64, err error) {
+	if real.Size(0) <= k || fake.Size(0) <= k {
+		return 0, 0, fmt.Errorf("need more than k=%d points in each set, got %d and %d", k, real.Size(0), fake.Size(0))
+	}
+	real, fake = real.To(torch.Float64), fake.To(torch.Float64)
+	return coverage(real, Radii(real, k), fake), coverage(fake, Radii(fake, k), real), nil
+}
+
+// Interval is a share with its 95% Wilson score interval.
+type Interval struct {
+	Value, Low, High float64
+	N                int
+}
+
+// Wilson is the 95% Wilson interval of hits out of n.
+func Wilson(hits, n int) Interval {
+	if n == 0 {
+		return Interval{}
+	}
+	const z = 1.959963984540054
+	p := float64(hits) / float64(n)
+	den := 1 + z*z/float64(n)
+	centre := (p + z*z/(2*float64(n))) / den
+	half := z * math.Sqrt(p*(1-p)/float64(n)+z*z/(4*float64(n)*float64(n))) / den
+	return Interval{Value: p, Low: centre - half, High: centre + half, N: n}
+}
