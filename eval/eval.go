@@ -259,7 +259,8 @@ func readGray28(path string) (*image.Gray, error) {
 // labels cycling 0-9 (as bin/sample --labels 0-9 does) at the given
 // guidance, else from the model's own sampler. It returns the images and
 // their labels (nil for unconditional models).
-func Generate(path string, dev torch.Device, n int, job train.SampleJob, batch int) (*torch.Tensor, []int64, error) {
+// Progress, when not nil, hears after each batch how many images are done.
+func Generate(path string, dev torch.Device, n int, job train.SampleJob, batch int, progress func(done int)) (*torch.Tensor, []int64, error) {
 	ck, err := train.LoadCheckpoint(path, dev)
 	if err != nil {
 		return nil, nil, err
@@ -307,6 +308,9 @@ func Generate(path string, dev torch.Device, n int, job train.SampleJob, batch i
 		x = x.Clamp(0, 1).MulScalar(255).Round().DivScalar(255).To(torch.CPU)
 		out = append(out, sc.Escape(x))
 		sc.Close()
+		if progress != nil {
+			progress(min(start+batch, n))
+		}
 	}
 	return torch.Cat(out, 0), labels, nil
 }
