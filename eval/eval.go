@@ -4,13 +4,12 @@ import (
 	"bufio"
 	"encoding/json"
 	"fmt"
-	"image"
-	"image/png"
 	"os"
 	"path/filepath"
 	"sort"
 
 	"kakusan/datasets"
+	"kakusan/sample"
 	"kakusan/torch"
 	"kakusan/train"
 )
@@ -218,7 +217,7 @@ func LoadSamples(dir string) (*torch.Tensor, []int64, error) {
 	var labels []int64
 	for i, e := range entries {
 		path := filepath.Join(dir, e.File)
-		g, err := readGray28(path)
+		g, err := sample.ReadPNG(path)
 		if err != nil {
 			return nil, nil, err
 		}
@@ -235,24 +234,6 @@ func LoadSamples(dir string) (*torch.Tensor, []int64, error) {
 		labels = nil
 	}
 	return torch.FromSlice(pix, []int64{int64(len(entries)), 1, 28, 28}), labels, nil
-}
-
-func readGray28(path string) (*image.Gray, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	img, err := png.Decode(f)
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", path, err)
-	}
-	g, ok := img.(*image.Gray)
-	if !ok || g.Rect.Dx() != 28 || g.Rect.Dy() != 28 {
-		b := img.Bounds()
-		return nil, fmt.Errorf("%s: a %dx%d %T; the judge takes 28x28 greyscale images", path, b.Dx(), b.Dy(), img)
-	}
-	return g, nil
 }
 
 // Generate samples n images from a checkpoint: for a diffusion model with

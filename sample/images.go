@@ -10,6 +10,7 @@ import (
 	"image/png"
 	"io"
 	"math"
+	"os"
 
 	"kakusan/torch"
 	"kakusan/torch/safetensors"
@@ -91,4 +92,24 @@ func SavePNG(path string, img image.Image) error {
 		_, err := w.Write(buf.Bytes())
 		return err
 	})
+}
+
+// ReadPNG reads a 28×28 greyscale PNG, as bin/sample writes them; any other
+// image is an error naming the file.
+func ReadPNG(path string) (*image.Gray, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	img, err := png.Decode(f)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	g, ok := img.(*image.Gray)
+	if !ok || g.Rect.Dx() != 28 || g.Rect.Dy() != 28 {
+		b := img.Bounds()
+		return nil, fmt.Errorf("%s: a %dx%d %T; want a 28x28 greyscale image", path, b.Dx(), b.Dy(), img)
+	}
+	return g, nil
 }

@@ -3,8 +3,6 @@ package main
 import (
 	"encoding/json"
 	"fmt"
-	"image"
-	"image/png"
 	"os"
 	"path/filepath"
 	"sort"
@@ -262,7 +260,7 @@ func writeGrid(dir string, mine [][2]int, labels []int64, conditional bool) erro
 	for _, k := range cells {
 		cell := make([]float32, 28*28)
 		if k >= 0 {
-			g, err := readGray(filepath.Join(dir, imageName(k, labels[k], conditional)))
+			g, err := sample.ReadPNG(filepath.Join(dir, imageName(k, labels[k], conditional)))
 			if err != nil {
 				return err
 			}
@@ -273,21 +271,4 @@ func writeGrid(dir string, mine [][2]int, labels []int64, conditional bool) erro
 		pix = append(pix, cell...)
 	}
 	return sample.SavePNG(filepath.Join(dir, "grid.png"), (&sample.Images{N: len(cells), H: 28, W: 28, Pix: pix}).Grid(cols, 2))
-}
-
-func readGray(path string) (*image.Gray, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	img, err := png.Decode(f)
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", path, err)
-	}
-	g, ok := img.(*image.Gray)
-	if !ok || g.Rect.Dx() != 28 || g.Rect.Dy() != 28 {
-		return nil, fmt.Errorf("%s: not a 28×28 greyscale image", path)
-	}
-	return g, nil
 }
