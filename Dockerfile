@@ -36,7 +36,7 @@ WORKDIR /kakusan
 COPY torch/csrc/ torch/csrc/
 COPY scripts/build_shim.sh scripts/
 RUN TORCH_FROM_PYTHON=python3 scripts/build_shim.sh bin
-COPY --from=build /src/bin/train /src/bin/sample bin/
+COPY --from=build /src/bin/train /src/bin/sample /src/bin/eval bin/
 COPY configs/ configs/
 COPY datasets/*.txt datasets/
 ENV PATH=/kakusan/bin:$PATH
