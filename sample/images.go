@@ -113,3 +113,14 @@ func ReadPNG(path string) (*image.Gray, error) {
 	}
 	return g, nil
 }
+
+// DefaultBatch is how many images a sampling job generates per forward pass
+// when not told: 500 on a GPU; 100 on the CPU, where larger activations
+// spend more time in the kernel zeroing fresh pages than in arithmetic
+// (measured: guided DDIM-50 sampling ran at 25.4 images/s with 100, 13.0 with 500).
+func DefaultBatch(dev torch.Device) int {
+	if dev.Type == torch.CUDADevice {
+		return 500
+	}
+	return 100
+}

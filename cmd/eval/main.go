@@ -20,6 +20,7 @@ import (
 
 	"kakusan/cmd/internal/cli"
 	"kakusan/eval"
+	"kakusan/sample"
 	"kakusan/torch"
 	"kakusan/train"
 )
@@ -44,7 +45,7 @@ func main() {
 	sampler := fs.String("sampler", "ddim", "with --checkpoint: ddim or ddpm")
 	steps := fs.Int("steps", 50, "with --checkpoint: DDIM steps")
 	eta := fs.Float64("eta", 0, "with --checkpoint: DDIM η")
-	batch := fs.Int("batch", 500, "with --checkpoint: images per forward pass")
+	batch := fs.Int("batch", 0, "with --checkpoint: images per forward pass (default 500 on CUDA, 100 on the CPU)")
 	seed := fs.Uint64("seed", 1, "with --checkpoint: random seed")
 	device := fs.String("device", "auto", "cpu, cuda, cuda:N or auto")
 	out := fs.StringP("out", "o", "", "eval.json `path` (default: in the samples folder, else ./eval.json)")
@@ -66,7 +67,7 @@ func main() {
 		}
 		gammas = append(gammas, v)
 	}
-	if *n < 10 || *batch < 1 {
+	if *n < 10 || *batch < 0 {
 		cli.Fatal("eval", fmt.Errorf("--n must be at least 10 and --batch at least 1"))
 	}
 	path := *out
@@ -80,6 +81,9 @@ func main() {
 		dev, err := torch.ParseDevice(*device)
 		if err != nil {
 			return fmt.Errorf("--device: %w", err)
+		}
+		if *batch == 0 {
+			*batch = sample.DefaultBatch(dev)
 		}
 		judge, err := eval.LoadJudge(*judgePath, dev)
 		if err != nil {

@@ -46,7 +46,7 @@ func main() {
 	out := fs.StringP("out", "o", "", "output: a CSV `file` for classical models (default stdout), a folder for neural ones (default samples)")
 	checkpoint := fs.String("checkpoint", "", "neural model checkpoint `file` or run folder")
 	device := fs.String("device", "auto", "neural models: cpu, cuda, cuda:N or auto")
-	batch := fs.Int("batch", 500, "neural models: images generated per forward pass")
+	batch := fs.Int("batch", 0, "neural models: images per forward pass (default 500 on CUDA, 100 on the CPU; shards of one job must use the same)")
 	labels := fs.String("labels", "0-9", "diffusion: labels, cycled over the images: `0-9`, 3,7 or random")
 	guidance := fs.Float64("guidance", 3, "diffusion: classifier-free guidance γ (1 = none; default: the config's)")
 	sampler := fs.String("sampler", "ddim", "diffusion: ddim or ddpm")

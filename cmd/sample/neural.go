@@ -20,7 +20,7 @@ type neuralJob struct {
 }
 
 func (j neuralJob) check() error {
-	if j.batch < 1 {
+	if j.batch < 0 {
 		return fmt.Errorf("--batch must be at least 1, got %d", j.batch)
 	}
 	return nil
@@ -34,6 +34,9 @@ func runNeural(j neuralJob, d diffusionJob) error {
 		dev, err := torch.ParseDevice(j.device)
 		if err != nil {
 			return fmt.Errorf("--device: %w", err)
+		}
+		if j.batch == 0 {
+			j.batch = sample.DefaultBatch(dev)
 		}
 		ck, err := train.LoadCheckpoint(j.checkpoint, dev)
 		if err != nil {
