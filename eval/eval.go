@@ -30,27 +30,16 @@ type Judge struct {
 // LoadJudge loads a classifier checkpoint (file or run folder); any other
 // kind of checkpoint is an error naming it.
 func LoadJudge(path string, dev torch.Device) (*Judge, error) {
-	ck, err := train.LoadCheckpoint(path, dev)
+	m, cfg, ck, err := train.LoadModel(path, dev, false)
 	if err != nil {
 		return nil, err
 	}
-	if kind := ck.Meta["kakusan.model"]; kind != "classifier" {
-		return nil, fmt.Errorf("--judge %s: a %q checkpoint; the judge must be a classifier (train one with configs/mnist_classifier.yaml)", ck.Path, kind)
-	}
-	cfg, err := train.ParseConfig(ck.Path+" (embedded config)", []byte(ck.Meta["kakusan.config"]), nil)
-	if err != nil {
-		return nil, err
-	}
-	m, err := train.NewModel(cfg, dev)
-	if err != nil {
-		return nil, err
-	}
-	if err := m.Module().Load(ck.Tensors, "optimizer.", "rng.", "ema."); err != nil {
+	judge, ok := m.(*train.Judge)
+	if !ok {
 		m.Module().Free()
-		return nil, fmt.Errorf("%s: %w", ck.Path, err)
+		return nil, fmt.Errorf("--judge %s: a %q checkpoint; the judge must be a classifier (train one with configs/mnist_classifier.yaml)", ck.Path, cfg.Model)
 	}
-	m.Module().SetTraining(false)
-	return &Judge{Judge: m.(*train.Judge), Config: cfg, Path: ck.Path, dev: dev}, nil
+	return &Judge{Judge: judge, Config: cfg, Path: ck.Path, dev: dev}, nil
 }
 
 // Free releases the judge's weights.
@@ -236,29 +225,13 @@ func LoadSamples(dir string) (*torch.Tensor, []int64, error) {
 	return torch.FromSlice(pix, []int64{int64(len(entries)), 1, 28, 28}), labels, nil
 }
 
-// Generate samples n images from a checkpoint: for a diffusion model with
-// labels cycling 0-9 (as bin/sample --labels 0-9 does) at the given
-// guidance, else from the model's own sampler. It returns the images and
-// their labels (nil for unconditional models).
-// Progress, when not nil, hears after each batch how many images are done.
-func Generate(path string, dev torch.Device, n int, job train.SampleJob, batch int, progress func(done int)) (*torch.Tensor, []int64, error) {
-	ck, err := train.LoadCheckpoint(path, dev)
-	if err != nil {
-		return nil, nil, err
-	}
-	cfg, err := train.ParseConfig(ck.Path+" (embedded config)", []byte(ck.Meta["kakusan.config"]), nil)
-	if err != nil {
-		return nil, nil, err
-	}
-	m, err := train.NewModel(cfg, dev)
-	if err != nil {
-		return nil, nil, err
-	}
-	defer m.Module().Free()
-	if err := m.Module().Load(ck.Weights(true), "optimizer.", "rng.", "ema."); err != nil {
-		return nil, nil, fmt.Errorf("%s: %w", ck.Path, err)
-	}
-	m.Module().SetTraining(false)
+// Generate samples n images from a model (train.LoadModel): for a
+// diffusion model with labels cycling 0-9 (as bin/sample --labels 0-9 does)
+// at the given guidance, else from the model's own sampler. It returns the
+// images and their labels (nil for unconditional models). Progress, when
+// not nil, hears after each batch how many images are done.
+func Generate(m train.Model, n int, job train.SampleJob, batch int, progress func(done int)) (*torch.Tensor, []int64, error) {
+	var err error
 	var out []*torch.Tensor
 	var labels []int64
 	dm, isDiffusion := m.(*train.DiffusionModel)
@@ -283,7 +256,7 @@ func Generate(path string, dev torch.Device, n int, job train.SampleJob, batch i
 			torch.NoGrad(func() { x = s.Sample(int64(min(batch, n-start))) })
 		} else {
 			sc.Close()
-			return nil, nil, fmt.Errorf("%s: a %q checkpoint does not generate images", ck.Path, cfg.Model)
+			return nil, nil, fmt.Errorf("a %T does not generate images", m)
 		}
 		// Through 8-bit pixels, as the PNGs of bin/sample are.
 		x = x.Clamp(0, 1).MulScalar(255).Round().DivScalar(255).To(torch.CPU)

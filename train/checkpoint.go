@@ -143,6 +143,32 @@ func (c *Checkpoint) HasEMA() bool {
 	return false
 }
 
+// LoadModel loads a checkpoint (a file or a run folder) for use rather than
+// training: it rebuilds the model from the config embedded in the file,
+// loads the moving average of the weights when ema is true and the file has
+// one (else the weights), and puts the model in eval mode. The caller frees
+// the model's module.
+func LoadModel(path string, dev torch.Device, ema bool) (Model, *Config, *Checkpoint, error) {
+	ck, err := LoadCheckpoint(path, dev)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	cfg, err := ParseConfig(ck.Path+" (embedded config)", []byte(ck.Meta["kakusan.config"]), nil)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	m, err := NewModel(cfg, dev)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	if err := m.Module().Load(ck.Weights(ema), optimPrefix, "rng.", emaPrefix); err != nil {
+		m.Module().Free()
+		return nil, nil, nil, fmt.Errorf("%s: %w", ck.Path, err)
+	}
+	m.Module().SetTraining(false)
+	return m, cfg, ck, nil
+}
+
 // restore loads the checkpoint into the model, its moving average (which
 // starts from the weights when the checkpoint has none), the optimizer and
 // the generator.

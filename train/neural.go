@@ -183,8 +183,7 @@ func trainNeural(ctx context.Context, r *Run, resume string) error {
 		lr := learningRate(c, step, total)
 		opt.SetLR(lr)
 		torch.Scoped(func() {
-			x := torch.FromSlice(b.Pixels, []int64{int64(b.N), 1, int64(trainSet.H), int64(trainSet.W)}).To(dev)
-			y := torch.FromSlice(b.Labels, nil).To(dev)
+			x, y := batchTensors(b, trainSet, dev)
 			loss := model.Loss(x, y)
 			opt.ZeroGrad()
 			loss.Backward()
@@ -333,8 +332,7 @@ func evalLoss(m Model, set *datasets.Images, batch int, dev torch.Device) (loss,
 	torch.NoGrad(func() {
 		for _, b := range (&datasets.Loader{Set: set, Batch: batch}).All() {
 			torch.Scoped(func() {
-				x := torch.FromSlice(b.Pixels, []int64{int64(b.N), 1, int64(set.H), int64(set.W)}).To(dev)
-				y := torch.FromSlice(b.Labels, nil).To(dev)
+				x, y := batchTensors(b, set, dev)
 				total += m.Loss(x, y).Item() * float64(b.N)
 				if scorer != nil {
 					correct += scorer.Correct(x, y)
@@ -343,6 +341,13 @@ func evalLoss(m Model, set *datasets.Images, batch int, dev torch.Device) (loss,
 		}
 	})
 	return total / float64(set.N), float64(correct) / float64(set.N)
+}
+
+// batchTensors moves a host batch of set's images to dev: pixels
+// (B, 1, H, W) and int64 labels (B).
+func batchTensors(b datasets.Batch, set *datasets.Images, dev torch.Device) (x, y *torch.Tensor) {
+	x = torch.FromSlice(b.Pixels, []int64{int64(b.N), 1, int64(set.H), int64(set.W)}).To(dev)
+	return x, torch.FromSlice(b.Labels, nil).To(dev)
 }
 
 // learningRate applies linear warm-up and optional cosine decay.

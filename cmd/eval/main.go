@@ -111,12 +111,17 @@ func main() {
 		} else {
 			res.Source = *checkpoint
 			res.Sampler = map[string]any{"sampler": *sampler, "steps": *steps, "eta": *eta, "seed": *seed, "n": *n}
+			m, _, _, err := train.LoadModel(*checkpoint, dev, true)
+			if err != nil {
+				return err
+			}
+			defer m.Module().Free()
 			for _, g := range gammas {
 				t1 := time.Now()
 				progress := func(done int) {
 					fmt.Fprintf(os.Stderr, "eval: guidance %g: %d/%d images, %.1f images/s\n", g, done, *n, float64(done)/time.Since(t1).Seconds())
 				}
-				imgs, labels, err := eval.Generate(*checkpoint, dev, *n, train.SampleJob{Seed: *seed, Sampler: *sampler, Steps: *steps, Eta: *eta, Guidance: g}, *batch, progress)
+				imgs, labels, err := eval.Generate(m, *n, train.SampleJob{Seed: *seed, Sampler: *sampler, Steps: *steps, Eta: *eta, Guidance: g}, *batch, progress)
 				if err != nil {
 					return err
 				}

@@ -77,16 +77,8 @@ func imageName(k int, label int64, conditional bool) string {
 	return fmt.Sprintf("%06d_label%d.png", k, label)
 }
 
-func runDiffusion(j diffusionJob, ck *train.Checkpoint, cfg *train.Config, dev torch.Device) error {
-	m, err := train.NewModel(cfg, dev)
-	if err != nil {
-		return err
-	}
-	defer m.Module().Free()
-	if err := m.Module().Load(ck.Weights(!j.noEMA), "optimizer.", "rng.", "ema."); err != nil {
-		return fmt.Errorf("%s: %w", ck.Path, err)
-	}
-	dm := m.(*train.DiffusionModel)
+func runDiffusion(j diffusionJob, dm *train.DiffusionModel, ck *train.Checkpoint, cfg *train.Config) error {
+	var err error
 	if !j.guidanceSet {
 		j.guidance = cfg.Diffusion.Guidance
 	}

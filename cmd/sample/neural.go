@@ -38,27 +38,15 @@ func runNeural(j neuralJob, d diffusionJob) error {
 		if j.batch == 0 {
 			j.batch = sample.DefaultBatch(dev)
 		}
-		ck, err := train.LoadCheckpoint(j.checkpoint, dev)
-		if err != nil {
-			return err
-		}
-		cfg, err := train.ParseConfig(ck.Path+" (embedded config)", []byte(ck.Meta["kakusan.config"]), nil)
-		if err != nil {
-			return err
-		}
-		if cfg.Model == "diffusion" {
-			d.neuralJob = j
-			return runDiffusion(d, ck, cfg, dev)
-		}
-		m, err := train.NewModel(cfg, dev)
+		m, cfg, ck, err := train.LoadModel(j.checkpoint, dev, !d.noEMA)
 		if err != nil {
 			return err
 		}
 		defer m.Module().Free()
-		if err := m.Module().Load(ck.Tensors, "optimizer.", "rng.", "ema."); err != nil {
-			return fmt.Errorf("%s: %w", ck.Path, err)
+		if dm, ok := m.(*train.DiffusionModel); ok {
+			d.neuralJob = j
+			return runDiffusion(d, dm, ck, cfg)
 		}
-		m.Module().SetTraining(false)
 		gen, ok := m.(train.Sampler)
 		if !ok {
 			return fmt.Errorf("%s: a %q checkpoint does not generate images", ck.Path, cfg.Model)
