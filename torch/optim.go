@@ -42,6 +42,9 @@ type Adam struct {
 	params []*Tensor
 	m, v   []*Tensor
 	step   int64
+	// stepT and lrT are the step count and the learning rate as 0-d float64
+	// tensors on the parameters' device, after UseDeviceState; nil before.
+	stepT, lrT *Tensor
 }
 
 // NewAdam makes an Adam optimizer over params; its moment tensors are kept
@@ -72,25 +75,68 @@ func NewAdamW(params []*Tensor, cfg AdamConfig) *Adam {
 	return NewAdam(params, cfg)
 }
 
+// UseDeviceState moves the step count and the learning rate onto the
+// parameters' device as 0-d float64 tensors, as torch.optim.Adam's
+// capturable mode does: from then on Step increments the count and computes
+// the bias corrections 1-beta^step there, and SetLR fills the learning-rate
+// tensor in place, so neither reads nor writes the host between steps (what
+// CUDA graph capture needs). The update is the default mode's up to float
+// rounding; the default mode is left as it is, bit for bit. Calling it
+// again does nothing.
+func (o *Adam) UseDeviceState() {
+	if o.stepT != nil {
+		return
+	}
+	d := CPU
+	if len(o.params) > 0 {
+		d = o.params[0].Device()
+	}
+	o.stepT = Full(nil, float64(o.step), Float64, d).Keep()
+	o.lrT = Full(nil, o.cfg.LR, Float64, d).Keep()
+}
+
 func (o *Adam) Step() {
 	o.step++
 	ps, ms, vs := handles("Adam.Step", o.params), handles("Adam.Step", o.m), handles("Adam.Step", o.v)
+	var err *C.char
+	if o.stepT != nil {
+		var p, m, v *C.kk_tensor
+		if len(ps) > 0 {
+			p, m, v = &ps[0], &ms[0], &vs[0]
+		}
+		C.kk_adam_step_t(p, m, v, C.int(len(ps)), o.lrT.handle("Adam.Step"), o.stepT.handle("Adam.Step"), C.double(o.cfg.Beta1), C.double(o.cfg.Beta2), C.double(o.cfg.Eps), C.double(o.cfg.WeightDecay), b2i(o.cfg.Decoupled), &err)
+		check("Adam.Step", err)
+		return
+	}
 	if len(ps) == 0 {
 		return
 	}
-	var err *C.char
 	C.kk_adam_step(&ps[0], &ms[0], &vs[0], C.int(len(ps)), C.double(o.cfg.LR), C.double(o.cfg.Beta1), C.double(o.cfg.Beta2), C.double(o.cfg.Eps), C.double(o.cfg.WeightDecay), b2i(o.cfg.Decoupled), C.int64_t(o.step), &err)
 	check("Adam.Step", err)
 }
 
-func (o *Adam) ZeroGrad()        { zeroGrads(o.params) }
-func (o *Adam) SetLR(lr float64) { o.cfg.LR = lr }
+func (o *Adam) ZeroGrad() { zeroGrads(o.params) }
 
+// SetLR changes the learning rate; with device state it is written into the
+// learning-rate tensor in place, on the device.
+func (o *Adam) SetLR(lr float64) {
+	o.cfg.LR = lr
+	if o.lrT != nil {
+		o.lrT.Fill(lr)
+	}
+}
+
+// State returns the moments and the step count. With device state the count
+// is read from the device (one host read): the device's count is the true
+// one, since a captured CUDA graph replays steps without calling Step.
 func (o *Adam) State() (map[string]*Tensor, int64) {
 	s := map[string]*Tensor{}
 	for i := range o.params {
 		s["exp_avg."+strconv.Itoa(i)] = o.m[i]
 		s["exp_avg_sq."+strconv.Itoa(i)] = o.v[i]
+	}
+	if o.stepT != nil {
+		o.step = int64(o.stepT.Item())
 	}
 	return s, o.step
 }
@@ -103,10 +149,13 @@ func (o *Adam) LoadState(state map[string]*Tensor, step int64) error {
 		return err
 	}
 	o.step = step
+	if o.stepT != nil {
+		o.stepT.Fill(float64(step))
+	}
 	return nil
 }
 
-func (o *Adam) Free() { freeAll(o.m); freeAll(o.v) }
+func (o *Adam) Free() { freeAll(o.m); freeAll(o.v); o.stepT.Free(); o.lrT.Free() }
 
 // SGDConfig holds SGD's hyperparameters.
 type SGDConfig struct {
@@ -203,4 +252,20 @@ func ClipGradNorm(params []*Tensor, max float64) float64 {
 	n := C.kk_clip_grad_norm(&hs[0], C.int(len(hs)), C.double(max), &err)
 	check("ClipGradNorm", err)
 	return float64(n)
+}
+
+// ClipGradNormTensor is ClipGradNorm without a host read: it returns the
+// norm before clipping as a 0-d tensor on the parameters' device and scales
+// the gradients by clamp(max/(norm+1e-6), max=1) computed there, as
+// torch.nn.utils.clip_grad_norm_ does, so a step that clips need not wait
+// for the device. With no gradients the norm is zero.
+func ClipGradNormTensor(params []*Tensor, max float64) *Tensor {
+	if len(params) == 0 {
+		return Scalar(0)
+	}
+	hs := handles("ClipGradNormTensor", params)
+	var out C.kk_tensor
+	var err *C.char
+	C.kk_clip_grad_norm_t(&hs[0], C.int(len(hs)), C.double(max), &out, &err)
+	return wrap("ClipGradNormTensor", out, err)
 }

@@ -50,10 +50,13 @@ import "C"
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"runtime"
 	"runtime/debug"
+	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"unsafe"
 )
@@ -197,6 +200,13 @@ func Version() string {
 // LiveTensors is the number of tensor handles alive in the shim.
 func LiveTensors() int64 { return int64(C.kk_live_tensors()) }
 
+// HostReads counts the calls so far that made the host read tensor values or
+// wait for a device: Item, Values (Bytes, Float64s, ...), AllClose,
+// ClipGradNorm, Synchronize, and To or CopyFrom from a device to the CPU.
+// A training step meant to run without syncs (CUDA graphs) can assert that
+// it leaves the count unchanged. It may be read from any goroutine.
+func HostReads() int64 { return int64(C.kk_host_reads()) }
+
 // SetNumThreads sets libtorch's intra-op threads (default: the core count,
 // or KAKUSAN_THREADS).
 func SetNumThreads(n int) {
@@ -241,4 +251,85 @@ func SetRNGState(state *Tensor) {
 	var err *C.char
 	C.kk_set_rng_state(state.handle("SetRNGState"), &err)
 	check("SetRNGState", err)
+}
+
+// RNGStates returns the state of every generator: "cpu" and "cuda:N" for
+// each visible CUDA device (tensors in the current scope), so a checkpoint
+// can restore the random streams of every device, as
+// torch.get_rng_state and torch.cuda.get_rng_state_all do.
+func RNGStates() map[string]*Tensor {
+	s := map[string]*Tensor{"cpu": RNGState()}
+	if CUDAAvailable() {
+		for i := range CUDADeviceCount() {
+			s[CUDA(i).String()] = cudaRNGState(i)
+		}
+	}
+	return s
+}
+
+// SetRNGStates restores every state it is given, keyed as RNGStates keys
+// them. The keys are checked before anything is restored: an unknown key, or
+// a CUDA device this machine does not have, is an *Error naming the key, as
+// is a state the generator refuses.
+func SetRNGStates(states map[string]*Tensor) error {
+	keys := slices.Sorted(maps.Keys(states))
+	devs := make([]int, len(keys))
+	for i, k := range keys {
+		d, err := rngDevice(k)
+		if err != nil {
+			return err
+		}
+		devs[i] = d
+	}
+	for i, k := range keys {
+		err := Try(func() error {
+			if devs[i] < 0 {
+				SetRNGState(states[k])
+			} else {
+				setCUDARNGState(devs[i], states[k])
+			}
+			return nil
+		})
+		if e, ok := err.(*Error); ok {
+			return &Error{Op: "SetRNGStates", Msg: fmt.Sprintf("%q: %s", k, e.Msg)}
+		}
+	}
+	return nil
+}
+
+// rngDevice maps an RNGStates key to -1 for the CPU or a CUDA device index.
+func rngDevice(key string) (int, error) {
+	if key == "cpu" {
+		return -1, nil
+	}
+	rest, ok := strings.CutPrefix(key, "cuda:")
+	i, err := strconv.Atoi(rest)
+	bad := func(format string, args ...any) (int, error) {
+		return 0, &Error{Op: "SetRNGStates", Msg: fmt.Sprintf("%q: ", key) + fmt.Sprintf(format, args...)}
+	}
+	if !ok || err != nil || i < 0 || strconv.Itoa(i) != rest {
+		return bad(`unknown generator (want "cpu" or "cuda:N")`)
+	}
+	if !CUDAAvailable() {
+		return bad("CUDA is not available (CPU-only shim or no GPU)")
+	}
+	if n := CUDADeviceCount(); i >= n {
+		return bad("only %d CUDA device(s)", n)
+	}
+	return i, nil
+}
+
+// cudaRNGState returns a copy of CUDA device i's generator state.
+func cudaRNGState(i int) *Tensor {
+	var out C.kk_tensor
+	var err *C.char
+	C.kk_cuda_rng_state(C.int(i), &out, &err)
+	return wrap("CUDARNGState", out, err)
+}
+
+// setCUDARNGState restores a state returned by cudaRNGState(i).
+func setCUDARNGState(i int, state *Tensor) {
+	var err *C.char
+	C.kk_set_cuda_rng_state(C.int(i), state.handle("SetCUDARNGState"), &err)
+	check("SetCUDARNGState", err)
 }

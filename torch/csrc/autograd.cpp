@@ -4,8 +4,9 @@
 using kk::T;
 
 namespace {
-// params_with_grad collects the parameters that have a gradient, with the
-// state tensors at the same positions.
+// A Group holds the parameters that have a gradient (p), their gradients
+// (g) and their optimizer state tensors (a, b) at the same positions;
+// collect gathers it, skipping parameters without a gradient.
 struct Group {
   std::vector<at::Tensor> p, g, a, b;
 };
@@ -23,6 +24,15 @@ Group collect(const kk_tensor *params, const kk_tensor *s1, const kk_tensor *s2,
     if (s2) grp.b.push_back(T(s2[i]));
   }
   return grp;
+}
+
+// adam_moments updates Adam's moments in place from the gradients:
+// m = beta1 m + (1 - beta1) grad; v = beta2 v + (1 - beta2) grad^2.
+void adam_moments(Group &g, const std::vector<at::Tensor> &grads, double beta1, double beta2) {
+  at::_foreach_mul_(g.a, beta1);
+  at::_foreach_add_(g.a, grads, 1 - beta1);
+  at::_foreach_mul_(g.b, beta2);
+  at::_foreach_addcmul_(g.b, grads, grads, 1 - beta2);
 }
 }  // namespace
 
@@ -79,11 +89,7 @@ void kk_adam_step(const kk_tensor *params, const kk_tensor *exp_avg,
         else
           grads = at::_foreach_add(g.g, g.p, weight_decay);
       }
-      // m = beta1 m + (1 - beta1) grad; v = beta2 v + (1 - beta2) grad^2
-      at::_foreach_mul_(g.a, beta1);
-      at::_foreach_add_(g.a, grads, 1 - beta1);
-      at::_foreach_mul_(g.b, beta2);
-      at::_foreach_addcmul_(g.b, grads, grads, 1 - beta2);
+      adam_moments(g, grads, beta1, beta2);
       double bc1 = 1 - std::pow(beta1, static_cast<double>(step));
       double bc2 = 1 - std::pow(beta2, static_cast<double>(step));
       // p -= lr/bc1 * m / (sqrt(v)/sqrt(bc2) + eps)
@@ -91,6 +97,48 @@ void kk_adam_step(const kk_tensor *params, const kk_tensor *exp_avg,
       at::_foreach_div_(denom, std::sqrt(bc2));
       at::_foreach_add_(denom, eps);
       at::_foreach_addcdiv_(g.p, g.a, denom, -lr / bc1);)
+}
+
+// kk_adam_step with the learning rate and the step count as 0-d tensors on
+// the parameters' device, as torch.optim.Adam(capturable=True) keeps them:
+// nothing here reads or writes the host, so a CUDA graph can capture it and
+// a schedule changes lr by filling its tensor. step is incremented even when
+// no parameter has a gradient, as the host's count is for kk_adam_step.
+void kk_adam_step_t(const kk_tensor *params, const kk_tensor *exp_avg,
+                    const kk_tensor *exp_avg_sq, int n, kk_tensor lr, kk_tensor step,
+                    double beta1, double beta2, double eps, double weight_decay, int decoupled,
+                    char **err) {
+  KK_TRY(
+      at::NoGradGuard no_grad; at::Tensor &st = kk::M(step); const at::Tensor &lr_t = T(lr);
+      auto scalar_on = [](const at::Tensor &x, const at::Tensor *p) {
+        if (x.dim() != 0 || !at::isFloatingType(x.scalar_type()))
+          throw std::invalid_argument("adam: lr and step must be 0-d floating-point tensors");
+        if (p && x.device() != p->device())
+          throw std::invalid_argument("adam: lr and step are on " + x.device().str() +
+                                      ", the parameters on " + p->device().str());
+      };
+      Group g = collect(params, exp_avg, exp_avg_sq, n);
+      const at::Tensor *p0 = g.p.empty() ? nullptr : &g.p[0];
+      scalar_on(st, p0); scalar_on(lr_t, p0);
+      st.add_(1);
+      if (g.p.empty()) return;
+      std::vector<at::Tensor> grads = g.g;
+      if (weight_decay != 0) {
+        if (decoupled)
+          kk::foreach_mul_(g.p, at::rsub(at::mul(lr_t, weight_decay), 1));
+        else
+          grads = at::_foreach_add(g.g, g.p, weight_decay);
+      }
+      adam_moments(g, grads, beta1, beta2);
+      at::Tensor bc1 = at::rsub(at::pow(beta1, st), 1);
+      at::Tensor bc2 = at::rsub(at::pow(beta2, st), 1);
+      // p -= lr/bc1 * m / (sqrt(v)/sqrt(bc2) + eps), with -lr/bc1 folded into
+      // the denominator because addcdiv takes its factor only as a number.
+      auto denom = at::_foreach_sqrt(g.b);
+      kk::foreach_mul_(denom, at::rsqrt(bc2));
+      at::_foreach_add_(denom, eps);
+      kk::foreach_mul_(denom, at::div(bc1, lr_t).neg_());
+      at::_foreach_addcdiv_(g.p, g.a, denom, 1);)
 }
 
 // SGD with momentum, dampening, weight decay and Nesterov, as torch.optim.SGD.
@@ -124,10 +172,30 @@ double kk_clip_grad_norm(const kk_tensor *params, int n, double max_norm, char *
       if (g.g.empty()) return 0.0;
       auto norms = at::_foreach_norm(g.g, 2);
       double total = at::stack(norms).norm(2).item<double>();
+      kk::host_read();
       double coef = max_norm / (total + 1e-6);
       if (coef < 1) at::_foreach_mul_(g.g, coef);
       return total;)
   return 0.0;
+}
+
+// kk_clip_grad_norm as torch.nn.utils.clip_grad_norm_ does it since 1.13:
+// the coefficient stays a tensor, clamped to 1 rather than tested on the
+// host, so clipping never waits for the device.
+void kk_clip_grad_norm_t(const kk_tensor *params, int n, double max_norm, kk_tensor *out,
+                         char **err) {
+  KK_TRY(
+      at::NoGradGuard no_grad; Group g = collect(params, nullptr, nullptr, n);
+      if (g.g.empty()) {
+        *out = kk::wrap(n > 0 ? at::zeros({}, T(params[0]).options()) : at::zeros({}));
+        return;
+      }
+      auto norms = at::_foreach_norm(g.g, 2);
+      at::Tensor total = at::stack(norms).norm(2);
+      // max_norm / (total + 1e-6) as Python's Tensor.__rtruediv__ computes it.
+      at::Tensor coef = at::add(total, 1e-6).reciprocal_().mul_(max_norm).clamp_max_(1.0);
+      kk::foreach_mul_(g.g, coef);
+      *out = kk::wrap(total);)
 }
 
 }  // extern "C"

@@ -7,10 +7,31 @@
 
 namespace kk {
 std::atomic<int64_t> live{0};
+std::atomic<int64_t> host_reads{0};
 thread_local bool bound = false;
 }  // namespace kk
 
 using kk::T;
+
+namespace {
+// cuda_generator is device i's default CUDA generator. It goes through
+// libtorch's CUDA hooks, as torch::cuda::is_available does, so a shim built
+// against a CPU-only libtorch links and reports the missing CUDA as an error
+// (at::cuda::detail::getDefaultCUDAGenerator behind the hooks exists only in
+// libtorch_cuda).
+at::Generator cuda_generator(int device) {
+  if (!torch::cuda::is_available())
+    throw std::runtime_error(
+        "CUDA generator state: CUDA is not available (the shim was built against a "
+        "CPU-only libtorch, or no GPU is visible)");
+  int n = static_cast<int>(torch::cuda::device_count());
+  if (device < 0 || device >= n)
+    throw std::invalid_argument("CUDA generator state: no device cuda:" + std::to_string(device) +
+                                " (" + std::to_string(n) + " visible)");
+  return at::globalContext().defaultGenerator(
+      at::Device(at::kCUDA, static_cast<c10::DeviceIndex>(device)));
+}
+}  // namespace
 
 extern "C" {
 
@@ -24,6 +45,7 @@ void kk_torch_version(char *buf, int n) {
 void kk_bind_thread(void) { kk::bound = true; }
 int kk_on_thread(void) { return kk::bound; }
 int64_t kk_live_tensors(void) { return kk::live.load(); }
+int64_t kk_host_reads(void) { return kk::host_reads.load(); }
 
 void kk_free(kk_tensor t) {
   if (!t) return;
@@ -52,7 +74,7 @@ int kk_cuda_device_count(void) {
   try { return static_cast<int>(torch::cuda::device_count()); } catch (...) { return 0; }
 }
 
-void kk_cuda_synchronize(char **err) { KK_TRY(torch::cuda::synchronize();) }
+void kk_cuda_synchronize(char **err) { KK_TRY(torch::cuda::synchronize(); kk::host_read();) }
 
 void kk_rng_state(kk_tensor *out, char **err) {
   KK_OUT(at::detail::getDefaultCPUGenerator().get_state())
@@ -62,6 +84,21 @@ void kk_set_rng_state(kk_tensor state, char **err) {
   KK_TRY(auto gen = at::detail::getDefaultCPUGenerator();
          std::lock_guard<std::mutex> lock(gen.mutex());
          gen.set_state(T(state));)
+}
+
+// The generator's mutex is held as torch.cuda.get_rng_state/set_rng_state
+// hold it: the state is the seed and the Philox offset, read and written
+// together.
+void kk_cuda_rng_state(int device, kk_tensor *out, char **err) {
+  KK_TRY(auto gen = cuda_generator(device);
+         std::lock_guard<std::mutex> lock(gen.mutex());
+         *out = kk::wrap(gen.get_state());)
+}
+
+void kk_set_cuda_rng_state(int device, kk_tensor state, char **err) {
+  KK_TRY(const at::Tensor &s = T(state); auto gen = cuda_generator(device);
+         std::lock_guard<std::mutex> lock(gen.mutex());
+         gen.set_state(s);)
 }
 
 void kk_from_data(const void *data, const int64_t *shape, int nd, int dtype,
@@ -77,6 +114,7 @@ void kk_copy_data(kk_tensor t, void *dst, int64_t nbytes, char **err) {
          if (have != nbytes)
            throw std::invalid_argument("copy_data: tensor holds " + std::to_string(have) +
                                        " bytes, destination " + std::to_string(nbytes));
+         kk::host_read();
          if (nbytes) memcpy(dst, c.data_ptr(), nbytes);)
 }
 
@@ -158,13 +196,16 @@ void kk_device(kk_tensor t, int *dev, int *index, char **err) {
 }
 
 double kk_item(kk_tensor t, char **err) {
-  KK_TRY(return T(t).item<double>();)
+  KK_TRY(double v = T(t).item<double>(); kk::host_read(); return v;)
   return 0;
 }
 
 void kk_to(kk_tensor t, int dtype, int dev, int dev_index, int copy, kk_tensor *out,
            char **err) {
-  KK_OUT(T(t).to(kk::device(dev, dev_index), kk::dtype(dtype), false, copy != 0))
+  KK_TRY(const at::Tensor &x = T(t); at::Device d = kk::device(dev, dev_index);
+         at::Tensor r = x.to(d, kk::dtype(dtype), false, copy != 0);
+         if (!x.is_cpu() && d.is_cpu()) kk::host_read();
+         *out = kk::wrap(r);)
 }
 
 void kk_contiguous(kk_tensor t, kk_tensor *out, char **err) { KK_OUT(T(t).contiguous()) }
@@ -172,7 +213,7 @@ void kk_clone(kk_tensor t, kk_tensor *out, char **err) { KK_OUT(T(t).clone()) }
 void kk_detach(kk_tensor t, kk_tensor *out, char **err) { KK_OUT(T(t).detach()) }
 
 int kk_allclose(kk_tensor a, kk_tensor b, double rtol, double atol, char **err) {
-  KK_TRY(return at::allclose(T(a), T(b), rtol, atol);)
+  KK_TRY(bool r = at::allclose(T(a), T(b), rtol, atol); kk::host_read(); return r;)
   return 0;
 }
 

@@ -19,7 +19,12 @@ struct kk_tensor_s {
 namespace kk {
 
 extern std::atomic<int64_t> live;
+extern std::atomic<int64_t> host_reads;
 extern thread_local bool bound;
+
+// host_read counts one call that made the host read tensor values or wait
+// for a device (kk_host_reads): the syncs a training step must not have.
+inline void host_read() { host_reads.fetch_add(1, std::memory_order_relaxed); }
 
 inline void set_err(char **err, const char *msg) {
   if (err) *err = strdup(msg ? msg : "unknown error");

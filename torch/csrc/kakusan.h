@@ -23,7 +23,7 @@ extern "C" {
 #endif
 #pragma GCC visibility push(default)
 
-#define KK_ABI_VERSION 3
+#define KK_ABI_VERSION 4
 
 typedef struct kk_tensor_s *kk_tensor;
 
@@ -78,6 +78,15 @@ int kk_cuda_device_count(void);
 void kk_cuda_synchronize(char **err);
 void kk_rng_state(kk_tensor *out, char **err);
 void kk_set_rng_state(kk_tensor state, char **err);
+/* The state of CUDA device i's default generator (a CPU uint8 tensor, as
+ * torch.cuda.get_rng_state gives); both fail on a shim without CUDA. */
+void kk_cuda_rng_state(int device, kk_tensor *out, char **err);
+void kk_set_cuda_rng_state(int device, kk_tensor state, char **err);
+/* How many calls so far made the host read tensor values or wait for a
+ * device: kk_item, kk_copy_data, kk_allclose, kk_clip_grad_norm,
+ * kk_cuda_synchronize, and kk_to / kk_copy_ from a device to the CPU. Any
+ * thread may ask. */
+int64_t kk_host_reads(void);
 
 /* ---- creation and data ---- */
 void kk_from_data(const void *data, const int64_t *shape, int nd, int dtype,
@@ -207,6 +216,19 @@ void kk_sgd_step(const kk_tensor *params, const kk_tensor *momentum_buf, int n,
                  double lr, double momentum, double dampening,
                  double weight_decay, int nesterov, int first, char **err);
 double kk_clip_grad_norm(const kk_tensor *params, int n, double max_norm, char **err);
+/* Adam with the learning rate and the step count as 0-d floating tensors on
+ * the parameters' device: step is incremented in place and the bias
+ * corrections are computed there, so the host neither reads nor writes
+ * anything (CUDA graph capture). Otherwise the update of kk_adam_step. */
+void kk_adam_step_t(const kk_tensor *params, const kk_tensor *exp_avg,
+                    const kk_tensor *exp_avg_sq, int n, kk_tensor lr, kk_tensor step,
+                    double beta1, double beta2, double eps, double weight_decay,
+                    int decoupled, char **err);
+/* kk_clip_grad_norm with no host read: *out is the norm as a 0-d tensor on
+ * the gradients' device and the scale clamp(max_norm/(norm+1e-6), max=1) is
+ * applied there. */
+void kk_clip_grad_norm_t(const kk_tensor *params, int n, double max_norm,
+                         kk_tensor *out, char **err);
 
 /* ---- a peer for per-op overhead: runs a + b n times in a C++ loop ---- */
 void kk_bench_add_loop(kk_tensor a, kk_tensor b, int64_t n, char **err);

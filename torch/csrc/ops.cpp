@@ -182,7 +182,9 @@ void kk_add_(kk_tensor a, kk_tensor b, double alpha, char **err) {
   KK_TRY(T(a).add_(T(b), scalar(T(a), alpha));)
 }
 void kk_mul_scalar_(kk_tensor a, double s, char **err) { KK_TRY(T(a).mul_(s);) }
-void kk_copy_(kk_tensor dst, kk_tensor src, char **err) { KK_TRY(T(dst).copy_(T(src));) }
+void kk_copy_(kk_tensor dst, kk_tensor src, char **err) {
+  KK_TRY(T(dst).copy_(T(src)); if (T(dst).is_cpu() && !T(src).is_cpu()) kk::host_read();)
+}
 void kk_fill_(kk_tensor a, double v, char **err) { KK_TRY(T(a).fill_(v);) }
 void kk_lerp_(kk_tensor a, kk_tensor b, double w, char **err) { KK_TRY(T(a).lerp_(T(b), w);) }
 
