@@ -26,7 +26,7 @@ RUN apt-get update && apt-get install -y --no-install-recommends libtorch1.13 li
 WORKDIR /kakusan
 COPY --from=build /src/bin/ /kakusan/bin/
 COPY configs/ configs/
-COPY datasets/*.txt datasets/
+COPY third_party/dlfs5/*.txt third_party/dlfs5/
 ENV PATH=/kakusan/bin:$PATH
 
 # ---- CUDA runtime: a pip torch's libtorch ----
@@ -38,7 +38,7 @@ COPY scripts/build_shim.sh scripts/
 RUN TORCH_FROM_PYTHON=python3 scripts/build_shim.sh bin
 COPY --from=build /src/bin/train /src/bin/sample /src/bin/eval bin/
 COPY configs/ configs/
-COPY datasets/*.txt datasets/
+COPY third_party/dlfs5/*.txt third_party/dlfs5/
 ENV PATH=/kakusan/bin:$PATH
 
 FROM ${RUNTIME}

@@ -5,6 +5,7 @@ import (
 	"compress/gzip"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 )
@@ -80,13 +81,71 @@ func TestMNISTAndFashionMNIST(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if s.N != n || s.H != 28 || s.W != 28 || s.Classes != 10 {
-				t.Errorf("%s %s: %d images %dx%d, %d classes", name, split, s.N, s.H, s.W, s.Classes)
+			if s.N != n || s.C != 1 || s.H != 28 || s.W != 28 || s.Classes != 10 || len(s.Image(n-1)) != 784 {
+				t.Errorf("%s %s: %d images %dx%dx%d, %d classes", name, split, s.N, s.C, s.H, s.W, s.Classes)
 			}
 		}
+		// Load finds the same set by name, at its own size or size 0.
+		for _, size := range []int{0, 28} {
+			s, err := Load(name, "", size, "test")
+			if err != nil {
+				t.Fatal(err)
+			}
+			want := map[string][]string{"mnist": {"0", "1", "2", "3", "4", "5", "6", "7", "8", "9"}, "fashion-mnist": FashionMNISTClasses}[name]
+			if s.N != 10000 || s.C != 1 || !reflect.DeepEqual(s.ClassNames, want) {
+				t.Errorf("Load(%s, size %d): %d images, C %d, classes %q", name, size, s.N, s.C, s.ClassNames)
+			}
+		}
+		if _, err := Load(name, "", 32, "test"); err == nil || !strings.Contains(err.Error(), "image folders only") {
+			t.Errorf("%s resized to 32: %v", name, err)
+		}
+	}
+	if s, _ := Load("fashion-mnist", "", 0, "train"); s == nil || s.ClassNames[9] != "Ankle boot" || s.ClassNames[0] != "T-shirt/top" {
+		t.Error("Fashion-MNIST class names")
 	}
 	if _, err := DatasetDir("cifar", ""); err == nil {
 		t.Error("unknown dataset accepted")
+	}
+	if _, err := Load("cifar", "", 0, "train"); err == nil || !strings.Contains(err.Error(), "cifar") {
+		t.Errorf("Load of an unknown dataset: %v", err)
+	}
+}
+
+// Load reads a folder holding IDX files as IDX, whatever else it holds.
+func TestLoadIDXFolder(t *testing.T) {
+	dir := t.TempDir()
+	pixels := make([]byte, 3*4*4)
+	for i := range pixels {
+		pixels[i] = byte(i)
+	}
+	os.WriteFile(filepath.Join(dir, "train-images-idx3-ubyte.gz"), gz(idx([]uint32{3, 4, 4}, pixels)), 0o644)
+	os.WriteFile(filepath.Join(dir, "train-labels-idx1-ubyte"), idx([]uint32{3}, []byte{0, 2, 1}), 0o644)
+	os.MkdirAll(filepath.Join(dir, "somefolder"), 0o755)
+	for _, size := range []int{0, 4} {
+		s, err := Load("mnist", dir, size, "train")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if s.N != 3 || s.C != 1 || s.H != 4 || s.Classes != 3 || !reflect.DeepEqual(s.ClassNames, []string{"0", "1", "2"}) || s.Image(2)[15] != 47 {
+			t.Errorf("size %d: %+v", size, s)
+		}
+	}
+	if _, err := Load("mnist", dir, 8, "train"); err == nil || !strings.Contains(err.Error(), dir) || !strings.Contains(err.Error(), "resizing applies to image folders only") {
+		t.Errorf("IDX resized: %v", err)
+	}
+	// The test split's files are missing: the error names them.
+	if _, err := Load("mnist", dir, 0, "test"); err == nil || !strings.Contains(err.Error(), "t10k-images-idx3-ubyte") {
+		t.Errorf("missing test split: %v", err)
+	}
+	// Ten classes loaded as fashion-mnist get its class names.
+	labels := []byte{0, 1, 2, 3, 4, 5, 6, 7, 8, 9}
+	os.WriteFile(filepath.Join(dir, "train-images-idx3-ubyte.gz"), gz(idx([]uint32{10, 2, 2}, make([]byte, 40))), 0o644)
+	os.WriteFile(filepath.Join(dir, "train-labels-idx1-ubyte"), idx([]uint32{10}, labels), 0o644)
+	if s, err := Load("fashion-mnist", dir, 0, "train"); err != nil || !reflect.DeepEqual(s.ClassNames, FashionMNISTClasses) {
+		t.Errorf("fashion-mnist names: %v", err)
+	}
+	if s, err := Load("mnist", dir, 0, "train"); err != nil || s.ClassNames[9] != "9" {
+		t.Errorf("mnist names: %v", err)
 	}
 }
 

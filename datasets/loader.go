@@ -2,8 +2,8 @@ package datasets
 
 import "math/rand/v2"
 
-// Batch is one batch on the host: pixels scaled to [0, 1], N×H×W row-major,
-// and labels.
+// Batch is one batch on the host: pixels scaled to [0, 1] in the set's
+// layout, N×C×H×W (the shape of a PyTorch image batch), and labels.
 type Batch struct {
 	Pixels []float32
 	Labels []int64
@@ -45,7 +45,7 @@ func (l *Loader) Epoch(epoch, start int) (batches <-chan Batch, stop func()) {
 	order := l.Order(epoch)
 	go func() {
 		defer close(out)
-		size := l.Set.H * l.Set.W
+		size := l.Set.ImageSize()
 		for b := start; b < l.StepsPerEpoch(); b++ {
 			batch := Batch{Pixels: make([]float32, l.Batch*size), Labels: make([]int64, l.Batch), N: l.Batch}
 			for i, idx := range order[b*l.Batch : (b+1)*l.Batch] {
@@ -74,11 +74,11 @@ func (l *Loader) Epoch(epoch, start int) (batches <-chan Batch, stop func()) {
 	}
 }
 
-// All streams the whole set in order in batches of the loader's size, the
+// All cuts the whole set, in order, in batches of the loader's size, the
 // last one partial (for evaluation).
 func (l *Loader) All() []Batch {
 	var out []Batch
-	size := l.Set.H * l.Set.W
+	size := l.Set.ImageSize()
 	for start := 0; start < l.Set.N; start += l.Batch {
 		n := min(l.Batch, l.Set.N-start)
 		b := Batch{Pixels: make([]float32, n*size), Labels: make([]int64, n), N: n}

@@ -7,7 +7,7 @@ import (
 )
 
 func tinySet(n int) *Images {
-	s := &Images{N: n, H: 2, W: 2, Classes: 10}
+	s := &Images{N: n, C: 1, H: 2, W: 2, Classes: 10}
 	for i := range n {
 		s.Pixels = append(s.Pixels, uint8(i), 255, 0, uint8(i))
 		s.Labels = append(s.Labels, uint8(i%10))
@@ -59,5 +59,51 @@ func TestLoaderShufflesReproduciblyAndResumes(t *testing.T) {
 	all := (&Loader{Set: tinySet(10), Batch: 4}).All()
 	if len(all) != 3 || all[2].N != 2 {
 		t.Errorf("All: %d batches, last %d", len(all), all[2].N)
+	}
+}
+
+// A set with channels: images are C×H×W, and batches keep that layout.
+func TestLoaderChannels(t *testing.T) {
+	s := &Images{N: 5, C: 3, H: 2, W: 3, Classes: 5}
+	for i := range s.N * 18 {
+		s.Pixels = append(s.Pixels, uint8(i%251))
+	}
+	for i := range s.N {
+		s.Labels = append(s.Labels, uint8(i))
+	}
+	if len(s.Image(2)) != 18 || s.Image(2)[0] != 36 || s.Image(4)[17] != 89 {
+		t.Fatalf("Image(2) = %v", s.Image(2))
+	}
+	if sub := s.Subset(2); sub.N != 2 || len(sub.Pixels) != 36 || sub.C != 3 {
+		t.Errorf("Subset: %d images, %d bytes, C %d", sub.N, len(sub.Pixels), sub.C)
+	}
+	l := &Loader{Set: s, Batch: 2, Seed: 3, Shuffle: true}
+	order := l.Order(0)
+	ch, stop := l.Epoch(0, 0)
+	defer stop()
+	n := 0
+	for b := range ch {
+		if len(b.Pixels) != 2*18 {
+			t.Fatalf("batch of %d floats, want 36", len(b.Pixels))
+		}
+		for i := range b.N {
+			idx := order[n*2+i]
+			if b.Labels[i] != int64(idx) {
+				t.Errorf("label %d, want %d", b.Labels[i], idx)
+			}
+			for j, v := range s.Image(idx) {
+				if b.Pixels[i*18+j] != float32(v)/255 {
+					t.Fatalf("batch %d image %d pixel %d = %v, want %v", n, i, j, b.Pixels[i*18+j], float32(v)/255)
+				}
+			}
+		}
+		n++
+	}
+	if n != 2 {
+		t.Errorf("%d batches, want 2", n)
+	}
+	all := (&Loader{Set: s, Batch: 2}).All()
+	if len(all) != 3 || len(all[2].Pixels) != 18 || all[2].Pixels[17] != float32(89)/255 {
+		t.Errorf("All: %d batches, last %d floats", len(all), len(all[2].Pixels))
 	}
 }

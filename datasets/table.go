@@ -1,6 +1,7 @@
-// Package datasets loads the data the models train on: the small numeric
-// tables shipped in this folder (height.txt, height_weight.txt,
-// old_faithful.txt) and, for the neural models, image sets.
+// Package datasets loads the data the models train on: numeric tables
+// (the classical models fit those of third_party/dlfs5: height.txt,
+// height_weight.txt, old_faithful.txt) and, for the neural models, image
+// sets: MNIST-layout IDX files and folders of PNG and JPEG images (Load).
 package datasets
 
 import (

@@ -12,7 +12,7 @@ func TestLoadShippedTables(t *testing.T) {
 		file       string
 		cols, rows int
 	}{{"height.txt", 1, 25000}, {"height_weight.txt", 2, 25000}, {"old_faithful.txt", 2, 272}} {
-		rows, err := LoadTable(c.file, c.cols)
+		rows, err := LoadTable(filepath.Join("..", "third_party", "dlfs5", c.file), c.cols)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -11,7 +11,7 @@ import (
 
 func load(t *testing.T, name string, cols int) [][]float64 {
 	t.Helper()
-	rows, err := datasets.LoadTable("../../datasets/"+name, cols)
+	rows, err := datasets.LoadTable("../../third_party/dlfs5/"+name, cols)
 	if err != nil {
 		t.Fatal(err)
 	}
