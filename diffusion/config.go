@@ -1,0 +1,98 @@
+package diffusion
+
+import (
+	"errors"
+	"fmt"
+)
+
+// Config is the `diffusion:` section of a config: the noise schedule, what
+// the network predicts, the conditioning, the data codec and how training
+// grids (and, by default, sampling jobs) sample.
+type Config struct {
+	Timesteps    int     `yaml:"timesteps"`      // T (reference 1000)
+	Schedule     string  `yaml:"schedule"`       // linear (reference) or cosine
+	BetaStart    float64 `yaml:"beta_start"`     // linear schedule
+	BetaEnd      float64 `yaml:"beta_end"`       // linear schedule
+	Prediction   string  `yaml:"prediction"`     // eps (reference), v or x0
+	Codec        string  `yaml:"codec"`          // how pixels map to the model's space: pixels (reference) or centered
+	Conditional  bool    `yaml:"conditional"`    // condition on the data's classes, with classifier-free guidance
+	CondDrop     float64 `yaml:"cond_drop"`      // probability a label is dropped (to no label)
+	CondDropMode string  `yaml:"cond_drop_mode"` // sample: per image; batch: the whole batch at once
+	Guidance     float64 `yaml:"guidance"`       // γ for sample grids (and bin/sample's default); 1 = none
+	Sampler      string  `yaml:"sampler"`        // for sample grids (and bin/sample's default): see Samplers
+	SampleSteps  int     `yaml:"sample_steps"`   // steps of the grid's sampler (ddim)
+	Eta          float64 `yaml:"eta"`            // DDIM η: 0 deterministic
+	Spacing      string  `yaml:"spacing"`        // timestep spacing: leading (reference), trailing or linspace
+}
+
+// DefaultConfig is the reference: T = 1000, linear betas 1e-4 to 0.02, ε
+// prediction on pixels in [0, 1], labels dropped with probability 0.1 per
+// image, grids by DDIM in 50 steps with guidance 3.
+func DefaultConfig() *Config {
+	return &Config{Timesteps: 1000, Schedule: "linear", BetaStart: 1e-4, BetaEnd: 0.02, Prediction: string(Eps),
+		Codec: "pixels", Conditional: true, CondDrop: 0.1, CondDropMode: "sample", Guidance: 3, Sampler: "ddim",
+		SampleSteps: 50, Spacing: "leading"}
+}
+
+// NewSchedule builds the configured noise schedule.
+func (c *Config) NewSchedule() (*Schedule, error) {
+	return NewSchedule(c.Schedule, c.Timesteps, c.BetaStart, c.BetaEnd)
+}
+
+// Sampling is how the configured grids sample.
+func (c *Config) Sampling() Sampling {
+	return Sampling{Sampler: c.Sampler, Steps: c.SampleSteps, Eta: c.Eta, Spacing: c.Spacing, Guidance: c.Guidance}
+}
+
+// Validate checks the section, a line "key: problem" for each fault.
+func (c *Config) Validate() error {
+	var errs []error
+	bad := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
+	if _, err := c.NewSchedule(); err != nil {
+		bad("schedule: %v", err)
+	}
+	if _, err := ParsePrediction(c.Prediction); err != nil {
+		bad("prediction: %v", err)
+	}
+	if _, err := NewCodec(c.Codec); err != nil {
+		bad("codec: %v", err)
+	}
+	if !(c.CondDrop >= 0 && c.CondDrop <= 1) {
+		bad("cond_drop: must be in [0, 1], got %g", c.CondDrop)
+	}
+	if c.CondDropMode != "sample" && c.CondDropMode != "batch" {
+		bad("cond_drop_mode: must be sample or batch, got %q", c.CondDropMode)
+	}
+	if c.Timesteps >= 1 && c.Timesteps <= MaxTimesteps {
+		if err := c.Sampling().Validate(c.Timesteps); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// Sampling is one way of sampling a model: a registered sampler, its
+// options and the guidance scale.
+type Sampling struct {
+	Sampler  string
+	Steps    int // for samplers that take a number of steps (ddim)
+	Eta      float64
+	Spacing  string
+	Guidance float64 // γ; 1 = none
+}
+
+// Options are the sampler's options.
+func (s Sampling) Options() Options { return Options{Steps: s.Steps, Eta: s.Eta, Spacing: s.Spacing} }
+
+// Validate checks a way of sampling for a model of T timesteps; each line
+// names its config key (sampler, sample_steps, eta, spacing, guidance).
+func (s Sampling) Validate(T int) error {
+	var errs []error
+	if err := CheckSampler(s.Sampler, T, s.Options()); err != nil {
+		errs = append(errs, fmt.Errorf("sampler: %w", err))
+	}
+	if !(s.Guidance >= 0 && s.Guidance <= 50) {
+		errs = append(errs, fmt.Errorf("guidance: must be in [0, 50], got %g", s.Guidance))
+	}
+	return errors.Join(errs...)
+}

@@ -1,0 +1,52 @@
+package diffusion
+
+import "kakusan/torch"
+
+// Net is a denoising network: x_t (B, C, H, W), timesteps (B, int64),
+// labels (B, int64, or nil) and a keep mask (B, 1 = use the label, 0 = drop
+// it; nil keeps every label). Its output is its Prediction.
+type Net func(x, t, y, keep *torch.Tensor) *torch.Tensor
+
+// Predictor gives a prediction at x_t for the whole batch at timestep t:
+// the network's raw output, or ε̂ once through AsEps.
+type Predictor func(x *torch.Tensor, t int) *torch.Tensor
+
+// Conditional runs net in a single pass, with the labels y (nil for an
+// unconditional model) and every label kept.
+func Conditional(net Net, y *torch.Tensor) Predictor {
+	return func(x *torch.Tensor, t int) *torch.Tensor {
+		ts := torch.Full([]int64{x.Size(0)}, float64(t), torch.Int64, x.Device())
+		return net(x, ts, y, nil)
+	}
+}
+
+// Guided is classifier-free guidance on the raw outputs:
+// o = o_u + γ (o_c - o_u), the conditional and unconditional passes in one
+// batched forward. γ = 1 (or nil labels, an unconditional model) takes a
+// single pass. For ε, v and x_0 outputs alike this is guidance on ε
+// (up to rounding): the conversion to ε is affine in the output with the
+// same x_t for both passes, and the weights 1-γ and γ sum to 1.
+func Guided(net Net, y *torch.Tensor, gamma float64) Predictor {
+	if y == nil || gamma == 1 {
+		return Conditional(net, y)
+	}
+	return func(x *torch.Tensor, t int) *torch.Tensor {
+		n := x.Size(0)
+		ts := torch.Full([]int64{n}, float64(t), torch.Int64, x.Device())
+		ones := torch.Ones([]int64{n}, x.Device())
+		both := net(torch.Cat([]*torch.Tensor{x, x}, 0), torch.Cat([]*torch.Tensor{ts, ts}, 0),
+			torch.Cat([]*torch.Tensor{y, y}, 0), torch.Cat([]*torch.Tensor{ones, torch.ZerosLike(ones)}, 0))
+		cond, uncond := both.Narrow(0, 0, n), both.Narrow(0, n, n)
+		return uncond.Add(cond.Sub(uncond).MulScalar(gamma))
+	}
+}
+
+// AsEps turns p's outputs, predictions of the given kind, into ε̂ (Convert).
+func (s *Schedule) AsEps(p Predictor, kind Prediction) Predictor {
+	if kind == Eps {
+		return p
+	}
+	return func(x *torch.Tensor, t int) *torch.Tensor {
+		return s.Convert(p(x, t), x, t, kind, Eps)
+	}
+}

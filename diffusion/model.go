@@ -1,0 +1,115 @@
+package diffusion
+
+import (
+	"fmt"
+
+	"kakusan/models/nn"
+	"kakusan/models/unet"
+	"kakusan/torch"
+)
+
+// Model is a U-Net trained to predict the noise (or v, or x_0) of the
+// forward process in a codec's space, with classifier-free guidance when
+// it has classes.
+type Model struct {
+	Net   *unet.UNet
+	Sched *Schedule
+	Cfg   *Config
+	Codec Codec
+	Shape []int64 // one image in the model's space, (C, H, W)
+	pred  Prediction
+	dev   torch.Device
+}
+
+// NewModel puts a network under a diffusion config for images of shape
+// (C, H, W) on dev. It takes the network over: Free releases it.
+func NewModel(net *unet.UNet, c *Config, shape []int64, dev torch.Device) (*Model, error) {
+	if err := c.Validate(); err != nil {
+		return nil, err
+	}
+	s, err := c.NewSchedule()
+	if err != nil {
+		return nil, err
+	}
+	pred, _ := ParsePrediction(c.Prediction)
+	codec, _ := NewCodec(c.Codec)
+	return &Model{Net: net, Sched: s, Cfg: c, Codec: codec, Shape: shape, pred: pred, dev: dev}, nil
+}
+
+// Module holds the network's parameters and buffers.
+func (m *Model) Module() *nn.Module { return m.Net.Module }
+
+// Free releases the network and the schedule's device tables.
+func (m *Model) Free() {
+	m.Net.Free()
+	m.Sched.Free()
+}
+
+// Conditional reports whether the network takes labels.
+func (m *Model) Conditional() bool { return m.Net.Cfg.Classes > 0 }
+
+// Classes is the number of label classes (0 for an unconditional model).
+func (m *Model) Classes() int { return int(m.Net.Cfg.Classes) }
+
+// Loss encodes x, draws t uniformly from 1..T and the noise, drops labels
+// with probability cond_drop (per image, or for the whole batch), and
+// returns the mean squared error of the prediction against its target. It
+// reads nothing back from the device.
+func (m *Model) Loss(x, y *torch.Tensor) *torch.Tensor {
+	x = m.Codec.Encode(x)
+	n := x.Size(0)
+	t := torch.RandInt(1, int64(m.Sched.T)+1, []int64{n}, m.dev)
+	eps := torch.RandnLike(x)
+	xt := m.Sched.QSample(x, t, eps)
+	var keep *torch.Tensor
+	if m.Conditional() {
+		switch m.Cfg.CondDropMode {
+		case "batch":
+			// One draw for the whole batch, compared on the device.
+			keep = torch.Full([]int64{n}, 1, m.dev).Mul(torch.Rand([]int64{1}).GeScalar(m.Cfg.CondDrop).To(torch.Float32).To(m.dev))
+		default:
+			keep = torch.Rand([]int64{n}, m.dev).GeScalar(m.Cfg.CondDrop).To(torch.Float32)
+		}
+	} else {
+		y = nil
+	}
+	return torch.MSELoss(m.Net.Forward(xt, t, y, keep), m.Sched.Target(m.pred, x, t, eps), torch.ReduceMean)
+}
+
+// Generate samples the images of one batch of a sampling job in eval mode
+// without gradients: image images[i] with label labels[i] (ignored by an
+// unconditional model), its noise drawn from (seed, images[i]) so that it
+// does not depend on the batch it is made in. It returns images (B, C, H, W)
+// in [0, 1] (not clamped).
+func (m *Model) Generate(images []int, labels []int64, seed uint64, s Sampling) (*torch.Tensor, error) {
+	sm, err := NewSampler(s.Sampler, m.Sched, s.Options())
+	if err != nil {
+		return nil, err
+	}
+	if err := s.Validate(m.Sched.T); err != nil {
+		return nil, err
+	}
+	var y *torch.Tensor
+	if m.Conditional() {
+		if len(labels) != len(images) {
+			return nil, fmt.Errorf("%d labels for %d images", len(labels), len(images))
+		}
+		for _, l := range labels {
+			if l < 0 || l >= m.Net.Cfg.Classes {
+				return nil, fmt.Errorf("label %d out of range: the model has classes 0-%d", l, m.Net.Cfg.Classes-1)
+			}
+		}
+	}
+	training := m.Net.Training()
+	m.Net.SetTraining(false)
+	defer m.Net.SetTraining(training)
+	var x *torch.Tensor
+	torch.NoGrad(func() {
+		if m.Conditional() {
+			y = torch.FromSlice(labels, nil, m.dev)
+		}
+		pred := m.Sched.AsEps(Guided(m.Net.Forward, y, s.Guidance), m.pred)
+		x = m.Codec.Decode(Run(sm, pred, ImageNoise(seed, images, m.Shape, m.dev)))
+	})
+	return x, nil
+}

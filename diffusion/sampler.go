@@ -1,0 +1,107 @@
+package diffusion
+
+import (
+	"fmt"
+	"slices"
+	"strings"
+
+	"kakusan/torch"
+)
+
+// A Sampler walks x_T to x_0 over the timesteps it visits. It may keep state
+// between steps (multistep solvers such as DPM-Solver++ do), so make a new one per run.
+type Sampler interface {
+	// Timesteps are the timesteps visited, in the order visited (descending, within 1..T).
+	Timesteps() []int
+	// Step moves x from Timesteps()[i] to the next visited timestep (to x_0 after the last), given ε̂ at x;
+	// noise draws the fresh noise of step i+1 when the sampler needs it.
+	Step(x, eps *torch.Tensor, i int, noise func() *torch.Tensor) *torch.Tensor
+}
+
+// Options are a sampler's settings; each sampler reads those it needs.
+type Options struct {
+	Steps   int     // timesteps visited, 1..T (ddim)
+	Eta     float64 // η in [0, 1]: 0 deterministic, 1 DDPM's variance (ddim)
+	Spacing string  // leading (""), trailing or linspace: see Schedule.Timesteps (ddim)
+}
+
+// A registration is a sampler's entry in the registry: check validates the
+// options for a schedule of T timesteps, and build, called only with
+// options check passed, makes the sampler.
+type registration struct {
+	check func(T int, o Options) error
+	build func(s *Schedule, o Options) Sampler
+}
+
+var registry = map[string]registration{}
+
+// register adds a sampler; each sampler's file calls it from init.
+func register(name string, check func(T int, o Options) error, build func(s *Schedule, o Options) Sampler) {
+	if _, ok := registry[name]; ok {
+		panic("diffusion: sampler " + name + " registered twice")
+	}
+	registry[name] = registration{check, build}
+}
+
+// Samplers are the known samplers' names, sorted.
+func Samplers() []string {
+	names := make([]string, 0, len(registry))
+	for n := range registry {
+		names = append(names, n)
+	}
+	slices.Sort(names)
+	return names
+}
+
+// CheckSampler validates a sampler's name and options for a schedule of T
+// timesteps, as NewSampler does, without a schedule (for configs and flags).
+func CheckSampler(name string, T int, o Options) error {
+	r, ok := registry[name]
+	if !ok {
+		return fmt.Errorf("unknown sampler %q (known: %s)", name, strings.Join(Samplers(), ", "))
+	}
+	if err := checkT(T); err != nil {
+		return err
+	}
+	if err := r.check(T, o); err != nil {
+		return fmt.Errorf("sampler %s: %w", name, err)
+	}
+	return nil
+}
+
+// NewSampler makes the named sampler over s, after CheckSampler.
+func NewSampler(name string, s *Schedule, o Options) (Sampler, error) {
+	if err := CheckSampler(name, s.T, o); err != nil {
+		return nil, err
+	}
+	return registry[name].build(s, o), nil
+}
+
+// Run is the sampling loop: x = noise(0), then for each visited timestep
+// t_i, x = Step(x, pred(x, t_i), i, noise(i+1)). Each step's temporaries
+// are freed at its end, and so is the state it replaces (noise(0)
+// included); the result belongs to the caller's scope.
+func Run(sm Sampler, pred Predictor, noise Noise) *torch.Tensor {
+	x := noise(0)
+	for i, t := range sm.Timesteps() {
+		x = advance(x, func() *torch.Tensor {
+			return sm.Step(x, pred(x, t), i, func() *torch.Tensor { return noise(i + 1) })
+		})
+	}
+	return x
+}
+
+// advance computes the next state in a scope of its own, so each step's
+// temporaries are freed at once, and frees the state it replaces.
+func advance(x *torch.Tensor, step func() *torch.Tensor) *torch.Tensor {
+	sc := torch.NewScope()
+	next := sc.Escape(step())
+	sc.Close()
+	if next != x {
+		x.Free()
+	}
+	return next
+}
+
+// checkNothing accepts any options: for samplers that read none.
+func checkNothing(int, Options) error { return nil }
