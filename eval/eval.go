@@ -4,48 +4,61 @@ import (
 	"bufio"
 	"encoding/json"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"sort"
+	"strings"
 
 	"kakusan/datasets"
+	"kakusan/diffusion"
+	"kakusan/models"
 	"kakusan/sample"
 	"kakusan/torch"
-	"kakusan/train"
 )
-
-// Protocol is what makes numbers comparable; it is written with them.
-const Protocol = "judge: models/classifier CNN (conv32-pool-conv64-pool-fc128-fc10), features = its 128-d fc1 ReLU layer; " +
-	"FID and precision/recall against the 10,000 test images of the judge's dataset; floor = FID of the first 10,000 " +
-	"training images against the test images; precision/recall with k = 3 nearest neighbours"
 
 // Judge is a trained classifier checkpoint.
 type Judge struct {
-	*train.Judge
-	Config *train.Config
-	Path   string
-	dev    torch.Device
+	*models.Judge
+	Config   *models.Config
+	Geometry models.Geometry
+	Path     string
+	dev      torch.Device
 }
 
 // LoadJudge loads a classifier checkpoint (file or run folder); any other
 // kind of checkpoint is an error naming it.
 func LoadJudge(path string, dev torch.Device) (*Judge, error) {
-	m, cfg, ck, err := train.LoadModel(path, dev, false)
+	m, ck, err := models.Load(path, dev, false)
 	if err != nil {
 		return nil, err
 	}
-	judge, ok := m.(*train.Judge)
+	judge, ok := m.(*models.Judge)
 	if !ok {
-		m.Module().Free()
-		return nil, fmt.Errorf("--judge %s: a %q checkpoint; the judge must be a classifier (train one with configs/mnist_classifier.yaml)", ck.Path, cfg.Model)
+		models.Free(m)
+		return nil, fmt.Errorf("--judge %s: a %q checkpoint; the judge must be a classifier (train one with configs/mnist_classifier.yaml)", ck.Path, ck.Config.Model)
 	}
-	return &Judge{Judge: judge, Config: cfg, Path: ck.Path, dev: dev}, nil
+	return &Judge{Judge: judge, Config: ck.Config, Geometry: ck.Geometry, Path: ck.Path, dev: dev}, nil
+}
+
+// Protocol is what makes numbers comparable, written with them: the judge
+// actually used and the reference sets.
+func (j *Judge) Protocol() string {
+	data := j.Config.Data.Dataset
+	if j.Config.Data.Dir != "" {
+		data = j.Config.Data.Dir
+	}
+	g := j.Geometry
+	return fmt.Sprintf("judge: %s, a models/classifier CNN (conv32-pool-conv64-pool-fc%d-fc%d) on %dx%dx%d images of %s; "+
+		"features = its %d-d fc1 ReLU layer; FID and precision/recall against the test images of that dataset; floor = FID of the "+
+		"first %d training images against the test images; precision/recall with k = %d nearest neighbours; generated images "+
+		"through 8-bit pixels", j.Path, j.Hidden, j.Classes, g.C, g.H, g.W, data, j.Hidden, floorImages, k)
 }
 
 // Free releases the judge's weights.
 func (j *Judge) Free() { j.Module().Free() }
 
-// Apply runs the judge over images (N, 1, 28, 28) in batches and returns
+// Apply runs the judge over images (N, C, H, W) in batches and returns
 // the features (N, D, float64 on the CPU) and the predicted classes.
 func (j *Judge) Apply(imgs *torch.Tensor) (*torch.Tensor, []int64) {
 	var feats []*torch.Tensor
@@ -63,6 +76,9 @@ func (j *Judge) Apply(imgs *torch.Tensor) (*torch.Tensor, []int64) {
 	return torch.Cat(feats, 0), preds
 }
 
+// floorImages is how many training images the floor FID uses.
+const floorImages = 10000
+
 // Reference holds the real images' features: the test set, and the first
 // 10,000 training images for the floor.
 type Reference struct {
@@ -75,22 +91,19 @@ type Reference struct {
 
 // NewReference computes the judge's features of its dataset's real images.
 func (j *Judge) NewReference() (*Reference, error) {
-	dir, err := datasets.DatasetDir(j.Config.Data.Dataset, j.Config.Data.Dir)
+	d := j.Config.Data
+	test, err := datasets.Load(d.Dataset, d.Dir, d.Size, "test")
 	if err != nil {
 		return nil, err
 	}
-	test, err := datasets.LoadImages(dir, "test")
-	if err != nil {
-		return nil, err
-	}
-	tr, err := datasets.LoadImages(dir, "train")
+	tr, err := datasets.Load(d.Dataset, d.Dir, d.Size, "train")
 	if err != nil {
 		return nil, err
 	}
 	ref := &Reference{}
 	var preds []int64
 	ref.Test, preds = j.Apply(imagesTensor(test))
-	ref.Train, _ = j.Apply(imagesTensor(tr.Subset(10000)))
+	ref.Train, _ = j.Apply(imagesTensor(tr.Subset(floorImages)))
 	hits := 0
 	for i, p := range preds {
 		if p == int64(test.Labels[i]) {
@@ -112,7 +125,7 @@ func (j *Judge) NewReference() (*Reference, error) {
 
 func imagesTensor(s *datasets.Images) *torch.Tensor {
 	b := (&datasets.Loader{Set: s, Batch: s.N}).All()[0]
-	return torch.FromSlice(b.Pixels, []int64{int64(s.N), 1, int64(s.H), int64(s.W)})
+	return torch.FromSlice(b.Pixels, []int64{int64(s.N), int64(s.C), int64(s.H), int64(s.W)})
 }
 
 // Report is one evaluated set of generated images.
@@ -126,7 +139,7 @@ type Report struct {
 	Recall    float64           `json:"recall"`
 }
 
-// Evaluate measures images (N, 1, 28, 28) in [0, 1]; labels (one per
+// Evaluate measures images (N, C, H, W) in [0, 1]; labels (one per
 // image, or nil) enable the conditional accuracy.
 func (j *Judge) Evaluate(ref *Reference, imgs *torch.Tensor, labels []int64) (*Report, error) {
 	feats, preds := j.Apply(imgs)
@@ -174,44 +187,31 @@ type entry struct {
 	Label *int64 `json:"label"`
 }
 
+// Bounds on what an evaluation reads: a manifest file, and the values of
+// all images together (2^31 float32s, 8 GiB).
+const (
+	maxManifest = 1 << 30
+	maxPixels   = 1 << 31
+)
+
 // LoadSamples reads a sampling job's folder: every manifest*.jsonl, the
-// PNGs they name (28×28 greyscale) and their labels (nil when the images
-// have none). Errors name the file.
-func LoadSamples(dir string) (*torch.Tensor, []int64, error) {
-	manifests, _ := filepath.Glob(filepath.Join(dir, "manifest*.jsonl"))
-	if len(manifests) == 0 {
-		return nil, nil, fmt.Errorf("%s: no manifest.jsonl (write samples with bin/sample)", dir)
+// PNGs they name (of geometry g, the judge's; a name must be a file in the
+// folder itself) and their labels (nil when the images have none). Errors
+// name the file.
+func LoadSamples(dir string, g models.Geometry) (*torch.Tensor, []int64, error) {
+	entries, err := readManifests(dir)
+	if err != nil {
+		return nil, nil, err
 	}
-	sort.Strings(manifests)
-	var entries []entry
-	for _, m := range manifests {
-		f, err := os.Open(m)
-		if err != nil {
-			return nil, nil, err
-		}
-		s := bufio.NewScanner(f)
-		line := 0
-		for s.Scan() {
-			line++
-			var e entry
-			if err := json.Unmarshal(s.Bytes(), &e); err != nil || e.File == "" {
-				f.Close()
-				return nil, nil, fmt.Errorf("%s:%d: not a manifest line", m, line)
-			}
-			entries = append(entries, e)
-		}
-		f.Close()
+	size := g.C * g.H * g.W
+	if int64(len(entries))*int64(size) > maxPixels {
+		return nil, nil, fmt.Errorf("%s: %d images of %d values are more than an evaluation holds (%d values)", dir, len(entries), size, maxPixels)
 	}
-	pix := make([]float32, 0, len(entries)*28*28)
+	pix := make([]float32, len(entries)*size)
 	var labels []int64
 	for i, e := range entries {
-		path := filepath.Join(dir, e.File)
-		g, err := sample.ReadPNG(path)
-		if err != nil {
+		if err := sample.ReadPNG(filepath.Join(dir, e.File), g.C, g.H, g.W, pix[i*size:(i+1)*size]); err != nil {
 			return nil, nil, err
-		}
-		for _, v := range g.Pix {
-			pix = append(pix, float32(v)/255)
 		}
 		if e.Label != nil {
 			labels = append(labels, *e.Label)
@@ -222,49 +222,65 @@ func LoadSamples(dir string) (*torch.Tensor, []int64, error) {
 	if len(labels) != len(entries) {
 		labels = nil
 	}
-	return torch.FromSlice(pix, []int64{int64(len(entries)), 1, 28, 28}), labels, nil
+	return torch.FromSlice(pix, []int64{int64(len(entries)), int64(g.C), int64(g.H), int64(g.W)}), labels, nil
 }
 
-// Generate samples n images from a model (train.LoadModel): for a
-// diffusion model with labels cycling 0-9 (as bin/sample --labels 0-9 does)
-// at the given guidance, else from the model's own sampler. It returns the
-// images and their labels (nil for unconditional models). Progress, when
-// not nil, hears after each batch how many images are done.
-func Generate(m train.Model, n int, job train.SampleJob, batch int, progress func(done int)) (*torch.Tensor, []int64, error) {
-	var err error
-	var out []*torch.Tensor
-	var labels []int64
-	dm, isDiffusion := m.(*train.DiffusionModel)
-	for start := 0; start < n; start += batch {
-		sc := torch.NewScope()
-		var x *torch.Tensor
-		if isDiffusion {
-			j := job
-			j.Images, j.Labels = nil, nil
-			for k := start; k < min(start+batch, n); k++ {
-				j.Images = append(j.Images, k)
-				j.Labels = append(j.Labels, int64(k%10))
-			}
-			if x, err = dm.Generate(j); err != nil {
-				sc.Close()
-				return nil, nil, err
-			}
-			if dm.Conditional() {
-				labels = append(labels, j.Labels...)
-			}
-		} else if s, ok := m.(train.Sampler); ok {
-			torch.NoGrad(func() { x = s.Sample(int64(min(batch, n-start))) })
-		} else {
-			sc.Close()
-			return nil, nil, fmt.Errorf("a %T does not generate images", m)
+// readManifests reads the entries of every manifest*.jsonl in dir.
+func readManifests(dir string) ([]entry, error) {
+	manifests, _ := filepath.Glob(filepath.Join(dir, "manifest*.jsonl"))
+	if len(manifests) == 0 {
+		return nil, fmt.Errorf("%s: no manifest.jsonl (write samples with bin/sample)", dir)
+	}
+	sort.Strings(manifests)
+	var entries []entry
+	for _, m := range manifests {
+		f, err := os.Open(m)
+		if err != nil {
+			return nil, err
 		}
-		// Through 8-bit pixels, as the PNGs of bin/sample are.
-		x = x.Clamp(0, 1).MulScalar(255).Round().DivScalar(255).To(torch.CPU)
-		out = append(out, sc.Escape(x))
-		sc.Close()
-		if progress != nil {
-			progress(min(start+batch, n))
+		s := bufio.NewScanner(io.LimitReader(f, maxManifest))
+		line := 0
+		for s.Scan() {
+			line++
+			var e entry
+			if err := json.Unmarshal(s.Bytes(), &e); err != nil || e.File == "" {
+				f.Close()
+				return nil, fmt.Errorf("%s:%d: not a manifest line", m, line)
+			}
+			if e.File != filepath.Base(e.File) || strings.HasPrefix(e.File, ".") {
+				f.Close()
+				return nil, fmt.Errorf("%s:%d: file %q is not a name in the folder", m, line, e.File)
+			}
+			entries = append(entries, e)
+		}
+		f.Close()
+		if err := s.Err(); err != nil {
+			return nil, fmt.Errorf("%s: %w", m, err)
 		}
 	}
-	return torch.Cat(out, 0), labels, nil
+	return entries, nil
+}
+
+// Sample generates n images from a model (models.Load) with a sampling
+// job, through 8-bit pixels as bin/sample's PNGs are: a conditional model's
+// labels cycle over its classes (as bin/sample --labels 0-N does). It
+// returns the images and their labels (nil for unconditional models).
+// Progress, when not nil, hears after each batch how many images are done.
+func Sample(m models.Model, g models.Geometry, n int, seed uint64, s diffusion.Sampling, batch int, progress func(done, total int)) (*torch.Tensor, []int64, error) {
+	gen, err := models.NewGenerator(m, s)
+	if err != nil {
+		return nil, nil, err
+	}
+	job := &sample.Job{N: n, Batch: batch, Seed: seed, Of: 1, Progress: progress}
+	if models.Conditional(m) {
+		job.Labels = make([]int64, n)
+		for k := range job.Labels {
+			job.Labels[k] = int64(k % g.Classes)
+		}
+	}
+	var out sample.Memory
+	if _, err := job.Run(gen, &out); err != nil {
+		return nil, nil, err
+	}
+	return torch.FromSlice(out.Pix, []int64{int64(out.N), int64(g.C), int64(g.H), int64(g.W)}), out.Labels, nil
 }

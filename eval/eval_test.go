@@ -14,12 +14,16 @@ import (
 	"gonum.org/v1/gonum/mat"
 
 	"kakusan/datasets"
+	"kakusan/models"
 	"kakusan/torch"
 	"kakusan/torch/torchtest"
 	"kakusan/train"
 )
 
 var on = torchtest.Run
+
+// mnist is the geometry of the judges these tests train.
+var mnist = models.Geometry{C: 1, H: 28, W: 28, Classes: 10}
 
 func gauss(mean []float64, cov [][]float64) Gaussian {
 	n := len(mean)
@@ -98,7 +102,7 @@ func TestFitAndPrecisionRecall(t *testing.T) {
 // the shipped config's dropout and learning-rate decay squeezed into it).
 func trainJudge(t *testing.T) (string, float64) {
 	t.Helper()
-	c, err := train.LoadConfig("../configs/mnist_classifier.yaml", []string{"device=cpu", "data.subset=10000", "train.epochs=1", "train.log_every=50"})
+	c, err := models.LoadConfig("../configs/mnist_classifier.yaml", []string{"device=cpu", "data.subset=10000", "train.epochs=1", "train.log_every=50"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -186,7 +190,7 @@ func realTrain(t *testing.T, n int) (*torch.Tensor, []int64) {
 func TestBadInputs(t *testing.T) {
 	on(t, func() {
 		// A judge of another kind.
-		c, _ := train.LoadConfig("../configs/mnist_vae.yaml", []string{"device=cpu", "data.subset=256", "train.max_steps=2"})
+		c, _ := models.LoadConfig("../configs/mnist_vae.yaml", []string{"device=cpu", "data.subset=256", "train.max_steps=2"})
 		r, err := train.Train(c, train.Options{Out: filepath.Join(t.TempDir(), "vae")})
 		if err != nil {
 			t.Fatal(err)
@@ -196,18 +200,18 @@ func TestBadInputs(t *testing.T) {
 		}
 	})
 	dir := t.TempDir()
-	if _, _, err := LoadSamples(dir); err == nil || !strings.Contains(err.Error(), "no manifest.jsonl") {
+	if _, _, err := LoadSamples(dir, mnist); err == nil || !strings.Contains(err.Error(), "no manifest.jsonl") {
 		t.Errorf("no manifest: %v", err)
 	}
 	os.WriteFile(filepath.Join(dir, "manifest.jsonl"), []byte(`{"file":"a.png","label":3}`+"\n"), 0o644)
 	f, _ := os.Create(filepath.Join(dir, "a.png"))
 	png.Encode(f, image.NewGray(image.Rect(0, 0, 32, 32)))
 	f.Close()
-	if _, _, err := LoadSamples(dir); err == nil || !strings.Contains(err.Error(), "a.png: a 32x32") {
+	if _, _, err := LoadSamples(dir, mnist); err == nil || !strings.Contains(err.Error(), "a.png: a 32x32") {
 		t.Errorf("wrong size: %v", err)
 	}
 	os.WriteFile(filepath.Join(dir, "manifest.jsonl"), []byte("not json\n"), 0o644)
-	if _, _, err := LoadSamples(dir); err == nil || !strings.Contains(err.Error(), "manifest.jsonl:1") {
+	if _, _, err := LoadSamples(dir, mnist); err == nil || !strings.Contains(err.Error(), "manifest.jsonl:1") {
 		t.Errorf("bad manifest: %v", err)
 	}
 }

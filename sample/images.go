@@ -1,5 +1,3 @@
-// Package sample turns trained models into images: PNG files and grids,
-// and (for diffusion) the samplers.
 package sample
 
 import (
@@ -11,75 +9,93 @@ import (
 	"io"
 	"math"
 	"os"
+	"syscall"
 
+	"kakusan/internal/atomic"
 	"kakusan/torch"
-	"kakusan/torch/safetensors"
 )
 
-// Images is a batch of greyscale images on the host, values in [0, 1].
+// Images is a batch of images on the host, C×H×W each (channels first, as
+// PyTorch lays them out), values in [0, 1].
 type Images struct {
-	N, H, W int
-	Pix     []float32
+	N, C, H, W int
+	Pix        []float32
 }
 
-// FromTensor copies images shaped (N, 1, H, W), (N, H, W) or (N, H*W) with
-// square images to the host, clamped to [0, 1].
-func FromTensor(t *torch.Tensor) *Images {
+// FromTensor copies images shaped (N, C, H, W) with 1 or 3 channels to the
+// host, clamped to [0, 1].
+func FromTensor(t *torch.Tensor) (*Images, error) {
 	s := t.Shape()
-	var n, h, w int
-	switch {
-	case len(s) == 4 && s[1] == 1:
-		n, h, w = int(s[0]), int(s[2]), int(s[3])
-	case len(s) == 3:
-		n, h, w = int(s[0]), int(s[1]), int(s[2])
-	case len(s) == 2:
-		side := int(math.Round(math.Sqrt(float64(s[1]))))
-		if side*side != int(s[1]) {
-			panic(&torch.Error{Op: "sample.FromTensor", Msg: fmt.Sprintf("rows of %d values are not square images", s[1])})
+	if len(s) != 4 || (s[1] != 1 && s[1] != 3) {
+		return nil, fmt.Errorf("shape %v is not a batch of greyscale or RGB images (N, C, H, W)", s)
+	}
+	pix := torch.Values[float32](t.Detach().Clamp(0, 1).To(torch.Float32).To(torch.CPU))
+	return &Images{N: int(s[0]), C: int(s[1]), H: int(s[2]), W: int(s[3]), Pix: pix}, nil
+}
+
+// at is channel c of pixel (x, y) of image i as an 8-bit value.
+func (im *Images) at(i, c, x, y int) uint8 {
+	return uint8(math.Round(float64(im.Pix[((i*im.C+c)*im.H+y)*im.W+x]) * 255))
+}
+
+// Image is image i as an 8-bit image: *image.Gray for one channel,
+// *image.NRGBA (opaque) for three.
+func (im *Images) Image(i int) image.Image {
+	r := image.Rect(0, 0, im.W, im.H)
+	if im.C == 1 {
+		g := image.NewGray(r)
+		for j, v := range im.Pix[i*im.H*im.W : (i+1)*im.H*im.W] {
+			g.Pix[j] = uint8(math.Round(float64(v) * 255))
 		}
-		n, h, w = int(s[0]), side, side
-	default:
-		panic(&torch.Error{Op: "sample.FromTensor", Msg: fmt.Sprintf("shape %v is not a batch of greyscale images", s)})
+		return g
 	}
-	pix := torch.Values[float32](t.Detach().Clamp(0, 1).To(torch.CPU))
-	return &Images{N: n, H: h, W: w, Pix: pix}
+	rgb := image.NewNRGBA(r)
+	for y := range im.H {
+		for x := range im.W {
+			rgb.SetNRGBA(x, y, color.NRGBA{im.at(i, 0, x, y), im.at(i, 1, x, y), im.at(i, 2, x, y), 255})
+		}
+	}
+	return rgb
 }
 
-// Gray is image i as an 8-bit image.
-func (im *Images) Gray(i int) *image.Gray {
-	g := image.NewGray(image.Rect(0, 0, im.W, im.H))
-	for j, v := range im.Pix[i*im.H*im.W : (i+1)*im.H*im.W] {
-		g.Pix[j] = uint8(math.Round(float64(v) * 255))
-	}
-	return g
-}
-
-// Grid lays the images out cols to a row with a 2-pixel border, each pixel
-// drawn scale×scale.
-func (im *Images) Grid(cols, scale int) *image.Gray {
-	if scale < 1 {
-		scale = 1
-	}
-	if cols < 1 {
-		cols = 1
-	}
+// Grid lays the images out cols to a row on a grey background with a
+// 2-pixel border, each pixel drawn scale×scale.
+func (im *Images) Grid(cols, scale int) image.Image {
+	scale, cols = max(scale, 1), max(cols, 1)
 	rows := (im.N + cols - 1) / cols
 	const pad = 2
 	w, h := im.W*scale, im.H*scale
-	g := image.NewGray(image.Rect(0, 0, cols*(w+pad)+pad, rows*(h+pad)+pad))
-	for i := range g.Pix {
-		g.Pix[i] = 128
+	r := image.Rect(0, 0, cols*(w+pad)+pad, rows*(h+pad)+pad)
+	var dst interface {
+		image.Image
+		Set(x, y int, c color.Color)
+	}
+	if im.C == 1 {
+		g := image.NewGray(r)
+		for i := range g.Pix {
+			g.Pix[i] = 128
+		}
+		dst = g
+	} else {
+		g := image.NewNRGBA(r)
+		for i := range g.Pix {
+			g.Pix[i] = 128
+			if i%4 == 3 {
+				g.Pix[i] = 255
+			}
+		}
+		dst = g
 	}
 	for i := range im.N {
-		r, c := i/cols, i%cols
-		src := im.Gray(i)
+		row, col := i/cols, i%cols
+		src := im.Image(i)
 		for y := range h {
 			for x := range w {
-				g.SetGray(pad+c*(w+pad)+x, pad+r*(h+pad)+y, color.Gray{Y: src.Pix[(y/scale)*im.W+x/scale]})
+				dst.Set(pad+col*(w+pad)+x, pad+row*(h+pad)+y, src.At(x/scale, y/scale))
 			}
 		}
 	}
-	return g
+	return dst
 }
 
 // SavePNG writes img to path atomically.
@@ -88,30 +104,59 @@ func SavePNG(path string, img image.Image) error {
 	if err := png.Encode(&buf, img); err != nil {
 		return err
 	}
-	return safetensors.WriteAtomic(path, func(w io.Writer) error {
-		_, err := w.Write(buf.Bytes())
-		return err
-	})
+	return atomic.WriteFile(path, buf.Bytes())
 }
 
-// ReadPNG reads a 28×28 greyscale PNG, as bin/sample writes them; any other
-// image is an error naming the file.
-func ReadPNG(path string) (*image.Gray, error) {
-	f, err := os.Open(path)
+// maxPNG bounds a PNG a job reads back (a sample, not a photograph).
+const maxPNG = 64 << 20
+
+// ReadPNG reads a C×H×W image as a sampling job writes it (8-bit grey for
+// one channel, RGB or RGBA for three) into pix, values in [0, 1]; any
+// other image is an error naming the file.
+func ReadPNG(path string, c, h, w int, pix []float32) error {
+	// Stat before opening: opening a FIFO would wait for a writer.
+	if st, err := os.Stat(path); err != nil {
+		return err
+	} else if !st.Mode().IsRegular() || st.Size() > maxPNG {
+		return fmt.Errorf("%s: not a regular file of at most %d bytes", path, maxPNG)
+	}
+	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK, 0)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	defer f.Close()
-	img, err := png.Decode(f)
+	b, err := io.ReadAll(io.LimitReader(f, maxPNG))
 	if err != nil {
-		return nil, fmt.Errorf("%s: %w", path, err)
+		return err
 	}
-	g, ok := img.(*image.Gray)
-	if !ok || g.Rect.Dx() != 28 || g.Rect.Dy() != 28 {
-		b := img.Bounds()
-		return nil, fmt.Errorf("%s: a %dx%d %T; want a 28x28 greyscale image", path, b.Dx(), b.Dy(), img)
+	cfg, err := png.DecodeConfig(bytes.NewReader(b))
+	if err != nil {
+		return fmt.Errorf("%s: %w", path, err)
 	}
-	return g, nil
+	if cfg.Width != w || cfg.Height != h {
+		return fmt.Errorf("%s: a %dx%d image; want %dx%d", path, cfg.Width, cfg.Height, w, h)
+	}
+	img, err := png.Decode(bytes.NewReader(b))
+	if err != nil {
+		return fmt.Errorf("%s: %w", path, err)
+	}
+	if g, ok := img.(*image.Gray); ok != (c == 1) {
+		return fmt.Errorf("%s: a %T; want %s", path, img, map[bool]string{true: "an 8-bit greyscale image", false: "an RGB image"}[c == 1])
+	} else if ok {
+		for i, v := range g.Pix {
+			pix[i] = float32(v) / 255
+		}
+		return nil
+	}
+	for y := range h {
+		for x := range w {
+			r, g, b, _ := img.At(x, y).RGBA()
+			for ch, v := range []uint32{r, g, b} {
+				pix[(ch*h+y)*w+x] = float32(v>>8) / 255
+			}
+		}
+	}
+	return nil
 }
 
 // DefaultBatch is how many images a sampling job generates per forward pass

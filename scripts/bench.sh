@@ -7,7 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 py=${PYTHON:-/usr/bin/python3}
 log=$(mktemp -d)
-go test -p 1 -run '^$' -bench . -benchtime 1s -count 5 ./torch/ ./models/vae/ | tee "$log/go.txt"
+go test -p 1 -run '^$' -bench 'Add|ConvNet|VAE' -benchtime 1s -count 5 ./torch/ ./train/ | tee "$log/go.txt"
 "$py" scripts/bench_convnet.py --steps 200 | tee "$log/convnet.json"
 "$py" scripts/bench_vae.py --steps 3000 | tee "$log/vae.json"
 # The U-Net against the reference peer (shared/bench/ref_unet.py, kept

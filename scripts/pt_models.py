@@ -31,11 +31,13 @@ class VAE(nn.Module):
         super().__init__()
         self.encoder, self.decoder = Encoder(d, h, z), Decoder(z, h, d)
 
-    def loss(self, x):
+    def loss(self, x, kl_weight=1.0):
+        # The book's step07 loss: L1 + L2 with no 1/2 on the KL term
+        # (kl_weight 0.5 gives the textbook KL divergence).
         mu, sigma = self.encoder(x)
         z = mu + sigma * torch.randn_like(sigma)
         rec = F.mse_loss(self.decoder(z), x, reduction='sum')
-        kl = 0.5 * torch.sum(sigma ** 2 + mu ** 2 - 1 - torch.log(sigma ** 2))
+        kl = kl_weight * torch.sum(sigma ** 2 + mu ** 2 - 1 - torch.log(sigma ** 2))
         return (rec + kl) / len(x)
 
     def reconstruct(self, x):

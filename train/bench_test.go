@@ -5,30 +5,40 @@ import (
 	"strconv"
 	"testing"
 
+	"kakusan/diffusion"
+	"kakusan/models"
 	"kakusan/torch"
 )
 
-// The U-Net benchmarks mirror shared/bench/ref_unet.py (the peer): a
-// training step of the conditional U-Net (random pixels, random labels with
-// 10% dropped, t uniform in 1..T, Adam) and one guided sampling step (the
-// conditional and unconditional passes in one batched forward). Sizes come
-// from the environment so both sides run the same shapes:
+// The benchmarks time the real training step (train.Step: forward, loss,
+// backward, clipping when configured, the optimizer and the moving
+// average) of a model built from a shipped config, on random data of
+// MNIST's geometry. Their peers: shared/bench/ref_unet.py for the U-Net
+// (a training step of the conditional U-Net with 10% of labels dropped,
+// and one guided sampling step, both passes in one batched forward) and
+// scripts/bench_vae.py for the VAE. Sizes come from the environment so
+// both sides run the same shapes:
 //
 //	BENCH_UNET_WIDTH (64), BENCH_UNET_BATCH (128), BENCH_UNET_SAMPLE_BATCH (500),
 //	KAKUSAN_TEST_DEVICE (cpu)
-func benchModel(b *testing.B, f func(m *DiffusionModel, dev torch.Device)) {
-	env := func(k string, def int) string {
-		if v := os.Getenv(k); v != "" {
-			return v
-		}
-		return strconv.Itoa(def)
+func envInt(k string, def int) int {
+	if v, err := strconv.Atoi(os.Getenv(k)); err == nil && v > 0 {
+		return v
 	}
+	return def
+}
+
+// mnist is the geometry the benchmarks' random data has.
+var mnist = models.Geometry{C: 1, H: 28, W: 28, Classes: 10}
+
+// benchModel builds config's model on the benchmark device
+// (KAKUSAN_TEST_DEVICE) and runs f on the torch thread.
+func benchModel(b *testing.B, config string, sets []string, f func(m models.Model, c *models.Config, dev torch.Device)) {
 	devName := os.Getenv("KAKUSAN_TEST_DEVICE")
 	if devName == "" {
 		devName = "cpu"
 	}
-	c, err := LoadConfig("../configs/mnist_cond.yaml", []string{"device=" + devName, "unet.width=" + env("BENCH_UNET_WIDTH", 64),
-		"train.batch_size=" + env("BENCH_UNET_BATCH", 128), "samples=" + env("BENCH_UNET_SAMPLE_BATCH", 500)})
+	c, err := models.LoadConfig(config, append(sets, "device="+devName))
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -38,63 +48,68 @@ func benchModel(b *testing.B, f func(m *DiffusionModel, dev torch.Device)) {
 			return err
 		}
 		torch.ManualSeed(0)
-		m, err := newDiffusion(c, dev)
+		m, err := models.New(c, mnist, dev)
 		if err != nil {
 			return err
 		}
-		defer m.Module().Free()
-		f(m, dev)
+		defer models.Free(m)
+		f(m, c, dev)
 		return nil
 	})
 	if err != nil {
 		b.Fatal(err)
 	}
-	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "steps/s")
 }
 
-func BenchmarkUNetTrainStep(b *testing.B) {
-	benchModel(b, func(m *DiffusionModel, dev torch.Device) {
-		batch, _ := strconv.Atoi(os.Getenv("BENCH_UNET_BATCH"))
-		if batch == 0 {
-			batch = 128
-		}
-		opt := torch.NewAdam(m.Module().ParamTensors(), torch.AdamConfig{LR: 1e-3})
+// benchStep times config's training step on random batches of the given size.
+func benchStep(b *testing.B, config string, batch int, sets ...string) {
+	benchModel(b, config, append(sets, "train.batch_size="+strconv.Itoa(batch)), func(m models.Model, c *models.Config, dev torch.Device) {
+		opt := newOptimizer(c.Optimizer, m.Module().ParamTensors())
 		defer opt.Free()
-		step := func() {
+		step, err := NewStep(m, opt, nil, c.Train.GradClip, Precision(c.Train.Precision))
+		if err != nil {
+			b.Fatal(err)
+		}
+		run := func() {
 			torch.Scoped(func() {
 				x := torch.Rand([]int64{int64(batch), 1, 28, 28}, dev)
 				y := torch.RandInt(0, 10, []int64{int64(batch)}, dev)
-				loss := m.Loss(x, y)
-				opt.ZeroGrad()
-				loss.Backward()
-				opt.Step()
-				loss.Item() // the peer syncs on .item() each step too
+				step.Run(Batch{x, y}).Item() // the peers sync on .item() each step too
 			})
 		}
 		for range 3 {
-			step()
+			run()
 		}
 		b.ResetTimer()
 		for range b.N {
-			step()
+			run()
 		}
 		b.ReportMetric(float64(batch*b.N)/b.Elapsed().Seconds(), "images/s")
 	})
 }
 
+func BenchmarkUNetTrainStep(b *testing.B) {
+	benchStep(b, "../configs/mnist_cond.yaml", envInt("BENCH_UNET_BATCH", 128), "unet.width="+strconv.Itoa(envInt("BENCH_UNET_WIDTH", 64)))
+}
+
+// BenchmarkVAETrainStep is the reference VAE (784-200-20, batch 32, Adam).
+func BenchmarkVAETrainStep(b *testing.B) {
+	benchStep(b, "../configs/mnist_vae.yaml", 32)
+}
+
+// BenchmarkUNetSampleStep is one guided sampling step: the network's
+// conditional and unconditional passes in one batched forward.
 func BenchmarkUNetSampleStep(b *testing.B) {
-	benchModel(b, func(m *DiffusionModel, dev torch.Device) {
-		n, _ := strconv.Atoi(os.Getenv("BENCH_UNET_SAMPLE_BATCH"))
-		if n == 0 {
-			n = 500
-		}
-		m.Net.SetTraining(false)
+	n := envInt("BENCH_UNET_SAMPLE_BATCH", 500)
+	benchModel(b, "../configs/mnist_cond.yaml", []string{"unet.width=" + strconv.Itoa(envInt("BENCH_UNET_WIDTH", 64))}, func(m models.Model, _ *models.Config, dev torch.Device) {
+		dm := m.(*diffusion.Model)
+		dm.Net.SetTraining(false)
 		torch.NoGrad(func() {
 			z := torch.Randn([]int64{int64(n), 1, 28, 28}, dev).Keep()
 			defer z.Free()
 			y := torch.RandInt(0, 10, []int64{int64(n)}, dev).Keep()
 			defer y.Free()
-			pred := m.Sched.Guided(m.Net.Forward, y, 3, false)
+			pred := dm.Sched.AsEps(diffusion.Guided(dm.Net.Forward, y, 3), diffusion.Eps)
 			step := func() {
 				torch.Scoped(func() {
 					z.AddInPlace(pred(z, 500), -0.001)
@@ -111,5 +126,6 @@ func BenchmarkUNetSampleStep(b *testing.B) {
 				step()
 			}
 		})
+		b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "steps/s")
 	})
 }

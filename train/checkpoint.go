@@ -1,7 +1,6 @@
 package train
 
 import (
-	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -9,35 +8,21 @@ import (
 	"strconv"
 	"strings"
 
+	"kakusan/models"
 	"kakusan/torch"
 )
 
-// A checkpoint is one safetensors file holding the whole training state:
-// the model's parameters and buffers under their PyTorch names (so the file
-// loads into the PyTorch module once the "optimizer.", "ema." and "rng."
-// entries are dropped), the optimizer's moments named after their
-// parameters, the weights' moving average under "ema.<name>", the CPU
-// generator state, and metadata: model kind, step, epoch and the resolved
-// config.
-const (
-	optimPrefix = "optimizer."
-	emaPrefix   = "ema."
-	rngKey      = "rng.cpu"
-)
-
-// Checkpoint is a loaded checkpoint.
-type Checkpoint struct {
-	Path    string
-	Tensors map[string]*torch.Tensor
-	Meta    map[string]string
-	Step    int
-}
+// Training checkpoints follow models' format (see models.Checkpoint): this
+// file writes the training state into it and restores it.
 
 func checkpointDir(runDir string) string { return filepath.Join(runDir, "checkpoints") }
 
+func checkpointName(step int) string { return fmt.Sprintf("step-%08d.safetensors", step) }
+
 // saveCheckpoint writes checkpoints/step-NNNNNNNN.safetensors atomically,
-// points latest.safetensors at it and prunes all but the newest keep.
-func saveCheckpoint(r *Run, m, ema Model, opt torch.Optimizer, step, epoch, keep int) (string, error) {
+// points latest.safetensors at it and prunes all but the newest
+// train.keep_checkpoints.
+func saveCheckpoint(r *Run, g models.Geometry, m, ema models.Model, opt torch.Optimizer, step, epoch int) (string, error) {
 	dir := checkpointDir(r.Dir)
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return "", err
@@ -51,25 +36,19 @@ func saveCheckpoint(r *Run, m, ema Model, opt torch.Optimizer, step, epoch, keep
 		if err != nil || i >= len(params) {
 			return "", fmt.Errorf("optimizer state %q does not name a parameter", key)
 		}
-		tensors[optimPrefix+kind+"."+params[i].Name] = t
+		tensors[models.OptimPrefix+kind+"."+params[i].Name] = t
 	}
 	if ema != nil {
 		for name, t := range ema.Module().StateDict() {
-			tensors[emaPrefix+name] = t
+			tensors[models.EMAPrefix+name] = t
 		}
 	}
-	tensors[rngKey] = torch.RNGState()
-	meta := map[string]string{
-		"format":                 "pt",
-		"kakusan.model":          r.Config.Model,
-		"kakusan.step":           strconv.Itoa(step),
-		"kakusan.epoch":          strconv.Itoa(epoch),
-		"kakusan.optimizer_step": strconv.FormatInt(optStep, 10),
-		"kakusan.config":         string(r.Config.Marshal()),
+	for dev, t := range torch.RNGStates() {
+		tensors[models.RNGPrefix+dev] = t
 	}
-	name := fmt.Sprintf("step-%08d.safetensors", step)
+	name := checkpointName(step)
 	path := filepath.Join(dir, name)
-	if err := torch.SaveFile(path, tensors, meta); err != nil {
+	if err := torch.SaveFile(path, tensors, models.Metadata(r.Config, g, step, epoch, optStep)); err != nil {
 		return "", err
 	}
 	// Repoint latest atomically: a new link, renamed over the old one.
@@ -83,128 +62,59 @@ func saveCheckpoint(r *Run, m, ema Model, opt torch.Optimizer, step, epoch, keep
 	}
 	steps, _ := filepath.Glob(filepath.Join(dir, "step-*.safetensors"))
 	sort.Strings(steps)
-	for len(steps) > keep {
+	for len(steps) > r.Config.Train.KeepCheckpoints {
 		os.Remove(steps[0])
 		steps = steps[1:]
 	}
 	return path, nil
 }
 
-// LoadCheckpoint reads a checkpoint file (or a run folder's latest) onto
-// dev. The tensors live in the current scope.
-func LoadCheckpoint(path string, dev torch.Device) (*Checkpoint, error) {
-	if st, err := os.Stat(path); err == nil && st.IsDir() {
-		for _, p := range []string{filepath.Join(checkpointDir(path), "latest.safetensors"), filepath.Join(path, "latest.safetensors")} {
-			if _, err := os.Stat(p); err == nil {
-				path = p
-				break
-			}
-		}
-		if st, _ := os.Stat(path); st != nil && st.IsDir() {
-			return nil, fmt.Errorf("%s: no checkpoints/latest.safetensors in this run folder", path)
-		}
-	}
-	tensors, meta, err := torch.LoadFile(path, dev)
-	if err != nil {
-		return nil, err
-	}
-	c := &Checkpoint{Path: path, Tensors: tensors, Meta: meta}
-	if meta["kakusan.model"] == "" {
-		return nil, fmt.Errorf("%s: not a kakusan checkpoint (no kakusan.model in its metadata)", path)
-	}
-	if c.Step, err = strconv.Atoi(meta["kakusan.step"]); err != nil {
-		return nil, fmt.Errorf("%s: bad kakusan.step %q", path, meta["kakusan.step"])
-	}
-	return c, nil
-}
-
-// Weights returns the tensors to sample with: the moving average when the
-// checkpoint has one and ema is true, else the trained weights.
-func (c *Checkpoint) Weights(ema bool) map[string]*torch.Tensor {
-	avg := map[string]*torch.Tensor{}
-	for k, v := range c.Tensors {
-		if name, ok := strings.CutPrefix(k, emaPrefix); ok {
-			avg[name] = v
-		}
-	}
-	if ema && len(avg) > 0 {
-		return avg
-	}
-	return c.Tensors
-}
-
-// HasEMA reports whether the checkpoint carries a moving average.
-func (c *Checkpoint) HasEMA() bool {
-	for k := range c.Tensors {
-		if strings.HasPrefix(k, emaPrefix) {
-			return true
-		}
-	}
-	return false
-}
-
-// LoadModel loads a checkpoint (a file or a run folder) for use rather than
-// training: it rebuilds the model from the config embedded in the file,
-// loads the moving average of the weights when ema is true and the file has
-// one (else the weights), and puts the model in eval mode. The caller frees
-// the model's module.
-func LoadModel(path string, dev torch.Device, ema bool) (Model, *Config, *Checkpoint, error) {
-	ck, err := LoadCheckpoint(path, dev)
-	if err != nil {
-		return nil, nil, nil, err
-	}
-	cfg, err := ParseConfig(ck.Path+" (embedded config)", []byte(ck.Meta["kakusan.config"]), nil)
-	if err != nil {
-		return nil, nil, nil, err
-	}
-	m, err := NewModel(cfg, dev)
-	if err != nil {
-		return nil, nil, nil, err
-	}
-	if err := m.Module().Load(ck.Weights(ema), optimPrefix, "rng.", emaPrefix); err != nil {
-		m.Module().Free()
-		return nil, nil, nil, fmt.Errorf("%s: %w", ck.Path, err)
-	}
-	m.Module().SetTraining(false)
-	return m, cfg, ck, nil
-}
-
-// restore loads the checkpoint into the model, its moving average (which
+// restore loads a checkpoint into the model, its moving average (which
 // starts from the weights when the checkpoint has none), the optimizer and
-// the generator.
-func (c *Checkpoint) restore(model string, m, ema Model, opt torch.Optimizer) error {
-	if got := c.Meta["kakusan.model"]; got != model {
-		return fmt.Errorf("%s: a %q checkpoint, the config trains %q", c.Path, got, model)
+// the generators, after checking it is of the model and data being trained.
+func restore(ck *models.Checkpoint, model string, g models.Geometry, m, ema models.Model, opt torch.Optimizer) error {
+	if got := ck.Meta[models.MetaModel]; got != model {
+		return fmt.Errorf("%s: a %q checkpoint, the config trains %q", ck.Path, got, model)
 	}
-	if err := m.Module().Load(c.Tensors, optimPrefix, "rng.", emaPrefix); err != nil {
-		return fmt.Errorf("%s: %w", c.Path, err)
+	if a, b := ck.Geometry, g; a.C != b.C || a.H != b.H || a.W != b.W || a.Classes != b.Classes {
+		return fmt.Errorf("%s: trained on %dx%dx%d images of %d classes; the data has %dx%dx%d of %d", ck.Path,
+			a.C, a.H, a.W, a.Classes, b.C, b.H, b.W, b.Classes)
+	}
+	if err := m.Module().Load(ck.Tensors, models.OptimPrefix, models.RNGPrefix, models.EMAPrefix); err != nil {
+		return fmt.Errorf("%s: %w", ck.Path, err)
 	}
 	if ema != nil {
-		if err := ema.Module().Load(c.Weights(true), optimPrefix, "rng.", emaPrefix); err != nil {
-			return fmt.Errorf("%s: moving average: %w", c.Path, err)
+		if err := ema.Module().Load(ck.Weights(true), models.OptimPrefix, models.RNGPrefix, models.EMAPrefix); err != nil {
+			return fmt.Errorf("%s: moving average: %w", ck.Path, err)
 		}
 	}
-	if opt != nil {
-		state := map[string]*torch.Tensor{}
-		for i, p := range m.Module().Params() {
-			for _, kind := range []string{"exp_avg", "exp_avg_sq", "momentum_buffer"} {
-				if t, ok := c.Tensors[optimPrefix+kind+"."+p.Name]; ok {
-					state[kind+"."+strconv.Itoa(i)] = t
-				}
+	state := map[string]*torch.Tensor{}
+	for i, p := range m.Module().Params() {
+		for _, kind := range []string{"exp_avg", "exp_avg_sq", "momentum_buffer"} {
+			if t, ok := ck.Tensors[models.OptimPrefix+kind+"."+p.Name]; ok {
+				state[kind+"."+strconv.Itoa(i)] = t
 			}
 		}
-		optStep, err := strconv.ParseInt(c.Meta["kakusan.optimizer_step"], 10, 64)
-		if err != nil {
-			return fmt.Errorf("%s: bad kakusan.optimizer_step", c.Path)
-		}
-		if err := opt.LoadState(state, optStep); err != nil {
-			return fmt.Errorf("%s: %w", c.Path, err)
+	}
+	optStep, err := strconv.ParseInt(ck.Meta[models.MetaOptStep], 10, 64)
+	if err != nil || optStep < 0 {
+		return fmt.Errorf("%s: bad %s", ck.Path, models.MetaOptStep)
+	}
+	if err := opt.LoadState(state, optStep); err != nil {
+		return fmt.Errorf("%s: %w", ck.Path, err)
+	}
+	rng := map[string]*torch.Tensor{}
+	for k, t := range ck.Tensors {
+		dev, ok := strings.CutPrefix(k, models.RNGPrefix)
+		if d, err := torch.ParseDevice(dev); ok && (dev == "cpu" || err == nil && d.Index < torch.CUDADeviceCount()) {
+			rng[dev] = t.To(torch.CPU) // a CUDA generator this machine lacks is left out
 		}
 	}
-	if rng, ok := c.Tensors[rngKey]; ok {
-		torch.SetRNGState(rng.To(torch.CPU))
-	} else {
-		return errors.New(c.Path + ": no generator state (rng.cpu)")
+	if rng["cpu"] == nil {
+		return fmt.Errorf("%s: no generator state (%scpu)", ck.Path, models.RNGPrefix)
+	}
+	if err := torch.SetRNGStates(rng); err != nil {
+		return fmt.Errorf("%s: %w", ck.Path, err)
 	}
 	return nil
 }

@@ -2,10 +2,12 @@ package train
 
 import (
 	"fmt"
+	"kakusan/internal/atomic"
 	"math"
 	"math/rand/v2"
 
 	"kakusan/datasets"
+	"kakusan/models"
 	"kakusan/models/gaussian"
 )
 
@@ -37,7 +39,7 @@ func fitClassical(r *Run) error {
 	if err != nil {
 		return err
 	}
-	return WriteFileAtomic(r.Path("params.json"), p.Marshal())
+	return atomic.WriteFile(r.Path("params.json"), p.Marshal())
 }
 
 func fitNormal(r *Run, rows [][]float64, rng *rand.Rand, p *gaussian.Params) error {
@@ -53,7 +55,7 @@ func fitNormal(r *Run, rows [][]float64, rng *rand.Rand, p *gaussian.Params) err
 		return err
 	}
 	pdf := func(x float64) float64 { return math.Exp(n.LogPdf(x)) }
-	xl := r.Config.Data.name(0)
+	xl := r.Config.Data.Name(0)
 	if err := histWithDensity(fmt.Sprintf("Normal MLE: mu=%.2f sigma=%.2f", n.Mu, n.Sigma), xl, "data", xs, pdf, pdf(n.Mu), r.Path("fit.png")); err != nil {
 		return err
 	}
@@ -76,18 +78,16 @@ func fitMVN(r *Run, rows [][]float64, rng *rand.Rand, p *gaussian.Params) error 
 		return nil
 	}
 	d := r.Config.Data
-	if err := scatterWithContours("Multivariate normal MLE: data and fitted density", d.name(0), d.name(1), "data", rows, m.LogPdf, r.Path("fit.png")); err != nil {
+	if err := scatterWithContours("Multivariate normal MLE: data and fitted density", d.Name(0), d.Name(1), "data", rows, m.LogPdf, r.Path("fit.png")); err != nil {
 		return err
 	}
-	return scatterWithContours(fmt.Sprintf("%d samples from the fit", r.Config.Samples), d.name(0), d.name(1), "samples", m.Sample(rng, r.Config.Samples), m.LogPdf, r.Path("samples.png"))
+	return scatterWithContours(fmt.Sprintf("%d samples from the fit", r.Config.Samples), d.Name(0), d.Name(1), "samples", m.Sample(rng, r.Config.Samples), m.LogPdf, r.Path("samples.png"))
 }
 
 func fitGMM(r *Run, rows [][]float64, rng *rand.Rand, p *gaussian.Params) error {
-	c := r.Config.GMM
-	res, err := gaussian.FitEM(rows, gaussian.EMConfig{
-		K: c.Components, Init: c.Init, Means: c.InitMeans, Restarts: c.Restarts,
-		Tol: c.Tol, MaxIter: c.MaxIter, CovFloor: c.CovFloor, Seed: r.Config.Seed,
-	})
+	cfg := *models.Section[*gaussian.EMConfig](r.Config, "gmm")
+	cfg.Seed = r.Config.Seed
+	res, err := gaussian.FitEM(rows, cfg)
 	if err != nil {
 		return fmt.Errorf("gmm: %w", err)
 	}
@@ -102,9 +102,9 @@ func fitGMM(r *Run, rows [][]float64, rng *rand.Rand, p *gaussian.Params) error 
 	if !res.Converged {
 		state = "did NOT converge (raise gmm.max_iter or gmm.tol)"
 	}
-	start := c.Init + " start"
-	if c.Init == "kmeans++" {
-		start = fmt.Sprintf("best of %d k-means++ starts", c.Restarts)
+	start := cfg.Init + " start"
+	if cfg.Init == "kmeans++" {
+		start = fmt.Sprintf("best of %d k-means++ starts", cfg.Restarts)
 	}
 	fmt.Fprintf(r.Log, "EM on %d points of %s, %d components (%s): %s after %d iterations, average log-likelihood %.6f\n",
 		len(rows), r.Config.Data.Path, g.K(), start, state, res.Iterations, res.LogLik[len(res.LogLik)-1])
@@ -124,9 +124,9 @@ func fitGMM(r *Run, rows [][]float64, rng *rand.Rand, p *gaussian.Params) error 
 	for k, comp := range g.Components {
 		means[k], covs[k] = comp.Mean, comp.Cov
 	}
-	if err := componentScatter(fmt.Sprintf("Gaussian mixture (K=%d): data by most responsible component, 1σ and 2σ", g.K()), r.Config.Data.name(0), r.Config.Data.name(1), rows, g.Assign(rows), means, covs, r.Path("fit.png")); err != nil {
+	if err := componentScatter(fmt.Sprintf("Gaussian mixture (K=%d): data by most responsible component, 1σ and 2σ", g.K()), r.Config.Data.Name(0), r.Config.Data.Name(1), rows, g.Assign(rows), means, covs, r.Path("fit.png")); err != nil {
 		return err
 	}
 	pts, labels := g.Sample(rng, r.Config.Samples)
-	return componentScatter(fmt.Sprintf("%d samples from the mixture (ancestral sampling)", len(pts)), r.Config.Data.name(0), r.Config.Data.name(1), pts, labels, means, covs, r.Path("samples.png"))
+	return componentScatter(fmt.Sprintf("%d samples from the mixture (ancestral sampling)", len(pts)), r.Config.Data.Name(0), r.Config.Data.Name(1), pts, labels, means, covs, r.Path("samples.png"))
 }

@@ -5,6 +5,7 @@ import (
 	"path/filepath"
 	"testing"
 
+	"kakusan/models"
 	"kakusan/torch"
 )
 
@@ -34,25 +35,15 @@ func TestPyTorchInterop(t *testing.T) {
 			if out, err := cmd.CombinedOutput(); err != nil {
 				t.Fatalf("%s: pt_interop.py: %v\n%s", kind, err, out)
 			}
-			reconstruct := func(m Model, x *torch.Tensor) *torch.Tensor {
-				switch v := m.(type) {
-				case *vaeModel:
-					return v.Reconstruct(x)
-				case *hvaeModel:
-					return v.Reconstruct(x)
-				}
-				return nil
+			reconstruct := func(m models.Model, x *torch.Tensor) *torch.Tensor {
+				return m.(models.Reconstructor).Reconstruct(x)
 			}
 			// Direction 1: our checkpoint in PyTorch.
-			ck, err := LoadCheckpoint(r.Dir, torch.CPU)
+			ours, ck, err := models.Load(r.Dir, torch.CPU, false)
 			if err != nil {
 				return err
 			}
-			ours, _ := NewModel(c, torch.CPU)
-			defer ours.Module().Free()
-			if err := ours.Module().Load(ck.Tensors, optimPrefix, "rng."); err != nil {
-				return err
-			}
+			defer models.Free(ours)
 			theirs, _, err := torch.LoadFile(filepath.Join(dir, "from_go.safetensors"), torch.CPU)
 			if err != nil {
 				return err
@@ -65,8 +56,11 @@ func TestPyTorchInterop(t *testing.T) {
 			if err != nil {
 				return err
 			}
-			fresh, _ := NewModel(c, torch.CPU)
-			defer fresh.Module().Free()
+			fresh, err := models.New(c, ck.Geometry, torch.CPU)
+			if err != nil {
+				return err
+			}
+			defer models.Free(fresh)
 			if err := fresh.Module().Load(sd); err != nil {
 				return err
 			}

@@ -11,14 +11,15 @@ import (
 	"strings"
 	"testing"
 
+	"kakusan/models"
 	"kakusan/torch"
 )
 
 // neuralConfig is a small MNIST run: a 2,000-image subset, 500 test images.
-func neuralConfig(t *testing.T, model string, sets ...string) *Config {
+func neuralConfig(t *testing.T, model string, sets ...string) *models.Config {
 	t.Helper()
 	base := []string{"data.subset=2000", "data.test_subset=500", "device=cpu", "train.log_every=10", "samples=16"}
-	c, err := LoadConfig("../configs/mnist_"+model+".yaml", append(base, sets...))
+	c, err := models.LoadConfig("../configs/mnist_"+model+".yaml", append(base, sets...))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -135,11 +136,11 @@ func TestCheckpointRoundTripAndResumeReproduces(t *testing.T) {
 	// The final checkpoints hold identical weights, and a loaded model
 	// computes what the trained one did.
 	err = torch.Do(func() error {
-		ca, err := LoadCheckpoint(rf.Dir, torch.CPU)
+		ca, err := models.ReadCheckpoint(rf.Dir, torch.CPU)
 		if err != nil {
 			return err
 		}
-		cb, err := LoadCheckpoint(rp.Dir, torch.CPU)
+		cb, err := models.ReadCheckpoint(rp.Dir, torch.CPU)
 		if err != nil {
 			return err
 		}
@@ -147,26 +148,26 @@ func TestCheckpointRoundTripAndResumeReproduces(t *testing.T) {
 			t.Errorf("final steps %d and %d, want 124", ca.Step, cb.Step)
 		}
 		for name, x := range ca.Tensors {
-			if name == rngKey {
+			if name == models.RNGPrefix+"cpu" {
 				continue
 			}
 			if y, ok := cb.Tensors[name]; !ok || !x.AllClose(y, 0, 0) {
 				t.Errorf("%s differs between the uninterrupted and the resumed run", name)
 			}
 		}
-		m1, _ := NewModel(full, torch.CPU)
-		m2, _ := NewModel(full, torch.CPU)
-		defer m1.Module().Free()
-		defer m2.Module().Free()
-		if err := m1.Module().Load(ca.Tensors, optimPrefix, "rng."); err != nil {
+		m1, _, err := models.Load(rf.Dir, torch.CPU, false)
+		if err != nil {
 			return err
 		}
+		m2, _ := models.New(full, ca.Geometry, torch.CPU)
+		defer models.Free(m1)
+		defer models.Free(m2)
 		if err := m2.Module().Load(m1.Module().StateDict()); err != nil {
 			return err
 		}
-		x := torch.Rand([]int64{4, 784})
-		ha, _ := m1.(*vaeModel).Encoder.Forward(x)
-		hb, _ := m2.(*vaeModel).Encoder.Forward(x)
+		x := torch.Rand([]int64{4, 1, 28, 28})
+		ha := m1.(models.Reconstructor).Reconstruct(x)
+		hb := m2.(models.Reconstructor).Reconstruct(x)
 		if !ha.AllClose(hb, 0, 0) {
 			t.Error("a reloaded model computes something else")
 		}
@@ -181,7 +182,7 @@ func TestBadCheckpointsAreNamed(t *testing.T) {
 	dir := t.TempDir()
 	bad := filepath.Join(dir, "bad.safetensors")
 	os.WriteFile(bad, []byte("definitely not safetensors"), 0o644)
-	err := torch.Do(func() error { _, err := LoadCheckpoint(bad, torch.CPU); return err })
+	err := torch.Do(func() error { _, err := models.ReadCheckpoint(bad, torch.CPU); return err })
 	if err == nil || !strings.Contains(err.Error(), bad) {
 		t.Errorf("corrupt checkpoint: %v", err)
 	}
@@ -206,7 +207,7 @@ func TestBadCheckpointsAreNamed(t *testing.T) {
 
 // nanModel's loss turns NaN at a given step.
 type nanModel struct {
-	Model
+	models.Model
 	calls, at int
 }
 
@@ -220,9 +221,9 @@ func (m *nanModel) Loss(x, y *torch.Tensor) *torch.Tensor {
 }
 
 func TestNaNLossStopsAndKeepsLastCheckpoint(t *testing.T) {
-	defer func(f func(*Config, torch.Device) (Model, error)) { newModel = f }(newModel)
-	newModel = func(c *Config, d torch.Device) (Model, error) {
-		m, err := NewModel(c, d)
+	defer func(f func(*models.Config, models.Geometry, torch.Device) (models.Model, error)) { newModel = f }(newModel)
+	newModel = func(c *models.Config, g models.Geometry, d torch.Device) (models.Model, error) {
+		m, err := models.New(c, g, d)
 		return &nanModel{Model: m, at: 45}, err
 	}
 	c := neuralConfig(t, "vae", "train.checkpoint_every=20", "train.epochs=1")
@@ -266,7 +267,7 @@ func TestFashionMNISTByConfig(t *testing.T) {
 	if tl := testLosses(readMetrics(t, r.Dir)); len(tl) != 1 || !(tl[0] > 0) {
 		t.Errorf("test losses %v", tl)
 	}
-	if _, err := LoadConfig("../configs/mnist_vae.yaml", []string{"data.dataset=cifar"}); err == nil || !strings.Contains(err.Error(), `data.dataset: unknown dataset "cifar"`) {
+	if _, err := models.LoadConfig("../configs/mnist_vae.yaml", []string{"data.dataset=cifar"}); err == nil || !strings.Contains(err.Error(), `data.dataset: unknown dataset "cifar"`) {
 		t.Errorf("unknown dataset: %v", err)
 	}
 }

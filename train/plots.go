@@ -3,6 +3,7 @@ package train
 import (
 	"bytes"
 	"image/color"
+	"kakusan/internal/atomic"
 	"math"
 	"strconv"
 
@@ -36,7 +37,7 @@ func savePlot(p *plot.Plot, path string) error {
 	if _, err := w.WriteTo(&buf); err != nil {
 		return err
 	}
-	return WriteFileAtomic(path, buf.Bytes())
+	return atomic.WriteFile(path, buf.Bytes())
 }
 
 // histWithDensity is a normalised histogram of xs under the curve pdf.

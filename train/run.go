@@ -2,16 +2,20 @@ package train
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"os"
+	"os/signal"
 	"path/filepath"
 	"strconv"
+	"syscall"
 
+	"kakusan/internal/atomic"
+	"kakusan/models"
 	"kakusan/torch"
-	"kakusan/torch/safetensors"
 )
 
 // Options are the command line's say over a run.
@@ -24,7 +28,7 @@ type Options struct {
 
 // Run is one training run's folder and logs.
 type Run struct {
-	Config  *Config
+	Config  *models.Config
 	Dir     string
 	Log     io.Writer
 	metrics *os.File
@@ -34,7 +38,7 @@ type Run struct {
 // default folder runs/<name> gets a -2, -3, ... suffix rather than touching
 // an earlier run; a folder named explicitly (--out or out_dir) must be new
 // or empty unless Overwrite.
-func Start(c *Config, o Options) (*Run, error) {
+func Start(c *models.Config, o Options) (*Run, error) {
 	if o.Resume != "" {
 		return reopen(c, o)
 	}
@@ -57,7 +61,7 @@ func Start(c *Config, o Options) (*Run, error) {
 		return nil, err
 	}
 	c.OutDir = dir
-	if err := WriteFileAtomic(filepath.Join(dir, "config.yaml"), c.Marshal()); err != nil {
+	if err := atomic.WriteFile(filepath.Join(dir, "config.yaml"), c.Marshal()); err != nil {
 		return nil, err
 	}
 	m, err := os.Create(filepath.Join(dir, "metrics.jsonl"))
@@ -72,7 +76,7 @@ func Start(c *Config, o Options) (*Run, error) {
 }
 
 // reopen continues a run in its existing folder.
-func reopen(c *Config, o Options) (*Run, error) {
+func reopen(c *models.Config, o Options) (*Run, error) {
 	if st, err := os.Stat(o.Resume); err != nil || !st.IsDir() {
 		return nil, fmt.Errorf("--resume %s: not a run folder", o.Resume)
 	}
@@ -147,23 +151,14 @@ func (r *Run) Close() error {
 	return r.metrics.Close()
 }
 
-// WriteFileAtomic writes b to path through a synced temporary file and a
-// rename, so readers see the old file or the new one, never a torn one.
-func WriteFileAtomic(path string, b []byte) error {
-	return safetensors.WriteAtomic(path, func(w io.Writer) error {
-		_, err := w.Write(b)
-		return err
-	})
-}
-
 // Train runs the configured model.
-func Train(c *Config, o Options) (*Run, error) {
+func Train(c *models.Config, o Options) (*Run, error) {
 	r, err := Start(c, o)
 	if err != nil {
 		return nil, err
 	}
 	switch {
-	case c.neural():
+	case models.Neural(c.Model):
 		ctx, stop := signalContext()
 		defer stop()
 		err = torch.Do(func() error { return trainNeural(ctx, r, o.Resume) })
@@ -176,4 +171,21 @@ func Train(c *Config, o Options) (*Run, error) {
 		err = cerr
 	}
 	return r, err
+}
+
+// signalContext is cancelled by the first SIGINT or SIGTERM; a second one
+// kills the process as usual.
+func signalContext() (context.Context, func()) {
+	ctx, cancel := context.WithCancel(context.Background())
+	ch := make(chan os.Signal, 1)
+	signal.Notify(ch, os.Interrupt, syscall.SIGTERM)
+	go func() {
+		select {
+		case <-ch:
+			cancel()
+			signal.Stop(ch)
+		case <-ctx.Done():
+		}
+	}()
+	return ctx, func() { signal.Stop(ch); cancel() }
 }

@@ -9,68 +9,9 @@ import (
 	"strings"
 	"testing"
 
+	"kakusan/models"
 	"kakusan/models/gaussian"
 )
-
-func writeConfig(t *testing.T, body string) string {
-	t.Helper()
-	p := filepath.Join(t.TempDir(), "cfg.yaml")
-	if err := os.WriteFile(p, []byte(body), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	return p
-}
-
-func TestConfigErrorsNameFileLineAndKey(t *testing.T) {
-	cases := []struct {
-		name, body string
-		sets       []string
-		want       []string
-	}{
-		{"unknown key", "model: gmm\ndata:\n  path: x\n  colour: red\n", nil, []string{"cfg.yaml:4: data: unknown key \"colour\""}},
-		{"unknown top key", "model: normal\nepochs: 3\ndata: {path: x}\n", nil, []string{"cfg.yaml:2: unknown key \"epochs\""}},
-		{"wrong type", "model: gmm\ndata: {path: x}\ngmm:\n  components: two\n", nil, []string{"cfg.yaml:4: gmm.components: expected an integer, got str \"two\""}},
-		{"out of range", "model: gmm\ndata: {path: x}\ngmm:\n  components: 0\n", nil, []string{"cfg.yaml: gmm.components: must be between 1 and 100, got 0"}},
-		{"unknown model", "model: gan\ndata: {path: x}\n", nil, []string{"model: unknown model \"gan\""}},
-		{"missing model", "data: {path: x}\n", nil, []string{"model: missing"}},
-		{"missing data", "model: normal\n", nil, []string{"data.path: missing"}},
-		{"section for another model", "model: normal\ndata: {path: x}\ngmm: {components: 2}\n", nil, []string{"gmm: section given for model \"normal\""}},
-		{"book without means", "model: gmm\ndata: {path: x}\ngmm: {init: book, components: 3}\n", nil, []string{"gmm.init_means: init: book needs one mean per component (3), got 0"}},
-		{"bad init", "model: gmm\ndata: {path: x}\ngmm: {init: random}\n", nil, []string{"gmm.init: unknown initialisation \"random\""}},
-		{"not yaml", "model: [unclosed\n", nil, []string{"cfg.yaml:"}},
-		{"set wrong type", "model: gmm\ndata: {path: x}\n", []string{"gmm.tol=small"}, []string{"--set gmm.tol=small: gmm.tol: expected a number"}},
-		{"set unknown key", "model: gmm\ndata: {path: x}\n", []string{"gmm.k=3"}, []string{"--set gmm.k=3: gmm: unknown key \"k\""}},
-		{"set without =", "model: gmm\ndata: {path: x}\n", []string{"gmm.k"}, []string{"want key=value"}},
-	}
-	for _, c := range cases {
-		_, err := LoadConfig(writeConfig(t, c.body), c.sets)
-		if err == nil {
-			t.Errorf("%s: no error", c.name)
-			continue
-		}
-		for _, w := range c.want {
-			if !strings.Contains(err.Error(), w) {
-				t.Errorf("%s: error %q does not contain %q", c.name, err, w)
-			}
-		}
-	}
-}
-
-func TestConfigDefaultsAndOverrides(t *testing.T) {
-	c, err := LoadConfig(writeConfig(t, "model: gmm\ndata: {path: d.txt}\n"), []string{"gmm.components=3", "seed=9", "data.names=[a, b]"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if c.GMM.Components != 3 || c.Seed != 9 || c.GMM.Init != "kmeans++" || c.GMM.MaxIter != 200 || c.Name != "cfg" || c.Data.name(1) != "b" {
-		t.Errorf("resolved %+v %+v", c, c.GMM)
-	}
-	// The shipped configs all load.
-	for _, f := range []string{"normal_height", "mvn_height_weight", "gmm_old_faithful"} {
-		if _, err := LoadConfig("../configs/"+f+".yaml", nil); err != nil {
-			t.Error(err)
-		}
-	}
-}
 
 // chdirRoot runs the test from the repository root, where configs name
 // their data files.
@@ -83,7 +24,7 @@ func chdirRoot(t *testing.T) {
 func TestTrainWritesARunFolder(t *testing.T) {
 	chdirRoot(t)
 	for _, name := range []string{"normal_height", "mvn_height_weight", "gmm_old_faithful"} {
-		c, err := LoadConfig("configs/"+name+".yaml", []string{"samples=300"})
+		c, err := models.LoadConfig("configs/"+name+".yaml", []string{"samples=300"})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -102,7 +43,7 @@ func TestTrainWritesARunFolder(t *testing.T) {
 			t.Errorf("%s: params for %q", name, p.Model)
 		}
 		// The resolved config reloads to the same model.
-		again, err := LoadConfig(r.Path("config.yaml"), nil)
+		again, err := models.LoadConfig(r.Path("config.yaml"), nil)
 		if err != nil || again.Model != c.Model || again.Samples != 300 {
 			t.Errorf("%s: resolved config: %v %+v", name, err, again)
 		}
@@ -156,7 +97,7 @@ func TestRunFoldersAreNeverOverwritten(t *testing.T) {
 	os.WriteFile("c.yaml", []byte("model: normal\ndata: {path: d.txt}\nsamples: 10\n"), 0o644)
 	var dirs []string
 	for range 3 {
-		c, err := LoadConfig("c.yaml", nil)
+		c, err := models.LoadConfig("c.yaml", nil)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -169,7 +110,7 @@ func TestRunFoldersAreNeverOverwritten(t *testing.T) {
 	if want := []string{"runs/c", "runs/c-2", "runs/c-3"}; strings.Join(dirs, " ") != strings.Join(want, " ") {
 		t.Errorf("run folders %v, want %v", dirs, want)
 	}
-	c, _ := LoadConfig("c.yaml", nil)
+	c, _ := models.LoadConfig("c.yaml", nil)
 	if _, err := Train(c, Options{Out: "runs/c"}); err == nil || !strings.Contains(err.Error(), "already holds a run") {
 		t.Errorf("explicit existing folder: %v", err)
 	}
@@ -178,7 +119,7 @@ func TestRunFoldersAreNeverOverwritten(t *testing.T) {
 	}
 	// Bad data is an error naming the file and line.
 	os.WriteFile("d.txt", []byte("1\nabc\n"), 0o644)
-	c, _ = LoadConfig("c.yaml", nil)
+	c, _ = models.LoadConfig("c.yaml", nil)
 	if _, err := Train(c, Options{}); err == nil || !strings.Contains(err.Error(), "d.txt:2") {
 		t.Errorf("bad data: %v", err)
 	}

@@ -10,6 +10,7 @@ package main
 import (
 	"encoding/json"
 	"fmt"
+	"math"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -19,10 +20,12 @@ import (
 	"github.com/spf13/pflag"
 
 	"kakusan/cmd/internal/cli"
+	"kakusan/diffusion"
 	"kakusan/eval"
+	"kakusan/internal/atomic"
+	"kakusan/models"
 	"kakusan/sample"
 	"kakusan/torch"
-	"kakusan/train"
 )
 
 type result struct {
@@ -35,113 +38,152 @@ type result struct {
 	Reports       []*eval.Report `json:"reports"`
 }
 
+// options are the command line.
+type options struct {
+	judge, samples, checkpoint, device, out string
+	n, batch                                int
+	seed                                    uint64
+	gammas                                  []float64
+	sampling                                diffusion.Sampling
+}
+
 func main() {
-	fs := pflag.NewFlagSet("eval", pflag.ContinueOnError)
-	judgePath := fs.String("judge", "", "classifier checkpoint `file` or run folder (required)")
-	samples := fs.String("samples", "", "a bin/sample output `folder` (with manifest.jsonl)")
-	checkpoint := fs.String("checkpoint", "", "a model checkpoint to sample from instead")
-	n := fs.Int("n", 10000, "with --checkpoint: images to generate")
-	guidance := fs.String("guidance", "3", "with --checkpoint: guidance values, comma-separated (a sweep)")
-	sampler := fs.String("sampler", "ddim", "with --checkpoint: ddim or ddpm")
-	steps := fs.Int("steps", 50, "with --checkpoint: DDIM steps")
-	eta := fs.Float64("eta", 0, "with --checkpoint: DDIM η")
-	batch := fs.Int("batch", 0, "with --checkpoint: images per forward pass (default 500 on CUDA, 100 on the CPU)")
-	seed := fs.Uint64("seed", 1, "with --checkpoint: random seed")
-	device := fs.String("device", "auto", "cpu, cuda, cuda:N or auto")
-	out := fs.StringP("out", "o", "", "eval.json `path` (default: in the samples folder, else ./eval.json)")
-	if err := cli.Parse(fs, os.Args[1:]); err != nil {
-		if err == pflag.ErrHelp {
-			return
-		}
-		cli.Fatal("eval", err)
+	o, err := parse(os.Args[1:])
+	if err == pflag.ErrHelp {
+		return
 	}
-	if *judgePath == "" || (*samples == "") == (*checkpoint == "") {
-		fmt.Fprintf(os.Stderr, "usage: eval --judge CLASSIFIER (--samples DIR | --checkpoint CKPT [--n N --guidance 1,2,3,5])\n\n%s", fs.FlagUsages())
-		os.Exit(2)
-	}
-	var gammas []float64
-	for _, g := range strings.Split(*guidance, ",") {
-		v, err := strconv.ParseFloat(strings.TrimSpace(g), 64)
-		if err != nil || v < 0 || v > 50 {
-			cli.Fatal("eval", fmt.Errorf("--guidance %q: want numbers between 0 and 50, comma-separated", *guidance))
-		}
-		gammas = append(gammas, v)
-	}
-	if *n < 10 || *batch < 0 {
-		cli.Fatal("eval", fmt.Errorf("--n must be at least 10 and --batch at least 1"))
-	}
-	path := *out
-	if path == "" {
-		path = "eval.json"
-		if *samples != "" {
-			path = filepath.Join(*samples, "eval.json")
-		}
-	}
-	err := torch.Do(func() error {
-		dev, err := torch.ParseDevice(*device)
-		if err != nil {
-			return fmt.Errorf("--device: %w", err)
-		}
-		if *batch == 0 {
-			*batch = sample.DefaultBatch(dev)
-		}
-		judge, err := eval.LoadJudge(*judgePath, dev)
-		if err != nil {
-			return err
-		}
-		defer judge.Free()
-		t0 := time.Now()
-		ref, err := judge.NewReference()
-		if err != nil {
-			return err
-		}
-		fmt.Fprintf(os.Stderr, "eval: judge %s: %.2f%% on the test images; real-data floor FID %.3f (%.1f s)\n", judge.Path, 100*ref.Accuracy, ref.Floor, time.Since(t0).Seconds())
-		res := result{Protocol: eval.Protocol, Judge: judge.Path, JudgeAccuracy: ref.Accuracy, FloorFID: ref.Floor}
-		if *samples != "" {
-			res.Source = *samples
-			imgs, labels, err := eval.LoadSamples(*samples)
-			if err != nil {
-				return err
-			}
-			r, err := judge.Evaluate(ref, imgs, labels)
-			if err != nil {
-				return err
-			}
-			res.Reports = append(res.Reports, r)
-		} else {
-			res.Source = *checkpoint
-			res.Sampler = map[string]any{"sampler": *sampler, "steps": *steps, "eta": *eta, "seed": *seed, "n": *n}
-			m, _, _, err := train.LoadModel(*checkpoint, dev, true)
-			if err != nil {
-				return err
-			}
-			defer m.Module().Free()
-			for _, g := range gammas {
-				t1 := time.Now()
-				progress := func(done int) {
-					fmt.Fprintf(os.Stderr, "eval: guidance %g: %d/%d images, %.1f images/s\n", g, done, *n, float64(done)/time.Since(t1).Seconds())
-				}
-				imgs, labels, err := eval.Generate(m, *n, train.SampleJob{Seed: *seed, Sampler: *sampler, Steps: *steps, Eta: *eta, Guidance: g}, *batch, progress)
-				if err != nil {
-					return err
-				}
-				r, err := judge.Evaluate(ref, imgs, labels)
-				if err != nil {
-					return err
-				}
-				r.Guidance = &g
-				res.Reports = append(res.Reports, r)
-				fmt.Fprintf(os.Stderr, "eval: guidance %g: %d images in %.1f s\n", g, *n, time.Since(t1).Seconds())
-			}
-		}
-		printTable(res)
-		b, _ := json.MarshalIndent(res, "", "  ")
-		return train.WriteFileAtomic(path, append(b, '\n'))
-	})
 	if err != nil {
 		cli.Fatal("eval", err)
 	}
-	fmt.Fprintf(os.Stderr, "eval: wrote %s\n", path)
+	if err := torch.Do(func() error { return run(o) }); err != nil {
+		cli.Fatal("eval", err)
+	}
+	fmt.Fprintf(os.Stderr, "eval: wrote %s\n", o.out)
+}
+
+func parse(args []string) (*options, error) {
+	fs := pflag.NewFlagSet("eval", pflag.ContinueOnError)
+	o := &options{}
+	fs.StringVar(&o.judge, "judge", "", "classifier checkpoint `file` or run folder (required)")
+	fs.StringVar(&o.samples, "samples", "", "a bin/sample output `folder` (with manifest.jsonl)")
+	fs.StringVar(&o.checkpoint, "checkpoint", "", "a model checkpoint to sample from instead")
+	fs.IntVar(&o.n, "n", 10000, "with --checkpoint: images to generate")
+	guidance := fs.String("guidance", "3", "with --checkpoint: guidance values, comma-separated (a sweep)")
+	fs.StringVar(&o.sampling.Sampler, "sampler", "ddim", "with --checkpoint: "+strings.Join(diffusion.Samplers(), " or "))
+	fs.IntVar(&o.sampling.Steps, "steps", 50, "with --checkpoint: sampler steps")
+	fs.Float64Var(&o.sampling.Eta, "eta", 0, "with --checkpoint: DDIM η")
+	fs.StringVar(&o.sampling.Spacing, "spacing", "leading", "with --checkpoint: timestep spacing: leading, trailing or linspace")
+	fs.IntVar(&o.batch, "batch", 0, "with --checkpoint: images per forward pass (default 500 on CUDA, 100 on the CPU)")
+	fs.Uint64Var(&o.seed, "seed", 1, "with --checkpoint: random seed")
+	fs.StringVar(&o.device, "device", "auto", "cpu, cuda, cuda:N or auto")
+	fs.StringVarP(&o.out, "out", "o", "", "eval.json `path` (default: in the samples folder, else ./eval.json)")
+	if err := cli.Parse(fs, args); err != nil {
+		return nil, err
+	}
+	if o.judge == "" || (o.samples == "") == (o.checkpoint == "") {
+		return nil, fmt.Errorf("usage: eval --judge CLASSIFIER (--samples DIR | --checkpoint CKPT [--n N --guidance 1,2,3,5])\n\n%s", fs.FlagUsages())
+	}
+	for _, g := range strings.Split(*guidance, ",") {
+		v, err := strconv.ParseFloat(strings.TrimSpace(g), 64)
+		if err != nil || !(v >= 0 && v <= 50) {
+			return nil, fmt.Errorf("--guidance %q: want numbers between 0 and 50, comma-separated", *guidance)
+		}
+		o.gammas = append(o.gammas, v)
+	}
+	if o.n < 10 || o.n > sample.MaxImages || o.batch < 0 || math.IsNaN(o.sampling.Eta) {
+		return nil, fmt.Errorf("--n must be between 10 and %d, --batch at least 1 and --eta a number", sample.MaxImages)
+	}
+	if o.out == "" {
+		o.out = "eval.json"
+		if o.samples != "" {
+			o.out = filepath.Join(o.samples, "eval.json")
+		}
+	}
+	return o, nil
+}
+
+// run loads the judge and its reference, measures the samples or the
+// checkpoint's, prints the table and writes eval.json.
+func run(o *options) error {
+	dev, err := torch.ParseDevice(o.device)
+	if err != nil {
+		return fmt.Errorf("--device: %w", err)
+	}
+	if o.batch == 0 {
+		o.batch = sample.DefaultBatch(dev)
+	}
+	judge, err := eval.LoadJudge(o.judge, dev)
+	if err != nil {
+		return err
+	}
+	defer judge.Free()
+	t0 := time.Now()
+	ref, err := judge.NewReference()
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(os.Stderr, "eval: judge %s: %.2f%% on the test images; real-data floor FID %.3f (%.1f s)\n", judge.Path, 100*ref.Accuracy, ref.Floor, time.Since(t0).Seconds())
+	res := result{Protocol: judge.Protocol(), Judge: judge.Path, JudgeAccuracy: ref.Accuracy, FloorFID: ref.Floor}
+	if o.samples != "" {
+		err = evalFolder(o, judge, ref, &res)
+	} else {
+		err = evalCheckpoint(o, judge, ref, &res, dev)
+	}
+	if err != nil {
+		return err
+	}
+	printTable(res)
+	b, _ := json.MarshalIndent(res, "", "  ")
+	return atomic.WriteFile(o.out, append(b, '\n'))
+}
+
+func evalFolder(o *options, judge *eval.Judge, ref *eval.Reference, res *result) error {
+	res.Source = o.samples
+	imgs, labels, err := eval.LoadSamples(o.samples, judge.Geometry)
+	if err != nil {
+		return err
+	}
+	r, err := judge.Evaluate(ref, imgs, labels)
+	if err != nil {
+		return err
+	}
+	res.Reports = append(res.Reports, r)
+	return nil
+}
+
+// evalCheckpoint samples the checkpoint at each guidance value with a
+// sampling job and measures the images.
+func evalCheckpoint(o *options, judge *eval.Judge, ref *eval.Reference, res *result, dev torch.Device) error {
+	res.Source = o.checkpoint
+	s := o.sampling
+	res.Sampler = map[string]any{"sampler": s.Sampler, "steps": s.Steps, "eta": s.Eta, "spacing": s.Spacing, "seed": o.seed, "n": o.n}
+	m, ck, err := models.Load(o.checkpoint, dev, true)
+	if err != nil {
+		return err
+	}
+	defer models.Free(m)
+	if g, j := ck.Geometry, judge.Geometry; g.C != j.C || g.H != j.H || g.W != j.W {
+		return fmt.Errorf("%s makes %dx%dx%d images; the judge %s takes %dx%dx%d", ck.Path, g.C, g.H, g.W, judge.Path, j.C, j.H, j.W)
+	}
+	for _, g := range o.gammas {
+		t1 := time.Now()
+		progress := func(done, total int) {
+			fmt.Fprintf(os.Stderr, "eval: guidance %g: %d/%d images, %.1f images/s\n", g, done, total, float64(done)/time.Since(t1).Seconds())
+		}
+		s.Guidance = g
+		imgs, labels, err := eval.Sample(m, ck.Geometry, o.n, o.seed, s, o.batch, progress)
+		if err != nil {
+			return err
+		}
+		r, err := judge.Evaluate(ref, imgs, labels)
+		if err != nil {
+			return err
+		}
+		r.Guidance = &g
+		res.Reports = append(res.Reports, r)
+		fmt.Fprintf(os.Stderr, "eval: guidance %g: %d images in %.1f s\n", g, o.n, time.Since(t1).Seconds())
+	}
+	return nil
 }
 
 func printTable(r result) {

@@ -4,19 +4,23 @@ import (
 	"bufio"
 	"bytes"
 	"encoding/json"
+	"math"
 	"os"
 	"path/filepath"
 	"reflect"
 	"strings"
 	"testing"
 
+	"kakusan/diffusion"
+	"kakusan/models"
+	"kakusan/sample"
 	"kakusan/train"
 )
 
 // tinyCheckpoint trains a width-4 conditional diffusion model for 2 steps.
 func tinyCheckpoint(t *testing.T) string {
 	t.Helper()
-	c, err := train.LoadConfig("../../configs/mnist_cond.yaml", []string{"data.subset=256", "data.test_subset=64", "device=cpu",
+	c, err := models.LoadConfig("../../configs/mnist_cond.yaml", []string{"data.subset=256", "data.test_subset=64", "device=cpu",
 		"unet.width=4", "train.batch_size=32", "train.max_steps=2", "samples=10", "diffusion.sample_steps=2"})
 	if err != nil {
 		t.Fatal(err)
@@ -28,9 +32,9 @@ func tinyCheckpoint(t *testing.T) string {
 	return r.Dir
 }
 
-func job(ck, out string, shard, of int) (neuralJob, diffusionJob) {
-	j := neuralJob{checkpoint: ck, out: out, device: "cpu", n: 10, batch: 3, seed: 11}
-	return j, diffusionJob{labels: "2,4-5", sampler: "ddim", steps: 3, guidance: 2, guidanceSet: true, shard: shard, of: of}
+func job(ck, out string, shard, of int) neuralJob {
+	return neuralJob{checkpoint: ck, out: out, device: "cpu", n: 10, batch: 3, seed: 11, labels: "2,4-5",
+		sampling: diffusion.Sampling{Sampler: "ddim", Steps: 3, Guidance: 2}, set: []string{"sampler", "steps", "guidance", "eta"}, shard: shard, of: of}
 }
 
 func files(t *testing.T, dir string) map[string][]byte {
@@ -128,30 +132,44 @@ func keys(m map[string][]byte) []string {
 func TestSamplingJobErrors(t *testing.T) {
 	ck := tinyCheckpoint(t)
 	cases := []struct {
-		edit func(*neuralJob, *diffusionJob)
+		edit func(*neuralJob)
 		want string
 	}{
-		{func(j *neuralJob, d *diffusionJob) { d.labels = "3,12" }, "label 12 out of range: the model has classes 0-9"},
-		{func(j *neuralJob, d *diffusionJob) { d.labels = "x" }, `"x" is not a label`},
-		{func(j *neuralJob, d *diffusionJob) { d.guidance = -2 }, "--guidance must be between 0 and 50"},
-		{func(j *neuralJob, d *diffusionJob) { d.steps = 5000 }, "--steps must be between 1 and 1000"},
-		{func(j *neuralJob, d *diffusionJob) { d.sampler = "euler" }, "--sampler must be ddim or ddpm"},
-		{func(j *neuralJob, d *diffusionJob) { d.eta = 1.5 }, "--eta must be between 0 and 1"},
-		{func(j *neuralJob, d *diffusionJob) { j.checkpoint = filepath.Join(t.TempDir(), "none") }, "no such file"},
+		{func(j *neuralJob) { j.labels = "3,12" }, "label 12 out of range: the model has classes 0-9"},
+		{func(j *neuralJob) { j.labels = "x" }, `"x" is not a label`},
+		{func(j *neuralJob) { j.sampling.Guidance = -2 }, "guidance: must be in [0, 50], got -2"},
+		{func(j *neuralJob) { j.sampling.Guidance = math.NaN() }, "guidance: must be in [0, 50], got NaN"},
+		{func(j *neuralJob) { j.sampling.Steps = 5000 }, "steps must be between 1 and 1000"},
+		{func(j *neuralJob) { j.sampling.Sampler = "euler" }, `unknown sampler "euler" (known: ddim, ddpm)`},
+		{func(j *neuralJob) { j.sampling.Eta = 1.5 }, "eta"},
+		{func(j *neuralJob) { j.sampling.Eta = math.NaN() }, "eta"},
+		{func(j *neuralJob) { j.n = 0 }, "--n must be between 1"},
+		{func(j *neuralJob) { j.batch = -1 }, "--batch must be between 1"},
+		{func(j *neuralJob) { j.checkpoint = filepath.Join(t.TempDir(), "none") }, "no such file"},
 	}
 	for _, c := range cases {
-		j, d := job(ck, t.TempDir(), 0, 1)
-		c.edit(&j, &d)
-		if err := runNeural(j, d); err == nil || !strings.Contains(err.Error(), c.want) {
+		j := job(ck, t.TempDir(), 0, 1)
+		c.edit(&j)
+		if err := runNeural(j); err == nil || !strings.Contains(err.Error(), c.want) {
 			t.Errorf("want %q, got %v", c.want, err)
 		}
+	}
+	// A folder holds one job: the same folder with other parameters is refused.
+	dir := t.TempDir()
+	if err := runNeural(job(ck, dir, 0, 1)); err != nil {
+		t.Fatal(err)
+	}
+	other := job(ck, dir, 0, 1)
+	other.sampling.Guidance = 5
+	if err := runNeural(other); err == nil || !strings.Contains(err.Error(), "holds the images of another job") {
+		t.Errorf("a restart with another guidance: %v", err)
 	}
 	for _, s := range []string{"3/3", "1", "-1/2", "a/b"} {
 		if _, _, err := parseShard(s); err == nil {
 			t.Errorf("--shard %s accepted", s)
 		}
 	}
-	if labels, err := parseLabels("random", 200, 10, 1); err != nil || len(labels) != 200 {
+	if labels, err := sample.ParseLabels("random", 200, 10, 1); err != nil || len(labels) != 200 {
 		t.Errorf("random labels: %v", err)
 	} else {
 		seen := map[int64]bool{}

@@ -34,6 +34,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"kakusan/cmd/internal/cli"
+	"kakusan/diffusion"
 	"kakusan/models/gaussian"
 )
 
@@ -44,74 +45,84 @@ func main() {
 	n := fs.IntP("n", "n", 1000, "number of samples")
 	seed := fs.Uint64("seed", 1, "random seed")
 	out := fs.StringP("out", "o", "", "output: a CSV `file` for classical models (default stdout), a folder for neural ones (default samples)")
-	checkpoint := fs.String("checkpoint", "", "neural model checkpoint `file` or run folder")
-	device := fs.String("device", "auto", "neural models: cpu, cuda, cuda:N or auto")
-	batch := fs.Int("batch", 0, "neural models: images per forward pass (default 500 on CUDA, 100 on the CPU; shards of one job must use the same)")
-	labels := fs.String("labels", "0-9", "diffusion: labels, cycled over the images: `0-9`, 3,7 or random")
-	guidance := fs.Float64("guidance", 3, "diffusion: classifier-free guidance γ (1 = none; default: the config's)")
-	sampler := fs.String("sampler", "ddim", "diffusion: ddim or ddpm")
-	steps := fs.Int("steps", 50, "diffusion: DDIM steps")
-	eta := fs.Float64("eta", 0, "diffusion: DDIM η (0 = deterministic)")
-	shard := fs.String("shard", "0/1", "diffusion: this machine's part of the job, `i/n`")
-	noEMA := fs.Bool("no-ema", false, "sample with the trained weights even when the checkpoint has a moving average")
+	var j neuralJob
+	fs.StringVar(&j.checkpoint, "checkpoint", "", "neural model checkpoint `file` or run folder")
+	fs.StringVar(&j.device, "device", "auto", "neural models: cpu, cuda, cuda:N or auto")
+	fs.IntVar(&j.batch, "batch", 0, "neural models: images per forward pass (default 500 on CUDA, 100 on the CPU; shards of one job must use the same)")
+	fs.StringVar(&j.labels, "labels", "all", "conditional models: labels, cycled over the images: all (every class), `0-9`, 3,7 or random")
+	fs.Float64Var(&j.sampling.Guidance, "guidance", 0, "diffusion: classifier-free guidance γ, 1 = none (default: the checkpoint config's, 3 in the shipped ones)")
+	fs.StringVar(&j.sampling.Sampler, "sampler", "", "diffusion: "+strings.Join(diffusion.Samplers(), " or ")+" (default: the checkpoint config's)")
+	fs.IntVar(&j.sampling.Steps, "steps", 0, "diffusion: sampler steps, for ddim (default: the checkpoint config's sample_steps)")
+	fs.Float64Var(&j.sampling.Eta, "eta", 0, "diffusion: DDIM η, 0 = deterministic (default: the checkpoint config's)")
+	fs.StringVar(&j.sampling.Spacing, "spacing", "", "diffusion: timestep spacing: leading, trailing or linspace (default: the checkpoint config's)")
+	shard := fs.String("shard", "0/1", "this machine's part of the job, `i/n`")
+	fs.BoolVar(&j.noEMA, "no-ema", false, "sample with the trained weights even when the checkpoint has a moving average")
 	if err := cli.Parse(fs, os.Args[1:]); err != nil {
 		if err == pflag.ErrHelp {
 			return
 		}
 		cli.Fatal("sample", err)
 	}
-	if *n < 1 {
-		cli.Fatal("sample", fmt.Errorf("--n must be at least 1, got %d", *n))
-	}
-	if *checkpoint != "" {
-		if *out == "" {
-			*out = "samples"
+	if j.checkpoint != "" {
+		j.out, j.n, j.seed = *out, *n, *seed
+		if j.out == "" {
+			j.out = "samples"
 		}
-		j := neuralJob{checkpoint: *checkpoint, out: *out, device: *device, n: *n, batch: *batch, seed: *seed}
-		d := diffusionJob{labels: *labels, sampler: *sampler, steps: *steps, eta: *eta, guidance: *guidance,
-			noEMA: *noEMA, guidanceSet: fs.Changed("guidance")}
-		var err error
-		if d.shard, d.of, err = parseShard(*shard); err == nil {
-			if err = j.check(); err == nil {
-				err = runNeural(j, d)
+		for _, name := range []string{"guidance", "sampler", "steps", "eta", "spacing"} {
+			if fs.Changed(name) {
+				j.set = append(j.set, name)
 			}
+		}
+		var err error
+		if j.shard, j.of, err = parseShard(*shard); err == nil {
+			err = runNeural(j)
 		}
 		if err != nil {
 			cli.Fatal("sample", err)
 		}
 		return
 	}
-	path := *params
+	if err := classical(*run, *params, *out, *n, *seed); err != nil {
+		cli.Fatal("sample", err)
+	}
+}
+
+// classical writes n samples of a classical model's params.json as CSV.
+func classical(run, params, out string, n int, seed uint64) error {
+	if n < 1 || n > 100_000_000 {
+		return fmt.Errorf("--n must be between 1 and 100000000, got %d", n)
+	}
+	path := params
 	if path == "" {
-		if *run == "" {
-			cli.Fatal("sample", fmt.Errorf("give --checkpoint (neural models), or --run FOLDER or --params FILE (classical ones)"))
+		if run == "" {
+			return fmt.Errorf("give --checkpoint (neural models), or --run FOLDER or --params FILE (classical ones)")
 		}
-		path = filepath.Join(*run, "params.json")
+		path = filepath.Join(run, "params.json")
 	}
 	p, err := gaussian.LoadParams(path)
 	if err != nil {
-		cli.Fatal("sample", err)
+		return err
 	}
 	w := io.Writer(os.Stdout)
 	var f *os.File
-	if *out != "" && *out != "-" {
-		if f, err = os.Create(*out); err != nil {
-			cli.Fatal("sample", err)
+	if out != "" && out != "-" {
+		if f, err = os.Create(out); err != nil {
+			return err
 		}
+		defer f.Close()
 		w = f
 	}
 	bw := bufio.NewWriter(w)
-	if err := writeCSV(bw, p, *n, *seed); err != nil {
-		cli.Fatal("sample", err)
+	if err := writeCSV(bw, p, n, seed); err != nil {
+		return err
 	}
 	if err := bw.Flush(); err != nil {
-		cli.Fatal("sample", err)
+		return err
 	}
 	if f != nil {
-		if err := f.Close(); err != nil {
-			cli.Fatal("sample", err)
-		}
+		return f.Close()
 	}
+	return nil
 }
 
 // parseShard reads "i/n" with 0 <= i < n.

@@ -1,35 +1,36 @@
 package main
 
 import (
-	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
+	"time"
+
+	"github.com/schollz/progressbar/v3"
+	"golang.org/x/term"
 
 	"kakusan/datasets"
-	"kakusan/models/vae"
+	"kakusan/diffusion"
+	"kakusan/models"
 	"kakusan/sample"
 	"kakusan/torch"
-	"kakusan/train"
 )
 
+// neuralJob is the command line of a sampling job from a checkpoint.
 type neuralJob struct {
-	checkpoint, out, device string
-	n, batch                int
-	seed                    uint64
+	checkpoint, out, device, labels string
+	n, batch, shard, of             int
+	seed                            uint64
+	sampling                        diffusion.Sampling
+	set                             []string // the sampling flags given; the others take the checkpoint config's values
+	noEMA                           bool
 }
 
-func (j neuralJob) check() error {
-	if j.batch < 0 {
-		return fmt.Errorf("--batch must be at least 1, got %d", j.batch)
-	}
-	return nil
-}
-
-// runNeural loads a checkpoint and writes n generated images as PNGs, an
-// 8×8 grid, a manifest, and for the VAEs reconstructions of test images
-// and (VAE) a latent interpolation strip.
-func runNeural(j neuralJob, d diffusionJob) error {
+// runNeural loads a checkpoint and runs a sampling job into j.out: one PNG
+// per image, job.json, the manifest and grid.png, and for the VAEs
+// reconstructions of test images and (VAE) a latent interpolation strip.
+func runNeural(j neuralJob) error {
 	return torch.Do(func() error {
 		dev, err := torch.ParseDevice(j.device)
 		if err != nil {
@@ -38,94 +39,128 @@ func runNeural(j neuralJob, d diffusionJob) error {
 		if j.batch == 0 {
 			j.batch = sample.DefaultBatch(dev)
 		}
-		m, cfg, ck, err := train.LoadModel(j.checkpoint, dev, !d.noEMA)
+		m, ck, err := models.Load(j.checkpoint, dev, !j.noEMA)
 		if err != nil {
 			return err
 		}
-		defer m.Module().Free()
-		if dm, ok := m.(*train.DiffusionModel); ok {
-			d.neuralJob = j
-			return runDiffusion(d, dm, ck, cfg)
-		}
-		gen, ok := m.(train.Sampler)
-		if !ok {
-			return fmt.Errorf("%s: a %q checkpoint does not generate images", ck.Path, cfg.Model)
-		}
-		if err := os.MkdirAll(j.out, 0o755); err != nil {
-			return err
-		}
-		manifest, err := os.Create(filepath.Join(j.out, "manifest.jsonl"))
+		defer models.Free(m)
+		s := j.samplingFor(ck.Config)
+		gen, err := models.NewGenerator(m, s)
 		if err != nil {
-			return err
+			return fmt.Errorf("%s: %w", ck.Path, err)
 		}
-		defer manifest.Close()
-		torch.ManualSeed(j.seed)
-		var first *sample.Images
-		torch.NoGrad(func() {
-			for done := 0; done < j.n && err == nil; done += j.batch {
-				torch.Scoped(func() {
-					imgs := sample.FromTensor(gen.Sample(int64(min(j.batch, j.n-done))))
-					if first == nil {
-						first = imgs
-					}
-					for i := range imgs.N {
-						name := fmt.Sprintf("%06d.png", done+i)
-						if err = sample.SavePNG(filepath.Join(j.out, name), imgs.Gray(i)); err != nil {
-							return
-						}
-						rec, _ := json.Marshal(map[string]any{"file": name, "index": done + i, "seed": j.seed, "model": cfg.Model, "checkpoint": ck.Path})
-						manifest.Write(append(rec, '\n'))
-					}
-				})
+		job := &sample.Job{N: j.n, Batch: j.batch, Seed: j.seed, Shard: j.shard, Of: j.of}
+		if models.Conditional(m) {
+			if job.Labels, err = sample.ParseLabels(j.labels, j.n, ck.Geometry.Classes, j.seed); err != nil {
+				return err
 			}
-		})
-		if err != nil {
+		}
+		if err := job.Check(); err != nil {
 			return err
 		}
-		first.N = min(first.N, 64)
-		if err := sample.SavePNG(filepath.Join(j.out, "grid.png"), first.Grid(8, 2)); err != nil {
+		g := ck.Geometry
+		meta := map[string]any{"model": ck.Config.Model, "checkpoint": ck.Path, "ema": ck.HasEMA() && !j.noEMA}
+		if _, ok := m.(*diffusion.Model); ok {
+			steps := s.Steps
+			if s.Sampler == "ddpm" {
+				steps = m.(*diffusion.Model).Sched.T
+			}
+			meta["sampler"], meta["steps"], meta["eta"], meta["spacing"], meta["guidance"] = s.Sampler, steps, s.Eta, s.Spacing, s.Guidance
+		}
+		out := &sample.Folder{Dir: j.out, Job: job, C: g.C, H: g.H, W: g.W, Meta: meta, Names: g.ClassNames}
+		if err := out.Open(); err != nil {
 			return err
 		}
-		return vaeExtras(cfg, m, dev, j.out)
+		if err := runJob(job, gen, out); err != nil {
+			return err
+		}
+		return vaeExtras(ck.Config, m, dev, j.out)
 	})
+}
+
+// samplingFor is the sampling the flags ask for, the checkpoint config's
+// where a flag was not given.
+func (j neuralJob) samplingFor(c *models.Config) diffusion.Sampling {
+	s, def := j.sampling, models.GridSampling(c)
+	for name, use := range map[string]func(){
+		"guidance": func() { s.Guidance = def.Guidance }, "sampler": func() { s.Sampler = def.Sampler },
+		"steps": func() { s.Steps = def.Steps }, "eta": func() { s.Eta = def.Eta }, "spacing": func() { s.Spacing = def.Spacing },
+	} {
+		if !slices.Contains(j.set, name) && def.Sampler != "" {
+			use()
+		}
+	}
+	return s
+}
+
+// runJob runs the job with a progress bar on a terminal (plain lines
+// otherwise) and writes the manifest and the grid.
+func runJob(job *sample.Job, gen sample.Generator, out *sample.Folder) error {
+	var bar *progressbar.ProgressBar
+	began := time.Now()
+	job.Progress = func(done, todo int) {
+		if bar == nil && term.IsTerminal(int(os.Stderr.Fd())) {
+			bar = progressbar.NewOptions(todo, progressbar.OptionSetWriter(os.Stderr), progressbar.OptionShowCount(),
+				progressbar.OptionShowIts(), progressbar.OptionSetItsString("img"), progressbar.OptionSetDescription("sampling"))
+		}
+		if bar != nil {
+			bar.Set(done)
+		} else {
+			fmt.Fprintf(os.Stderr, "sample: %d/%d images, %.1f images/s\n", done, todo, float64(done)/time.Since(began).Seconds())
+		}
+	}
+	made, err := job.Run(gen, out)
+	if err != nil {
+		return err
+	}
+	if bar != nil {
+		bar.Finish()
+	}
+	if mine := len(job.Batches()); made == 0 && mine > 0 {
+		fmt.Fprintf(os.Stderr, "sample: every image of this job is already in %s\n", out.Dir)
+	} else if made > 0 {
+		fmt.Fprintf(os.Stderr, "sample: %d images in %.1f s (%.1f images/s) into %s\n", made, time.Since(began).Seconds(), float64(made)/time.Since(began).Seconds(), out.Dir)
+	}
+	return out.Finish()
 }
 
 // vaeExtras writes reconstructions.png (test images on odd rows, their
 // reconstructions below) and, for the VAE, interpolation.png.
-func vaeExtras(cfg *train.Config, m train.Model, dev torch.Device, out string) error {
-	dir, err := datasets.DatasetDir(cfg.Data.Dataset, cfg.Data.Dir)
-	if err != nil {
-		return nil // no data here: skip the extras rather than fail the job
-	}
-	test, err := datasets.LoadImages(dir, "test")
-	if err != nil {
-		return err
-	}
-	b := (&datasets.Loader{Set: test.Subset(32), Batch: 32}).All()[0]
-	x := torch.FromSlice(b.Pixels, []int64{int64(b.N), 28 * 28}).To(dev)
-	var rec, line *torch.Tensor
-	torch.NoGrad(func() {
-		switch v := m.(type) {
-		case interface{ VAEModel() *vae.VAE }:
-			rec = v.VAEModel().Reconstruct(x)
-			line = v.VAEModel().Interpolate(x.Narrow(0, 0, 1), x.Narrow(0, 1, 1), 10)
-		case interface{ HVAEModel() *vae.HVAE }:
-			rec = v.HVAEModel().Reconstruct(x)
-		}
-	})
-	if rec == nil {
+func vaeExtras(c *models.Config, m models.Model, dev torch.Device, out string) error {
+	r, ok := m.(models.Reconstructor)
+	if !ok {
 		return nil
 	}
+	test, err := datasets.Load(c.Data.Dataset, c.Data.Dir, c.Data.Size, "test")
+	if err != nil || test.N < 32 {
+		return nil // no data here: skip the extras rather than fail the job
+	}
+	b := (&datasets.Loader{Set: test.Subset(32), Batch: 32}).All()[0]
+	x := torch.FromSlice(b.Pixels, []int64{int64(b.N), int64(test.C), int64(test.H), int64(test.W)}).To(dev)
+	var rec, line *torch.Tensor
+	torch.NoGrad(func() {
+		rec = r.Reconstruct(x)
+		if v, ok := m.(interface {
+			Interpolate(a, b *torch.Tensor, steps int64) *torch.Tensor
+		}); ok {
+			line = v.Interpolate(x.Narrow(0, 0, 1), x.Narrow(0, 1, 1), 10)
+		}
+	})
 	// Rows of 8: originals, then their reconstructions.
 	var rows []*torch.Tensor
-	for r := int64(0); r < 4; r++ {
-		rows = append(rows, x.Narrow(0, 8*r, 8), rec.Narrow(0, 8*r, 8))
+	for i := int64(0); i < 4; i++ {
+		rows = append(rows, x.Narrow(0, 8*i, 8), rec.Narrow(0, 8*i, 8))
 	}
-	if err := sample.SavePNG(filepath.Join(out, "reconstructions.png"), sample.FromTensor(torch.Cat(rows, 0)).Grid(8, 2)); err != nil {
+	if err := savePNG(filepath.Join(out, "reconstructions.png"), torch.Cat(rows, 0), 8); err != nil || line == nil {
 		return err
 	}
-	if line != nil {
-		return sample.SavePNG(filepath.Join(out, "interpolation.png"), sample.FromTensor(line).Grid(10, 2))
+	return savePNG(filepath.Join(out, "interpolation.png"), line, 10)
+}
+
+func savePNG(path string, x *torch.Tensor, cols int) error {
+	imgs, err := sample.FromTensor(x)
+	if err != nil {
+		return err
 	}
-	return nil
+	return sample.SavePNG(path, imgs.Grid(cols, 2))
 }

@@ -16,6 +16,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"kakusan/cmd/internal/cli"
+	"kakusan/models"
 	"kakusan/train"
 )
 
@@ -51,7 +52,7 @@ func main() {
 	if *seed >= 0 {
 		sets = append(sets, fmt.Sprintf("seed=%d", *seed))
 	}
-	c, err := train.LoadConfig(*config, sets)
+	c, err := models.LoadConfig(*config, sets)
 	if err != nil {
 		cli.Fatal("train", err)
 	}

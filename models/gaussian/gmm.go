@@ -87,16 +87,52 @@ func logSumExp(v []float64) float64 {
 	return m + math.Log(s)
 }
 
-// EMConfig controls FitEM.
+// EMConfig controls FitEM; it is the `gmm:` section of a config.
 type EMConfig struct {
-	K        int
-	Init     string      // "kmeans++" (default) or "book"
-	Means    [][]float64 // initial means for "book": weights 1/K, identity covariances
-	Restarts int         // kmeans++ starts; the best final likelihood wins
-	Tol      float64     // stop when the average log-likelihood gains less
-	MaxIter  int
-	CovFloor float64 // smallest eigenvalue a covariance may have
-	Seed     uint64
+	K        int         `yaml:"components"`
+	Init     string      `yaml:"init"`                 // "kmeans++" (default) or "book"
+	Means    [][]float64 `yaml:"init_means,omitempty"` // initial means for "book": weights 1/K, identity covariances
+	Restarts int         `yaml:"restarts"`             // kmeans++ starts; the best final likelihood wins
+	Tol      float64     `yaml:"tol"`                  // stop when the average log-likelihood gains less
+	MaxIter  int         `yaml:"max_iter"`
+	CovFloor float64     `yaml:"cov_floor"` // smallest eigenvalue a covariance may have
+	Seed     uint64      `yaml:"-"`         // the run's seed
+}
+
+// DefaultEM is the gmm section's defaults.
+func DefaultEM() *EMConfig {
+	return &EMConfig{K: 2, Init: "kmeans++", Restarts: 5, Tol: 1e-6, MaxIter: 200, CovFloor: 1e-6}
+}
+
+// Validate bounds the section, a line "key: problem" for each fault.
+func (c *EMConfig) Validate() error {
+	var errs []error
+	bad := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
+	if c.K < 1 || c.K > 100 {
+		bad("components: must be between 1 and 100, got %d", c.K)
+	}
+	switch c.Init {
+	case "kmeans++":
+	case "book":
+		if len(c.Means) != c.K {
+			bad("init_means: init: book needs one mean per component (%d), got %d", c.K, len(c.Means))
+		}
+	default:
+		bad("init: unknown initialisation %q (want kmeans++ or book)", c.Init)
+	}
+	if c.Restarts < 1 || c.Restarts > 1000 {
+		bad("restarts: must be between 1 and 1000, got %d", c.Restarts)
+	}
+	if !(c.Tol > 0) || math.IsInf(c.Tol, 0) {
+		bad("tol: must be positive and finite, got %g", c.Tol)
+	}
+	if c.MaxIter < 1 || c.MaxIter > 1_000_000 {
+		bad("max_iter: must be between 1 and 1000000, got %d", c.MaxIter)
+	}
+	if !(c.CovFloor >= 0) || math.IsInf(c.CovFloor, 0) {
+		bad("cov_floor: must be finite and at least 0, got %g", c.CovFloor)
+	}
+	return errors.Join(errs...)
 }
 
 // EMResult is a fitted mixture with its history.

@@ -68,7 +68,7 @@ func (p *Params) check() error {
 	return nil
 }
 
-// Save writes p as indented JSON.
+// Marshal is p as indented JSON, as params.json holds it.
 func (p *Params) Marshal() []byte {
 	b, err := json.MarshalIndent(p, "", "  ")
 	if err != nil {

@@ -6,6 +6,7 @@
 package unet
 
 import (
+	"errors"
 	"fmt"
 	"math"
 
@@ -13,48 +14,66 @@ import (
 	"kakusan/torch"
 )
 
-// Config shapes the network. Reference() is the book's.
+// Config shapes the network; it is the `unet:` section of a diffusion
+// config. Channels and Classes come from the data, not the YAML.
+// Reference() is the book's network.
 type Config struct {
-	Channels  int64   // image channels (1 for MNIST)
-	Width     int64   // channels of the first level; each level doubles them
-	Levels    int64   // down blocks (and up blocks); 2 in the reference
-	EmbDim    int64   // time (and label) embedding size
-	Classes   int64   // label classes; 0 for an unconditional model
-	Norm      string  // "batch" (reference) or "group"
-	Groups    int64   // groups of GroupNorm
-	Act       string  // "relu" (reference) or "silu"
-	Dropout   float64 // after each block's first activation; 0 = none
-	Attention bool    // a self-attention block after the bottleneck
+	Channels  int64   `yaml:"-"`         // image channels: the data's
+	Width     int64   `yaml:"width"`     // channels of the first level; each level doubles them (reference 64)
+	Levels    int64   `yaml:"levels"`    // down blocks (and up blocks); 2 in the reference
+	EmbDim    int64   `yaml:"emb_dim"`   // time (and label) embedding size (reference 100)
+	Classes   int64   `yaml:"-"`         // label classes, the data's; 0 for an unconditional model
+	Norm      string  `yaml:"norm"`      // "batch" (reference) or "group"
+	Groups    int64   `yaml:"groups"`    // groups of GroupNorm
+	Act       string  `yaml:"act"`       // "relu" (reference) or "silu"
+	Dropout   float64 `yaml:"dropout"`   // after each block's first activation; 0 = none
+	Attention bool    `yaml:"attention"` // a self-attention block after the bottleneck
 }
 
-// Reference is the book's conditional U-Net.
+// Defaults is the reference network's section, before the data fills in
+// channels and classes.
+func Defaults() *Config {
+	return &Config{Width: 64, Levels: 2, EmbDim: 100, Norm: "batch", Groups: 8, Act: "relu"}
+}
+
+// Reference is the book's conditional U-Net for MNIST.
 func Reference() Config {
-	return Config{Channels: 1, Width: 64, Levels: 2, EmbDim: 100, Classes: 10, Norm: "batch", Groups: 8, Act: "relu"}
+	c := *Defaults()
+	c.Channels, c.Classes = 1, 10
+	return c
 }
 
-// Validate reports a config the network cannot be built from.
-func (c Config) Validate() error {
-	switch {
-	case c.Channels < 1:
-		return fmt.Errorf("channels must be at least 1, got %d", c.Channels)
-	case c.Width < 1 || c.Width > 4096:
-		return fmt.Errorf("width must be between 1 and 4096, got %d", c.Width)
-	case c.Levels < 1 || c.Levels > 4:
-		return fmt.Errorf("levels must be between 1 and 4, got %d", c.Levels)
-	case c.EmbDim < 2 || c.EmbDim%2 != 0:
-		return fmt.Errorf("emb_dim must be even and at least 2, got %d", c.EmbDim)
-	case c.Classes < 0:
-		return fmt.Errorf("classes must be at least 0, got %d", c.Classes)
-	case c.Norm != "batch" && c.Norm != "group":
-		return fmt.Errorf("norm must be batch or group, got %q", c.Norm)
-	case c.Norm == "group" && (c.Groups < 1 || c.Width%c.Groups != 0):
-		return fmt.Errorf("groups must divide width (%d), got %d", c.Width, c.Groups)
-	case c.Act != "relu" && c.Act != "silu":
-		return fmt.Errorf("act must be relu or silu, got %q", c.Act)
-	case c.Dropout < 0 || c.Dropout >= 1:
-		return fmt.Errorf("dropout must be in [0, 1), got %g", c.Dropout)
+// UsesBatchNorm reports whether the blocks normalise by batch statistics
+// (which a moving average of the weights cannot average).
+func (c *Config) UsesBatchNorm() bool { return c.Norm == "batch" }
+
+// Validate reports a section the network cannot be built from, a line
+// "key: problem" for each.
+func (c *Config) Validate() error {
+	var errs []error
+	bad := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
+	if c.Width < 1 || c.Width > 4096 {
+		bad("width: must be between 1 and 4096, got %d", c.Width)
 	}
-	return nil
+	if c.Levels < 1 || c.Levels > 4 {
+		bad("levels: must be between 1 and 4, got %d", c.Levels)
+	}
+	if c.EmbDim < 2 || c.EmbDim > 1<<14 || c.EmbDim%2 != 0 {
+		bad("emb_dim: must be even and between 2 and 16384, got %d", c.EmbDim)
+	}
+	if c.Norm != "batch" && c.Norm != "group" {
+		bad("norm: must be batch or group, got %q", c.Norm)
+	}
+	if c.Norm == "group" && (c.Groups < 1 || c.Width%c.Groups != 0) {
+		bad("groups: must divide width (%d), got %d", c.Width, c.Groups)
+	}
+	if c.Act != "relu" && c.Act != "silu" {
+		bad("act: must be relu or silu, got %q", c.Act)
+	}
+	if !(c.Dropout >= 0 && c.Dropout < 1) {
+		bad("dropout: must be in [0, 1), got %g", c.Dropout)
+	}
+	return errors.Join(errs...)
 }
 
 func (c Config) act(x *torch.Tensor) *torch.Tensor {
@@ -158,6 +177,9 @@ type UNet struct {
 func New(c Config, dev torch.Device) (*UNet, error) {
 	if err := c.Validate(); err != nil {
 		return nil, err
+	}
+	if c.Channels < 1 || c.Channels > 4 || c.Classes < 0 || c.Classes > 1<<16 {
+		return nil, fmt.Errorf("%d channels and %d classes: want 1-4 channels and 0-65536 classes", c.Channels, c.Classes)
 	}
 	m := nn.NewModule()
 	u := &UNet{Module: m, Cfg: c}

@@ -1,10 +1,13 @@
 // Package vae holds the variational autoencoder and its two-level
 // hierarchical variant (ladder steps 5 and 6), as MLPs over flattened
-// 28×28 images. Parameter names follow the equivalent PyTorch modules, so
+// images of any geometry. Parameter names follow the equivalent PyTorch modules, so
 // checkpoints load into them with strict matching.
 package vae
 
 import (
+	"errors"
+	"fmt"
+
 	"kakusan/models/nn"
 	"kakusan/torch"
 )
@@ -55,40 +58,68 @@ func reparameterize(mu, sigma, eps *torch.Tensor) *torch.Tensor {
 	return mu.Add(sigma.Mul(eps))
 }
 
-// gaussKL is Σ KL(N(mu, sigma²) || N(center, 1)) over every element:
-// ½ Σ (sigma² + (mu - center)² - 1 - log sigma²). center nil means 0.
+// Config sizes a (hierarchical) VAE: the `vae:` or `hvae:` section of a
+// config.
+type Config struct {
+	Hidden int `yaml:"hidden"`
+	Latent int `yaml:"latent"`
+	// KLWeight multiplies Σ (σ² + (μ - c)² - 1 - log σ²) in the loss: 1 is
+	// the book's loss (step07/step08: L1 + L2 (+ L3)); 0.5 makes that term
+	// the KL divergence itself, the textbook negative ELBO.
+	KLWeight float64 `yaml:"kl_weight"`
+}
+
+// Validate bounds the section, a line "key: problem" for each fault.
+func (c *Config) Validate() error {
+	var errs []error
+	if c.Hidden < 1 || c.Hidden > 1<<16 {
+		errs = append(errs, fmt.Errorf("hidden: must be between 1 and 65536, got %d", c.Hidden))
+	}
+	if c.Latent < 1 || c.Latent > 1<<12 {
+		errs = append(errs, fmt.Errorf("latent: must be between 1 and 4096, got %d", c.Latent))
+	}
+	if !(c.KLWeight > 0 && c.KLWeight <= 100) {
+		errs = append(errs, fmt.Errorf("kl_weight: must be in (0, 100], got %g", c.KLWeight))
+	}
+	return errors.Join(errs...)
+}
+
+// gaussKL is the KL term of the book's loss over every element,
+// Σ (sigma² + (mu - center)² - 1 - log sigma²), which is twice
+// Σ KL(N(mu, sigma²) || N(center, 1)); center nil means 0.
 func gaussKL(mu, sigma, center *torch.Tensor) *torch.Tensor {
 	d := mu
 	if center != nil {
 		d = mu.Sub(center)
 	}
 	s2 := sigma.Square()
-	return s2.Add(d.Square()).SubScalar(1).Sub(s2.Log()).Sum().MulScalar(0.5)
+	return s2.Add(d.Square()).SubScalar(1).Sub(s2.Log()).Sum()
 }
 
 // VAE is the variational autoencoder of ladder step 5.
 type VAE struct {
 	*nn.Module
-	Encoder *Encoder
-	Decoder *Decoder
-	Latent  int64
+	Encoder  *Encoder
+	Decoder  *Decoder
+	Latent   int64
+	KLWeight float64 // the KL term's weight in Loss: 1 (the book's) unless set
 }
 
 // NewVAE builds in→hidden→latent and back (the reference: 784, 200, 20).
 func NewVAE(in, hidden, latent int64, dev torch.Device) *VAE {
 	m := nn.NewModule()
-	return &VAE{m, newEncoder(m, "encoder", in, hidden, latent, dev), newDecoder(m, "decoder", latent, hidden, in, true, dev), latent}
+	return &VAE{m, newEncoder(m, "encoder", in, hidden, latent, dev), newDecoder(m, "decoder", latent, hidden, in, true, dev), latent, 1}
 }
 
-// Loss is the negative ELBO per image, up to constants: the summed squared
-// error of the reconstruction plus KL(q(z|x) || N(0, I)), divided by the
-// batch size. x is (B, 784) in [0, 1]; eps fixes the reparameterisation
+// Loss is the book's loss per image: the summed squared error of the
+// reconstruction plus KLWeight·Σ (σ² + μ² - 1 - log σ²), divided by the
+// batch size (with KLWeight 0.5, the negative ELBO up to constants). x is (B, 784) in [0, 1]; eps fixes the reparameterisation
 // noise (nil draws it).
 func (v *VAE) Loss(x, eps *torch.Tensor) *torch.Tensor {
 	mu, sigma := v.Encoder.Forward(x)
 	xhat := v.Decoder.Forward(reparameterize(mu, sigma, eps))
 	rec := torch.MSELoss(xhat, x, torch.ReduceSum)
-	return rec.Add(gaussKL(mu, sigma, nil)).DivScalar(float64(x.Size(0)))
+	return rec.Add(gaussKL(mu, sigma, nil).MulScalar(v.KLWeight)).DivScalar(float64(x.Size(0)))
 }
 
 // Sample decodes n draws from the prior.
@@ -118,6 +149,7 @@ type HVAE struct {
 	Encoder1, Encoder2 *Encoder
 	Decoder1, Decoder2 *Decoder
 	Latent             int64
+	KLWeight           float64 // the KL terms' weight in Loss: 1 (the book's) unless set
 }
 
 // NewHVAE builds the reference shape: 784, hidden 100, latents 20 and 20.
@@ -130,11 +162,13 @@ func NewHVAE(in, hidden, latent int64, dev torch.Device) *HVAE {
 		Decoder1: newDecoder(m, "decoder1", latent, hidden, in, true, dev),
 		Decoder2: newDecoder(m, "decoder2", latent, hidden, latent, false, dev),
 		Latent:   latent,
+		KLWeight: 1,
 	}
 }
 
-// Loss is reconstruction + KL(q(z2|z1) || N(0, I)) + KL(q(z1|x) || N(ẑ1, I)),
-// divided by the batch size. eps1 and eps2 fix the noise (nil draws it).
+// Loss is the book's step08 loss L1 + L2 + L3: the reconstruction error
+// plus KLWeight times the KL terms of q(z2|z1) against N(0, I) and of
+// q(z1|x) against N(ẑ1, I) in gaussKL's form, divided by the batch size. eps1 and eps2 fix the noise (nil draws it).
 func (h *HVAE) Loss(x, eps1, eps2 *torch.Tensor) *torch.Tensor {
 	mu1, sigma1 := h.Encoder1.Forward(x)
 	z1 := reparameterize(mu1, sigma1, eps1)
@@ -143,7 +177,8 @@ func (h *HVAE) Loss(x, eps1, eps2 *torch.Tensor) *torch.Tensor {
 	z1hat := h.Decoder2.Forward(z2)
 	xhat := h.Decoder1.Forward(z1)
 	rec := torch.MSELoss(xhat, x, torch.ReduceSum)
-	return rec.Add(gaussKL(mu2, sigma2, nil)).Add(gaussKL(mu1, sigma1, z1hat)).DivScalar(float64(x.Size(0)))
+	kl := gaussKL(mu2, sigma2, nil).Add(gaussKL(mu1, sigma1, z1hat))
+	return rec.Add(kl.MulScalar(h.KLWeight)).DivScalar(float64(x.Size(0)))
 }
 
 // Sample draws z2 from the prior, z1 from N(ẑ1, I), and decodes.

@@ -78,7 +78,7 @@ func sigmoid(v []float64) []float64 {
 	return out
 }
 
-// kl is Σ ½(σ² + (μ-c)² - 1 - log σ²) with σ = exp(logvar/2).
+// kl is the book's KL term Σ (σ² + (μ-c)² - 1 - log σ²) with σ = exp(logvar/2).
 func kl(mu, logvar, c []float64) float64 {
 	var s float64
 	for i := range mu {
@@ -86,7 +86,7 @@ func kl(mu, logvar, c []float64) float64 {
 		if c != nil {
 			ci = c[i]
 		}
-		s += 0.5 * (math.Exp(logvar[i]) + (mu[i]-ci)*(mu[i]-ci) - 1 - logvar[i])
+		s += (math.Exp(logvar[i]) + (mu[i]-ci)*(mu[i]-ci) - 1 - logvar[i])
 	}
 	return s
 }
@@ -101,7 +101,7 @@ func TestVAELossByHand(t *testing.T) {
 	}
 	xs := [][]float64{{0, 0.2, 0.9, 1, 0.5}, {0.3, 0.3, 0, 0.1, 0.8}}
 	eps := [][]float64{{0.5, -1, 0.2}, {-0.3, 0.7, 1.1}}
-	var want float64
+	var want, klSum float64
 	for n, x := range xs {
 		h := relu(layers[0].apply(x))
 		mu, logvar := layers[1].apply(h), layers[2].apply(h)
@@ -114,8 +114,11 @@ func TestVAELossByHand(t *testing.T) {
 			want += (xhat[i] - x[i]) * (xhat[i] - x[i])
 		}
 		want += kl(mu, logvar, nil)
+		klSum += kl(mu, logvar, nil)
 	}
 	want /= float64(len(xs))
+	// kl_weight 0.5: the textbook KL divergence, half the book's term.
+	wantHalf := want - 0.5*klSum/float64(len(xs))
 	on(t, func() {
 		v := NewVAE(in, hidden, latent, torch.CPU)
 		defer v.Free()
@@ -125,6 +128,10 @@ func TestVAELossByHand(t *testing.T) {
 		got := v.Loss(x, e).Item()
 		if math.Abs(got-want) > 1e-5*math.Abs(want) {
 			t.Errorf("loss %.8f, hand-computed %.8f", got, want)
+		}
+		v.KLWeight = 0.5
+		if got := v.Loss(x, e).Item(); math.Abs(got-wantHalf) > 1e-5*math.Abs(wantHalf) {
+			t.Errorf("kl_weight 0.5: loss %.8f, hand-computed %.8f", got, wantHalf)
 		}
 	})
 }

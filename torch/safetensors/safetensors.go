@@ -13,8 +13,9 @@ import (
 	"io"
 	"math"
 	"os"
-	"path/filepath"
 	"sort"
+
+	"kakusan/internal/atomic"
 )
 
 // MaxHeader bounds the JSON header, as the reference implementation does.
@@ -229,47 +230,10 @@ func (c *countWriter) Write(p []byte) (int, error) {
 	return n, err
 }
 
-// WriteFile writes f to path atomically (see WriteAtomic).
+// WriteFile writes f to path atomically (internal/atomic).
 func WriteFile(path string, f *File) error {
-	return WriteAtomic(path, func(w io.Writer) error {
+	return atomic.Write(path, func(w io.Writer) error {
 		_, err := f.WriteTo(w)
 		return err
 	})
-}
-
-// WriteAtomic writes a file through a temporary file in the same folder,
-// synced, then renamed over path, so a crash or a failed write leaves either
-// the old file or the new one, never half of one.
-func WriteAtomic(path string, write func(io.Writer) error) (err error) {
-	dir := filepath.Dir(path)
-	tmp, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp-*")
-	if err != nil {
-		return err
-	}
-	defer func() {
-		if err != nil {
-			tmp.Close()
-			os.Remove(tmp.Name())
-		}
-	}()
-	if err = write(tmp); err != nil {
-		return fmt.Errorf("%s: %w", path, err)
-	}
-	if err = tmp.Chmod(0o644); err != nil { // CreateTemp makes 0600 files
-		return err
-	}
-	if err = tmp.Sync(); err != nil {
-		return err
-	}
-	if err = tmp.Close(); err != nil {
-		return err
-	}
-	if err = os.Rename(tmp.Name(), path); err != nil {
-		return err
-	}
-	if d, derr := os.Open(dir); derr == nil {
-		d.Sync()
-		d.Close()
-	}
-	return nil
 }

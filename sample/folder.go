@@ -1,0 +1,201 @@
+package sample
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math"
+	"os"
+	"path/filepath"
+	"sort"
+
+	"kakusan/internal/atomic"
+)
+
+// Folder is a Sink that writes a job's images into a folder: one PNG per
+// image with the label in its name (000042_label2.png), job.json (what the
+// job was: every parameter that shapes its images), a manifest of this
+// job's (or shard's) images, manifest.jsonl or manifest-i-of-n.jsonl, and
+// grid.png (a row per class). A folder holds one job: restarting it with
+// other parameters is refused, so its images and manifest always agree.
+type Folder struct {
+	Dir   string
+	Job   *Job
+	C     int            // image channels, for reading images back into the grid
+	H, W  int            // image size
+	Meta  map[string]any // the job's parameters (sampler, steps, guidance, checkpoint, ...), recorded in job.json and in each manifest line
+	Names []string       // class names, recorded in job.json (optional)
+}
+
+// Open makes the folder (or reopens it for a restart) and records the
+// job's parameters, refusing a folder that holds another job's images.
+func (f *Folder) Open() error {
+	if err := os.MkdirAll(f.Dir, 0o755); err != nil {
+		return err
+	}
+	rec := map[string]any{"n": f.Job.N, "batch": f.Job.Batch, "seed": f.Job.Seed, "labels": f.Job.Labels,
+		"geometry": []int{f.C, f.H, f.W}, "params": f.Meta}
+	if f.Names != nil {
+		rec["class_names"] = f.Names
+	}
+	want, err := json.MarshalIndent(rec, "", "  ")
+	if err != nil {
+		return err
+	}
+	want = append(want, '\n')
+	path := filepath.Join(f.Dir, "job.json")
+	have, err := os.ReadFile(path)
+	switch {
+	case errors.Is(err, os.ErrNotExist):
+		return atomic.WriteFile(path, want)
+	case err != nil:
+		return err
+	case !bytes.Equal(have, want):
+		return fmt.Errorf("%s holds the images of another job (see its job.json): give another --out, or the same parameters to finish that job", f.Dir)
+	}
+	return nil
+}
+
+// Name is image k's file name.
+func (f *Folder) Name(k int, b Batch, i int) string {
+	if b.Labels == nil {
+		return fmt.Sprintf("%06d.png", k)
+	}
+	return fmt.Sprintf("%06d_label%d.png", k, b.Labels[i])
+}
+
+// Has reports whether every image of b is written.
+func (f *Folder) Has(b Batch) bool {
+	for i, k := range b.Images {
+		if _, err := os.Stat(filepath.Join(f.Dir, f.Name(k, b, i))); err != nil {
+			return false
+		}
+	}
+	return true
+}
+
+// Put writes a batch's images.
+func (f *Folder) Put(b Batch, imgs *Images) error {
+	for i, k := range b.Images {
+		if err := SavePNG(filepath.Join(f.Dir, f.Name(k, b, i)), imgs.Image(i)); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Finish writes the manifest of this shard's images and the grid.
+func (f *Folder) Finish() error {
+	var lines []byte
+	var cells []Batch
+	for _, r := range f.Job.Batches() {
+		b := f.Job.batch(r)
+		for i, k := range b.Images {
+			rec := map[string]any{"file": f.Name(k, b, i), "index": k, "seed": f.Job.Seed}
+			for key, v := range f.Meta {
+				rec[key] = v
+			}
+			if b.Labels != nil {
+				rec["label"] = b.Labels[i]
+			}
+			line, err := json.Marshal(rec)
+			if err != nil {
+				return err
+			}
+			lines = append(append(lines, line...), '\n')
+		}
+		cells = append(cells, b)
+	}
+	manifest := "manifest.jsonl"
+	if f.Job.Of > 1 {
+		manifest = fmt.Sprintf("manifest-%d-of-%d.jsonl", f.Job.Shard, f.Job.Of)
+	}
+	if err := atomic.WriteFile(filepath.Join(f.Dir, manifest), lines); err != nil {
+		return err
+	}
+	return f.grid(cells)
+}
+
+// grid draws grid.png from the written files: a row of up to ten images per
+// class, or the first 64 images eight to a row for an unconditional model.
+func (f *Folder) grid(batches []Batch) error {
+	type cell struct {
+		b Batch
+		i int
+	}
+	var cells []*cell // grid order; nil is a blank cell
+	cols := 8
+	if len(batches) > 0 && batches[0].Labels != nil {
+		byClass := map[int64][]*cell{}
+		for _, b := range batches {
+			for i, l := range b.Labels {
+				if len(byClass[l]) < 10 {
+					byClass[l] = append(byClass[l], &cell{b, i})
+				}
+			}
+		}
+		var classes []int64
+		cols = 0
+		for l, row := range byClass {
+			classes = append(classes, l)
+			cols = max(cols, len(row))
+		}
+		sort.Slice(classes, func(a, b int) bool { return classes[a] < classes[b] })
+		for _, l := range classes {
+			row := byClass[l]
+			for c := range cols {
+				if c < len(row) {
+					cells = append(cells, row[c])
+				} else {
+					cells = append(cells, nil)
+				}
+			}
+		}
+	} else {
+		for _, b := range batches {
+			for i := range b.Images {
+				if len(cells) < 64 {
+					cells = append(cells, &cell{b, i})
+				}
+			}
+		}
+	}
+	if len(cells) == 0 {
+		return nil
+	}
+	size := f.C * f.H * f.W
+	im := &Images{N: len(cells), C: f.C, H: f.H, W: f.W, Pix: make([]float32, len(cells)*size)}
+	for j, c := range cells {
+		if c == nil {
+			continue
+		}
+		path := filepath.Join(f.Dir, f.Name(c.b.Images[c.i], c.b, c.i))
+		if err := ReadPNG(path, f.C, f.H, f.W, im.Pix[j*size:(j+1)*size]); err != nil {
+			return err
+		}
+	}
+	return SavePNG(filepath.Join(f.Dir, "grid.png"), im.Grid(cols, 2))
+}
+
+// Memory is a Sink that keeps a job's images in memory, in job order, for
+// an evaluation that measures them without writing files.
+type Memory struct {
+	Pix    []float32
+	Labels []int64
+	N      int
+}
+
+// Has is always false: nothing is kept between runs.
+func (m *Memory) Has(Batch) bool { return false }
+
+// Put appends a batch's images, through 8-bit values as the PNGs of a
+// Folder are, so that both measure the same.
+func (m *Memory) Put(b Batch, imgs *Images) error {
+	for _, v := range imgs.Pix {
+		m.Pix = append(m.Pix, float32(math.Round(float64(v)*255)/255))
+	}
+	m.Labels = append(m.Labels, b.Labels...)
+	m.N += imgs.N
+	return nil
+}

@@ -1,0 +1,378 @@
+package train
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/schollz/progressbar/v3"
+	"golang.org/x/term"
+
+	"kakusan/datasets"
+	"kakusan/models"
+	"kakusan/sample"
+	"kakusan/torch"
+)
+
+// newModel builds the model to train; tests swap it.
+var newModel = models.New
+
+// ErrInterrupted reports a run stopped by SIGINT or SIGTERM after saving a
+// checkpoint.
+var ErrInterrupted = errors.New("interrupted")
+
+// gridSeed seeds the noise of the periodic sample grids, so every grid of
+// a run shows the same draws (and sampling leaves the training stream alone).
+const gridSeed = 1234
+
+// loop is the training loop around a Stepper: it feeds batches, logs,
+// writes checkpoints and sample grids, evaluates each epoch and stops
+// cleanly on a signal or a NaN.
+type loop struct {
+	ctx         context.Context
+	r           *Run
+	c           *models.Config
+	dev         torch.Device
+	geo         models.Geometry
+	data        *data
+	model, ema  models.Model
+	opt         torch.Optimizer
+	step        Stepper
+	total       int // steps of the run
+	n           int // steps done
+	lossSum     *torch.Tensor
+	window      int
+	windowStart time.Time
+	bar         *progressbar.ProgressBar
+	curve       [2][]float64 // logged steps and mean losses, for loss.png
+	lastCk      string
+}
+
+// trainNeural runs the training loop; it must run on the torch thread.
+func trainNeural(ctx context.Context, r *Run, resume string) error {
+	l, err := newLoop(ctx, r, resume)
+	if l != nil {
+		defer l.free()
+	}
+	if err != nil {
+		return err
+	}
+	return l.run()
+}
+
+// newLoop sets a run up: device, data, model, optimizer, moving average,
+// the step, and the state of the checkpoint it resumes from.
+func newLoop(ctx context.Context, r *Run, resume string) (*loop, error) {
+	c, t := r.Config, r.Config.Train
+	dev, err := torch.ParseDevice(c.Device)
+	if err != nil {
+		return nil, fmt.Errorf("device: %w", err)
+	}
+	if c.Threads > 0 {
+		torch.SetNumThreads(c.Threads)
+	}
+	torch.ManualSeed(c.Seed)
+	l := &loop{ctx: ctx, r: r, c: c, dev: dev}
+	if l.data, err = loadData(c); err != nil {
+		return nil, err
+	}
+	l.geo = models.GeometryOf(l.data.train)
+	l.total = t.Epochs * l.data.spe
+	if t.MaxSteps > 0 && (t.Epochs < 1 || t.MaxSteps < l.total) {
+		l.total = t.MaxSteps
+	}
+	if l.model, err = newModel(c, l.geo, dev); err != nil {
+		return nil, err
+	}
+	l.opt = newOptimizer(c.Optimizer, l.model.Module().ParamTensors())
+	var ema *EMA
+	if t.EMADecay > 0 {
+		if l.ema, err = newModel(c, l.geo, dev); err != nil {
+			return l, err
+		}
+		if err := l.ema.Module().Load(l.model.Module().StateDict()); err != nil {
+			return l, err
+		}
+		ema = &EMA{Avg: l.ema, Decay: t.EMADecay, Warmup: t.EMAWarmup}
+		if u, ok := c.Sections["unet"].(interface{ UsesBatchNorm() bool }); ok && u.UsesBatchNorm() {
+			fmt.Fprintln(r.Log, "warning: train.ema_decay with unet.norm: batch: the average borrows the live batch-norm statistics, which can make samples worse; prefer norm: group")
+		}
+	}
+	step, err := NewStep(l.model, l.opt, ema, t.GradClip, Precision(t.Precision))
+	if err != nil {
+		return l, err
+	}
+	l.step = step
+	if resume != "" {
+		if err := l.resume(resume, ema); err != nil {
+			return l, err
+		}
+	}
+	fmt.Fprintf(r.Log, "%s: %d parameters on %s, %d training images %dx%dx%d (%d steps an epoch), %d test images, %d steps\n",
+		c.Model, l.model.Module().NumParams(), dev, l.data.train.N, l.geo.C, l.geo.H, l.geo.W, l.data.spe, l.data.test.N, l.total)
+	l.lossSum = torch.Zeros([]int64{}, dev).Keep()
+	return l, nil
+}
+
+// resume restores the model, moving average, optimizer and generators
+// from a run's latest checkpoint and drops the metrics logged after it.
+func (l *loop) resume(path string, ema *EMA) error {
+	ck, err := models.ReadCheckpoint(path, l.dev)
+	if err != nil {
+		return err
+	}
+	if err := restore(ck, l.c.Model, l.geo, l.model, l.ema, l.opt); err != nil {
+		return err
+	}
+	l.n = ck.Step
+	if ema != nil {
+		ema.Updates = ck.Step
+	}
+	if err := l.r.truncateMetrics(l.n); err != nil {
+		return err
+	}
+	fmt.Fprintf(l.r.Log, "resumed from %s at step %d\n", ck.Path, l.n)
+	return nil
+}
+
+func (l *loop) free() {
+	for _, m := range []models.Model{l.model, l.ema} {
+		if m != nil {
+			models.Free(m)
+		}
+	}
+	if l.opt != nil {
+		l.opt.Free()
+	}
+	if l.lossSum != nil {
+		l.lossSum.Free()
+	}
+}
+
+// run trains to the last step, then evaluates, checkpoints and draws the
+// final grid.
+func (l *loop) run() error {
+	if f, ok := l.r.Log.(*os.File); ok && term.IsTerminal(int(f.Fd())) {
+		l.bar = progressbar.NewOptions(l.total, progressbar.OptionSetWriter(f), progressbar.OptionShowCount(),
+			progressbar.OptionSetWidth(30), progressbar.OptionThrottle(200*time.Millisecond), progressbar.OptionClearOnFinish())
+		l.bar.Set(l.n)
+	}
+	l.windowStart = time.Now()
+	spe := l.data.spe
+	for l.n < l.total {
+		if err := l.epoch(l.n/spe, l.n%spe); err != nil {
+			return err
+		}
+	}
+	if l.bar != nil {
+		l.bar.Finish()
+	}
+	if l.n%spe != 0 {
+		if err := l.evaluate(l.n / spe); err != nil {
+			return err
+		}
+	}
+	if l.lastCk == "" || filepath.Base(l.lastCk) != checkpointName(l.n) {
+		if err := l.checkpoint(l.n / spe); err != nil {
+			return err
+		}
+	}
+	if err := l.grid("final.png"); err != nil {
+		return err
+	}
+	if _, ok := l.generator(); ok {
+		l.logf("done: %d steps; checkpoint %s, samples %s\n", l.n, l.lastCk, l.r.Path("samples/final.png"))
+	} else {
+		l.logf("done: %d steps; checkpoint %s\n", l.n, l.lastCk)
+	}
+	return nil
+}
+
+// epoch trains on an epoch's batches from position pos on.
+func (l *loop) epoch(epoch, pos int) error {
+	batches, stop := l.data.loader.Epoch(epoch, pos)
+	defer stop()
+	for b := range batches {
+		if err := l.onBatch(b, epoch); err != nil || l.n >= l.total {
+			return err
+		}
+	}
+	return nil
+}
+
+// onBatch trains on one batch and does what falls due after it: logging,
+// checkpoints, sample grids and the epoch's evaluation.
+func (l *loop) onBatch(b datasets.Batch, epoch int) error {
+	if err := l.ctx.Err(); err != nil {
+		if _, err := saveCheckpoint(l.r, l.geo, l.model, l.ema, l.opt, l.n, epoch); err != nil {
+			return fmt.Errorf("interrupted, and the checkpoint failed: %w", err)
+		}
+		l.logf("interrupted at step %d: checkpoint saved; continue with --resume %s\n", l.n, l.r.Dir)
+		return ErrInterrupted
+	}
+	lr := learningRate(l.c, l.n, l.total)
+	l.step.SetLR(lr)
+	torch.Scoped(func() {
+		loss := l.step.Run(batchTensors(b, l.data.train, l.dev))
+		torch.NoGrad(func() { l.lossSum.AddInPlace(loss, 1) })
+	})
+	l.n++
+	l.window++
+	if l.bar != nil {
+		l.bar.Add(1)
+	}
+	t, spe := l.c.Train, l.data.spe
+	if l.n%t.LogEvery == 0 || l.n == l.total {
+		if err := l.log(epoch, lr); err != nil {
+			return err
+		}
+	}
+	epochEnd := l.n%spe == 0
+	if (t.CheckpointEvery > 0 && l.n%t.CheckpointEvery == 0) || (t.CheckpointEvery == 0 && epochEnd) {
+		if err := l.checkpoint(epoch); err != nil {
+			return err
+		}
+	}
+	if (t.SampleEvery > 0 && l.n%t.SampleEvery == 0) || (t.SampleEvery == 0 && epochEnd) {
+		if err := l.grid(fmt.Sprintf("step-%08d.png", l.n)); err != nil {
+			return err
+		}
+	}
+	if epochEnd {
+		return l.evaluate(epoch + 1)
+	}
+	return nil
+}
+
+// log writes the window's mean loss, the learning rate and the speed: the
+// one host read of the loop's steps.
+func (l *loop) log(epoch int, lr float64) error {
+	mean := l.lossSum.Item() / float64(l.window)
+	if math.IsNaN(mean) || math.IsInf(mean, 0) {
+		return nanError(l.n, l.lastCk)
+	}
+	rate := float64(l.window*l.c.Train.BatchSize) / time.Since(l.windowStart).Seconds()
+	if l.bar != nil {
+		l.bar.Describe(fmt.Sprintf("loss %.4f  %.0f img/s", mean, rate))
+	} else {
+		l.logf("step %d/%d  epoch %d  loss %.4f  lr %.3g  %.0f img/s\n", l.n, l.total, epoch, mean, lr, rate)
+	}
+	if err := l.r.Metric(l.n, map[string]any{"epoch": epoch, "loss": mean, "lr": lr, "images_per_s": rate}); err != nil {
+		return err
+	}
+	l.curve[0], l.curve[1] = append(l.curve[0], float64(l.n)), append(l.curve[1], mean)
+	l.lossSum.Fill(0)
+	l.window, l.windowStart = 0, time.Now()
+	return nil
+}
+
+func (l *loop) logf(format string, args ...any) {
+	if l.bar != nil {
+		l.bar.Clear()
+	}
+	fmt.Fprintf(l.r.Log, format, args...)
+}
+
+// checkpoint saves the training state and redraws loss.png.
+func (l *loop) checkpoint(epoch int) error {
+	path, err := saveCheckpoint(l.r, l.geo, l.model, l.ema, l.opt, l.n, epoch)
+	if err != nil {
+		return fmt.Errorf("checkpoint at step %d: %w", l.n, err)
+	}
+	l.lastCk = path
+	if len(l.curve[1]) > 0 {
+		return stepCurve("training loss", "step", "loss", l.curve[0], l.curve[1], l.r.Path("loss.png"))
+	}
+	return nil
+}
+
+// generator is what draws the grids: the moving average when there is
+// one, else the model; ok is false for models that draw nothing.
+func (l *loop) generator() (sample.Generator, bool) {
+	m := l.model
+	if l.ema != nil {
+		m = l.ema
+	}
+	g, err := models.NewGenerator(m, models.GridSampling(l.c))
+	return g, err == nil
+}
+
+// grid draws samples/name: c.Samples images from fixed noise (classes in
+// rows), leaving the training generators where they were.
+func (l *loop) grid(name string) error {
+	gen, ok := l.generator()
+	if !ok {
+		return nil
+	}
+	n, classes := l.c.Samples, 0
+	if models.Conditional(l.model) {
+		classes = l.geo.Classes
+	}
+	b := sample.Batch{Seed: gridSeed}
+	for k := range n {
+		b.Images = append(b.Images, k)
+		if classes > 0 {
+			b.Labels = append(b.Labels, int64(k*classes/n))
+		}
+	}
+	var imgs *sample.Images
+	var err error
+	torch.WithSeed(gridSeed, func() {
+		var x *torch.Tensor
+		if x, err = gen.Generate(b); err == nil {
+			imgs, err = sample.FromTensor(x)
+		}
+	})
+	if err != nil {
+		return fmt.Errorf("sample grid: %w", err)
+	}
+	cols := int(math.Ceil(math.Sqrt(float64(n))))
+	if classes > 0 && n%classes == 0 {
+		cols = n / classes
+	}
+	if err := os.MkdirAll(l.r.Path("samples"), 0o755); err != nil {
+		return err
+	}
+	return sample.SavePNG(l.r.Path(filepath.Join("samples", name)), imgs.Grid(cols, 2))
+}
+
+// evaluate logs the test loss (and a scorer's accuracy) at an epoch's end.
+func (l *loop) evaluate(epoch int) error {
+	var loss, acc float64
+	torch.WithSeed(l.c.Seed+uint64(epoch), func() { loss, acc = evalLoss(l.model, l.data.test, l.c.Train.BatchSize, l.dev) })
+	fields := map[string]any{"epoch": epoch, "test_loss": loss}
+	if _, ok := l.model.(models.Scorer); ok {
+		fields["test_accuracy"] = acc
+		l.logf("epoch %d (step %d): test loss %.4f, accuracy %.4f\n", epoch, l.n, loss, acc)
+	} else {
+		l.logf("epoch %d (step %d): test loss %.4f\n", epoch, l.n, loss)
+	}
+	if math.IsNaN(loss) || math.IsInf(loss, 0) {
+		return nanError(l.n, l.lastCk)
+	}
+	return l.r.Metric(l.n, fields)
+}
+
+func nanError(step int, lastCk string) error {
+	if lastCk == "" {
+		return fmt.Errorf("loss is NaN or Inf at step %d; stopped (no checkpoint had been written yet). Lower optimizer.lr or set train.grad_clip", step)
+	}
+	return fmt.Errorf("loss is NaN or Inf at step %d; stopped. The last good checkpoint, %s, is untouched. Lower optimizer.lr or set train.grad_clip", step, lastCk)
+}
+
+// learningRate applies linear warm-up and optional cosine decay.
+func learningRate(c *models.Config, step, total int) float64 {
+	lr, t := c.Optimizer.LR, c.Train
+	if t.WarmupSteps > 0 && step < t.WarmupSteps {
+		return lr * float64(step+1) / float64(t.WarmupSteps)
+	}
+	if t.Cosine && total > t.WarmupSteps {
+		p := float64(step-t.WarmupSteps) / float64(total-t.WarmupSteps)
+		return t.MinLR + 0.5*(lr-t.MinLR)*(1+math.Cos(math.Pi*p))
+	}
+	return lr
+}

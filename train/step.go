@@ -1,0 +1,134 @@
+package train
+
+import (
+	"fmt"
+
+	"kakusan/models"
+	"kakusan/torch"
+)
+
+// Batch is one training batch on the device: images (B, C, H, W) in [0, 1]
+// and int64 labels (B).
+type Batch struct{ X, Y *torch.Tensor }
+
+// Stepper trains on one batch at a time. *Step is the step itself; what
+// changes how a whole step runs (capturing it in a CUDA graph and replaying
+// it) is a Stepper wrapping a *Step.
+type Stepper interface {
+	// Run trains on one batch and returns its loss, detached, on the device.
+	Run(b Batch) *torch.Tensor
+	// SetLR sets the learning rate of the steps that follow.
+	SetLR(lr float64)
+}
+
+// Step is the training step: it owns the model, the optimizer, the moving
+// average and the precision policy, and Run does one step on one batch:
+// forward and loss, backward, gradient synchronisation, clipping, the
+// optimizer's update and the moving average's. It reads nothing back from
+// the device, so nothing in it waits for the device (a test counts the
+// host reads), and a CUDA graph can capture it.
+//
+// Its seams are fields that wrap parts of it, not edits inside it:
+//   - Loss computes a batch's loss; a precision policy (Precision.Wrap)
+//     wraps the model's loss, running it under autocast.
+//   - Sync runs between the backward pass and clipping; a distributed
+//     strategy all-reduces the gradients there (nil on one process).
+type Step struct {
+	Model models.Model
+	Opt   torch.Optimizer
+	EMA   *EMA    // nil: no moving average
+	Clip  float64 // the gradients' largest joint L2 norm; 0: no clipping
+	Loss  func(b Batch) *torch.Tensor
+	Sync  func(params []*torch.Tensor)
+
+	params []*torch.Tensor
+}
+
+// NewStep makes the step of a model with an optimizer over its parameters,
+// computing the model's own loss at the given precision.
+func NewStep(m models.Model, opt torch.Optimizer, ema *EMA, clip float64, p Precision) (*Step, error) {
+	s := &Step{Model: m, Opt: opt, EMA: ema, Clip: clip, params: m.Module().ParamTensors()}
+	loss, err := p.Wrap(func(b Batch) *torch.Tensor { return m.Loss(b.X, b.Y) })
+	if err != nil {
+		return nil, err
+	}
+	s.Loss = loss
+	return s, nil
+}
+
+// Run trains on one batch; the returned loss is detached and stays on the
+// device. Temporaries are freed when the caller's scope closes.
+func (s *Step) Run(b Batch) *torch.Tensor {
+	loss := s.Loss(b)
+	s.Opt.ZeroGrad()
+	loss.Backward()
+	if s.Sync != nil {
+		s.Sync(s.params)
+	}
+	if s.Clip > 0 {
+		torch.ClipGradNormTensor(s.params, s.Clip)
+	}
+	s.Opt.Step()
+	if s.EMA != nil {
+		torch.NoGrad(func() { s.EMA.Update(s.Model) })
+	}
+	return loss.Detach()
+}
+
+// SetLR sets the optimizer's learning rate.
+func (s *Step) SetLR(lr float64) { s.Opt.SetLR(lr) }
+
+// Precision is a precision policy: the dtype the forward pass computes in.
+// fp32 is the only one so far; tf32 and bf16 (autocast) plug in here.
+type Precision string
+
+// Precisions are the known policies.
+var Precisions = []string{"fp32"}
+
+// Wrap returns the loss computed under the policy.
+func (p Precision) Wrap(loss func(Batch) *torch.Tensor) (func(Batch) *torch.Tensor, error) {
+	switch p {
+	case "fp32", "":
+		return loss, nil
+	}
+	return nil, fmt.Errorf("train.precision: unknown precision %q (known: %v)", p, Precisions)
+}
+
+// EMA is an exponential moving average of a model's weights, used for
+// sampling: avg += (1-d)(w - avg) after every update, with d ramped up as
+// min(decay, (1+n)/(10+n)) over the first updates under warm-up. Buffers
+// (batch-norm statistics) are copied, not averaged.
+type EMA struct {
+	Avg     models.Model
+	Decay   float64
+	Warmup  bool
+	Updates int // updates so far; restored from a checkpoint's step
+}
+
+// Update moves the average towards m's weights.
+func (e *EMA) Update(m models.Model) {
+	d := e.Decay
+	if e.Warmup {
+		d = min(e.Decay, float64(1+e.Updates)/float64(10+e.Updates))
+	}
+	ps, avg := m.Module().Params(), e.Avg.Module().Params()
+	for i := range ps {
+		avg[i].T.LerpInPlace(ps[i].T, 1-d)
+	}
+	bs, avgBufs := m.Module().Buffers(), e.Avg.Module().Buffers()
+	for i := range bs {
+		avgBufs[i].T.CopyFrom(bs[i].T)
+	}
+	e.Updates++
+}
+
+// newOptimizer makes the configured optimizer over params.
+func newOptimizer(o *models.OptimConfig, params []*torch.Tensor) torch.Optimizer {
+	switch o.Name {
+	case "sgd":
+		return torch.NewSGD(params, torch.SGDConfig{LR: o.LR, Momentum: o.Momentum, WeightDecay: o.WeightDecay, Nesterov: o.Nesterov})
+	case "adamw":
+		return torch.NewAdamW(params, torch.AdamConfig{LR: o.LR, Beta1: o.Betas[0], Beta2: o.Betas[1], Eps: o.Eps, WeightDecay: o.WeightDecay})
+	}
+	return torch.NewAdam(params, torch.AdamConfig{LR: o.LR, Beta1: o.Betas[0], Beta2: o.Betas[1], Eps: o.Eps, WeightDecay: o.WeightDecay})
+}
