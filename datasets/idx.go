@@ -55,7 +55,10 @@ func ParseIDX(b []byte) (*IDX, error) {
 	size := 1
 	for i := range nd {
 		d := int(binary.BigEndian.Uint32(b[4+4*i:]))
-		if d == 0 || d > maxIDX || size > maxIDX/d {
+		if d == 0 {
+			return nil, fmt.Errorf("dimension %d is 0: the file holds no data", i)
+		}
+		if d > maxIDX || size > maxIDX/d {
 			return nil, fmt.Errorf("dimension %d is %d: the array would exceed %d bytes", i, d, maxIDX)
 		}
 		x.Dims[i] = d

@@ -2,6 +2,7 @@ package eval
 
 import (
 	"bufio"
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -181,10 +182,11 @@ func (j *Judge) Evaluate(ref *Reference, imgs *torch.Tensor, labels []int64) (*R
 // k is the neighbourhood size of precision and recall.
 const k = 3
 
-// Manifest line fields bin/sample writes.
+// Manifest line fields bin/sample writes, and where the line is.
 type entry struct {
 	File  string `json:"file"`
 	Label *int64 `json:"label"`
+	where string
 }
 
 // Bounds on what an evaluation reads: a manifest file, and the values of
@@ -196,8 +198,8 @@ const (
 
 // LoadSamples reads a sampling job's folder: every manifest*.jsonl, the
 // PNGs they name (of geometry g, the judge's; a name must be a file in the
-// folder itself) and their labels (nil when the images have none). Errors
-// name the file.
+// folder itself) and their labels (nil when the images have none; every
+// line has one or none does, each a class of g). Errors name the file.
 func LoadSamples(dir string, g models.Geometry) (*torch.Tensor, []int64, error) {
 	entries, err := readManifests(dir)
 	if err != nil {
@@ -207,20 +209,22 @@ func LoadSamples(dir string, g models.Geometry) (*torch.Tensor, []int64, error) 
 	if int64(len(entries))*int64(size) > maxPixels {
 		return nil, nil, fmt.Errorf("%s: %d images of %d values are more than an evaluation holds (%d values)", dir, len(entries), size, maxPixels)
 	}
-	pix := make([]float32, len(entries)*size)
 	var labels []int64
+	for _, e := range entries {
+		switch {
+		case (e.Label != nil) != (entries[0].Label != nil):
+			return nil, nil, fmt.Errorf("%s: some manifest lines have labels and some do not (%s)", dir, e.where)
+		case e.Label != nil && (*e.Label < 0 || *e.Label >= int64(g.Classes)):
+			return nil, nil, fmt.Errorf("%s: label %d is not a class of the judge (0-%d)", e.where, *e.Label, g.Classes-1)
+		case e.Label != nil:
+			labels = append(labels, *e.Label)
+		}
+	}
+	pix := make([]float32, len(entries)*size)
 	for i, e := range entries {
 		if err := sample.ReadPNG(filepath.Join(dir, e.File), g.C, g.H, g.W, pix[i*size:(i+1)*size]); err != nil {
 			return nil, nil, err
 		}
-		if e.Label != nil {
-			labels = append(labels, *e.Label)
-		} else if i > 0 && labels != nil {
-			return nil, nil, fmt.Errorf("%s: some manifest lines have labels and some do not", dir)
-		}
-	}
-	if len(labels) != len(entries) {
-		labels = nil
 	}
 	return torch.FromSlice(pix, []int64{int64(len(entries)), int64(g.C), int64(g.H), int64(g.W)}), labels, nil
 }
@@ -251,12 +255,16 @@ func readManifests(dir string) ([]entry, error) {
 				f.Close()
 				return nil, fmt.Errorf("%s:%d: file %q is not a name in the folder", m, line, e.File)
 			}
+			e.where = fmt.Sprintf("%s:%d", m, line)
 			entries = append(entries, e)
 		}
 		f.Close()
 		if err := s.Err(); err != nil {
 			return nil, fmt.Errorf("%s: %w", m, err)
 		}
+	}
+	if len(entries) == 0 {
+		return nil, fmt.Errorf("%s: the manifests list no images", dir)
 	}
 	return entries, nil
 }
@@ -266,7 +274,7 @@ func readManifests(dir string) ([]entry, error) {
 // labels cycle over its classes (as bin/sample --labels 0-N does). It
 // returns the images and their labels (nil for unconditional models).
 // Progress, when not nil, hears after each batch how many images are done.
-func Sample(m models.Model, g models.Geometry, n int, seed uint64, s diffusion.Sampling, batch int, progress func(done, total int)) (*torch.Tensor, []int64, error) {
+func Sample(ctx context.Context, m models.Model, g models.Geometry, n int, seed uint64, s diffusion.Sampling, batch int, progress func(done, total int)) (*torch.Tensor, []int64, error) {
 	gen, err := models.NewGenerator(m, s)
 	if err != nil {
 		return nil, nil, err
@@ -279,7 +287,7 @@ func Sample(m models.Model, g models.Geometry, n int, seed uint64, s diffusion.S
 		}
 	}
 	var out sample.Memory
-	if _, err := job.Run(gen, &out); err != nil {
+	if _, err := job.Run(ctx, gen, &out); err != nil {
 		return nil, nil, err
 	}
 	return torch.FromSlice(out.Pix, []int64{int64(out.N), int64(g.C), int64(g.H), int64(g.W)}), out.Labels, nil

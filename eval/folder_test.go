@@ -1,6 +1,7 @@
 package eval
 
 import (
+	"context"
 	"image"
 	"image/color"
 	"image/png"
@@ -68,7 +69,7 @@ func TestImageFolderEndToEnd(t *testing.T) {
 		if err := f.Open(); err != nil {
 			t.Fatal(err)
 		}
-		if _, err := job.Run(gen, f); err != nil {
+		if _, err := job.Run(context.Background(), gen, f); err != nil {
 			t.Fatal(err)
 		}
 		if err := f.Finish(); err != nil {
@@ -107,7 +108,7 @@ func TestImageFolderEndToEnd(t *testing.T) {
 			t.Errorf("report %+v", rep)
 		}
 		// The same job in memory (as bin/eval --checkpoint runs it) measures the same images.
-		mem, memLabels, err := Sample(m, ck.Geometry, 12, 1, models.GridSampling(ck.Config), 5, nil)
+		mem, memLabels, err := Sample(context.Background(), m, ck.Geometry, 12, 1, models.GridSampling(ck.Config), 5, nil)
 		if err != nil {
 			t.Fatal(err)
 		}

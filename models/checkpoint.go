@@ -71,6 +71,9 @@ func ResolveCheckpoint(path string) (string, error) {
 		if _, err := os.Stat(p); err == nil {
 			return p, nil
 		}
+		if target, err := os.Readlink(p); err == nil {
+			return "", fmt.Errorf("%s points at %s, which is missing", p, target)
+		}
 	}
 	return "", fmt.Errorf("%s: no checkpoints/latest.safetensors in this run folder", path)
 }

@@ -159,8 +159,11 @@ func ParseConfig(path string, b []byte, sets []string) (*Config, error) {
 	}
 	for _, s := range sets {
 		key, val, ok := strings.Cut(s, "=")
-		if !ok || key == "" {
+		if !ok || key == "" || strings.TrimSpace(val) == "" {
 			return nil, fmt.Errorf("--set %q: want key=value, e.g. gmm.components=3", s)
+		}
+		if strings.ContainsAny(s, "\n\r") || strings.ContainsAny(key, " \t:#{}[],&*!|>'\"%@`") {
+			return nil, fmt.Errorf("--set %q: a key of letters, digits, _ and dots and a one-line value", s)
 		}
 		doc := nest(strings.Split(key, "."), val)
 		var n yaml.Node
@@ -340,6 +343,10 @@ func keyAt(n *yaml.Node, line int, prefix string) string {
 	return ""
 }
 
+// deviceName is what torch.ParseDevice takes; whether the device exists is
+// for the run to find out.
+var deviceName = regexp.MustCompile(`^(cpu|auto|cuda|cuda:[0-9]{1,3})$`)
+
 var (
 	reLine    = regexp.MustCompile(`^line (\d+): (.*)$`)
 	reUnknown = regexp.MustCompile(`^field (\S+) not found in type .+$`)
@@ -441,8 +448,13 @@ func (c *Config) validate() error {
 	}
 	if known && e.New != nil {
 		c.validateNeural(&bad)
-	} else if c.Data.Path == "" {
-		bad.add("data.path", "missing")
+	} else {
+		if c.Data.Path == "" {
+			bad.add("data.path", "missing")
+		}
+		if c.Device != "" || c.Threads != 0 {
+			bad.add("device", "the classical models are fitted without libtorch: device and threads do not apply")
+		}
 	}
 	if c.Data.Columns < 0 {
 		bad.add("data.columns", "must be at least 0 (0 = the model's default), got %d", c.Data.Columns)
@@ -475,6 +487,9 @@ func (c *Config) validateNeural(bad *problems) {
 	}
 	if d.Size != 0 && (d.Size < 4 || d.Size > 1024) {
 		bad.add("data.size", "must be between 4 and 1024 (or 0 for the data's own), got %d", d.Size)
+	}
+	if !deviceName.MatchString(c.Device) {
+		bad.add("device", "unknown device %q (want cpu, cuda, cuda:N or auto)", c.Device)
 	}
 	if c.Threads < 0 || c.Threads > 1024 {
 		bad.add("threads", "must be between 0 (every core) and 1024, got %d", c.Threads)

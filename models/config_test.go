@@ -4,6 +4,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 
 	"kakusan/models/gaussian"
@@ -79,4 +80,68 @@ func TestShippedConfigsLoad(t *testing.T) {
 			t.Error(err)
 		}
 	}
+}
+
+func TestHostileConfigs(t *testing.T) {
+	body := "model: diffusion\ndata: {dataset: mnist}\n"
+	for _, c := range []struct {
+		name string
+		body string
+		sets []string
+		want string
+	}{
+		{"empty --set value", body, []string{"seed="}, `--set "seed=": want key=value`},
+		{"newline in --set", body, []string{"seed=1\nmodel: vae"}, "a one-line value"},
+		{"key injection", body, []string{"train: {epochs: 1}\nx=1"}, "a one-line value"},
+		{"null section", body + "unet:\n", nil, "unet: empty section"},
+		{"null train", body + "train: null\n", nil, "train: empty section"},
+		{"null by --set", body, []string{"diffusion=null"}, "diffusion: empty section"},
+		{"huge T", body + "diffusion: {timesteps: 1000000000}\n", nil, "timesteps must be between 1 and 100000"},
+		{"NaN guidance", body + "diffusion: {guidance: .nan}\n", nil, "guidance: must be in [0, 50], got NaN"},
+		{"NaN lr", body + "optimizer: {lr: .nan}\n", nil, "optimizer.lr: must be in (0, 10]"},
+		{"Inf clip", body + "train: {grad_clip: .inf}\n", nil, "grad_clip, warmup_steps and min_lr must be finite"},
+		{"huge epochs", body + "train: {epochs: 2000000000}\n", nil, "train.epochs: must be between 1 and 1000000"},
+		{"bad precision", body + "train: {precision: fp8}\n", nil, `train.precision: unknown precision "fp8"`},
+		{"bad size", body, []string{"data.size=3"}, "data.size: must be between 4 and 1024"},
+		{"other model's section", body + "gmm: {components: 2}\n", nil, `gmm: section given for model "diffusion"; it belongs to model gmm`},
+	} {
+		_, err := ParseConfig("cfg.yaml", []byte(c.body), c.sets)
+		if err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%s: want %q, got %v", c.name, c.want, err)
+		}
+	}
+	// A config file must be a regular file of bounded size: a FIFO is
+	// refused without waiting for a writer, /dev/zero without reading it.
+	fifo := filepath.Join(t.TempDir(), "c.yaml")
+	if err := syscall.Mkfifo(fifo, 0o644); err == nil {
+		if _, err := LoadConfig(fifo, nil); err == nil || !strings.Contains(err.Error(), "not a regular file") {
+			t.Errorf("FIFO: %v", err)
+		}
+	}
+	if _, err := LoadConfig("/dev/zero", nil); err == nil || !strings.Contains(err.Error(), "not a regular file") {
+		t.Errorf("/dev/zero: %v", err)
+	}
+}
+
+// FuzzParseConfig feeds the config loader arbitrary YAML and --set
+// overrides: it may refuse them, never panic.
+func FuzzParseConfig(f *testing.F) {
+	for _, name := range []string{"mnist_cond", "mnist_vae", "gmm_old_faithful", "mnist_classifier"} {
+		b, err := os.ReadFile("../configs/" + name + ".yaml")
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(b, "train.epochs=2")
+	}
+	f.Add([]byte("model: diffusion\nunet: ~\n"), "unet.width=-1")
+	f.Add([]byte("model: gmm\ngmm: [1, 2]\n"), "gmm.init_means=[[1,2],[3]]")
+	f.Add([]byte("&a [*a]"), "x.y=z")
+	f.Fuzz(func(t *testing.T, b []byte, set string) {
+		c, err := ParseConfig("fuzz.yaml", b, []string{set})
+		if err == nil {
+			if _, err := ParseConfig("again.yaml", c.Marshal(), nil); err != nil {
+				t.Errorf("a resolved config does not load again: %v\n%s", err, c.Marshal())
+			}
+		}
+	})
 }

@@ -5,6 +5,8 @@
 package sample
 
 import (
+	"context"
+	"errors"
 	"fmt"
 	"strconv"
 	"strings"
@@ -95,9 +97,15 @@ type Sink interface {
 	Put(b Batch, imgs *Images) error
 }
 
+// ErrInterrupted reports a job stopped by its context (a signal): the
+// batches it finished are written whole, so running the job again
+// completes it.
+var ErrInterrupted = errors.New("interrupted")
+
 // Run makes this shard's missing batches with gen and hands them to out;
-// it returns how many images it made.
-func (j *Job) Run(gen Generator, out Sink) (int, error) {
+// it returns how many images it made. When ctx ends (a signal), it stops
+// within one torch operation and returns ErrInterrupted.
+func (j *Job) Run(ctx context.Context, gen Generator, out Sink) (int, error) {
 	if err := j.Check(); err != nil {
 		return 0, err
 	}
@@ -111,17 +119,23 @@ func (j *Job) Run(gen Generator, out Sink) (int, error) {
 	}
 	made := 0
 	for _, b := range todo {
-		var err error
-		torch.Scoped(func() {
-			var x *torch.Tensor
-			if x, err = gen.Generate(b); err != nil {
-				return
-			}
-			var imgs *Images
-			if imgs, err = FromTensor(x); err == nil {
-				err = out.Put(b, imgs)
-			}
+		var imgs *Images
+		err := torch.Try(func() error {
+			var err error
+			torch.Interruptible(ctx, func() {
+				var x *torch.Tensor
+				if x, err = gen.Generate(b); err == nil {
+					imgs, err = FromTensor(x)
+				}
+			})
+			return err
 		})
+		if ctx.Err() != nil {
+			return made, ErrInterrupted
+		}
+		if err == nil {
+			err = out.Put(b, imgs)
+		}
 		if err != nil {
 			return made, err
 		}
@@ -140,6 +154,9 @@ func (j *Job) Run(gen Generator, out Sink) (int, error) {
 func ParseLabels(spec string, n, classes int, seed uint64) ([]int64, error) {
 	if classes < 1 {
 		return nil, fmt.Errorf("--labels %q: the model has no classes", spec)
+	}
+	if n < 0 || n > MaxImages {
+		return nil, fmt.Errorf("--labels for %d images: at most %d", n, MaxImages)
 	}
 	if spec == "all" {
 		spec = fmt.Sprintf("0-%d", classes-1)

@@ -1,6 +1,7 @@
 package sample
 
 import (
+	"context"
 	"image"
 	"image/png"
 	"math"
@@ -103,7 +104,7 @@ func TestFolderJobRestartsAndRGB(t *testing.T) {
 		if err := out.Open(); err != nil {
 			t.Fatal(err)
 		}
-		if made, err := job.Run(gen, out); err != nil || made != 7 || gen.calls != 3 {
+		if made, err := job.Run(context.Background(), gen, out); err != nil || made != 7 || gen.calls != 3 {
 			t.Fatalf("made %d in %d calls: %v", made, gen.calls, err)
 		}
 		if err := out.Finish(); err != nil {
@@ -121,7 +122,7 @@ func TestFolderJobRestartsAndRGB(t *testing.T) {
 		}
 		// A restart makes only the batch whose image is missing.
 		os.Remove(filepath.Join(dir, "000004_label0.png"))
-		if made, err := job.Run(gen, out); err != nil || made != 3 || gen.calls != 4 {
+		if made, err := job.Run(context.Background(), gen, out); err != nil || made != 3 || gen.calls != 4 {
 			t.Errorf("restart made %d in %d calls: %v", made, gen.calls, err)
 		}
 		// Another job in the same folder is refused; the same one is not.

@@ -224,6 +224,10 @@ func (t *Tensor) opt(op string) C.kk_tensor {
 
 func wrap(op string, h C.kk_tensor, err *C.char) *Tensor {
 	check(op, err)
+	if interruptedNow() {
+		C.kk_free(h)
+		fail(op, MsgInterrupted)
+	}
 	s := current
 	if s == nil {
 		C.kk_free(h)

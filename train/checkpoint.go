@@ -60,11 +60,14 @@ func saveCheckpoint(r *Run, g models.Geometry, m, ema models.Model, opt torch.Op
 	if err := os.Rename(tmp, filepath.Join(dir, "latest.safetensors")); err != nil {
 		return "", err
 	}
+	// Prune the oldest, never the one just written nor a later one (of a
+	// run this folder held before).
 	steps, _ := filepath.Glob(filepath.Join(dir, "step-*.safetensors"))
 	sort.Strings(steps)
-	for len(steps) > r.Config.Train.KeepCheckpoints {
-		os.Remove(steps[0])
-		steps = steps[1:]
+	older := steps[:sort.SearchStrings(steps, path)]
+	for len(older) > r.Config.Train.KeepCheckpoints-1 {
+		os.Remove(older[0])
+		older = older[1:]
 	}
 	return path, nil
 }

@@ -27,6 +27,16 @@ func loadData(c *models.Config) (*data, error) {
 	if err != nil {
 		return nil, err
 	}
+	where := d.Dataset
+	if d.Dir != "" {
+		where = d.Dir
+	}
+	if tr.C != te.C || tr.H != te.H || tr.W != te.W {
+		return nil, fmt.Errorf("%s: the training images are %dx%dx%d, the test images %dx%dx%d", where, tr.C, tr.H, tr.W, te.C, te.H, te.W)
+	}
+	if te.Classes > tr.Classes {
+		return nil, fmt.Errorf("%s: the test labels go up to %d; the training set has %d classes", where, te.Classes-1, tr.Classes)
+	}
 	out := &data{train: tr.Subset(d.Subset), test: te.Subset(d.TestSubset)}
 	out.loader = &datasets.Loader{Set: out.train, Batch: c.Train.BatchSize, Seed: c.Seed, Shuffle: true}
 	if out.spe = out.loader.StepsPerEpoch(); out.spe == 0 {

@@ -61,7 +61,14 @@ func trainNeural(ctx context.Context, r *Run, resume string) error {
 	if err != nil {
 		return err
 	}
-	return l.run()
+	if resume != "" && l.n >= l.total {
+		fmt.Fprintf(r.Log, "the run is complete (step %d of %d): nothing to resume; raise train.epochs or train.max_steps to train on\n", l.n, l.total)
+		return nil
+	}
+	if err := l.run(); !errors.Is(err, errStop) {
+		return err
+	}
+	return l.interrupted(l.n / l.data.spe)
 }
 
 // newLoop sets a run up: device, data, model, optimizer, moving average,
@@ -207,12 +214,8 @@ func (l *loop) epoch(epoch, pos int) error {
 // onBatch trains on one batch and does what falls due after it: logging,
 // checkpoints, sample grids and the epoch's evaluation.
 func (l *loop) onBatch(b datasets.Batch, epoch int) error {
-	if err := l.ctx.Err(); err != nil {
-		if _, err := saveCheckpoint(l.r, l.geo, l.model, l.ema, l.opt, l.n, epoch); err != nil {
-			return fmt.Errorf("interrupted, and the checkpoint failed: %w", err)
-		}
-		l.logf("interrupted at step %d: checkpoint saved; continue with --resume %s\n", l.n, l.r.Dir)
-		return ErrInterrupted
+	if l.ctx.Err() != nil {
+		return l.interrupted(epoch)
 	}
 	lr := learningRate(l.c, l.n, l.total)
 	l.step.SetLR(lr)
@@ -247,6 +250,34 @@ func (l *loop) onBatch(b datasets.Batch, epoch int) error {
 	}
 	return nil
 }
+
+// interrupted saves a checkpoint of the current step (its state is whole:
+// signals interrupt only between steps, or grids and evaluations) and
+// returns ErrInterrupted.
+func (l *loop) interrupted(epoch int) error {
+	if _, err := saveCheckpoint(l.r, l.geo, l.model, l.ema, l.opt, l.n, epoch); err != nil {
+		return fmt.Errorf("interrupted, and the checkpoint failed: %w", err)
+	}
+	l.logf("interrupted at step %d: checkpoint saved; continue with --resume %s\n", l.n, l.r.Dir)
+	return ErrInterrupted
+}
+
+// interruptible runs a grid or an evaluation so that a signal stops it
+// within one operation; it then returns errStop.
+func (l *loop) interruptible(f func() error) error {
+	err := torch.Try(func() error {
+		var err error
+		torch.Interruptible(l.ctx, func() { err = f() })
+		return err
+	})
+	if l.ctx.Err() != nil {
+		return errStop
+	}
+	return err
+}
+
+// errStop is a grid or evaluation cut short by a signal.
+var errStop = errors.New("stopped by a signal")
 
 // log writes the window's mean loss, the learning rate and the speed: the
 // one host read of the loop's steps.
@@ -320,12 +351,15 @@ func (l *loop) grid(name string) error {
 		}
 	}
 	var imgs *sample.Images
-	var err error
-	torch.WithSeed(gridSeed, func() {
-		var x *torch.Tensor
-		if x, err = gen.Generate(b); err == nil {
-			imgs, err = sample.FromTensor(x)
-		}
+	err := l.interruptible(func() error {
+		var err error
+		torch.WithSeed(gridSeed, func() {
+			var x *torch.Tensor
+			if x, err = gen.Generate(b); err == nil {
+				imgs, err = sample.FromTensor(x)
+			}
+		})
+		return err
 	})
 	if err != nil {
 		return fmt.Errorf("sample grid: %w", err)
@@ -343,7 +377,13 @@ func (l *loop) grid(name string) error {
 // evaluate logs the test loss (and a scorer's accuracy) at an epoch's end.
 func (l *loop) evaluate(epoch int) error {
 	var loss, acc float64
-	torch.WithSeed(l.c.Seed+uint64(epoch), func() { loss, acc = evalLoss(l.model, l.data.test, l.c.Train.BatchSize, l.dev) })
+	err := l.interruptible(func() error {
+		torch.WithSeed(l.c.Seed+uint64(epoch), func() { loss, acc = evalLoss(l.model, l.data.test, l.c.Train.BatchSize, l.dev) })
+		return nil
+	})
+	if err != nil {
+		return err
+	}
 	fields := map[string]any{"epoch": epoch, "test_loss": loss}
 	if _, ok := l.model.(models.Scorer); ok {
 		fields["test_accuracy"] = acc

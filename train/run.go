@@ -2,18 +2,18 @@ package train
 
 import (
 	"bytes"
-	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"os"
-	"os/signal"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"syscall"
 
 	"kakusan/internal/atomic"
+	"kakusan/internal/signals"
 	"kakusan/models"
 	"kakusan/torch"
 )
@@ -26,18 +26,23 @@ type Options struct {
 	Log       io.Writer
 }
 
-// Run is one training run's folder and logs.
+// Run is one training run's folder and logs. It holds an exclusive lock on
+// the folder for its lifetime, so two processes never train into one run.
 type Run struct {
 	Config  *models.Config
 	Dir     string
 	Log     io.Writer
 	metrics *os.File
+	lock    *os.File
+	created bool // the folder was made by this run (removed again if it fails before writing anything of worth)
 }
 
-// Start resolves the run folder and writes the resolved config into it. The
-// default folder runs/<name> gets a -2, -3, ... suffix rather than touching
-// an earlier run; a folder named explicitly (--out or out_dir) must be new
-// or empty unless Overwrite.
+// Start resolves the run folder, locks it and writes the resolved config
+// into it. The default folder runs/<name> gets a -2, -3, ... suffix rather
+// than touching an earlier run; a folder named explicitly (--out or
+// out_dir) must be new or empty unless Overwrite, which starts it afresh:
+// the old run's checkpoints and samples are removed, so nothing of it is
+// mistaken for this run's.
 func Start(c *models.Config, o Options) (*Run, error) {
 	if o.Resume != "" {
 		return reopen(c, o)
@@ -57,22 +62,28 @@ func Start(c *models.Config, o Options) (*Run, error) {
 			dir = base + "-" + strconv.Itoa(i)
 		}
 	}
+	created := emptyOrMissing(dir)
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, err
 	}
+	r := &Run{Config: c, Dir: dir, Log: o.Log, created: created}
+	if err := r.open(false); err != nil {
+		return nil, err
+	}
+	if o.Overwrite {
+		for _, old := range []string{"checkpoints", "samples", "loss.png", "params.json"} {
+			if err := os.RemoveAll(filepath.Join(dir, old)); err != nil {
+				r.Close()
+				return nil, err
+			}
+		}
+	}
 	c.OutDir = dir
 	if err := atomic.WriteFile(filepath.Join(dir, "config.yaml"), c.Marshal()); err != nil {
+		r.Close()
 		return nil, err
 	}
-	m, err := os.Create(filepath.Join(dir, "metrics.jsonl"))
-	if err != nil {
-		return nil, err
-	}
-	log := o.Log
-	if log == nil {
-		log = io.Discard
-	}
-	return &Run{Config: c, Dir: dir, Log: log, metrics: m}, nil
+	return r, nil
 }
 
 // reopen continues a run in its existing folder.
@@ -81,15 +92,54 @@ func reopen(c *models.Config, o Options) (*Run, error) {
 		return nil, fmt.Errorf("--resume %s: not a run folder", o.Resume)
 	}
 	c.OutDir = o.Resume
-	m, err := os.OpenFile(filepath.Join(o.Resume, "metrics.jsonl"), os.O_RDWR|os.O_CREATE, 0o644)
+	r := &Run{Config: c, Dir: o.Resume, Log: o.Log}
+	return r, r.open(true)
+}
+
+// open takes the folder's lock, removes what an earlier process killed
+// mid-write left behind, and opens metrics.jsonl (appending when resuming).
+func (r *Run) open(resume bool) error {
+	if r.Log == nil {
+		r.Log = io.Discard
+	}
+	lock, err := lockFolder(r.Dir)
+	if err != nil {
+		return err
+	}
+	r.lock = lock
+	for _, pattern := range []string{".*.tmp-*", "checkpoints/.*.tmp-*", "samples/.*.tmp-*", "checkpoints/.latest.tmp"} {
+		leftovers, _ := filepath.Glob(filepath.Join(r.Dir, pattern))
+		for _, f := range leftovers {
+			os.Remove(f)
+		}
+	}
+	flags := os.O_RDWR | os.O_CREATE | os.O_TRUNC
+	if resume {
+		flags = os.O_RDWR | os.O_CREATE
+	}
+	if r.metrics, err = os.OpenFile(filepath.Join(r.Dir, "metrics.jsonl"), flags, 0o644); err != nil {
+		r.Close()
+		return err
+	}
+	return nil
+}
+
+// lockFolder takes an exclusive lock on dir/.lock (released when the
+// process ends, however it ends) and writes this process's PID into it;
+// a folder locked by another process is an error naming that process.
+func lockFolder(dir string) (*os.File, error) {
+	f, err := os.OpenFile(filepath.Join(dir, ".lock"), os.O_RDWR|os.O_CREATE, 0o644)
 	if err != nil {
 		return nil, err
 	}
-	log := o.Log
-	if log == nil {
-		log = io.Discard
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		holder, _ := io.ReadAll(io.LimitReader(f, 32))
+		f.Close()
+		return nil, fmt.Errorf("run folder %s is in use by process %s: wait for it, or stop it first", dir, strings.TrimSpace(string(holder)))
 	}
-	return &Run{Config: c, Dir: o.Resume, Log: log, metrics: m}, nil
+	f.Truncate(0)
+	f.WriteAt([]byte(strconv.Itoa(os.Getpid())+"\n"), 0)
+	return f, nil
 }
 
 // truncateMetrics drops the metrics lines past step (logged by the run
@@ -142,13 +192,35 @@ func (r *Run) Metric(step int, fields map[string]any) error {
 // Path is a file inside the run folder.
 func (r *Run) Path(name string) string { return filepath.Join(r.Dir, name) }
 
-// Close flushes the metrics.
+// Close flushes the metrics and releases the folder.
 func (r *Run) Close() error {
-	if err := r.metrics.Sync(); err != nil {
-		r.metrics.Close()
-		return err
+	var err error
+	if r.metrics != nil {
+		if err = r.metrics.Sync(); err == nil {
+			err = r.metrics.Close()
+		} else {
+			r.metrics.Close()
+		}
 	}
-	return r.metrics.Close()
+	if r.lock != nil {
+		r.lock.Close()
+	}
+	return err
+}
+
+// discard removes the folder of a run that failed before writing a
+// checkpoint or parameters, so that its --out can be used again; a folder
+// that was there before, or holds anything of worth, is left alone.
+func (r *Run) discard() {
+	if !r.created {
+		return
+	}
+	for _, worth := range []string{"checkpoints", "params.json", "samples"} {
+		if _, err := os.Stat(filepath.Join(r.Dir, worth)); err == nil {
+			return
+		}
+	}
+	os.RemoveAll(r.Dir)
 }
 
 // Train runs the configured model.
@@ -159,7 +231,7 @@ func Train(c *models.Config, o Options) (*Run, error) {
 	}
 	switch {
 	case models.Neural(c.Model):
-		ctx, stop := signalContext()
+		ctx, stop := signals.Context()
 		defer stop()
 		err = torch.Do(func() error { return trainNeural(ctx, r, o.Resume) })
 	case o.Resume != "":
@@ -170,22 +242,8 @@ func Train(c *models.Config, o Options) (*Run, error) {
 	if cerr := r.Close(); err == nil {
 		err = cerr
 	}
+	if err != nil && !errors.Is(err, ErrInterrupted) {
+		r.discard()
+	}
 	return r, err
-}
-
-// signalContext is cancelled by the first SIGINT or SIGTERM; a second one
-// kills the process as usual.
-func signalContext() (context.Context, func()) {
-	ctx, cancel := context.WithCancel(context.Background())
-	ch := make(chan os.Signal, 1)
-	signal.Notify(ch, os.Interrupt, syscall.SIGTERM)
-	go func() {
-		select {
-		case <-ch:
-			cancel()
-			signal.Stop(ch)
-		case <-ctx.Done():
-		}
-	}()
-	return ctx, func() { signal.Stop(ch); cancel() }
 }

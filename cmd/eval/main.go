@@ -8,6 +8,7 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"math"
@@ -23,6 +24,7 @@ import (
 	"kakusan/diffusion"
 	"kakusan/eval"
 	"kakusan/internal/atomic"
+	"kakusan/internal/signals"
 	"kakusan/models"
 	"kakusan/sample"
 	"kakusan/torch"
@@ -48,6 +50,7 @@ type options struct {
 }
 
 func main() {
+	defer cli.Recover("eval")
 	o, err := parse(os.Args[1:])
 	if err == pflag.ErrHelp {
 		return
@@ -55,7 +58,19 @@ func main() {
 	if err != nil {
 		cli.Fatal("eval", err)
 	}
-	if err := torch.Do(func() error { return run(o) }); err != nil {
+	ctx, stop := signals.Context()
+	err = torch.Do(func() error {
+		var err error
+		torch.Interruptible(ctx, func() { err = run(ctx, o) })
+		return err
+	})
+	interrupted := ctx.Err() != nil
+	stop()
+	if interrupted {
+		fmt.Fprintln(os.Stderr, "eval: interrupted; nothing written")
+		os.Exit(signals.ExitCode)
+	}
+	if err != nil {
 		cli.Fatal("eval", err)
 	}
 	fmt.Fprintf(os.Stderr, "eval: wrote %s\n", o.out)
@@ -93,18 +108,30 @@ func parse(args []string) (*options, error) {
 	if o.n < 10 || o.n > sample.MaxImages || o.batch < 0 || math.IsNaN(o.sampling.Eta) {
 		return nil, fmt.Errorf("--n must be between 10 and %d, --batch at least 1 and --eta a number", sample.MaxImages)
 	}
+	if o.samples != "" {
+		for _, name := range []string{"n", "guidance", "sampler", "steps", "eta", "spacing", "batch", "seed"} {
+			if fs.Changed(name) {
+				return nil, fmt.Errorf("--%s is for --checkpoint; --samples measures the images as they are", name)
+			}
+		}
+	}
 	if o.out == "" {
 		o.out = "eval.json"
 		if o.samples != "" {
 			o.out = filepath.Join(o.samples, "eval.json")
 		}
 	}
+	if st, err := os.Stat(o.out); err == nil && !st.Mode().IsRegular() {
+		return nil, fmt.Errorf("--out %s: not a file (eval writes eval.json there)", o.out)
+	} else if st, err := os.Stat(filepath.Dir(o.out)); err != nil || !st.IsDir() {
+		return nil, fmt.Errorf("--out %s: its folder does not exist", o.out)
+	}
 	return o, nil
 }
 
 // run loads the judge and its reference, measures the samples or the
 // checkpoint's, prints the table and writes eval.json.
-func run(o *options) error {
+func run(ctx context.Context, o *options) error {
 	dev, err := torch.ParseDevice(o.device)
 	if err != nil {
 		return fmt.Errorf("--device: %w", err)
@@ -117,6 +144,13 @@ func run(o *options) error {
 		return err
 	}
 	defer judge.Free()
+	var imgs *torch.Tensor // the samples folder's images, read before the reference so a bad folder fails at once
+	var labels []int64
+	if o.samples != "" {
+		if imgs, labels, err = eval.LoadSamples(o.samples, judge.Geometry); err != nil {
+			return err
+		}
+	}
 	t0 := time.Now()
 	ref, err := judge.NewReference()
 	if err != nil {
@@ -125,9 +159,13 @@ func run(o *options) error {
 	fmt.Fprintf(os.Stderr, "eval: judge %s: %.2f%% on the test images; real-data floor FID %.3f (%.1f s)\n", judge.Path, 100*ref.Accuracy, ref.Floor, time.Since(t0).Seconds())
 	res := result{Protocol: judge.Protocol(), Judge: judge.Path, JudgeAccuracy: ref.Accuracy, FloorFID: ref.Floor}
 	if o.samples != "" {
-		err = evalFolder(o, judge, ref, &res)
+		res.Source = o.samples
+		var r *eval.Report
+		if r, err = judge.Evaluate(ref, imgs, labels); err == nil {
+			res.Reports = append(res.Reports, r)
+		}
 	} else {
-		err = evalCheckpoint(o, judge, ref, &res, dev)
+		err = evalCheckpoint(ctx, o, judge, ref, &res, dev)
 	}
 	if err != nil {
 		return err
@@ -137,23 +175,9 @@ func run(o *options) error {
 	return atomic.WriteFile(o.out, append(b, '\n'))
 }
 
-func evalFolder(o *options, judge *eval.Judge, ref *eval.Reference, res *result) error {
-	res.Source = o.samples
-	imgs, labels, err := eval.LoadSamples(o.samples, judge.Geometry)
-	if err != nil {
-		return err
-	}
-	r, err := judge.Evaluate(ref, imgs, labels)
-	if err != nil {
-		return err
-	}
-	res.Reports = append(res.Reports, r)
-	return nil
-}
-
 // evalCheckpoint samples the checkpoint at each guidance value with a
 // sampling job and measures the images.
-func evalCheckpoint(o *options, judge *eval.Judge, ref *eval.Reference, res *result, dev torch.Device) error {
+func evalCheckpoint(ctx context.Context, o *options, judge *eval.Judge, ref *eval.Reference, res *result, dev torch.Device) error {
 	res.Source = o.checkpoint
 	s := o.sampling
 	res.Sampler = map[string]any{"sampler": s.Sampler, "steps": s.Steps, "eta": s.Eta, "spacing": s.Spacing, "seed": o.seed, "n": o.n}
@@ -171,7 +195,7 @@ func evalCheckpoint(o *options, judge *eval.Judge, ref *eval.Reference, res *res
 			fmt.Fprintf(os.Stderr, "eval: guidance %g: %d/%d images, %.1f images/s\n", g, done, total, float64(done)/time.Since(t1).Seconds())
 		}
 		s.Guidance = g
-		imgs, labels, err := eval.Sample(m, ck.Geometry, o.n, o.seed, s, o.batch, progress)
+		imgs, labels, err := eval.Sample(ctx, m, ck.Geometry, o.n, o.seed, s, o.batch, progress)
 		if err != nil {
 			return err
 		}

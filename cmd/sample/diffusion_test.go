@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"encoding/json"
 	"math"
 	"os"
@@ -53,11 +54,11 @@ func files(t *testing.T, dir string) map[string][]byte {
 func TestShardsMakeTheUnshardedJob(t *testing.T) {
 	ck := tinyCheckpoint(t)
 	whole, parts := t.TempDir(), t.TempDir()
-	if err := runNeural(job(ck, whole, 0, 1)); err != nil {
+	if err := runNeural(context.Background(), job(ck, whole, 0, 1)); err != nil {
 		t.Fatal(err)
 	}
 	for i := range 3 {
-		if err := runNeural(job(ck, parts, i, 3)); err != nil {
+		if err := runNeural(context.Background(), job(ck, parts, i, 3)); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -109,7 +110,7 @@ func TestShardsMakeTheUnshardedJob(t *testing.T) {
 	victim := filepath.Join(whole, "000004_label4.png")
 	os.Remove(victim)
 	keepTime, _ := os.Stat(filepath.Join(whole, "000000_label2.png"))
-	if err := runNeural(job(ck, whole, 0, 1)); err != nil {
+	if err := runNeural(context.Background(), job(ck, whole, 0, 1)); err != nil {
 		t.Fatal(err)
 	}
 	got, err := os.ReadFile(victim)
@@ -150,18 +151,18 @@ func TestSamplingJobErrors(t *testing.T) {
 	for _, c := range cases {
 		j := job(ck, t.TempDir(), 0, 1)
 		c.edit(&j)
-		if err := runNeural(j); err == nil || !strings.Contains(err.Error(), c.want) {
+		if err := runNeural(context.Background(), j); err == nil || !strings.Contains(err.Error(), c.want) {
 			t.Errorf("want %q, got %v", c.want, err)
 		}
 	}
 	// A folder holds one job: the same folder with other parameters is refused.
 	dir := t.TempDir()
-	if err := runNeural(job(ck, dir, 0, 1)); err != nil {
+	if err := runNeural(context.Background(), job(ck, dir, 0, 1)); err != nil {
 		t.Fatal(err)
 	}
 	other := job(ck, dir, 0, 1)
 	other.sampling.Guidance = 5
-	if err := runNeural(other); err == nil || !strings.Contains(err.Error(), "holds the images of another job") {
+	if err := runNeural(context.Background(), other); err == nil || !strings.Contains(err.Error(), "holds the images of another job") {
 		t.Errorf("a restart with another guidance: %v", err)
 	}
 	for _, s := range []string{"3/3", "1", "-1/2", "a/b"} {

@@ -23,6 +23,7 @@ package main
 
 import (
 	"bufio"
+	"errors"
 	"fmt"
 	"io"
 	"math/rand/v2"
@@ -35,10 +36,13 @@ import (
 
 	"kakusan/cmd/internal/cli"
 	"kakusan/diffusion"
+	"kakusan/internal/signals"
 	"kakusan/models/gaussian"
+	"kakusan/sample"
 )
 
 func main() {
+	defer cli.Recover("sample")
 	fs := pflag.NewFlagSet("sample", pflag.ContinueOnError)
 	run := fs.String("run", "", "run `folder` holding params.json")
 	params := fs.String("params", "", "params.json `file` (instead of --run)")
@@ -68,19 +72,29 @@ func main() {
 		if j.out == "" {
 			j.out = "samples"
 		}
-		for _, name := range []string{"guidance", "sampler", "steps", "eta", "spacing"} {
+		for _, name := range []string{"guidance", "sampler", "steps", "eta", "spacing", "labels"} {
 			if fs.Changed(name) {
 				j.set = append(j.set, name)
 			}
 		}
 		var err error
 		if j.shard, j.of, err = parseShard(*shard); err == nil {
-			err = runNeural(j)
+			ctx, stop := signals.Context()
+			err = runNeural(ctx, j)
+			stop()
+		}
+		if errors.Is(err, sample.ErrInterrupted) {
+			os.Exit(signals.ExitCode)
 		}
 		if err != nil {
 			cli.Fatal("sample", err)
 		}
 		return
+	}
+	for _, name := range []string{"device", "batch", "labels", "guidance", "sampler", "steps", "eta", "spacing", "shard", "no-ema"} {
+		if fs.Changed(name) {
+			cli.Fatal("sample", fmt.Errorf("--%s is for neural checkpoints (--checkpoint); a classical model's samples are drawn in one go", name))
+		}
 	}
 	if err := classical(*run, *params, *out, *n, *seed); err != nil {
 		cli.Fatal("sample", err)

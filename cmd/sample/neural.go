@@ -1,6 +1,8 @@
 package main
 
 import (
+	"context"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -30,7 +32,7 @@ type neuralJob struct {
 // runNeural loads a checkpoint and runs a sampling job into j.out: one PNG
 // per image, job.json, the manifest and grid.png, and for the VAEs
 // reconstructions of test images and (VAE) a latent interpolation strip.
-func runNeural(j neuralJob) error {
+func runNeural(ctx context.Context, j neuralJob) error {
 	return torch.Do(func() error {
 		dev, err := torch.ParseDevice(j.device)
 		if err != nil {
@@ -44,12 +46,18 @@ func runNeural(j neuralJob) error {
 			return err
 		}
 		defer models.Free(m)
+		if err := j.flagsApply(m); err != nil {
+			return fmt.Errorf("%s: %w", ck.Path, err)
+		}
 		s := j.samplingFor(ck.Config)
 		gen, err := models.NewGenerator(m, s)
 		if err != nil {
 			return fmt.Errorf("%s: %w", ck.Path, err)
 		}
 		job := &sample.Job{N: j.n, Batch: j.batch, Seed: j.seed, Shard: j.shard, Of: j.of}
+		if err := job.Check(); err != nil { // before sizing anything by n
+			return err
+		}
 		if models.Conditional(m) {
 			if job.Labels, err = sample.ParseLabels(j.labels, j.n, ck.Geometry.Classes, j.seed); err != nil {
 				return err
@@ -71,11 +79,27 @@ func runNeural(j neuralJob) error {
 		if err := out.Open(); err != nil {
 			return err
 		}
-		if err := runJob(job, gen, out); err != nil {
+		if err := runJob(ctx, job, gen, out); err != nil {
 			return err
 		}
 		return vaeExtras(ck.Config, m, dev, j.out)
 	})
+}
+
+// flagsApply refuses the flags that do nothing for the checkpoint's model:
+// sampling flags for a model other than diffusion, --labels for an
+// unconditional one.
+func (j neuralJob) flagsApply(m models.Model) error {
+	_, isDiffusion := m.(*diffusion.Model)
+	for _, name := range j.set {
+		switch {
+		case name == "labels" && !models.Conditional(m):
+			return fmt.Errorf("--labels: the model is unconditional")
+		case name != "labels" && !isDiffusion:
+			return fmt.Errorf("--%s is for diffusion models; this one draws from its prior", name)
+		}
+	}
+	return nil
 }
 
 // samplingFor is the sampling the flags ask for, the checkpoint config's
@@ -95,7 +119,7 @@ func (j neuralJob) samplingFor(c *models.Config) diffusion.Sampling {
 
 // runJob runs the job with a progress bar on a terminal (plain lines
 // otherwise) and writes the manifest and the grid.
-func runJob(job *sample.Job, gen sample.Generator, out *sample.Folder) error {
+func runJob(ctx context.Context, job *sample.Job, gen sample.Generator, out *sample.Folder) error {
 	var bar *progressbar.ProgressBar
 	began := time.Now()
 	job.Progress = func(done, todo int) {
@@ -109,7 +133,10 @@ func runJob(job *sample.Job, gen sample.Generator, out *sample.Folder) error {
 			fmt.Fprintf(os.Stderr, "sample: %d/%d images, %.1f images/s\n", done, todo, float64(done)/time.Since(began).Seconds())
 		}
 	}
-	made, err := job.Run(gen, out)
+	made, err := job.Run(ctx, gen, out)
+	if errors.Is(err, sample.ErrInterrupted) {
+		fmt.Fprintf(os.Stderr, "sample: interrupted after %d images; the same command finishes the job\n", made)
+	}
 	if err != nil {
 		return err
 	}

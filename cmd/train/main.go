@@ -21,6 +21,7 @@ import (
 )
 
 func main() {
+	defer cli.Recover("train")
 	fs := pflag.NewFlagSet("train", pflag.ContinueOnError)
 	fs.Usage = func() {
 		fmt.Fprintf(os.Stderr, "usage: train -config FILE [flags]\n\n%s", fs.FlagUsages())
@@ -30,7 +31,7 @@ func main() {
 	overwrite := fs.Bool("overwrite", false, "reuse a run folder that already holds a run")
 	var sets []string
 	fs.StringArrayVar(&sets, "set", nil, "override a config value, `key=value` (e.g. gmm.components=3); repeatable")
-	seed := fs.Int64("seed", -1, "override the config's seed")
+	seed := fs.Uint64("seed", 0, "override the config's seed")
 	device := fs.String("device", "", "override the config's device: cpu, cuda, cuda:N or auto")
 	resume := fs.String("resume", "", "continue the run in this `folder` from its latest checkpoint (its config.yaml unless -config is given)")
 	if err := cli.Parse(fs, os.Args[1:]); err != nil {
@@ -49,8 +50,11 @@ func main() {
 	if *device != "" {
 		sets = append(sets, "device="+*device)
 	}
-	if *seed >= 0 {
+	if fs.Changed("seed") {
 		sets = append(sets, fmt.Sprintf("seed=%d", *seed))
+	}
+	if *resume != "" && (*out != "" || *overwrite) {
+		cli.Fatal("train", fmt.Errorf("--resume continues the run in its own folder: --out and --overwrite do not apply"))
 	}
 	c, err := models.LoadConfig(*config, sets)
 	if err != nil {

@@ -65,9 +65,11 @@ func (m *Module) StateDict() map[string]*torch.Tensor {
 }
 
 // Load copies tensors into the module's parameters and buffers, strictly:
-// every name must be present with the same shape, and extra names other
-// than those with one of the ignored prefixes are an error. The first
-// problem is named.
+// every name must be present with the same shape, floating point where the
+// module's is (and the other way round) and, if floating point, finite;
+// extra names other than those with one of the ignored prefixes are an
+// error. The first problem is named, and nothing is copied unless all is
+// well.
 func (m *Module) Load(sd map[string]*torch.Tensor, ignore ...string) error {
 	own := m.StateDict()
 	names := make([]string, 0, len(own))
@@ -83,6 +85,12 @@ func (m *Module) Load(sd map[string]*torch.Tensor, ignore ...string) error {
 		dst := own[name]
 		if a, b := src.Shape(), dst.Shape(); !slices.Equal(a, b) {
 			return fmt.Errorf("tensor %q has shape %v, the model wants %v", name, a, b)
+		}
+		if a, b := src.DType(), dst.DType(); a.IsFloat() != b.IsFloat() {
+			return fmt.Errorf("tensor %q is %s, the model wants %s", name, a, b)
+		}
+		if src.DType().IsFloat() && !src.IsFinite().All() {
+			return fmt.Errorf("tensor %q holds NaN or infinite values", name)
 		}
 	}
 	var extra []string

@@ -152,8 +152,24 @@ func Parse(b []byte) (*File, error) {
 	return f, nil
 }
 
-// ReadFile reads and parses a file; errors name the path.
+// MaxFile bounds the files ReadFile reads whole (16 GiB), so a mistaken
+// path cannot exhaust memory.
+const MaxFile = 16 << 30
+
+// ReadFile reads and parses a regular file of at most MaxFile bytes (it
+// looks before it opens: a FIFO would wait for a writer); errors name the
+// path.
 func ReadFile(path string) (*File, error) {
+	st, err := os.Stat(path)
+	if err != nil {
+		return nil, err
+	}
+	if !st.Mode().IsRegular() {
+		return nil, fmt.Errorf("%s: not a regular file", path)
+	}
+	if st.Size() > MaxFile {
+		return nil, fmt.Errorf("%s: %d bytes, more than the %d a checkpoint may have", path, st.Size(), int64(MaxFile))
+	}
 	b, err := os.ReadFile(path)
 	if err != nil {
 		return nil, err

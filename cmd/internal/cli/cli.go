@@ -34,6 +34,16 @@ func Normalize(fs *pflag.FlagSet, args []string) []string {
 	return out
 }
 
+// Recover turns a panic that escaped cmd's own error handling into a
+// message asking for a bug report and exit status 70 (EX_SOFTWARE), never
+// a Go stack trace for user input: defer it first thing in main.
+func Recover(cmd string) {
+	if r := recover(); r != nil {
+		fmt.Fprintf(os.Stderr, "%s: internal error: %v\nThis is a bug in kakusan: please report it with the command line that caused it.\n", cmd, r)
+		os.Exit(70)
+	}
+}
+
 // Fatal prints "cmd: err" and exits with status 1.
 func Fatal(cmd string, err error) {
 	fmt.Fprintf(os.Stderr, "%s: %v\n", cmd, err)

@@ -1,0 +1,67 @@
+package main
+
+import (
+	"os"
+	"path/filepath"
+	"testing"
+
+	"kakusan/cmd/internal/clitest"
+	"kakusan/models"
+	"kakusan/train"
+)
+
+func TestMain(m *testing.M) { clitest.Main(m, main) }
+
+func tinyRun(t *testing.T, config string, sets ...string) string {
+	t.Helper()
+	c, err := models.LoadConfig("../../configs/"+config+".yaml", append([]string{"data.subset=256", "data.test_subset=64", "device=cpu", "train.max_steps=2"}, sets...))
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := train.Train(c, train.Options{Out: filepath.Join(t.TempDir(), config)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r.Dir
+}
+
+// TestHostileInputs runs bin/eval's main as a careless or hostile user
+// would: every case fails with a message naming the culprit and no panic
+// trace, and a samples folder is left as it was.
+func TestHostileInputs(t *testing.T) {
+	judge := tinyRun(t, "mnist_classifier")
+	vae := tinyRun(t, "mnist_vae")
+	dir := t.TempDir()
+	folder := func(name, manifest string) string {
+		d := filepath.Join(dir, name)
+		os.MkdirAll(d, 0o755)
+		if err := os.WriteFile(filepath.Join(d, "manifest.jsonl"), []byte(manifest), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return d
+	}
+	os.WriteFile(filepath.Join(dir, "secret.png"), []byte("outside the folder"), 0o644)
+	traversal := folder("traversal", `{"file":"../secret.png","label":1}`+"\n")
+	before := clitest.Snapshot(t, traversal)
+	cases := []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--judge", judge}, "usage: eval --judge"},
+		{[]string{"--judge", judge, "--samples", traversal}, `file "../secret.png" is not a name in the folder`},
+		{[]string{"--judge", judge, "--samples", folder("empty", "")}, "the manifests list no images"},
+		{[]string{"--judge", judge, "--samples", folder("mixed", `{"file":"a.png"}`+"\n"+`{"file":"b.png","label":1}`+"\n")}, "some manifest lines have labels and some do not"},
+		{[]string{"--judge", judge, "--samples", folder("label", `{"file":"a.png","label":12}`+"\n")}, "label 12 is not a class of the judge (0-9)"},
+		{[]string{"--judge", judge, "--samples", traversal, "--n", "50"}, "--n is for --checkpoint"},
+		{[]string{"--judge", judge, "--samples", traversal, "--out", dir}, "not a file"},
+		{[]string{"--judge", judge, "--checkpoint", vae, "--guidance", "nan"}, "--guidance"},
+		{[]string{"--judge", vae, "--samples", traversal}, `a "vae" checkpoint; the judge must be a classifier`},
+		{[]string{"--judge", "/dev/zero", "--samples", traversal}, "/dev/zero: not a regular file"},
+	}
+	for _, c := range cases {
+		clitest.Run(t, dir, c.args...).Refused(t, c.args, c.want)
+	}
+	if after := clitest.Snapshot(t, traversal); after != before {
+		t.Errorf("refused evaluations changed the samples folder:\n%s\nbecame\n%s", before, after)
+	}
+}

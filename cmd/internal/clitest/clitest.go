@@ -1,0 +1,115 @@
+// Package clitest runs a command's real main in a child process, as a user
+// would run the binary, so that tests see its exit status, its messages and
+// any panic trace. A command's tests call Main from TestMain and Run from
+// the tests.
+package clitest
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+const envMain = "KAKUSAN_CLITEST_MAIN"
+
+// Main runs the command's main instead of the tests when this test binary
+// was started by Run; call it first thing in TestMain.
+func Main(m *testing.M, main func()) {
+	if os.Getenv(envMain) == "1" {
+		var args []string
+		if err := json.Unmarshal([]byte(os.Getenv(envMain+"_ARGS")), &args); err != nil {
+			panic(err)
+		}
+		os.Args = append([]string{filepath.Base(os.Args[0])}, args...)
+		main()
+		os.Exit(0)
+	}
+	os.Exit(m.Run())
+}
+
+// Result is what a run of the command did.
+type Result struct {
+	Code           int
+	Stdout, Stderr string
+}
+
+// Run runs the command with args (in dir, when not empty) and waits at most
+// a minute.
+func Run(t *testing.T, dir string, args ...string) Result {
+	t.Helper()
+	cmd := exec.Command(os.Args[0])
+	encoded, _ := json.Marshal(args)
+	cmd.Env = append(os.Environ(), envMain+"=1", envMain+"_ARGS="+string(encoded))
+	cmd.Dir = dir
+	var out, errOut bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errOut
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	var err error
+	select {
+	case err = <-done:
+	case <-time.After(time.Minute):
+		cmd.Process.Kill()
+		t.Fatalf("%v: still running after a minute", args)
+	}
+	r := Result{Stdout: out.String(), Stderr: errOut.String()}
+	var exit *exec.ExitError
+	if errors.As(err, &exit) {
+		r.Code = exit.ExitCode()
+	} else if err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
+
+// Refused checks that a run failed cleanly: a non-zero status, a message
+// containing want, and no Go panic trace.
+func (r Result) Refused(t *testing.T, args []string, want string) {
+	t.Helper()
+	if r.Code == 0 || !strings.Contains(r.Stderr, want) || strings.Contains(r.Stderr, "goroutine ") || strings.Contains(r.Stderr, "panic:") {
+		t.Errorf("%q: status %d, stderr %q; want a non-zero status and %q without a panic", args, r.Code, r.Stderr, want)
+	}
+}
+
+// Snapshot is the content of every file under dir (but a run folder's
+// lock), to check that a refused
+// command changed nothing.
+func Snapshot(t *testing.T, dir string) string {
+	t.Helper()
+	var sb strings.Builder
+	err := filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() || d.Name() == ".lock" { // a run folder's lock holds the last PID
+			return err
+		}
+		info, err := d.Info()
+		if err != nil {
+			return err
+		}
+		if info.Mode().IsRegular() {
+			b, err := os.ReadFile(p)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(&sb, "%s %x %v\n", p, sha256.Sum256(b), info.ModTime().UnixNano())
+		} else {
+			fmt.Fprintf(&sb, "%s %v\n", p, info.Mode())
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return sb.String()
+}

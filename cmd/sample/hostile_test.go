@@ -1,0 +1,71 @@
+package main
+
+import (
+	"os"
+	"path/filepath"
+	"testing"
+
+	"kakusan/cmd/internal/clitest"
+	"kakusan/models"
+	"kakusan/train"
+)
+
+func TestMain(m *testing.M) { clitest.Main(m, main) }
+
+// TestHostileInputs runs bin/sample's main as a careless or hostile user
+// would: every case fails with a message naming the culprit, no panic
+// trace, and no change to a finished job's folder.
+func TestHostileInputs(t *testing.T) {
+	diff := tinyCheckpoint(t)
+	c, err := models.LoadConfig("../../configs/mnist_vae.yaml", []string{"data.subset=256", "data.test_subset=64", "device=cpu", "train.max_steps=2"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	vae, err := train.Train(c, train.Options{Out: filepath.Join(t.TempDir(), "vae")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	done := filepath.Join(dir, "done")
+	base := []string{"--checkpoint", diff, "--device", "cpu", "--n", "4", "--steps", "2", "--out", done}
+	if r := clitest.Run(t, dir, base...); r.Code != 0 {
+		t.Fatalf("a good job: %+v", r)
+	}
+	before := clitest.Snapshot(t, done)
+	fifo := filepath.Join(dir, "fifo.safetensors")
+	if err := mkfifo(fifo); err != nil {
+		t.Fatal(err)
+	}
+	cases := []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--checkpoint", "/dev/zero", "--out", filepath.Join(dir, "a")}, "/dev/zero: not a regular file"},
+		{[]string{"--checkpoint", fifo, "--out", filepath.Join(dir, "a")}, "fifo.safetensors: not a regular file"},
+		{[]string{"--checkpoint", filepath.Join(dir, "none"), "--out", filepath.Join(dir, "a")}, "no such file"},
+		{append(base[:len(base)-1], filepath.Join(dir, "b"), "--guidance", "NaN"), "guidance: must be in [0, 50], got NaN"},
+		{append(base[:len(base)-1], filepath.Join(dir, "b"), "--eta", "nan"), "eta"},
+		{append(base[:len(base)-1], filepath.Join(dir, "b"), "--sampler", "euler"), `unknown sampler "euler"`},
+		{append(base[:len(base)-1], filepath.Join(dir, "b"), "--labels", "3,12"), "label 12 out of range"},
+		{append(base[:len(base)-1], filepath.Join(dir, "b"), "--n", "0"), "--n must be between 1"},
+		{append(base[:len(base)-1], filepath.Join(dir, "b"), "--n", "1000000000"), "--n must be between 1"},
+		{append(base[:len(base)-1], filepath.Join(dir, "b"), "--shard", "2/2"), `--shard "2/2"`},
+		{append(base, "--guidance", "5"), "holds the images of another job"},
+		{append(base, "--seed", "2"), "holds the images of another job"},
+		{[]string{"--checkpoint", vae.Dir, "--device", "cpu", "--guidance", "2", "--out", filepath.Join(dir, "c")}, "--guidance is for diffusion models"},
+		{[]string{"--checkpoint", vae.Dir, "--device", "cpu", "--labels", "1", "--out", filepath.Join(dir, "c")}, "--labels: the model is unconditional"},
+		{[]string{"--run", filepath.Join(dir, "none")}, "params.json: no such file"},
+		{[]string{"--params", "/dev/zero", "--device", "cuda"}, "--device is for neural checkpoints"},
+	}
+	for _, c := range cases {
+		clitest.Run(t, dir, c.args...).Refused(t, c.args, c.want)
+	}
+	if after := clitest.Snapshot(t, done); after != before {
+		t.Errorf("the refused commands changed the finished job:\n%s\nbecame\n%s", before, after)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "b")); err == nil {
+		if entries, _ := os.ReadDir(filepath.Join(dir, "b")); len(entries) > 1 {
+			t.Errorf("refused jobs wrote %d files into their folder", len(entries))
+		}
+	}
+}

@@ -1,0 +1,173 @@
+package train
+
+import (
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+
+	"kakusan/models"
+	"kakusan/torch"
+)
+
+// TestOverwriteKeepsTheNewRun: --overwrite over a longer earlier run must
+// leave this run's checkpoints, not the old run's higher-numbered ones.
+func TestOverwriteKeepsTheNewRun(t *testing.T) {
+	out := filepath.Join(t.TempDir(), "run")
+	long := neuralConfig(t, "vae", "train.max_steps=40", "train.checkpoint_every=10", "train.keep_checkpoints=2")
+	if _, err := Train(long, Options{Out: out}); err != nil {
+		t.Fatal(err)
+	}
+	short := neuralConfig(t, "vae", "train.max_steps=20", "train.checkpoint_every=10", "train.keep_checkpoints=2")
+	if _, err := Train(short, Options{Out: out, Overwrite: true}); err != nil {
+		t.Fatal(err)
+	}
+	steps, _ := filepath.Glob(filepath.Join(out, "checkpoints", "step-*.safetensors"))
+	var names []string
+	for _, s := range steps {
+		names = append(names, filepath.Base(s))
+	}
+	if strings.Join(names, " ") != "step-00000010.safetensors step-00000020.safetensors" {
+		t.Errorf("checkpoints after --overwrite: %v", names)
+	}
+	if _, err := Train(neuralConfig(t, "vae", "train.max_steps=30"), Options{Resume: out}); err != nil {
+		t.Errorf("resume after --overwrite: %v", err)
+	}
+}
+
+// TestRunFolderIsLocked: a second process (here a second Start) on a run
+// folder in use is refused with the holder's PID.
+func TestRunFolderIsLocked(t *testing.T) {
+	out := filepath.Join(t.TempDir(), "run")
+	c := neuralConfig(t, "vae", "train.max_steps=2")
+	r, err := Start(c, Options{Out: out})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = Start(neuralConfig(t, "vae", "train.max_steps=2"), Options{Resume: out})
+	if err == nil || !strings.Contains(err.Error(), "in use by process") || !strings.Contains(err.Error(), "process "+strconv.Itoa(os.Getpid())) {
+		t.Errorf("a second run in a locked folder: %v", err)
+	}
+	r.Close()
+	r2, err := Start(neuralConfig(t, "vae", "train.max_steps=2"), Options{Resume: out})
+	if err != nil {
+		t.Fatalf("after the first closed: %v", err)
+	}
+	r2.Close()
+}
+
+// TestFailedRunLeavesNoFolderAndCleansLeftovers: a run that fails before
+// writing anything of worth gives its --out back; a resumed run clears the
+// temporary files a killed process left; resuming a finished run changes
+// nothing.
+func TestFailedRunLeavesNoFolderAndCleansLeftovers(t *testing.T) {
+	out := filepath.Join(t.TempDir(), "run")
+	bad := neuralConfig(t, "vae", "train.batch_size=5000", "data.subset=100")
+	if _, err := Train(bad, Options{Out: out}); err == nil || !strings.Contains(err.Error(), "larger than the 100 training images") {
+		t.Fatalf("err = %v", err)
+	}
+	if _, err := os.Stat(out); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("a failed run left its folder: %v", err)
+	}
+	c := neuralConfig(t, "vae", "train.max_steps=10")
+	if _, err := Train(c, Options{Out: out}); err != nil {
+		t.Fatalf("--out after a failed run: %v", err)
+	}
+	leftover := filepath.Join(out, "checkpoints", ".step-00000020.safetensors.tmp-123")
+	os.WriteFile(leftover, []byte("torn"), 0o644)
+	metrics, _ := os.ReadFile(filepath.Join(out, "metrics.jsonl"))
+	if _, err := Train(neuralConfig(t, "vae", "train.max_steps=10"), Options{Resume: out}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(leftover); !errors.Is(err, os.ErrNotExist) {
+		t.Error("a killed process's temporary checkpoint survived the next run")
+	}
+	if again, _ := os.ReadFile(filepath.Join(out, "metrics.jsonl")); string(again) != string(metrics) {
+		t.Errorf("resuming a finished run changed metrics.jsonl:\n%s\nto\n%s", metrics, again)
+	}
+}
+
+// TestBadWeightsAreNamed: a checkpoint whose float weights claim an
+// integer dtype, or hold NaN, is refused with the tensor's name.
+func TestBadWeightsAreNamed(t *testing.T) {
+	c := neuralConfig(t, "vae", "train.max_steps=2")
+	r, err := Train(c, Options{Out: filepath.Join(t.TempDir(), "run")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = torch.Do(func() error {
+		ck, err := models.ReadCheckpoint(r.Dir, torch.CPU)
+		if err != nil {
+			return err
+		}
+		for name, edit := range map[string]func(*torch.Tensor) *torch.Tensor{
+			"is int64, the model wants float32": func(w *torch.Tensor) *torch.Tensor { return w.To(torch.Int64) },
+			"holds NaN or infinite values":      func(w *torch.Tensor) *torch.Tensor { return w.MulScalar(0).DivScalar(0) },
+		} {
+			tensors := map[string]*torch.Tensor{}
+			for k, v := range ck.Tensors {
+				tensors[k] = v
+			}
+			tensors["decoder.linear2.bias"] = edit(tensors["decoder.linear2.bias"])
+			path := filepath.Join(t.TempDir(), "bad.safetensors")
+			if err := torch.SaveFile(path, tensors, ck.Meta); err != nil {
+				return err
+			}
+			if _, _, err := models.Load(path, torch.CPU, false); err == nil || !strings.Contains(err.Error(), `"decoder.linear2.bias" `+name) {
+				t.Errorf("want %q, got %v", name, err)
+			}
+		}
+		// A checkpoint path that is a device, or a dangling latest link.
+		if _, err := models.ReadCheckpoint("/dev/zero", torch.CPU); err == nil || !strings.Contains(err.Error(), "not a regular file") {
+			t.Errorf("/dev/zero: %v", err)
+		}
+		dangling := t.TempDir()
+		os.Symlink("step-00000099.safetensors", filepath.Join(dangling, "latest.safetensors"))
+		if _, err := models.ReadCheckpoint(dangling, torch.CPU); err == nil || !strings.Contains(err.Error(), "points at step-00000099.safetensors, which is missing") {
+			t.Errorf("dangling latest: %v", err)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestSignalDuringAGridCheckpoints: a signal that arrives while a grid is
+// drawn stops it within an operation, and the run saves a checkpoint and
+// reports the interruption.
+func TestSignalDuringAGridCheckpoints(t *testing.T) {
+	c := diffusionConfig(t, "train.max_steps=3")
+	r, err := Start(c, Options{Out: filepath.Join(t.TempDir(), "run")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	err = torch.Do(func() error {
+		l, err := newLoop(ctx, r, "")
+		if l != nil {
+			defer l.free()
+		}
+		if err != nil {
+			return err
+		}
+		cancel()
+		if err := l.grid("x.png"); !errors.Is(err, errStop) {
+			t.Errorf("grid after the signal: %v", err)
+		}
+		if err := l.evaluate(0); !errors.Is(err, errStop) {
+			t.Errorf("evaluation after the signal: %v", err)
+		}
+		return l.interrupted(0)
+	})
+	if !errors.Is(err, ErrInterrupted) {
+		t.Fatalf("err = %v", err)
+	}
+	if _, err := os.Stat(filepath.Join(r.Dir, "checkpoints", "step-00000000.safetensors")); err != nil {
+		t.Error(err)
+	}
+}
