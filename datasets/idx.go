@@ -7,7 +7,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"os"
+
+	"kakusan/internal/files"
 )
 
 // IDX is an unsigned-byte array from an IDX file, the format of MNIST and
@@ -77,7 +78,7 @@ func ParseIDX(b []byte) (*IDX, error) {
 
 // ReadIDX reads an IDX file; errors name it.
 func ReadIDX(path string) (*IDX, error) {
-	b, err := os.ReadFile(path)
+	b, err := files.Read(path, maxIDX+1<<20)
 	if err != nil {
 		return nil, err
 	}

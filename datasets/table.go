@@ -7,17 +7,21 @@ package datasets
 import (
 	"bufio"
 	"fmt"
-	"os"
 	"strconv"
 	"strings"
+
+	"kakusan/internal/files"
 )
 
 // LoadTable reads a whitespace-separated numeric table: one row a line, the
 // same number of columns on every line (cols, or whatever the first line has
 // when cols is 0). Blank lines and lines starting with '#' are skipped.
+// maxTable bounds a numeric table file (the book's largest is 400 KiB).
+const maxTable = 1 << 30
+
 // Errors name the file and line.
 func LoadTable(path string, cols int) ([][]float64, error) {
-	f, err := os.Open(path)
+	f, err := files.Open(path, maxTable)
 	if err != nil {
 		return nil, err
 	}

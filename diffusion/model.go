@@ -65,8 +65,8 @@ func (m *Model) Loss(x, y *torch.Tensor) *torch.Tensor {
 	if m.Conditional() {
 		switch m.Cfg.CondDropMode {
 		case "batch":
-			// One draw for the whole batch, compared on the device.
-			keep = torch.Full([]int64{n}, 1, m.dev).Mul(torch.Rand([]int64{1}).GeScalar(m.Cfg.CondDrop).To(torch.Float32).To(m.dev))
+			// One draw for the whole batch, drawn and compared on the device.
+			keep = torch.Full([]int64{n}, 1, m.dev).Mul(torch.Rand([]int64{1}, m.dev).GeScalar(m.Cfg.CondDrop).To(torch.Float32))
 		default:
 			keep = torch.Rand([]int64{n}, m.dev).GeScalar(m.Cfg.CondDrop).To(torch.Float32)
 		}

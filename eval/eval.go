@@ -6,13 +6,13 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"os"
 	"path/filepath"
 	"sort"
 	"strings"
 
 	"kakusan/datasets"
 	"kakusan/diffusion"
+	"kakusan/internal/files"
 	"kakusan/models"
 	"kakusan/sample"
 	"kakusan/torch"
@@ -238,7 +238,7 @@ func readManifests(dir string) ([]entry, error) {
 	sort.Strings(manifests)
 	var entries []entry
 	for _, m := range manifests {
-		f, err := os.Open(m)
+		f, err := files.Open(m, maxManifest)
 		if err != nil {
 			return nil, err
 		}
@@ -266,6 +266,13 @@ func readManifests(dir string) ([]entry, error) {
 	if len(entries) == 0 {
 		return nil, fmt.Errorf("%s: the manifests list no images", dir)
 	}
+	seen := map[string]string{}
+	for _, e := range entries {
+		if first, dup := seen[e.File]; dup {
+			return nil, fmt.Errorf("%s: %s lists %s again (first at %s): one folder, one job's manifests", dir, e.where, e.File, first)
+		}
+		seen[e.File] = e.where
+	}
 	return entries, nil
 }
 
@@ -281,9 +288,8 @@ func Sample(ctx context.Context, m models.Model, g models.Geometry, n int, seed 
 	}
 	job := &sample.Job{N: n, Batch: batch, Seed: seed, Of: 1, Progress: progress}
 	if models.Conditional(m) {
-		job.Labels = make([]int64, n)
-		for k := range job.Labels {
-			job.Labels[k] = int64(k % g.Classes)
+		if job.Labels, err = sample.ParseLabels("all", n, g.Classes, seed); err != nil {
+			return nil, nil, err
 		}
 	}
 	var out sample.Memory

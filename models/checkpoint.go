@@ -43,6 +43,7 @@ type Checkpoint struct {
 	Step     int
 	Config   *Config  // the resolved config it was trained with
 	Geometry Geometry // of the data it was trained on
+	ema      bool     // it holds a moving average of the weights
 }
 
 // Metadata is what a checkpoint of c's model, trained on data of geometry
@@ -60,8 +61,8 @@ func Metadata(c *Config, g Geometry, step, epoch int, optStep int64) map[string]
 	}
 }
 
-// ResolveCheckpoint turns a run folder into its latest checkpoint; a file
-// path is returned as it is.
+// ResolveCheckpoint turns a run folder into the step file its latest link
+// points at; a file path is returned as it is.
 func ResolveCheckpoint(path string) (string, error) {
 	st, err := os.Stat(path)
 	if err != nil || !st.IsDir() {
@@ -69,7 +70,7 @@ func ResolveCheckpoint(path string) (string, error) {
 	}
 	for _, p := range []string{filepath.Join(path, "checkpoints", "latest.safetensors"), filepath.Join(path, "latest.safetensors")} {
 		if _, err := os.Stat(p); err == nil {
-			return p, nil
+			return filepath.EvalSymlinks(p) // the step file itself: latest moves on
 		}
 		if target, err := os.Readlink(p); err == nil {
 			return "", fmt.Errorf("%s points at %s, which is missing", p, target)
@@ -93,6 +94,9 @@ func ReadCheckpoint(path string, dev torch.Device) (*Checkpoint, error) {
 		return nil, err
 	}
 	c := &Checkpoint{Path: path, Tensors: tensors, Meta: meta}
+	for k := range tensors {
+		c.ema = c.ema || strings.HasPrefix(k, EMAPrefix)
+	}
 	if meta[MetaModel] == "" {
 		return nil, fmt.Errorf("%s: not a kakusan checkpoint (no %s in its metadata)", path, MetaModel)
 	}
@@ -134,13 +138,14 @@ func (c *Checkpoint) Weights(ema bool) map[string]*torch.Tensor {
 }
 
 // HasEMA reports whether the checkpoint carries a moving average.
-func (c *Checkpoint) HasEMA() bool {
-	for k := range c.Tensors {
-		if strings.HasPrefix(k, EMAPrefix) {
-			return true
-		}
+func (c *Checkpoint) HasEMA() bool { return c.ema }
+
+// Free releases the tensors (the metadata stays).
+func (c *Checkpoint) Free() {
+	for _, t := range c.Tensors {
+		t.Free()
 	}
-	return false
+	c.Tensors = nil
 }
 
 // LoadWeights copies the checkpoint's weights (the moving average when ema
@@ -156,18 +161,21 @@ func (c *Checkpoint) LoadWeights(m Model, ema bool) error {
 // training: it rebuilds the model from the config and geometry recorded in
 // the file, loads the moving average of the weights when ema is true and
 // the file has one (else the weights), and puts the model in eval mode.
-// The caller frees the model's module.
+// The returned checkpoint keeps its metadata, not its tensors (they are
+// freed once copied into the model). The caller frees the model with
+// models.Free.
 func Load(path string, dev torch.Device, ema bool) (Model, *Checkpoint, error) {
 	ck, err := ReadCheckpoint(path, dev)
 	if err != nil {
 		return nil, nil, err
 	}
+	defer ck.Free()
 	m, err := New(ck.Config, ck.Geometry, dev)
 	if err != nil {
 		return nil, nil, fmt.Errorf("%s: %w", ck.Path, err)
 	}
 	if err := ck.LoadWeights(m, ema); err != nil {
-		m.Module().Free()
+		Free(m)
 		return nil, nil, err
 	}
 	m.Module().SetTraining(false)

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"math"
-	"os"
 	"path/filepath"
 	"reflect"
 	"regexp"
@@ -15,6 +14,8 @@ import (
 	"strings"
 
 	"go.yaml.in/yaml/v3"
+
+	"kakusan/internal/files"
 )
 
 // Config is a run's whole configuration: the fields every model shares, the
@@ -116,22 +117,7 @@ func LoadConfig(path string, sets []string) (*Config, error) {
 // readBounded reads a regular file of at most limit bytes. It looks before
 // it opens: opening a FIFO would wait for a writer.
 func readBounded(path string, limit int64) ([]byte, error) {
-	st, err := os.Stat(path)
-	if err != nil {
-		return nil, err
-	}
-	if !st.Mode().IsRegular() {
-		return nil, fmt.Errorf("%s: not a regular file", path)
-	}
-	if st.Size() > limit {
-		return nil, fmt.Errorf("%s: %d bytes; a config is at most %d", path, st.Size(), limit)
-	}
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	return io.ReadAll(io.LimitReader(f, limit))
+	return files.Read(path, limit)
 }
 
 // ParseConfig is LoadConfig for a config already in memory; path names it

@@ -9,6 +9,7 @@ package models
 import (
 	"errors"
 	"fmt"
+	"slices"
 	"sort"
 
 	"kakusan/diffusion"
@@ -55,6 +56,26 @@ func (g Geometry) Pixels() int64 { return int64(g.C * g.H * g.W) }
 
 // Shape is (C, H, W).
 func (g Geometry) Shape() []int64 { return []int64{int64(g.C), int64(g.H), int64(g.W)} }
+
+// SameAs reports, as "<g> but the data has <o>", how the data o differs
+// from g in shape, class count or class names (nil when it does not):
+// a model trained on g must not be resumed or judged with o.
+func (g Geometry) SameAs(o Geometry) error {
+	names := len(g.ClassNames) > 0 && len(o.ClassNames) > 0 && !slices.Equal(g.ClassNames, o.ClassNames)
+	if g.C != o.C || g.H != o.H || g.W != o.W || g.Classes != o.Classes || names {
+		return fmt.Errorf("%dx%dx%d images of classes %v, but the data has %dx%dx%d images of classes %v",
+			g.C, g.H, g.W, g.classList(), o.C, o.H, o.W, o.classList())
+	}
+	return nil
+}
+
+// classList is the class names, or their count when unnamed.
+func (g Geometry) classList() any {
+	if len(g.ClassNames) > 0 {
+		return g.ClassNames
+	}
+	return g.Classes
+}
 
 // Validate bounds the geometry a checkpoint or dataset may declare.
 func (g Geometry) Validate() error {

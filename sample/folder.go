@@ -1,16 +1,21 @@
 package sample
 
 import (
+	"bufio"
 	"bytes"
+	"crypto/sha256"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"math"
 	"os"
 	"path/filepath"
 	"sort"
+	"strconv"
 
 	"kakusan/internal/atomic"
+	"kakusan/internal/files"
 )
 
 // Folder is a Sink that writes a job's images into a folder: one PNG per
@@ -34,7 +39,7 @@ func (f *Folder) Open() error {
 	if err := os.MkdirAll(f.Dir, 0o755); err != nil {
 		return err
 	}
-	rec := map[string]any{"n": f.Job.N, "batch": f.Job.Batch, "seed": f.Job.Seed, "labels": f.Job.Labels,
+	rec := map[string]any{"n": f.Job.N, "batch": f.Job.Batch, "seed": f.Job.Seed, "labels": labelsDigest(f.Job.Labels),
 		"geometry": []int{f.C, f.H, f.W}, "params": f.Meta}
 	if f.Names != nil {
 		rec["class_names"] = f.Names
@@ -45,7 +50,7 @@ func (f *Folder) Open() error {
 	}
 	want = append(want, '\n')
 	path := filepath.Join(f.Dir, "job.json")
-	have, err := os.ReadFile(path)
+	have, err := files.Read(path, 1<<20)
 	switch {
 	case errors.Is(err, os.ErrNotExist):
 		return atomic.WriteFile(path, want)
@@ -55,6 +60,22 @@ func (f *Folder) Open() error {
 		return fmt.Errorf("%s holds the images of another job (see its job.json): give another --out, or the same parameters to finish that job", f.Dir)
 	}
 	return nil
+}
+
+// labelsDigest identifies a job's labels in job.json without listing
+// them (a job may have 10^8): "none", or the SHA-256 of their decimal list.
+func labelsDigest(labels []int64) string {
+	if labels == nil {
+		return "none"
+	}
+	h := sha256.New()
+	w := bufio.NewWriter(h)
+	for _, l := range labels {
+		w.WriteString(strconv.FormatInt(l, 10))
+		w.WriteByte(',')
+	}
+	w.Flush()
+	return fmt.Sprintf("sha256:%x", h.Sum(nil))
 }
 
 // Name is image k's file name.
@@ -85,33 +106,38 @@ func (f *Folder) Put(b Batch, imgs *Images) error {
 	return nil
 }
 
-// Finish writes the manifest of this shard's images and the grid.
+// Finish writes the manifest of this shard's images, streamed (a job may
+// be large), and the grid.
 func (f *Folder) Finish() error {
-	var lines []byte
-	var cells []Batch
-	for _, r := range f.Job.Batches() {
-		b := f.Job.batch(r)
-		for i, k := range b.Images {
-			rec := map[string]any{"file": f.Name(k, b, i), "index": k, "seed": f.Job.Seed}
-			for key, v := range f.Meta {
-				rec[key] = v
-			}
-			if b.Labels != nil {
-				rec["label"] = b.Labels[i]
-			}
-			line, err := json.Marshal(rec)
-			if err != nil {
-				return err
-			}
-			lines = append(append(lines, line...), '\n')
-		}
-		cells = append(cells, b)
-	}
 	manifest := "manifest.jsonl"
 	if f.Job.Of > 1 {
 		manifest = fmt.Sprintf("manifest-%d-of-%d.jsonl", f.Job.Shard, f.Job.Of)
 	}
-	if err := atomic.WriteFile(filepath.Join(f.Dir, manifest), lines); err != nil {
+	var cells []Batch // the batches the grid draws from: enough for ten of each class
+	err := atomic.Write(filepath.Join(f.Dir, manifest), func(out io.Writer) error {
+		w := bufio.NewWriter(out)
+		enc := json.NewEncoder(w)
+		for _, r := range f.Job.Batches() {
+			b := f.Job.batch(r)
+			for i, k := range b.Images {
+				rec := map[string]any{"file": f.Name(k, b, i), "index": k, "seed": f.Job.Seed}
+				for key, v := range f.Meta {
+					rec[key] = v
+				}
+				if b.Labels != nil {
+					rec["label"] = b.Labels[i]
+				}
+				if err := enc.Encode(rec); err != nil {
+					return err
+				}
+			}
+			if len(cells) < 1000 {
+				cells = append(cells, b)
+			}
+		}
+		return w.Flush()
+	})
+	if err != nil {
 		return err
 	}
 	return f.grid(cells)

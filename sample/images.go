@@ -6,12 +6,10 @@ import (
 	"image"
 	"image/color"
 	"image/png"
-	"io"
 	"math"
-	"os"
-	"syscall"
 
 	"kakusan/internal/atomic"
+	"kakusan/internal/files"
 	"kakusan/torch"
 )
 
@@ -114,18 +112,7 @@ const maxPNG = 64 << 20
 // one channel, RGB or RGBA for three) into pix, values in [0, 1]; any
 // other image is an error naming the file.
 func ReadPNG(path string, c, h, w int, pix []float32) error {
-	// Stat before opening: opening a FIFO would wait for a writer.
-	if st, err := os.Stat(path); err != nil {
-		return err
-	} else if !st.Mode().IsRegular() || st.Size() > maxPNG {
-		return fmt.Errorf("%s: not a regular file of at most %d bytes", path, maxPNG)
-	}
-	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK, 0)
-	if err != nil {
-		return err
-	}
-	defer f.Close()
-	b, err := io.ReadAll(io.LimitReader(f, maxPNG))
+	b, err := files.Read(path, maxPNG)
 	if err != nil {
 		return err
 	}

@@ -164,7 +164,7 @@ func ParseLabels(spec string, n, classes int, seed uint64) ([]int64, error) {
 	out := make([]int64, n)
 	if spec == "random" {
 		for k := range out {
-			out[k] = int64(diffusion.SplitMix(seed^0x6c6162656c^uint64(k)) % uint64(classes))
+			out[k] = int64(diffusion.SplitMix(diffusion.SplitMix(seed^0x6c6162656c)^uint64(k)) % uint64(classes))
 		}
 		return out, nil
 	}

@@ -94,8 +94,9 @@ func TestOffThreadCallFails(t *testing.T) {
 
 func TestOtherPanicsPassThrough(t *testing.T) {
 	defer func() {
-		if r := recover(); r == nil || !strings.Contains(r.(string), "boom") {
-			t.Errorf("recovered %v, want the original panic", r)
+		p, ok := recover().(*ThreadPanic)
+		if !ok || p.Value != "boom" || !strings.Contains(p.Stack, "TestOtherPanicsPassThrough") {
+			t.Errorf("recovered %#v, want the original panic with the torch thread's stack", p)
 		}
 	}()
 	Do(func() error { panic("boom") })

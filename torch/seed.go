@@ -10,11 +10,12 @@ func WithSeed(seed uint64, f func()) {
 		s.Keep()
 	}
 	defer func() {
-		if err := SetRNGStates(states); err != nil {
-			panic(err)
-		}
+		err := SetRNGStates(states)
 		for _, s := range states {
 			s.Free()
+		}
+		if err != nil {
+			panic(err)
 		}
 	}()
 	ManualSeed(seed)

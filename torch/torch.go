@@ -129,6 +129,15 @@ func worker(ready chan<- error) {
 // onThread reports whether the caller runs on the torch thread.
 func onThread() bool { return C.kk_on_thread() != 0 }
 
+// ThreadPanic is a panic other than *Error raised on the torch thread,
+// re-raised by Do in its caller's goroutine with the torch thread's stack.
+type ThreadPanic struct {
+	Value any
+	Stack string // where it was raised, on the torch thread
+}
+
+func (p *ThreadPanic) String() string { return fmt.Sprintf("%v (on the torch thread)", p.Value) }
+
 // Do runs f on the torch thread inside a new Scope and returns its error, or
 // the *Error of a torch operation that failed inside it. Nested calls run f
 // directly. A panic other than *Error is re-raised in the caller's goroutine.
@@ -152,7 +161,7 @@ func Do(f func() error) error {
 				return
 			}
 			if r := recover(); r != nil {
-				done <- result{panic: fmt.Sprintf("%v\n\non the torch thread:\n%s", r, debug.Stack())}
+				done <- result{panic: &ThreadPanic{Value: r, Stack: string(debug.Stack())}}
 				return
 			}
 			// runtime.Goexit (t.Fatal, say) ends this goroutine and its

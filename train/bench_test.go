@@ -11,8 +11,8 @@ import (
 )
 
 // The benchmarks time the real training step (train.Step: forward, loss,
-// backward, clipping when configured, the optimizer and the moving
-// average) of a model built from a shipped config, on random data of
+// backward, clipping when configured, the optimizer; no moving average, as
+// the shipped configs have none) of a model built from a shipped config, on random data of
 // MNIST's geometry. Their peers: shared/bench/ref_unet.py for the U-Net
 // (a training step of the conditional U-Net with 10% of labels dropped,
 // and one guided sampling step, both passes in one batched forward) and
@@ -74,7 +74,7 @@ func benchStep(b *testing.B, config string, batch int, sets ...string) {
 			torch.Scoped(func() {
 				x := torch.Rand([]int64{int64(batch), 1, 28, 28}, dev)
 				y := torch.RandInt(0, 10, []int64{int64(batch)}, dev)
-				step.Run(Batch{x, y}).Item() // the peers sync on .item() each step too
+				step.Run(Batch{x, y}).Item() // one sync a step, as ref_unet.py's .item(); bench_vae.py runs on the CPU
 			})
 		}
 		for range 3 {

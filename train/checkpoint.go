@@ -22,7 +22,15 @@ func checkpointName(step int) string { return fmt.Sprintf("step-%08d.safetensors
 // saveCheckpoint writes checkpoints/step-NNNNNNNN.safetensors atomically,
 // points latest.safetensors at it and prunes all but the newest
 // train.keep_checkpoints.
-func saveCheckpoint(r *Run, g models.Geometry, m, ema models.Model, opt torch.Optimizer, step, epoch int) (string, error) {
+func saveCheckpoint(r *Run, g models.Geometry, m, ema models.Model, opt torch.Optimizer, step, epoch int) (path string, err error) {
+	err = torch.Try(func() error { // the generator states it copies are freed after
+		path, err = writeCheckpoint(r, g, m, ema, opt, step, epoch)
+		return err
+	})
+	return path, err
+}
+
+func writeCheckpoint(r *Run, g models.Geometry, m, ema models.Model, opt torch.Optimizer, step, epoch int) (string, error) {
 	dir := checkpointDir(r.Dir)
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return "", err
@@ -79,9 +87,8 @@ func restore(ck *models.Checkpoint, model string, g models.Geometry, m, ema mode
 	if got := ck.Meta[models.MetaModel]; got != model {
 		return fmt.Errorf("%s: a %q checkpoint, the config trains %q", ck.Path, got, model)
 	}
-	if a, b := ck.Geometry, g; a.C != b.C || a.H != b.H || a.W != b.W || a.Classes != b.Classes {
-		return fmt.Errorf("%s: trained on %dx%dx%d images of %d classes; the data has %dx%dx%d of %d", ck.Path,
-			a.C, a.H, a.W, a.Classes, b.C, b.H, b.W, b.Classes)
+	if err := ck.Geometry.SameAs(g); err != nil {
+		return fmt.Errorf("%s: trained on %w", ck.Path, err)
 	}
 	if err := m.Module().Load(ck.Tensors, models.OptimPrefix, models.RNGPrefix, models.EMAPrefix); err != nil {
 		return fmt.Errorf("%s: %w", ck.Path, err)

@@ -13,6 +13,7 @@ import (
 	"golang.org/x/term"
 
 	"kakusan/datasets"
+	"kakusan/internal/atomic"
 	"kakusan/models"
 	"kakusan/sample"
 	"kakusan/torch"
@@ -128,11 +129,20 @@ func newLoop(ctx context.Context, r *Run, resume string) (*loop, error) {
 // resume restores the model, moving average, optimizer and generators
 // from a run's latest checkpoint and drops the metrics logged after it.
 func (l *loop) resume(path string, ema *EMA) error {
-	ck, err := models.ReadCheckpoint(path, l.dev)
+	var ck *models.Checkpoint
+	err := torch.Try(func() error { // the checkpoint's tensors are freed once copied
+		var err error
+		if ck, err = models.ReadCheckpoint(path, l.dev); err != nil {
+			return err
+		}
+		return restore(ck, l.c.Model, l.geo, l.model, l.ema, l.opt)
+	})
 	if err != nil {
 		return err
 	}
-	if err := restore(ck, l.c.Model, l.geo, l.model, l.ema, l.opt); err != nil {
+	// The folder's config becomes the one the run goes on with (--set on
+	// resume may have raised train.epochs, say), once the checkpoint fits it.
+	if err := atomic.WriteFile(l.r.Path("config.yaml"), l.c.Marshal()); err != nil {
 		return err
 	}
 	l.n = ck.Step
@@ -255,6 +265,9 @@ func (l *loop) onBatch(b datasets.Batch, epoch int) error {
 // signals interrupt only between steps, or grids and evaluations) and
 // returns ErrInterrupted.
 func (l *loop) interrupted(epoch int) error {
+	if bad := l.model.Module().NonFinite(); bad != "" {
+		return nanError(l.n, l.lastCk)
+	}
 	if _, err := saveCheckpoint(l.r, l.geo, l.model, l.ema, l.opt, l.n, epoch); err != nil {
 		return fmt.Errorf("interrupted, and the checkpoint failed: %w", err)
 	}
@@ -308,8 +321,13 @@ func (l *loop) logf(format string, args ...any) {
 	fmt.Fprintf(l.r.Log, format, args...)
 }
 
-// checkpoint saves the training state and redraws loss.png.
+// checkpoint saves the training state and redraws loss.png; weights
+// that have gone NaN or infinite stop the run instead, so every checkpoint
+// written is a good one.
 func (l *loop) checkpoint(epoch int) error {
+	if bad := l.model.Module().NonFinite(); bad != "" {
+		return nanError(l.n, l.lastCk)
+	}
 	path, err := saveCheckpoint(l.r, l.geo, l.model, l.ema, l.opt, l.n, epoch)
 	if err != nil {
 		return fmt.Errorf("checkpoint at step %d: %w", l.n, err)

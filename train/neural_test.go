@@ -226,14 +226,20 @@ func TestNaNLossStopsAndKeepsLastCheckpoint(t *testing.T) {
 		m, err := models.New(c, g, d)
 		return &nanModel{Model: m, at: 45}, err
 	}
-	c := neuralConfig(t, "vae", "train.checkpoint_every=20", "train.epochs=1")
+	// Checkpoints every 15 steps, logs every 10: the NaN from step 45 on
+	// reaches the weights before the checkpoint at step 45 and before any
+	// log line sees it; that checkpoint must not be written.
+	c := neuralConfig(t, "vae", "train.checkpoint_every=15", "train.epochs=1")
 	r, err := Train(c, Options{Out: filepath.Join(t.TempDir(), "nan")})
-	if err == nil || !strings.Contains(err.Error(), "NaN or Inf at step 50") || !strings.Contains(err.Error(), "step-00000040.safetensors") {
+	if err == nil || !strings.Contains(err.Error(), "NaN or Inf at step 45") || !strings.Contains(err.Error(), "step-00000030.safetensors") {
 		t.Fatalf("err = %v", err)
 	}
 	latest, _ := os.Readlink(filepath.Join(r.Dir, "checkpoints", "latest.safetensors"))
-	if latest != "step-00000040.safetensors" {
+	if latest != "step-00000030.safetensors" {
 		t.Errorf("latest checkpoint is %q after the NaN", latest)
+	}
+	if _, err := Train(neuralConfig(t, "vae", "train.checkpoint_every=15", "train.max_steps=35"), Options{Resume: r.Dir}); err != nil {
+		t.Errorf("the last good checkpoint does not resume: %v", err)
 	}
 }
 

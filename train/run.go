@@ -62,25 +62,26 @@ func Start(c *models.Config, o Options) (*Run, error) {
 			dir = base + "-" + strconv.Itoa(i)
 		}
 	}
-	created := emptyOrMissing(dir)
+	_, statErr := os.Stat(dir)
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, err
 	}
-	r := &Run{Config: c, Dir: dir, Log: o.Log, created: created}
+	r := &Run{Config: c, Dir: dir, Log: o.Log, created: errors.Is(statErr, os.ErrNotExist)}
 	if err := r.open(false); err != nil {
+		r.fail()
 		return nil, err
 	}
 	if o.Overwrite {
 		for _, old := range []string{"checkpoints", "samples", "loss.png", "params.json"} {
 			if err := os.RemoveAll(filepath.Join(dir, old)); err != nil {
-				r.Close()
+				r.fail()
 				return nil, err
 			}
 		}
 	}
 	c.OutDir = dir
 	if err := atomic.WriteFile(filepath.Join(dir, "config.yaml"), c.Marshal()); err != nil {
-		r.Close()
+		r.fail()
 		return nil, err
 	}
 	return r, nil
@@ -93,7 +94,10 @@ func reopen(c *models.Config, o Options) (*Run, error) {
 	}
 	c.OutDir = o.Resume
 	r := &Run{Config: c, Dir: o.Resume, Log: o.Log}
-	return r, r.open(true)
+	if err := r.open(true); err != nil {
+		return nil, err
+	}
+	return r, nil
 }
 
 // open takes the folder's lock, removes what an earlier process killed
@@ -208,9 +212,17 @@ func (r *Run) Close() error {
 	return err
 }
 
+// fail ends a run that failed: it gives back a folder the run made but
+// wrote nothing of worth into, then releases it.
+func (r *Run) fail() {
+	r.discard()
+	r.Close()
+}
+
 // discard removes the folder of a run that failed before writing a
 // checkpoint or parameters, so that its --out can be used again; a folder
-// that was there before, or holds anything of worth, is left alone.
+// that was there before, or holds anything of worth, is left alone. The
+// lock is still held while it does.
 func (r *Run) discard() {
 	if !r.created {
 		return
@@ -239,11 +251,11 @@ func Train(c *models.Config, o Options) (*Run, error) {
 	default:
 		err = fitClassical(r)
 	}
-	if cerr := r.Close(); err == nil {
-		err = cerr
-	}
 	if err != nil && !errors.Is(err, ErrInterrupted) {
 		r.discard()
+	}
+	if cerr := r.Close(); err == nil {
+		err = cerr
 	}
 	return r, err
 }

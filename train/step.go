@@ -13,7 +13,7 @@ type Batch struct{ X, Y *torch.Tensor }
 
 // Stepper trains on one batch at a time. *Step is the step itself; what
 // changes how a whole step runs (capturing it in a CUDA graph and replaying
-// it) is a Stepper wrapping a *Step.
+// it, the speed work's next part) is a Stepper wrapping a *Step.
 type Stepper interface {
 	// Run trains on one batch and returns its loss, detached, on the device.
 	Run(b Batch) *torch.Tensor
@@ -26,7 +26,7 @@ type Stepper interface {
 // forward and loss, backward, gradient synchronisation, clipping, the
 // optimizer's update and the moving average's. It reads nothing back from
 // the device, so nothing in it waits for the device (a test counts the
-// host reads), and a CUDA graph can capture it.
+// host reads): the precondition for capturing it in a CUDA graph.
 //
 // Its seams are fields that wrap parts of it, not edits inside it:
 //   - Loss computes a batch's loss; a precision policy (Precision.Wrap)

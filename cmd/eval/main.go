@@ -47,6 +47,7 @@ type options struct {
 	seed                                    uint64
 	gammas                                  []float64
 	sampling                                diffusion.Sampling
+	set                                     []string // the diffusion-only flags given
 }
 
 func main() {
@@ -108,6 +109,11 @@ func parse(args []string) (*options, error) {
 	if o.n < 10 || o.n > sample.MaxImages || o.batch < 0 || math.IsNaN(o.sampling.Eta) {
 		return nil, fmt.Errorf("--n must be between 10 and %d, --batch at least 1 and --eta a number", sample.MaxImages)
 	}
+	for _, name := range []string{"guidance", "sampler", "steps", "eta", "spacing"} {
+		if fs.Changed(name) {
+			o.set = append(o.set, name)
+		}
+	}
 	if o.samples != "" {
 		for _, name := range []string{"n", "guidance", "sampler", "steps", "eta", "spacing", "batch", "seed"} {
 			if fs.Changed(name) {
@@ -144,12 +150,19 @@ func run(ctx context.Context, o *options) error {
 		return err
 	}
 	defer judge.Free()
-	var imgs *torch.Tensor // the samples folder's images, read before the reference so a bad folder fails at once
-	var labels []int64
+	// What is measured is read and checked before the reference is
+	// computed (a minute on a CPU), so bad input fails at once.
+	var src source
 	if o.samples != "" {
-		if imgs, labels, err = eval.LoadSamples(o.samples, judge.Geometry); err != nil {
-			return err
-		}
+		src.imgs, src.labels, err = eval.LoadSamples(o.samples, judge.Geometry)
+	} else {
+		err = src.load(o, judge, dev)
+	}
+	if src.model != nil {
+		defer models.Free(src.model)
+	}
+	if err != nil {
+		return err
 	}
 	t0 := time.Now()
 	ref, err := judge.NewReference()
@@ -161,11 +174,11 @@ func run(ctx context.Context, o *options) error {
 	if o.samples != "" {
 		res.Source = o.samples
 		var r *eval.Report
-		if r, err = judge.Evaluate(ref, imgs, labels); err == nil {
+		if r, err = judge.Evaluate(ref, src.imgs, src.labels); err == nil {
 			res.Reports = append(res.Reports, r)
 		}
 	} else {
-		err = evalCheckpoint(ctx, o, judge, ref, &res, dev)
+		err = src.evaluate(ctx, o, judge, ref, &res)
 	}
 	if err != nil {
 		return err
@@ -175,19 +188,38 @@ func run(ctx context.Context, o *options) error {
 	return atomic.WriteFile(o.out, append(b, '\n'))
 }
 
-// evalCheckpoint samples the checkpoint at each guidance value with a
-// sampling job and measures the images.
-func evalCheckpoint(ctx context.Context, o *options, judge *eval.Judge, ref *eval.Reference, res *result, dev torch.Device) error {
+// source is what an evaluation measures: a samples folder's images, or a
+// checkpoint's model to sample from.
+type source struct {
+	imgs   *torch.Tensor
+	labels []int64
+	model  models.Model
+	ck     *models.Checkpoint
+}
+
+// load loads the checkpoint and checks it against the judge and the flags.
+func (s *source) load(o *options, judge *eval.Judge, dev torch.Device) error {
+	var err error
+	if s.model, s.ck, err = models.Load(o.checkpoint, dev, true); err != nil {
+		return err
+	}
+	if err := judge.Geometry.SameAs(s.ck.Geometry); err != nil {
+		return fmt.Errorf("the judge %s was trained on %v (%s)", judge.Path, err, s.ck.Path)
+	}
+	if _, ok := s.model.(*diffusion.Model); !ok && len(o.set) > 0 {
+		return fmt.Errorf("--%s is for diffusion models; %s draws from its prior", o.set[0], s.ck.Path)
+	}
+	return nil
+}
+
+// evaluate samples the checkpoint at each guidance value with a sampling
+// job and measures the images.
+func (src *source) evaluate(ctx context.Context, o *options, judge *eval.Judge, ref *eval.Reference, res *result) error {
 	res.Source = o.checkpoint
 	s := o.sampling
 	res.Sampler = map[string]any{"sampler": s.Sampler, "steps": s.Steps, "eta": s.Eta, "spacing": s.Spacing, "seed": o.seed, "n": o.n}
-	m, ck, err := models.Load(o.checkpoint, dev, true)
-	if err != nil {
-		return err
-	}
-	defer models.Free(m)
-	if g, j := ck.Geometry, judge.Geometry; g.C != j.C || g.H != j.H || g.W != j.W {
-		return fmt.Errorf("%s makes %dx%dx%d images; the judge %s takes %dx%dx%d", ck.Path, g.C, g.H, g.W, judge.Path, j.C, j.H, j.W)
+	if dm, ok := src.model.(*diffusion.Model); ok && s.Sampler == "ddpm" {
+		res.Sampler["steps"] = dm.Sched.T
 	}
 	for _, g := range o.gammas {
 		t1 := time.Now()
@@ -195,7 +227,7 @@ func evalCheckpoint(ctx context.Context, o *options, judge *eval.Judge, ref *eva
 			fmt.Fprintf(os.Stderr, "eval: guidance %g: %d/%d images, %.1f images/s\n", g, done, total, float64(done)/time.Since(t1).Seconds())
 		}
 		s.Guidance = g
-		imgs, labels, err := eval.Sample(ctx, m, ck.Geometry, o.n, o.seed, s, o.batch, progress)
+		imgs, labels, err := eval.Sample(ctx, src.model, src.ck.Geometry, o.n, o.seed, s, o.batch, progress)
 		if err != nil {
 			return err
 		}

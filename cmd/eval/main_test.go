@@ -53,6 +53,8 @@ func TestHostileInputs(t *testing.T) {
 		{[]string{"--judge", judge, "--samples", folder("mixed", `{"file":"a.png"}`+"\n"+`{"file":"b.png","label":1}`+"\n")}, "some manifest lines have labels and some do not"},
 		{[]string{"--judge", judge, "--samples", folder("label", `{"file":"a.png","label":12}`+"\n")}, "label 12 is not a class of the judge (0-9)"},
 		{[]string{"--judge", judge, "--samples", traversal, "--n", "50"}, "--n is for --checkpoint"},
+		{[]string{"--judge", judge, "--samples", folder("twice", `{"file":"a.png","label":1}`+"\n"+`{"file":"a.png","label":1}`+"\n")}, "lists a.png again"},
+		{[]string{"--judge", judge, "--checkpoint", vae, "--steps", "20"}, "--steps is for diffusion models"},
 		{[]string{"--judge", judge, "--samples", traversal, "--out", dir}, "not a file"},
 		{[]string{"--judge", judge, "--checkpoint", vae, "--guidance", "nan"}, "--guidance"},
 		{[]string{"--judge", vae, "--samples", traversal}, `a "vae" checkpoint; the judge must be a classifier`},

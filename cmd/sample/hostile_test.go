@@ -56,6 +56,8 @@ func TestHostileInputs(t *testing.T) {
 		{[]string{"--checkpoint", vae.Dir, "--device", "cpu", "--labels", "1", "--out", filepath.Join(dir, "c")}, "--labels: the model is unconditional"},
 		{[]string{"--run", filepath.Join(dir, "none")}, "params.json: no such file"},
 		{[]string{"--params", "/dev/zero", "--device", "cuda"}, "--device is for neural checkpoints"},
+		{[]string{"--params", "/dev/zero"}, "/dev/zero: not a regular file"},
+		{[]string{"--params", fifo}, "fifo.safetensors: not a regular file"},
 	}
 	for _, c := range cases {
 		clitest.Run(t, dir, c.args...).Refused(t, c.args, c.want)

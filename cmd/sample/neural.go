@@ -67,7 +67,7 @@ func runNeural(ctx context.Context, j neuralJob) error {
 			return err
 		}
 		g := ck.Geometry
-		meta := map[string]any{"model": ck.Config.Model, "checkpoint": ck.Path, "ema": ck.HasEMA() && !j.noEMA}
+		meta := map[string]any{"model": ck.Config.Model, "checkpoint": ck.Path, "step": ck.Step, "ema": ck.HasEMA() && !j.noEMA}
 		if _, ok := m.(*diffusion.Model); ok {
 			steps := s.Steps
 			if s.Sampler == "ddpm" {

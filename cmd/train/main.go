@@ -16,6 +16,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"kakusan/cmd/internal/cli"
+	"kakusan/internal/signals"
 	"kakusan/models"
 	"kakusan/train"
 )
@@ -62,7 +63,7 @@ func main() {
 	}
 	r, err := train.Train(c, train.Options{Out: *out, Overwrite: *overwrite, Resume: *resume, Log: os.Stdout})
 	if errors.Is(err, train.ErrInterrupted) {
-		os.Exit(130)
+		os.Exit(signals.ExitCode)
 	}
 	if err != nil {
 		if r != nil {

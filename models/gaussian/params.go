@@ -3,7 +3,8 @@ package gaussian
 import (
 	"encoding/json"
 	"fmt"
-	"os"
+
+	"kakusan/internal/files"
 )
 
 // Params is a fitted classical model as stored in a run's params.json.
@@ -15,9 +16,12 @@ type Params struct {
 	Warnings []string `json:"warnings,omitempty"`
 }
 
+// maxParams bounds a params.json (a fit of a few numbers).
+const maxParams = 64 << 20
+
 // LoadParams reads and checks a params.json; errors name the file.
 func LoadParams(path string) (*Params, error) {
-	b, err := os.ReadFile(path)
+	b, err := files.Read(path, maxParams)
 	if err != nil {
 		return nil, err
 	}

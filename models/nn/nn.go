@@ -64,6 +64,23 @@ func (m *Module) StateDict() map[string]*torch.Tensor {
 	return out
 }
 
+// NonFinite names the first parameter or buffer, in registration order,
+// that holds NaN or an infinity ("" when all are finite): a training run
+// checks it before it writes a checkpoint, so a diverged model is never
+// saved as a good one. It reads one value per tensor from the device.
+func (m *Module) NonFinite() string {
+	bad := ""
+	torch.NoGrad(func() {
+		for _, n := range append(append([]Named(nil), m.params...), m.buffers...) {
+			if n.T.DType().IsFloat() && !n.T.IsFinite().All() {
+				bad = n.Name
+				return
+			}
+		}
+	})
+	return bad
+}
+
 // Load copies tensors into the module's parameters and buffers, strictly:
 // every name must be present with the same shape, floating point where the
 // module's is (and the other way round) and, if floating point, finite;

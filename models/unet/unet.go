@@ -16,7 +16,6 @@ import (
 
 // Config shapes the network; it is the `unet:` section of a diffusion
 // config. Channels and Classes come from the data, not the YAML.
-// Reference() is the book's network.
 type Config struct {
 	Channels  int64   `yaml:"-"`         // image channels: the data's
 	Width     int64   `yaml:"width"`     // channels of the first level; each level doubles them (reference 64)
@@ -34,13 +33,6 @@ type Config struct {
 // channels and classes.
 func Defaults() *Config {
 	return &Config{Width: 64, Levels: 2, EmbDim: 100, Norm: "batch", Groups: 8, Act: "relu"}
-}
-
-// Reference is the book's conditional U-Net for MNIST.
-func Reference() Config {
-	c := *Defaults()
-	c.Channels, c.Classes = 1, 10
-	return c
 }
 
 // UsesBatchNorm reports whether the blocks normalise by batch statistics

@@ -118,3 +118,11 @@ func TestReferenceNamesAndSize(t *testing.T) {
 		}
 	})
 }
+
+// Reference is the book's conditional U-Net for MNIST: one channel, ten
+// classes.
+func Reference() Config {
+	c := *Defaults()
+	c.Channels, c.Classes = 1, 10
+	return c
+}

@@ -65,7 +65,8 @@ type Config struct {
 	Latent int `yaml:"latent"`
 	// KLWeight multiplies Σ (σ² + (μ - c)² - 1 - log σ²) in the loss: 1 is
 	// the book's loss (step07/step08: L1 + L2 (+ L3)); 0.5 makes that term
-	// the KL divergence itself, the textbook negative ELBO.
+	// the KL divergence itself (with the summed squared error, the negative
+	// ELBO of a decoder of variance ½).
 	KLWeight float64 `yaml:"kl_weight"`
 }
 
@@ -113,7 +114,7 @@ func NewVAE(in, hidden, latent int64, dev torch.Device) *VAE {
 
 // Loss is the book's loss per image: the summed squared error of the
 // reconstruction plus KLWeight·Σ (σ² + μ² - 1 - log σ²), divided by the
-// batch size (with KLWeight 0.5, the negative ELBO up to constants). x is (B, 784) in [0, 1]; eps fixes the reparameterisation
+// batch size; KLWeight 0.5 makes the KL part the KL divergence itself. x is (B, 784) in [0, 1]; eps fixes the reparameterisation
 // noise (nil draws it).
 func (v *VAE) Loss(x, eps *torch.Tensor) *torch.Tensor {
 	mu, sigma := v.Encoder.Forward(x)

@@ -12,10 +12,10 @@ import (
 	"fmt"
 	"io"
 	"math"
-	"os"
 	"sort"
 
 	"kakusan/internal/atomic"
+	"kakusan/internal/files"
 )
 
 // MaxHeader bounds the JSON header, as the reference implementation does.
@@ -160,17 +160,7 @@ const MaxFile = 16 << 30
 // looks before it opens: a FIFO would wait for a writer); errors name the
 // path.
 func ReadFile(path string) (*File, error) {
-	st, err := os.Stat(path)
-	if err != nil {
-		return nil, err
-	}
-	if !st.Mode().IsRegular() {
-		return nil, fmt.Errorf("%s: not a regular file", path)
-	}
-	if st.Size() > MaxFile {
-		return nil, fmt.Errorf("%s: %d bytes, more than the %d a checkpoint may have", path, st.Size(), int64(MaxFile))
-	}
-	b, err := os.ReadFile(path)
+	b, err := files.Read(path, MaxFile)
 	if err != nil {
 		return nil, err
 	}

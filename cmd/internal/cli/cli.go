@@ -5,9 +5,12 @@ package cli
 import (
 	"fmt"
 	"os"
+	"runtime/debug"
 	"strings"
 
 	"github.com/spf13/pflag"
+
+	"kakusan/torch"
 )
 
 // Parse parses args into fs after rewriting "-name" to "--name" for every
@@ -37,9 +40,17 @@ func Normalize(fs *pflag.FlagSet, args []string) []string {
 // Recover turns a panic that escaped cmd's own error handling into a
 // message asking for a bug report and exit status 70 (EX_SOFTWARE), never
 // a Go stack trace for user input: defer it first thing in main.
+// KAKUSAN_DEBUG=1 adds the stack, for whoever fixes it.
 func Recover(cmd string) {
 	if r := recover(); r != nil {
 		fmt.Fprintf(os.Stderr, "%s: internal error: %v\nThis is a bug in kakusan: please report it with the command line that caused it.\n", cmd, r)
+		if os.Getenv("KAKUSAN_DEBUG") != "" {
+			if p, ok := r.(*torch.ThreadPanic); ok {
+				os.Stderr.WriteString(p.Stack)
+			} else {
+				os.Stderr.Write(debug.Stack())
+			}
+		}
 		os.Exit(70)
 	}
 }
