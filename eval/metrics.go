@@ -165,5 +165,5 @@ func Wilson(hits, n int) Interval {
 	den := 1 + z*z/float64(n)
 	centre := (p + z*z/(2*float64(n))) / den
 	half := z * math.Sqrt(p*(1-p)/float64(n)+z*z/(4*float64(n)*float64(n))) / den
-	return Interval{Value: p, Low: centre - half, High: centre + half, N: n}
+	return Interval{Value: p, Low: max(centre-half, 0), High: min(centre+half, 1), N: n} // clamped: rounding leaves ±1e-17
 }

@@ -445,6 +445,9 @@ func (c *Config) validate() error {
 	if c.Data.Columns < 0 {
 		bad.add("data.columns", "must be at least 0 (0 = the model's default), got %d", c.Data.Columns)
 	}
+	if c.Name == "." || c.Name == ".." || strings.ContainsAny(c.Name, "/\\\x00") {
+		bad.add("name", "%q cannot name a folder under runs/ (no /, \\, . or ..)", c.Name)
+	}
 	if c.Samples < 1 || c.Samples > 10_000_000 {
 		bad.add("samples", "must be between 1 and 10000000, got %d", c.Samples)
 	}
@@ -514,8 +517,10 @@ func (t *TrainConfig) validate(bad *problems) {
 	if t.KeepCheckpoints < 1 {
 		bad.add("train.keep_checkpoints", "must be at least 1, got %d", t.KeepCheckpoints)
 	}
-	if !finite(t.GradClip, t.MinLR, t.EMADecay) || t.GradClip < 0 || t.WarmupSteps < 0 || t.MinLR < 0 {
-		bad.add("train", "grad_clip, warmup_steps and min_lr must be finite and at least 0")
+	for key, v := range map[string]float64{"grad_clip": t.GradClip, "min_lr": t.MinLR, "warmup_steps": float64(t.WarmupSteps)} {
+		if !finite(v) || v < 0 {
+			bad.add("train."+key, "must be finite and at least 0, got %g", v)
+		}
 	}
 	if !(t.EMADecay >= 0 && t.EMADecay < 1) {
 		bad.add("train.ema_decay", "must be in [0, 1), got %g", t.EMADecay)

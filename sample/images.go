@@ -31,6 +31,17 @@ func FromTensor(t *torch.Tensor) (*Images, error) {
 	return &Images{N: int(s[0]), C: int(s[1]), H: int(s[2]), W: int(s[3]), Pix: pix}, nil
 }
 
+// finite refuses images with NaN or infinite values (weights that overflow
+// make them), which would be written as black PNGs.
+func (im *Images) finite() error {
+	for i, v := range im.Pix {
+		if math.IsNaN(float64(v)) || math.IsInf(float64(v), 0) {
+			return fmt.Errorf("image %d of the batch has non-finite values: the model's output overflows (its weights are too large or not finite)", i/(im.C*im.H*im.W))
+		}
+	}
+	return nil
+}
+
 // at is channel c of pixel (x, y) of image i as an 8-bit value.
 func (im *Images) at(i, c, x, y int) uint8 {
 	return uint8(math.Round(float64(im.Pix[((i*im.C+c)*im.H+y)*im.W+x]) * 255))

@@ -134,6 +134,9 @@ func (j *Job) Run(ctx context.Context, gen Generator, out Sink) (int, error) {
 			return made, ErrInterrupted
 		}
 		if err == nil {
+			err = imgs.finite()
+		}
+		if err == nil {
 			err = out.Put(b, imgs)
 		}
 		if err != nil {

@@ -107,8 +107,8 @@ func worker(ready chan<- error) {
 	n := runtime.NumCPU()
 	if s := os.Getenv("KAKUSAN_THREADS"); s != "" {
 		v, err := strconv.Atoi(s)
-		if err != nil || v < 1 {
-			ready <- fmt.Errorf("torch: KAKUSAN_THREADS=%q is not a positive integer", s)
+		if err != nil || v < 1 || v > 1024 {
+			ready <- fmt.Errorf("torch: KAKUSAN_THREADS=%q is not an integer between 1 and 1024", s)
 			return
 		}
 		n = v

@@ -64,6 +64,13 @@ func trainNeural(ctx context.Context, r *Run, resume string) error {
 	}
 	if resume != "" && l.n >= l.total {
 		fmt.Fprintf(r.Log, "the run is complete (step %d of %d): nothing to resume; raise train.epochs or train.max_steps to train on\n", l.n, l.total)
+		if _, err := os.Stat(r.Path("samples/final.png")); err != nil { // a signal cut the final grid short
+			if err := l.grid("final.png"); errors.Is(err, errStop) {
+				return ErrInterrupted
+			} else if err != nil {
+				return err
+			}
+		}
 		return nil
 	}
 	if err := l.run(); !errors.Is(err, errStop) {

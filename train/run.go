@@ -54,6 +54,11 @@ func Start(c *models.Config, o Options) (*Run, error) {
 	if dir == "" {
 		dir, explicit = filepath.Join("runs", c.Name), false
 	}
+	if o.Overwrite && !emptyOrMissing(dir) {
+		if _, err := os.Stat(filepath.Join(dir, "config.yaml")); err != nil {
+			return nil, fmt.Errorf("--overwrite %s: the folder holds no run (no config.yaml); kakusan overwrites only run folders", dir)
+		}
+	}
 	if !o.Overwrite {
 		if explicit && !emptyOrMissing(dir) {
 			return nil, fmt.Errorf("run folder %s already holds a run: choose another with --out, or pass --overwrite", dir)

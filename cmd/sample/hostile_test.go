@@ -3,6 +3,7 @@ package main
 import (
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"kakusan/cmd/internal/clitest"
@@ -54,6 +55,7 @@ func TestHostileInputs(t *testing.T) {
 		{append(base, "--seed", "2"), "holds the images of another job"},
 		{[]string{"--checkpoint", vae.Dir, "--device", "cpu", "--guidance", "2", "--out", filepath.Join(dir, "c")}, "--guidance is for diffusion models"},
 		{[]string{"--checkpoint", vae.Dir, "--device", "cpu", "--labels", "1", "--out", filepath.Join(dir, "c")}, "--labels: the model is unconditional"},
+		{append(base[:len(base)-1], filepath.Join(dir, "b"), "--sampler", "ddpm", "--eta", "0.5"), "is for ddim: ddpm visits every timestep"},
 		{[]string{"--run", filepath.Join(dir, "none")}, "params.json: no such file"},
 		{[]string{"--params", "/dev/zero", "--device", "cuda"}, "--device is for neural checkpoints"},
 		{[]string{"--params", "/dev/zero"}, "/dev/zero: not a regular file"},
@@ -69,5 +71,26 @@ func TestHostileInputs(t *testing.T) {
 		if entries, _ := os.ReadDir(filepath.Join(dir, "b")); len(entries) > 1 {
 			t.Errorf("refused jobs wrote %d files into their folder", len(entries))
 		}
+	}
+}
+
+// TestClassicalCSVIsWrittenSafely: the CSV never replaces the parameters
+// it is drawn from, and a failed write leaves an earlier file whole.
+func TestClassicalCSVIsWrittenSafely(t *testing.T) {
+	dir := t.TempDir()
+	params := filepath.Join(dir, "params.json")
+	os.WriteFile(params, []byte(`{"model":"normal","normal":{"mu":1,"sigma":2}}`), 0o644)
+	before, _ := os.ReadFile(params)
+	args := []string{"--params", params, "--out", params}
+	clitest.Run(t, dir, args...).Refused(t, args, "is the parameters file the samples are drawn from")
+	if after, _ := os.ReadFile(params); string(after) != string(before) {
+		t.Error("the parameters were overwritten")
+	}
+	out := filepath.Join(dir, "s.csv")
+	if r := clitest.Run(t, dir, "--params", params, "--n", "5", "--out", out); r.Code != 0 {
+		t.Fatalf("%+v", r)
+	}
+	if b, _ := os.ReadFile(out); len(strings.Split(strings.TrimSpace(string(b)), "\n")) != 6 {
+		t.Errorf("CSV:\n%s", b)
 	}
 }

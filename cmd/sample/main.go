@@ -36,6 +36,7 @@ import (
 
 	"kakusan/cmd/internal/cli"
 	"kakusan/diffusion"
+	"kakusan/internal/atomic"
 	"kakusan/internal/signals"
 	"kakusan/models/gaussian"
 	"kakusan/sample"
@@ -117,26 +118,27 @@ func classical(run, params, out string, n int, seed uint64) error {
 	if err != nil {
 		return err
 	}
-	w := io.Writer(os.Stdout)
-	var f *os.File
-	if out != "" && out != "-" {
-		if f, err = os.Create(out); err != nil {
+	write := func(w io.Writer) error {
+		bw := bufio.NewWriter(w)
+		if err := writeCSV(bw, p, n, seed); err != nil {
 			return err
 		}
-		defer f.Close()
-		w = f
+		return bw.Flush()
 	}
-	bw := bufio.NewWriter(w)
-	if err := writeCSV(bw, p, n, seed); err != nil {
-		return err
+	if out == "" || out == "-" {
+		return write(os.Stdout)
 	}
-	if err := bw.Flush(); err != nil {
-		return err
+	if a, b := filepath.Clean(out), filepath.Clean(path); a == b || sameFile(a, b) {
+		return fmt.Errorf("--out %s is the parameters file the samples are drawn from", out)
 	}
-	if f != nil {
-		return f.Close()
-	}
-	return nil
+	return atomic.Write(out, write) // a failed write leaves an earlier file whole
+}
+
+// sameFile reports whether two paths name one existing file.
+func sameFile(a, b string) bool {
+	sa, err1 := os.Stat(a)
+	sb, err2 := os.Stat(b)
+	return err1 == nil && err2 == nil && os.SameFile(sa, sb)
 }
 
 // parseShard reads "i/n" with 0 <= i < n.

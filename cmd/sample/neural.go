@@ -91,12 +91,15 @@ func runNeural(ctx context.Context, j neuralJob) error {
 // unconditional one.
 func (j neuralJob) flagsApply(m models.Model) error {
 	_, isDiffusion := m.(*diffusion.Model)
+	ddpm := j.sampling.Sampler == "ddpm" || (!slices.Contains(j.set, "sampler") && isDiffusion && m.(*diffusion.Model).Cfg.Sampler == "ddpm")
 	for _, name := range j.set {
 		switch {
-		case name == "labels" && !models.Conditional(m):
-			return fmt.Errorf("--labels: the model is unconditional")
 		case name != "labels" && !isDiffusion:
 			return fmt.Errorf("--%s is for diffusion models; this one draws from its prior", name)
+		case (name == "labels" || name == "guidance") && !models.Conditional(m):
+			return fmt.Errorf("--%s: the model is unconditional", name)
+		case ddpm && (name == "steps" || name == "eta" || name == "spacing"):
+			return fmt.Errorf("--%s is for ddim: ddpm visits every timestep with its own noise", name)
 		}
 	}
 	return nil

@@ -29,7 +29,11 @@ func TestHostileInputs(t *testing.T) {
 	if r := clitest.Run(t, dir, "-config", good, "--out", existing); r.Code != 0 {
 		t.Fatalf("a good run: %+v", r)
 	}
+	notRun := filepath.Join(dir, "photos")
+	os.MkdirAll(filepath.Join(notRun, "samples"), 0o755)
+	os.WriteFile(filepath.Join(notRun, "samples", "mine.png"), []byte("a user's file"), 0o644)
 	before := clitest.Snapshot(t, existing)
+	beforeNotRun := clitest.Snapshot(t, notRun)
 	cases := []struct {
 		args []string
 		want string
@@ -47,9 +51,14 @@ func TestHostileInputs(t *testing.T) {
 		{[]string{"--resume", existing, "--out", filepath.Join(dir, "other")}, "--out and --overwrite do not apply"},
 		{[]string{"--resume", existing}, `model "normal" fits in one go`},
 		{[]string{"-config", good, "--device", "tpu"}, "device"},
+		{[]string{"-config", good, "--out", notRun, "--overwrite"}, "the folder holds no run"},
+		{[]string{"-config", good, "--set", "name=../escaped"}, `name: "../escaped" cannot name a folder`},
 	}
 	for _, c := range cases {
 		clitest.Run(t, dir, c.args...).Refused(t, c.args, c.want)
+	}
+	if after := clitest.Snapshot(t, notRun); after != beforeNotRun {
+		t.Errorf("--overwrite changed a folder that held no run:\n%s\nbecame\n%s", beforeNotRun, after)
 	}
 	if after := clitest.Snapshot(t, existing); after != before {
 		t.Errorf("the refused commands changed the existing run:\n%s\nbecame\n%s", before, after)

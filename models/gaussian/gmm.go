@@ -129,8 +129,8 @@ func (c *EMConfig) Validate() error {
 	if c.MaxIter < 1 || c.MaxIter > 1_000_000 {
 		bad("max_iter: must be between 1 and 1000000, got %d", c.MaxIter)
 	}
-	if !(c.CovFloor >= 0) || math.IsInf(c.CovFloor, 0) {
-		bad("cov_floor: must be finite and at least 0, got %g", c.CovFloor)
+	if !(c.CovFloor >= 0 && c.CovFloor <= 1e6) {
+		bad("cov_floor: must be between 0 and 1e6, got %g", c.CovFloor)
 	}
 	return errors.Join(errs...)
 }
