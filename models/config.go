@@ -219,6 +219,12 @@ func (c *Config) shape() (reflect.Value, []string) {
 // decode decodes b strictly over c (keys b leaves out keep their values).
 func (c *Config) decode(b []byte) error {
 	v, keys := c.shape()
+	var root yaml.Node
+	if err := yaml.Unmarshal(b, &root); err == nil && len(root.Content) > 0 {
+		if err := wholeNumbers(root.Content[0], v.Type(), ""); err != nil {
+			return err
+		}
+	}
 	dec := yaml.NewDecoder(bytes.NewReader(b))
 	dec.KnownFields(true)
 	if err := dec.Decode(v.Addr().Interface()); err != nil && err != io.EOF { // EOF: an empty document
@@ -231,6 +237,53 @@ func (c *Config) decode(b []byte) error {
 		c.Sections[k] = v.Field(i + 1).Interface()
 	}
 	return nil
+}
+
+// wholeNumbers refuses a number with a fraction where the field is an
+// integer (yaml.v3 would truncate 32.9 to 32 without a word), as a
+// yaml.TypeError so that explain names the file, line and key.
+func wholeNumbers(n *yaml.Node, t reflect.Type, path string) error {
+	for t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	switch {
+	case n.Kind == yaml.MappingNode && t.Kind() == reflect.Struct:
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			if f, ok := fieldByKey(t, n.Content[i].Value); ok {
+				if err := wholeNumbers(n.Content[i+1], f.Type, path+"."+n.Content[i].Value); err != nil {
+					return err
+				}
+			}
+		}
+	case n.Kind == yaml.SequenceNode && (t.Kind() == reflect.Slice || t.Kind() == reflect.Array):
+		for _, e := range n.Content {
+			if err := wholeNumbers(e, t.Elem(), path); err != nil {
+				return err
+			}
+		}
+	case n.Kind == yaml.ScalarNode && n.ShortTag() == "!!float" && (t.Kind() >= reflect.Int && t.Kind() <= reflect.Uint64):
+		if f, err := strconv.ParseFloat(n.Value, 64); err != nil || f != math.Trunc(f) {
+			return &yaml.TypeError{Errors: []string{fmt.Sprintf("line %d: cannot unmarshal !!float `%s` into %s", n.Line, n.Value, t)}}
+		}
+	}
+	return nil
+}
+
+// fieldByKey finds the field a YAML key decodes into, inline fields
+// included.
+func fieldByKey(t reflect.Type, key string) (reflect.StructField, bool) {
+	for i := range t.NumField() {
+		f := t.Field(i)
+		name, opts, _ := strings.Cut(f.Tag.Get("yaml"), ",")
+		if strings.Contains(opts, "inline") {
+			if g, ok := fieldByKey(f.Type, key); ok {
+				return g, true
+			}
+		} else if name == key {
+			return f, true
+		}
+	}
+	return reflect.StructField{}, false
 }
 
 // Marshal is the resolved config as YAML, as written to the run folder and

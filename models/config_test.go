@@ -100,6 +100,8 @@ func TestHostileConfigs(t *testing.T) {
 		{"NaN guidance", body + "diffusion: {guidance: .nan}\n", nil, "guidance: must be in [0, 50], got NaN"},
 		{"NaN lr", body + "optimizer: {lr: .nan}\n", nil, "optimizer.lr: must be in (0, 10]"},
 		{"Inf clip", body + "train: {grad_clip: .inf}\n", nil, "train.grad_clip: must be finite and at least 0, got +Inf"},
+		{"fraction for an integer", body + "train:\n  batch_size: 32.9\n", nil, "cfg.yaml:4: train.batch_size: expected an integer, got float \"32.9\""},
+		{"fraction by --set", body, []string{"train.max_steps=4.7"}, "train.max_steps: expected an integer, got float \"4.7\""},
 		{"escaping name", body, []string{"name=../../x"}, "name: \"../../x\" cannot name a folder"},
 		{"huge epochs", body + "train: {epochs: 2000000000}\n", nil, "train.epochs: must be between 1 and 1000000"},
 		{"bad precision", body + "train: {precision: fp8}\n", nil, `train.precision: unknown precision "fp8"`},

@@ -52,6 +52,7 @@ func TestHostileInputs(t *testing.T) {
 		{[]string{"--resume", existing}, `model "normal" fits in one go`},
 		{[]string{"-config", good, "--device", "tpu"}, "device"},
 		{[]string{"-config", good, "--out", notRun, "--overwrite"}, "the folder holds no run"},
+		{[]string{"-config", good, "configs/other.yaml"}, `unexpected argument "configs/other.yaml"`},
 		{[]string{"-config", good, "--set", "name=../escaped"}, `name: "../escaped" cannot name a folder`},
 	}
 	for _, c := range cases {

@@ -14,9 +14,16 @@ import (
 )
 
 // Parse parses args into fs after rewriting "-name" to "--name" for every
-// long flag fs defines, so both spellings work.
+// long flag fs defines, so both spellings work. The commands take flags
+// only: a stray argument is an error, not something silently dropped.
 func Parse(fs *pflag.FlagSet, args []string) error {
-	return fs.Parse(Normalize(fs, args))
+	if err := fs.Parse(Normalize(fs, args)); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("unexpected argument %q: %s takes flags only (see --help)", fs.Arg(0), fs.Name())
+	}
+	return nil
 }
 
 // Normalize rewrites single-dash long flags that fs knows to double-dash.
