@@ -27,6 +27,11 @@ type Images struct {
 	ClassNames []string // Classes names, in label order
 }
 
+// Shape is the tensor shape of n of the set's images, (n, C, H, W).
+func (s *Images) Shape(n int) []int64 {
+	return []int64{int64(n), int64(s.C), int64(s.H), int64(s.W)}
+}
+
 // ImageSize is the number of bytes of one image, C*H*W.
 func (s *Images) ImageSize() int { return s.C * s.H * s.W }
 

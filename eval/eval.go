@@ -45,10 +45,7 @@ func LoadJudge(path string, dev torch.Device) (*Judge, error) {
 // Protocol is what makes numbers comparable, written with them: the judge
 // actually used and the reference sets.
 func (j *Judge) Protocol() string {
-	data := j.Config.Data.Dataset
-	if j.Config.Data.Dir != "" {
-		data = j.Config.Data.Dir
-	}
+	data := j.Config.Data.Source()
 	g := j.Geometry
 	return fmt.Sprintf("judge: %s, a models/classifier CNN (conv32-pool-conv64-pool-fc%d-fc%d) on %dx%dx%d images of %s; "+
 		"features = its %d-d fc1 ReLU layer; FID and precision/recall against the test images of that dataset; floor = FID of the "+
@@ -126,7 +123,7 @@ func (j *Judge) NewReference() (*Reference, error) {
 
 func imagesTensor(s *datasets.Images) *torch.Tensor {
 	b := (&datasets.Loader{Set: s, Batch: s.N}).All()[0]
-	return torch.FromSlice(b.Pixels, []int64{int64(s.N), int64(s.C), int64(s.H), int64(s.W)})
+	return torch.FromSlice(b.Pixels, s.Shape(s.N))
 }
 
 // Report is one evaluated set of generated images.

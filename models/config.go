@@ -52,6 +52,15 @@ type Data struct {
 	Names      []string `yaml:"names,omitempty"`       // column names for plots
 }
 
+// Source names where a neural model's images come from in messages: the
+// folder when data.dir is given, else the dataset.
+func (d Data) Source() string {
+	if d.Dir != "" {
+		return d.Dir
+	}
+	return d.Dataset
+}
+
 // Name is column i's name for plot axes.
 func (d Data) Name(i int) string {
 	if i < len(d.Names) {
@@ -107,17 +116,11 @@ const maxConfig = 1 << 20
 // type is an error naming the file, line and key), applies the overrides
 // ("key.sub=value", as from --set) and validates the result.
 func LoadConfig(path string, sets []string) (*Config, error) {
-	b, err := readBounded(path, maxConfig)
+	b, err := files.Read(path, maxConfig) // a regular file: a FIFO would block
 	if err != nil {
 		return nil, err
 	}
 	return ParseConfig(path, b, sets)
-}
-
-// readBounded reads a regular file of at most limit bytes. It looks before
-// it opens: opening a FIFO would wait for a writer.
-func readBounded(path string, limit int64) ([]byte, error) {
-	return files.Read(path, limit)
 }
 
 // ParseConfig is LoadConfig for a config already in memory; path names it

@@ -27,10 +27,7 @@ func loadData(c *models.Config) (*data, error) {
 	if err != nil {
 		return nil, err
 	}
-	where := d.Dataset
-	if d.Dir != "" {
-		where = d.Dir
-	}
+	where := d.Source()
 	if tr.C != te.C || tr.H != te.H || tr.W != te.W {
 		return nil, fmt.Errorf("%s: the training images are %dx%dx%d, the test images %dx%dx%d", where, tr.C, tr.H, tr.W, te.C, te.H, te.W)
 	}
@@ -48,7 +45,7 @@ func loadData(c *models.Config) (*data, error) {
 // batchTensors moves a host batch of set's images to dev: pixels (B, C, H, W)
 // and int64 labels (B).
 func batchTensors(b datasets.Batch, set *datasets.Images, dev torch.Device) Batch {
-	x := torch.FromSlice(b.Pixels, []int64{int64(b.N), int64(set.C), int64(set.H), int64(set.W)}).To(dev)
+	x := torch.FromSlice(b.Pixels, set.Shape(b.N)).To(dev)
 	return Batch{X: x, Y: torch.FromSlice(b.Labels, nil).To(dev)}
 }
 

@@ -166,7 +166,7 @@ func vaeExtras(c *models.Config, m models.Model, dev torch.Device, out string) e
 		return nil // no data here: skip the extras rather than fail the job
 	}
 	b := (&datasets.Loader{Set: test.Subset(32), Batch: 32}).All()[0]
-	x := torch.FromSlice(b.Pixels, []int64{int64(b.N), int64(test.C), int64(test.H), int64(test.W)}).To(dev)
+	x := torch.FromSlice(b.Pixels, test.Shape(b.N)).To(dev)
 	var rec, line *torch.Tensor
 	torch.NoGrad(func() {
 		rec = r.Reconstruct(x)
