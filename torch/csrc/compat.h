@@ -1,6 +1,7 @@
 // compat.h: the one place that papers over libtorch 1.13 vs 2.x differences.
 #pragma once
 #include <ATen/ATen.h>
+#include <ATen/autocast_mode.h>
 #include <torch/version.h>
 
 #include <vector>
@@ -27,6 +28,51 @@ inline void foreach_mul_(std::vector<at::Tensor> &ts, const at::Tensor &s) {
   at::_foreach_mul_(ts, c);
 #else
   for (auto &t : ts) t.mul_(c);
+#endif
+}
+
+}  // namespace kk
+
+namespace kk {
+
+// Autocast state per device type. libtorch 2.4 made it one set of functions
+// taking the device type; 1.13 has a pair per device (the "gpu" pair is
+// CUDA's).
+inline bool autocast_enabled(at::DeviceType d) {
+#if TORCH_AT_LEAST(2, 4)
+  return at::autocast::is_autocast_enabled(d);
+#else
+  return d == at::kCPU ? at::autocast::is_cpu_enabled() : at::autocast::is_enabled();
+#endif
+}
+
+inline void set_autocast_enabled(at::DeviceType d, bool on) {
+#if TORCH_AT_LEAST(2, 4)
+  at::autocast::set_autocast_enabled(d, on);
+#else
+  if (d == at::kCPU)
+    at::autocast::set_cpu_enabled(on);
+  else
+    at::autocast::set_enabled(on);
+#endif
+}
+
+inline at::ScalarType autocast_dtype(at::DeviceType d) {
+#if TORCH_AT_LEAST(2, 4)
+  return at::autocast::get_autocast_dtype(d);
+#else
+  return d == at::kCPU ? at::autocast::get_autocast_cpu_dtype() : at::autocast::get_autocast_gpu_dtype();
+#endif
+}
+
+inline void set_autocast_dtype(at::DeviceType d, at::ScalarType t) {
+#if TORCH_AT_LEAST(2, 4)
+  at::autocast::set_autocast_dtype(d, t);
+#else
+  if (d == at::kCPU)
+    at::autocast::set_autocast_cpu_dtype(t);
+  else
+    at::autocast::set_autocast_gpu_dtype(t);
 #endif
 }
 

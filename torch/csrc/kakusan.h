@@ -23,7 +23,7 @@ extern "C" {
 #endif
 #pragma GCC visibility push(default)
 
-#define KK_ABI_VERSION 4
+#define KK_ABI_VERSION 5
 
 typedef struct kk_tensor_s *kk_tensor;
 
@@ -229,6 +229,31 @@ void kk_adam_step_t(const kk_tensor *params, const kk_tensor *exp_avg,
  * applied there. */
 void kk_clip_grad_norm_t(const kk_tensor *params, int n, double max_norm,
                          kk_tensor *out, char **err);
+
+/* ---- precision and memory format ----
+ * Autocast is per thread and per device type (KK_CPU, KK_CUDA), as
+ * torch.autocast: kk_autocast_push enables it with dtype (a reduced floating
+ * type: bfloat16, or float16 on CUDA) and returns the state it replaced;
+ * kk_autocast_pop restores that state, clearing the cache of cast weights
+ * when the outermost region ends. */
+void kk_autocast_push(int dev, int dtype, int *prev_on, int *prev_dtype, char **err);
+void kk_autocast_pop(int dev, int prev_on, int prev_dtype, char **err);
+/* Process-wide CUDA switches, as torch.backends: TF32 in cuBLAS and cuDNN
+ * matrix products and convolutions, and cuDNN's per-shape algorithm search.
+ * Each returns the previous setting (harmless without CUDA). */
+int kk_set_tf32(int on);
+int kk_set_cudnn_benchmark(int on);
+/* Memory formats follow at::MemoryFormat's order of the two used here. */
+enum { KK_CONTIGUOUS_FORMAT = 0, KK_CHANNELS_LAST = 1 };
+void kk_contiguous_as(kk_tensor t, int format, kk_tensor *out, char **err);
+int kk_is_contiguous_as(kk_tensor t, int format, char **err);
+/* Re-lays t's storage out in format in place, keeping the handle, its
+ * autograd identity and requires_grad (a parameter stays the parameter). */
+void kk_set_memory_format_(kk_tensor t, int format, char **err);
+/* A copy of a CPU tensor in page-locked memory, for asynchronous copies to
+ * CUDA; kk_to_async copies without waiting when the source is pinned. */
+void kk_pin_memory(kk_tensor t, kk_tensor *out, char **err);
+void kk_to_async(kk_tensor t, int dev, int dev_index, kk_tensor *out, char **err);
 
 /* ---- a peer for per-op overhead: runs a + b n times in a C++ loop ---- */
 void kk_bench_add_loop(kk_tensor a, kk_tensor b, int64_t n, char **err);

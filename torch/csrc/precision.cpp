@@ -1,0 +1,86 @@
+// precision.cpp: autocast, TF32, cuDNN benchmark mode and memory formats.
+#include "internal.h"
+
+using kk::T;
+
+namespace {
+at::DeviceType autocast_device(int dev) {
+  switch (dev) {
+    case KK_CPU: return at::kCPU;
+    case KK_CUDA: return at::kCUDA;
+  }
+  throw std::invalid_argument("autocast: unknown device type " + std::to_string(dev));
+}
+
+at::MemoryFormat format(int f) {
+  switch (f) {
+    case KK_CONTIGUOUS_FORMAT: return at::MemoryFormat::Contiguous;
+    case KK_CHANNELS_LAST: return at::MemoryFormat::ChannelsLast;
+  }
+  throw std::invalid_argument("unknown memory format " + std::to_string(f));
+}
+
+// As format, but a tensor that is not 4-d keeps the contiguous format
+// (channels-last is only defined for 4-d tensors).
+at::MemoryFormat format_for(const at::Tensor &t, int f) {
+  return t.dim() == 4 ? format(f) : at::MemoryFormat::Contiguous;
+}
+}  // namespace
+
+extern "C" {
+
+void kk_autocast_push(int dev, int dtype, int *prev_on, int *prev_dtype, char **err) {
+  KK_TRY(at::DeviceType d = autocast_device(dev); at::ScalarType t = kk::dtype(dtype);
+         if (t != at::kBFloat16 && t != at::kHalf)
+           throw std::invalid_argument("autocast: dtype must be bfloat16 or float16");
+         *prev_on = kk::autocast_enabled(d);
+         *prev_dtype = static_cast<int>(kk::autocast_dtype(d));
+         kk::set_autocast_dtype(d, t);
+         kk::set_autocast_enabled(d, true);
+         at::autocast::increment_nesting();)
+}
+
+void kk_autocast_pop(int dev, int prev_on, int prev_dtype, char **err) {
+  KK_TRY(at::DeviceType d = autocast_device(dev);
+         if (at::autocast::decrement_nesting() == 0) at::autocast::clear_cache();
+         kk::set_autocast_enabled(d, prev_on != 0);
+         kk::set_autocast_dtype(d, static_cast<at::ScalarType>(prev_dtype));)
+}
+
+int kk_set_tf32(int on) {
+  auto &ctx = at::globalContext();
+  bool prev = ctx.allowTF32CuBLAS();
+  ctx.setAllowTF32CuBLAS(on != 0);
+  ctx.setAllowTF32CuDNN(on != 0);
+  return prev;
+}
+
+int kk_set_cudnn_benchmark(int on) {
+  auto &ctx = at::globalContext();
+  bool prev = ctx.benchmarkCuDNN();
+  ctx.setBenchmarkCuDNN(on != 0);
+  return prev;
+}
+
+void kk_contiguous_as(kk_tensor t, int f, kk_tensor *out, char **err) {
+  KK_OUT(T(t).contiguous(format_for(T(t), f)))
+}
+
+int kk_is_contiguous_as(kk_tensor t, int f, char **err) {
+  KK_TRY(return T(t).is_contiguous(format_for(T(t), f));)
+  return 0;
+}
+
+void kk_set_memory_format_(kk_tensor t, int f, char **err) {
+  KK_TRY(at::Tensor &x = kk::M(t); at::NoGradGuard g;
+         at::MemoryFormat m = format_for(x, f);
+         if (!x.is_contiguous(m)) x.set_data(x.contiguous(m));)
+}
+
+void kk_pin_memory(kk_tensor t, kk_tensor *out, char **err) { KK_OUT(T(t).pin_memory()) }
+
+void kk_to_async(kk_tensor t, int dev, int dev_index, kk_tensor *out, char **err) {
+  KK_OUT(T(t).to(kk::device(dev, dev_index), /*non_blocking=*/true))
+}
+
+}  // extern "C"

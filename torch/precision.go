@@ -1,0 +1,96 @@
+package torch
+
+/*
+#include "csrc/kakusan.h"
+*/
+import "C"
+
+// Autocast runs f with automatic mixed precision for devices of type dev,
+// as torch.autocast(dev, dtype): inside f, matrix products and
+// convolutions on such a device compute in dtype (BFloat16, or Float16 on
+// CUDA) while precision-sensitive ops stay in float32, by the lists
+// libtorch keeps for each device. Parameters stay float32 (their casts are
+// cached until the outermost Autocast returns) and gradients reach them in
+// float32. Regions nest; the previous state is restored however f returns.
+func Autocast(dev DeviceType, dtype DType, f func()) {
+	var on, prev C.int
+	var err *C.char
+	C.kk_autocast_push(C.int(dev), dtype.code("Autocast"), &on, &prev, &err)
+	check("Autocast", err)
+	defer func() {
+		var err *C.char
+		C.kk_autocast_pop(C.int(dev), on, prev, &err)
+		check("Autocast", err)
+	}()
+	f()
+}
+
+// SetTF32 allows (or forbids) TensorFloat-32 in CUDA's float32 matrix
+// products and convolutions, as torch.backends.cuda.matmul.allow_tf32 and
+// torch.backends.cudnn.allow_tf32 together, and returns the previous
+// setting. It is process-wide and does nothing without CUDA.
+func SetTF32(on bool) (prev bool) { return C.kk_set_tf32(b2i(on)) != 0 }
+
+// SetCuDNNBenchmark turns cuDNN's search for the fastest convolution
+// algorithm of each new shape on or off, as torch.backends.cudnn.benchmark,
+// and returns the previous setting. Process-wide; nothing without CUDA.
+func SetCuDNNBenchmark(on bool) (prev bool) { return C.kk_set_cudnn_benchmark(b2i(on)) != 0 }
+
+
+// MemoryFormat is how a 4-d tensor's elements are laid out in memory.
+type MemoryFormat int
+
+const (
+	// ContiguousFormat is NCHW, row-major: the default.
+	ContiguousFormat MemoryFormat = C.KK_CONTIGUOUS_FORMAT
+	// ChannelsLast is NHWC in memory with NCHW sizes (torch.channels_last),
+	// the layout oneDNN and cuDNN's fastest convolutions work in.
+	ChannelsLast MemoryFormat = C.KK_CHANNELS_LAST
+)
+
+// ContiguousAs returns t laid out in format f (t itself, as a new handle,
+// when it already is). A tensor that is not 4-d is made plainly contiguous.
+func (t *Tensor) ContiguousAs(f MemoryFormat) *Tensor {
+	var out C.kk_tensor
+	var err *C.char
+	C.kk_contiguous_as(t.handle("ContiguousAs"), C.int(f), &out, &err)
+	return wrap("ContiguousAs", out, err)
+}
+
+// IsContiguousAs reports whether t is laid out in format f.
+func (t *Tensor) IsContiguousAs(f MemoryFormat) bool {
+	var err *C.char
+	r := C.kk_is_contiguous_as(t.handle("IsContiguousAs"), C.int(f), &err)
+	check("IsContiguousAs", err)
+	return r != 0
+}
+
+// SetMemoryFormat lays t's storage out in format f in place: the handle,
+// its values, its autograd identity and requires_grad stay, so a parameter
+// converted before its optimizer is made remains that parameter. Tensors
+// that are not 4-d are left as they are.
+func (t *Tensor) SetMemoryFormat(f MemoryFormat) *Tensor {
+	var err *C.char
+	C.kk_set_memory_format_(t.handle("SetMemoryFormat"), C.int(f), &err)
+	check("SetMemoryFormat", err)
+	return t
+}
+
+// PinMemory returns a copy of a CPU tensor in page-locked memory, from
+// which ToAsync copies to CUDA without waiting. It needs a CUDA build.
+func (t *Tensor) PinMemory() *Tensor {
+	var out C.kk_tensor
+	var err *C.char
+	C.kk_pin_memory(t.handle("PinMemory"), &out, &err)
+	return wrap("PinMemory", out, err)
+}
+
+// ToAsync copies t to dev without waiting for the copy when that is
+// possible (a pinned CPU tensor to CUDA); otherwise it is To(dev). Work
+// queued on dev afterwards sees the copied values.
+func (t *Tensor) ToAsync(dev Device) *Tensor {
+	var out C.kk_tensor
+	var err *C.char
+	C.kk_to_async(t.handle("ToAsync"), C.int(dev.Type), C.int(dev.Index), &out, &err)
+	return wrap("ToAsync", out, err)
+}

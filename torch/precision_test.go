@@ -1,0 +1,118 @@
+package torch
+
+import (
+	"strings"
+	"testing"
+)
+
+// bf16 keeps 8 significant bits: a relative error of 2^-8 per rounding.
+const bf16Tol = 1.0 / 64
+
+func TestAutocastComputesInBFloat16(t *testing.T) {
+	on(t, func() {
+		x := Randn([]int64{4, 8}, dev)
+		w := Param(Randn([]int64{3, 8}, dev))
+		defer w.Free()
+		want := Linear(x, w, nil).Float64s()
+		if got := Linear(x, w, nil).DType(); got != Float32 {
+			t.Fatalf("outside autocast: %v, want float32", got)
+		}
+		var out *Tensor
+		Autocast(dev.Type, BFloat16, func() {
+			out = Linear(x, w, nil)
+			Autocast(dev.Type, BFloat16, func() {}) // a nested region leaves the outer one on
+			if got := Linear(x, w, nil).DType(); got != BFloat16 {
+				t.Errorf("after a nested region: %v, want bfloat16", got)
+			}
+			// Precision-sensitive ops stay float32 (libtorch's lists).
+			if got := Softmax(out, 1).DType(); got == BFloat16 && dev.Type == CUDADevice {
+				t.Errorf("softmax under CUDA autocast: %v, want float32", got)
+			}
+		})
+		if out.DType() != BFloat16 {
+			t.Fatalf("inside autocast: %v, want bfloat16", out.DType())
+		}
+		near(t, "bf16 linear", out.To(Float32).Float64s(), want, 4*bf16Tol)
+		if got := Linear(x, w, nil).DType(); got != Float32 {
+			t.Fatalf("after autocast: %v, want float32", got)
+		}
+		// The gradient reaches the float32 parameter in float32:
+		// d/dw sum(x wᵀ) is every row equal to the column sums of x.
+		out.To(Float32).Sum().Backward()
+		g := w.Grad()
+		if g.DType() != Float32 {
+			t.Fatalf("gradient %v, want float32", g.DType())
+		}
+		col := x.SumDims(true, 0).Expand(3, 8).Float64s()
+		near(t, "gradient", g.Float64s(), col, 4*bf16Tol)
+	})
+}
+
+func TestAutocastRestoresAfterPanicAndRefusesFloat32(t *testing.T) {
+	on(t, func() {
+		err := Try(func() error {
+			Autocast(dev.Type, BFloat16, func() { fail("test", "boom") })
+			return nil
+		})
+		if err == nil || !strings.Contains(err.Error(), "boom") {
+			t.Fatalf("err = %v, want boom", err)
+		}
+		x := Randn([]int64{2, 2}, dev)
+		if got := Matmul(x, x).DType(); got != Float32 {
+			t.Fatalf("after a panicking region: %v, want float32", got)
+		}
+		err = Try(func() error { Autocast(dev.Type, Float32, func() {}); return nil })
+		if err == nil || !strings.Contains(err.Error(), "bfloat16 or float16") {
+			t.Fatalf("autocast to float32: err = %v", err)
+		}
+	})
+}
+
+func TestSetMemoryFormatKeepsTheParameter(t *testing.T) {
+	on(t, func() {
+		w := Param(Randn([]int64{4, 3, 3, 3}, dev))
+		defer w.Free()
+		before := w.Float64s()
+		if w.IsContiguousAs(ChannelsLast) {
+			t.Fatal("a fresh tensor is already channels-last")
+		}
+		x := Randn([]int64{2, 3, 8, 8}, dev)
+		want := Conv2d(x, w, nil, Conv2dOpts{Padding: [2]int64{1, 1}}).Float64s()
+		if w.SetMemoryFormat(ChannelsLast); !w.IsContiguousAs(ChannelsLast) {
+			t.Fatal("SetMemoryFormat did not lay the tensor out channels-last")
+		}
+		if !w.RequiresGrad() {
+			t.Fatal("SetMemoryFormat dropped requires_grad")
+		}
+		near(t, "values", w.Float64s(), before, 0)
+		xc := x.ContiguousAs(ChannelsLast)
+		if !xc.IsContiguousAs(ChannelsLast) || !x.IsContiguousAs(ContiguousFormat) {
+			t.Fatal("ContiguousAs: wrong layouts")
+		}
+		y := Conv2d(xc, w, nil, Conv2dOpts{Padding: [2]int64{1, 1}})
+		near(t, "channels-last conv", y.Float64s(), want, 1e-5)
+		y.Sum().Backward()
+		if w.Grad() == nil {
+			t.Fatal("no gradient reached the converted parameter")
+		}
+		v := Randn([]int64{5}, dev)
+		if v.SetMemoryFormat(ChannelsLast); !v.IsContiguousAs(ContiguousFormat) {
+			t.Fatal("a 1-d tensor changed layout")
+		}
+	})
+}
+
+func TestCUDASwitchesReturnThePreviousSetting(t *testing.T) {
+	on(t, func() {
+		orig := SetTF32(true)
+		if !SetTF32(false) {
+			t.Error("SetTF32 did not report the setting it replaced")
+		}
+		SetTF32(orig)
+		orig = SetCuDNNBenchmark(true)
+		if !SetCuDNNBenchmark(false) {
+			t.Error("SetCuDNNBenchmark did not report the setting it replaced")
+		}
+		SetCuDNNBenchmark(orig)
+	})
+}
