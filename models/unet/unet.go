@@ -208,23 +208,36 @@ func (u *UNet) Forward(x, t, y, keep *torch.Tensor) *torch.Tensor {
 		}
 		v = v.Add(e)
 	}
+	// Each block runs in its own scope, so its temporaries are freed as
+	// soon as it returns (autograd keeps what backward needs): the
+	// allocator then reuses warm memory instead of mapping fresh pages for
+	// every intermediate of the whole pass, which made a CPU forward 3x
+	// slower than PyTorch's.
 	h := x
 	skips := make([]*torch.Tensor, len(u.downs))
 	for i, d := range u.downs {
-		if i > 0 {
-			h = torch.MaxPool2d(h, 2, 0, 0)
-		}
-		h = d.Forward(h, v)
+		in := h
+		h = torch.ScopedValue(func() *torch.Tensor {
+			if i > 0 {
+				in = torch.MaxPool2d(in, 2, 0, 0)
+			}
+			return d.Forward(in, v)
+		})
 		skips[i] = h
 	}
-	h = u.bot.Forward(torch.MaxPool2d(h, 2, 0, 0), v)
-	if u.attn != nil {
-		h = u.attn.Forward(h)
-	}
+	h = torch.ScopedValue(func() *torch.Tensor {
+		h := u.bot.Forward(torch.MaxPool2d(h, 2, 0, 0), v)
+		if u.attn != nil {
+			h = u.attn.Forward(h)
+		}
+		return h
+	})
 	for i := len(u.ups) - 1; i >= 0; i-- {
-		s := skips[i].Shape()
-		h = torch.UpsampleBilinear(h, s[2], s[3], false)
-		h = u.ups[i].Forward(torch.Cat([]*torch.Tensor{h, skips[i]}, 1), v)
+		h = torch.ScopedValue(func() *torch.Tensor {
+			s := skips[i].Shape()
+			up := torch.UpsampleBilinear(h, s[2], s[3], false)
+			return u.ups[i].Forward(torch.Cat([]*torch.Tensor{up, skips[i]}, 1), v)
+		})
 	}
 	return u.out.Forward(h)
 }

@@ -242,6 +242,12 @@ void kk_autocast_pop(int dev, int prev_on, int prev_dtype, char **err);
  * matrix products and convolutions, and cuDNN's per-shape algorithm search.
  * Each returns the previous setting (harmless without CUDA). */
 int kk_set_tf32(int on);
+/* Tunes glibc's malloc for tensor-sized blocks (any thread may call it):
+ * blocks up to mmap_threshold bytes come from the heap, and up to
+ * trim_threshold bytes of freed memory stay mapped for reuse, instead of
+ * glibc's default of a fresh mmap (and a page fault per 4 KiB) for most
+ * activations. Returns 0 when glibc refused a value. */
+int kk_tune_malloc(int64_t mmap_threshold, int64_t trim_threshold);
 int kk_set_cudnn_benchmark(int on);
 /* Memory formats follow at::MemoryFormat's order of the two used here. */
 enum { KK_CONTIGUOUS_FORMAT = 0, KK_CHANNELS_LAST = 1 };

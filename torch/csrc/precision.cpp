@@ -1,4 +1,6 @@
 // precision.cpp: autocast, TF32, cuDNN benchmark mode and memory formats.
+#include <malloc.h>
+
 #include "internal.h"
 
 using kk::T;
@@ -53,6 +55,11 @@ int kk_set_tf32(int on) {
   ctx.setAllowTF32CuBLAS(on != 0);
   ctx.setAllowTF32CuDNN(on != 0);
   return prev;
+}
+
+int kk_tune_malloc(int64_t mmap_threshold, int64_t trim_threshold) {
+  int ok = mallopt(M_MMAP_THRESHOLD, static_cast<int>(std::min<int64_t>(mmap_threshold, INT32_MAX)));
+  return mallopt(M_TRIM_THRESHOLD, static_cast<int>(std::min<int64_t>(trim_threshold, INT32_MAX))) && ok;
 }
 
 int kk_set_cudnn_benchmark(int on) {
