@@ -5,8 +5,9 @@ import "math/rand/v2"
 // Batch is one batch on the host: pixels scaled to [0, 1] in the set's
 // layout, N×C×H×W (the shape of a PyTorch image batch), and labels.
 type Batch struct {
-	Pixels []float32
+	Pixels []float32 // nil when the loader gives indices only
 	Labels []int64
+	Index  []int // the set's images in the batch, in order
 	N      int
 }
 
@@ -19,6 +20,9 @@ type Loader struct {
 	Batch   int
 	Seed    uint64
 	Shuffle bool
+	// IndicesOnly leaves Pixels nil: for a trainer holding the whole set
+	// on its device, which gathers the batch there.
+	IndicesOnly bool
 }
 
 // StepsPerEpoch is the number of whole batches in one pass.
@@ -47,12 +51,17 @@ func (l *Loader) Epoch(epoch, start int) (batches <-chan Batch, stop func()) {
 		defer close(out)
 		size := l.Set.ImageSize()
 		for b := start; b < l.StepsPerEpoch(); b++ {
-			batch := Batch{Pixels: make([]float32, l.Batch*size), Labels: make([]int64, l.Batch), N: l.Batch}
-			for i, idx := range order[b*l.Batch : (b+1)*l.Batch] {
-				px := l.Set.Image(idx)
-				dst := batch.Pixels[i*size : (i+1)*size]
-				for j, v := range px {
-					dst[j] = float32(v) / 255
+			index := order[b*l.Batch : (b+1)*l.Batch]
+			batch := Batch{Labels: make([]int64, l.Batch), Index: index, N: l.Batch}
+			if !l.IndicesOnly {
+				batch.Pixels = make([]float32, l.Batch*size)
+			}
+			for i, idx := range index {
+				if !l.IndicesOnly {
+					dst := batch.Pixels[i*size : (i+1)*size]
+					for j, v := range l.Set.Image(idx) {
+						dst[j] = float32(v) / 255
+					}
 				}
 				batch.Labels[i] = int64(l.Set.Labels[idx])
 			}

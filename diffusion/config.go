@@ -3,26 +3,29 @@ package diffusion
 import (
 	"errors"
 	"fmt"
+
+	"kakusan/torch"
 )
 
 // Config is the `diffusion:` section of a config: the noise schedule, what
 // the network predicts, the conditioning, the data codec and how training
 // grids (and, by default, sampling jobs) sample.
 type Config struct {
-	Timesteps    int     `yaml:"timesteps"`      // T (reference 1000)
-	Schedule     string  `yaml:"schedule"`       // linear (reference) or cosine
-	BetaStart    float64 `yaml:"beta_start"`     // linear schedule
-	BetaEnd      float64 `yaml:"beta_end"`       // linear schedule
-	Prediction   string  `yaml:"prediction"`     // eps (reference), v or x0
-	Codec        string  `yaml:"codec"`          // how pixels map to the model's space: pixels (reference) or centered
-	Conditional  bool    `yaml:"conditional"`    // condition on the data's classes, with classifier-free guidance
-	CondDrop     float64 `yaml:"cond_drop"`      // probability a label is dropped (to no label)
-	CondDropMode string  `yaml:"cond_drop_mode"` // sample: per image; batch: the whole batch at once
-	Guidance     float64 `yaml:"guidance"`       // γ for sample grids (and bin/sample's default); 1 = none
-	Sampler      string  `yaml:"sampler"`        // for sample grids (and bin/sample's default): see Samplers
-	SampleSteps  int     `yaml:"sample_steps"`   // steps of the grid's sampler (ddim)
-	Eta          float64 `yaml:"eta"`            // DDIM η: 0 deterministic
-	Spacing      string  `yaml:"spacing"`        // timestep spacing: leading (reference), trailing or linspace
+	Timesteps    int     `yaml:"timesteps"`        // T (reference 1000)
+	Schedule     string  `yaml:"schedule"`         // linear (reference) or cosine
+	BetaStart    float64 `yaml:"beta_start"`       // linear schedule
+	BetaEnd      float64 `yaml:"beta_end"`         // linear schedule
+	Prediction   string  `yaml:"prediction"`       // eps (reference), v or x0
+	Codec        string  `yaml:"codec"`            // how pixels map to the model's space: pixels (reference) or centered
+	Conditional  bool    `yaml:"conditional"`      // condition on the data's classes, with classifier-free guidance
+	CondDrop     float64 `yaml:"cond_drop"`        // probability a label is dropped (to no label)
+	CondDropMode string  `yaml:"cond_drop_mode"`   // sample: per image; batch: the whole batch at once
+	Guidance     float64 `yaml:"guidance"`         // γ for sample grids (and bin/sample's default); 1 = none
+	Sampler      string  `yaml:"sampler"`          // for sample grids (and bin/sample's default): see Samplers
+	SampleSteps  int     `yaml:"sample_steps"`     // steps of the grid's sampler (ddim)
+	Eta          float64 `yaml:"eta"`              // DDIM η: 0 deterministic
+	Spacing      string  `yaml:"spacing"`          // timestep spacing: leading (reference), trailing or linspace
+	Precision    string  `yaml:"sample_precision"` // how sampling computes: fp32 (reference), tf32 or bf16 (torch.Precision)
 }
 
 // DefaultConfig is the reference: T = 1000, linear betas 1e-4 to 0.02, ε
@@ -41,7 +44,7 @@ func (c *Config) NewSchedule() (*Schedule, error) {
 
 // Sampling is how the configured grids sample.
 func (c *Config) Sampling() Sampling {
-	return Sampling{Sampler: c.Sampler, Steps: c.SampleSteps, Eta: c.Eta, Spacing: c.Spacing, Guidance: c.Guidance}
+	return Sampling{Sampler: c.Sampler, Steps: c.SampleSteps, Eta: c.Eta, Spacing: c.Spacing, Guidance: c.Guidance, Precision: c.Precision}
 }
 
 // Validate checks the section, a line "key: problem" for each fault.
@@ -79,13 +82,17 @@ type Sampling struct {
 	Eta      float64
 	Spacing  string
 	Guidance float64 // γ; 1 = none
+	// Precision is how the network's passes compute (torch.Precision);
+	// the sampler's own arithmetic stays float32.
+	Precision string
 }
 
 // Options are the sampler's options.
 func (s Sampling) Options() Options { return Options{Steps: s.Steps, Eta: s.Eta, Spacing: s.Spacing} }
 
 // Validate checks a way of sampling for a model of T timesteps; each line
-// names its config key (sampler, sample_steps, eta, spacing, guidance).
+// names its config key (sampler, sample_steps, eta, spacing, guidance,
+// sample_precision).
 func (s Sampling) Validate(T int) error {
 	var errs []error
 	if err := CheckSampler(s.Sampler, T, s.Options()); err != nil {
@@ -93,6 +100,9 @@ func (s Sampling) Validate(T int) error {
 	}
 	if !(s.Guidance >= 0 && s.Guidance <= 50) {
 		errs = append(errs, fmt.Errorf("guidance: must be in [0, 50], got %g", s.Guidance))
+	}
+	if _, err := torch.ParsePrecision(s.Precision); err != nil {
+		errs = append(errs, fmt.Errorf("sample_precision: %w", err))
 	}
 	return errors.Join(errs...)
 }

@@ -73,7 +73,9 @@ func (m *Model) Loss(x, y *torch.Tensor) *torch.Tensor {
 	} else {
 		y = nil
 	}
-	return torch.MSELoss(m.Net.Forward(xt, t, y, keep), m.Sched.Target(m.pred, x, t, eps), torch.ReduceMean)
+	target := m.Sched.Target(m.pred, x, t, eps)
+	// Under bf16 autocast the prediction is bfloat16: the loss is float32.
+	return torch.MSELoss(m.Net.Forward(xt, t, y, keep).To(target.DType()), target, torch.ReduceMean)
 }
 
 // Generate samples the images of one batch of a sampling job in eval mode
@@ -108,8 +110,19 @@ func (m *Model) Generate(images []int, labels []int64, seed uint64, s Sampling) 
 		if m.Conditional() {
 			y = torch.FromSlice(labels, nil, m.dev)
 		}
-		pred := m.Sched.AsEps(Guided(m.Net.Forward, y, s.Guidance), m.pred)
-		x = m.Codec.Decode(Run(sm, pred, ImageNoise(seed, images, m.Shape, m.dev)))
+		x = m.Codec.Decode(Run(sm, m.Predictor(y, s), ImageNoise(seed, images, m.Shape, m.dev)))
 	})
 	return x, nil
+}
+
+// Predictor is what the samplers call: ε̂ at x_t, guided by s.Guidance
+// towards the labels y (nil for an unconditional model), the network run
+// under s.Precision (checked by s.Validate) with a float32 output.
+func (m *Model) Predictor(y *torch.Tensor, s Sampling) Predictor {
+	p, _ := torch.ParsePrecision(s.Precision)
+	net := func(x, t, y, keep *torch.Tensor) (out *torch.Tensor) {
+		p.Run(m.dev, func() { out = m.Net.Forward(x, t, y, keep) })
+		return out.To(torch.Float32)
+	}
+	return m.Sched.AsEps(Guided(net, y, s.Guidance), m.pred)
 }

@@ -16,6 +16,7 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"kakusan/internal/files"
+	"kakusan/torch"
 )
 
 // Config is a run's whole configuration: the fields every model shares, the
@@ -84,7 +85,11 @@ type TrainConfig struct {
 	WarmupSteps     int     `yaml:"warmup_steps"`     // linear learning-rate warm-up
 	Cosine          bool    `yaml:"cosine"`           // cosine decay from lr to min_lr over the run
 	MinLR           float64 `yaml:"min_lr"`
-	Precision       string  `yaml:"precision"` // fp32 (the only policy so far; the seam for tf32 and bf16)
+	Precision       string  `yaml:"precision"` // fp32, tf32 or bf16 (torch.Precision): how the forward pass computes
+	// CuDNNBenchmark lets cuDNN time its algorithms for each new shape and
+	// keep the fastest (torch.backends.cudnn.benchmark); false for resumes
+	// that repeat a run bit for bit on CUDA. Nothing on the CPU.
+	CuDNNBenchmark bool `yaml:"cudnn_benchmark"`
 }
 
 // OptimConfig picks and tunes the optimizer.
@@ -185,7 +190,7 @@ func defaults(model string) *Config {
 		c.Samples = 64
 		c.Device = "auto"
 		c.Data.Dataset = "mnist"
-		c.Train = &TrainConfig{BatchSize: 32, Epochs: 30, LogEvery: 200, KeepCheckpoints: 3, Precision: "fp32"}
+		c.Train = &TrainConfig{BatchSize: 32, Epochs: 30, LogEvery: 200, KeepCheckpoints: 3, Precision: "fp32", CuDNNBenchmark: true}
 		c.Optimizer = &OptimConfig{Name: "adam", LR: 3e-4, Betas: []float64{0.9, 0.999}, Eps: 1e-8}
 	}
 	if e.Sections != nil {
@@ -581,8 +586,8 @@ func (t *TrainConfig) validate(bad *problems) {
 	if !(t.EMADecay >= 0 && t.EMADecay < 1) {
 		bad.add("train.ema_decay", "must be in [0, 1), got %g", t.EMADecay)
 	}
-	if t.Precision != "fp32" {
-		bad.add("train.precision", "unknown precision %q (want fp32)", t.Precision)
+	if _, err := torch.ParsePrecision(t.Precision); err != nil {
+		bad.add("train.precision", "%v", err)
 	}
 }
 

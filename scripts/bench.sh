@@ -11,13 +11,19 @@ go test -p 1 -run '^$' -bench 'Add|ConvNet|VAE' -benchtime 1s -count 5 ./torch/ 
 "$py" scripts/bench_convnet.py --steps 200 | tee "$log/convnet.json"
 "$py" scripts/bench_vae.py --steps 3000 | tee "$log/vae.json"
 # The U-Net against the reference peer (shared/bench/ref_unet.py, kept
-# outside the repository: set REF_UNET to its path), at a size a 2-core CPU
-# runs in minutes; the GPU check runs the reference size.
+# outside the repository: set REF_UNET to its path), in each mode both have
+# (eager, bf16 autocast, channels-last, both), at a size a 2-core CPU runs
+# in minutes; the GPU check runs the reference size. The runs alternate,
+# kakusan then the peer, ROUNDS times, and the table takes medians: these
+# machines drift by 2x within minutes.
 ref=${REF_UNET:-../shared/bench/ref_unet.py}
-export BENCH_UNET_WIDTH=${BENCH_UNET_WIDTH:-32} BENCH_UNET_BATCH=${BENCH_UNET_BATCH:-64} BENCH_UNET_SAMPLE_BATCH=${BENCH_UNET_SAMPLE_BATCH:-100}
+export BENCH_UNET_WIDTH=${BENCH_UNET_WIDTH:-16} BENCH_UNET_BATCH=${BENCH_UNET_BATCH:-128} BENCH_UNET_SAMPLE_BATCH=${BENCH_UNET_SAMPLE_BATCH:-100}
+modes=eager,bf16,cl,bf16-cl
 if [[ -f $ref ]]; then
-  go test -run '^$' -bench 'UNet' -benchtime 10x -count 3 ./train/ | tee "$log/unet.txt"
-  "$py" "$ref" --device cpu --steps 10 --width "$BENCH_UNET_WIDTH" --batch "$BENCH_UNET_BATCH" --sample-batch "$BENCH_UNET_SAMPLE_BATCH" | tee "$log/ref_unet.json"
+  for r in $(seq "${ROUNDS:-3}"); do
+    go test -run '^$' -bench 'UNet' -benchtime 10x -count 1 ./train/ | tee -a "$log/unet.txt"
+    "$py" "$ref" --device cpu --steps 10 --width "$BENCH_UNET_WIDTH" --batch "$BENCH_UNET_BATCH" --sample-batch "$BENCH_UNET_SAMPLE_BATCH" --modes "$modes" | tee -a "$log/ref_unet.json"
+  done
 else
   echo "bench: $ref not found; skipping the U-Net (set REF_UNET)" >&2
 fi
@@ -28,7 +34,7 @@ import statistics
 import os
 runs = {}
 text = open(d + '/go.txt').read() + (open(d + '/unet.txt').read() if os.path.exists(d + '/unet.txt') else '')
-for k, v in re.findall(r'^(Benchmark\w+)-\d+\s+\d+\s+([\d.]+) ns/op', text, re.M):
+for k, v in re.findall(r'^(Benchmark[\w/-]+?)-\d+\s+\d+\s+([\d.]+) ns/op', text, re.M):
     runs.setdefault(k, []).append(float(v))
 go = {k: statistics.median(v) for k, v in runs.items()}  # median of the -count runs
 conv = json.loads(open(d + '/convnet.json').read().strip().splitlines()[-1])
@@ -39,16 +45,32 @@ rows = [
     ('small CNN training step, batch 64', ns('BenchmarkConvNetStep') / 1e6, conv['ms_per_step'], 'PyTorch ' + conv['torch'], 'ms'),
     ('VAE training step, batch 32', ns('BenchmarkVAETrainStep') / 1e6, vae['ms_per_step'], 'PyTorch ' + vae['torch'], 'ms'),
 ]
+unet = []
 if os.path.exists(d + '/ref_unet.json'):
-    ref = json.loads(open(d + '/ref_unet.json').read().strip().splitlines()[-1])
+    peer = {}
+    for line in open(d + '/ref_unet.json'):
+        if line.startswith('{'):
+            r = json.loads(line)
+            peer.setdefault(r['mode'], []).append(r)
+    med = lambda mode, k: statistics.median(r[k] for r in peer[mode])
+    ref = peer['eager'][0]
     shape = f"width {ref['width']}"
-    rows += [
-        (f"U-Net training step, {shape}, batch {ref['batch']}", ns('BenchmarkUNetTrainStep') / 1e6, ref['train_ms_per_step'], 'ref_unet.py eager', 'ms'),
-        (f"U-Net guided sampling step, {shape}, {ref['sample_batch']} images", ns('BenchmarkUNetSampleStep') / 1e6, ref['sample_ms_per_step'], 'ref_unet.py eager', 'ms'),
-    ]
+    for what, bench, key, size in [('training step', 'BenchmarkUNetTrainStep', 'train_ms_per_step', f"batch {ref['batch']}"),
+                                   ('guided sampling step', 'BenchmarkUNetSampleStep', 'sample_ms_per_step', f"{ref['sample_batch']} images")]:
+        best = min(peer, key=lambda m: med(m, key))
+        for mode in peer:
+            ours = ns(f'{bench}/{mode}') / 1e6
+            unet.append((f'U-Net {what}, {shape}, {size}, {mode}', ours, med(mode, key), f'ref_unet.py {mode}',
+                         'ms', ours / med(best, key), best))
 print('| benchmark | kakusan | peer | ratio |')
 print('| --- | --- | --- | --- |')
 for name, ours, peer, what, unit in rows:
     print(f'| {name} | {ours:.4g} {unit} | {peer:.4g} {unit} ({what}) | {ours / peer:.2f} |')
+if unet:
+    print()
+    print('| benchmark (median of the rounds) | kakusan | peer, same mode | ratio | ratio to the fastest peer mode |')
+    print('| --- | --- | --- | --- | --- |')
+    for name, ours, peer, what, unit, best_ratio, best in unet:
+        print(f'| {name} | {ours:.4g} {unit} | {peer:.4g} {unit} | {ours / peer:.2f} | {best_ratio:.2f} (vs {best}) |')
 PY
 rm -rf "$log"

@@ -5,6 +5,8 @@ package torch
 */
 import "C"
 
+import "fmt"
+
 // Autocast runs f with automatic mixed precision for devices of type dev,
 // as torch.autocast(dev, dtype): inside f, matrix products and
 // convolutions on such a device compute in dtype (BFloat16, or Float16 on
@@ -35,7 +37,6 @@ func SetTF32(on bool) (prev bool) { return C.kk_set_tf32(b2i(on)) != 0 }
 // algorithm of each new shape on or off, as torch.backends.cudnn.benchmark,
 // and returns the previous setting. Process-wide; nothing without CUDA.
 func SetCuDNNBenchmark(on bool) (prev bool) { return C.kk_set_cudnn_benchmark(b2i(on)) != 0 }
-
 
 // MemoryFormat is how a 4-d tensor's elements are laid out in memory.
 type MemoryFormat int
@@ -93,4 +94,50 @@ func (t *Tensor) ToAsync(dev Device) *Tensor {
 	var err *C.char
 	C.kk_to_async(t.handle("ToAsync"), C.int(dev.Type), C.int(dev.Index), &out, &err)
 	return wrap("ToAsync", out, err)
+}
+
+// Precision is a compute policy for a float32 model, by the name configs
+// use. Weights, optimizer state and checkpoints stay float32 under every
+// policy; only how products are computed changes.
+//
+//	fp32  float32 throughout (TF32 off on CUDA, though cuDNN allows it by default)
+//	tf32  TensorFloat-32 in CUDA's matrix products and convolutions; fp32 on the CPU
+//	bf16  autocast to bfloat16 on the model's device, CPU or CUDA, with TF32
+//	      allowed for what autocast keeps in float32
+type Precision string
+
+// The policies.
+const (
+	FP32 Precision = "fp32"
+	TF32 Precision = "tf32"
+	BF16 Precision = "bf16"
+)
+
+// Precisions lists the policies.
+var Precisions = []Precision{FP32, TF32, BF16}
+
+// ParsePrecision checks a policy's name; "" is fp32.
+func ParsePrecision(s string) (Precision, error) {
+	if s == "" {
+		return FP32, nil
+	}
+	for _, p := range Precisions {
+		if string(p) == s {
+			return p, nil
+		}
+	}
+	return "", fmt.Errorf("unknown precision %q (want fp32, tf32 or bf16)", s)
+}
+
+// Run runs f under the policy for a model on dev, restoring the previous
+// TF32 and autocast settings however f returns. Tensors f returns may be
+// bfloat16 under bf16: convert what leaves the model (To(Float32)).
+func (p Precision) Run(dev Device, f func()) {
+	prev := SetTF32(p != FP32 && p != "")
+	defer SetTF32(prev)
+	if p == BF16 {
+		Autocast(dev.Type, BFloat16, f)
+		return
+	}
+	f()
 }

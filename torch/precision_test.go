@@ -116,3 +116,26 @@ func TestCUDASwitchesReturnThePreviousSetting(t *testing.T) {
 		SetCuDNNBenchmark(orig)
 	})
 }
+
+func TestPrecisionPolicies(t *testing.T) {
+	on(t, func() {
+		x := Randn([]int64{3, 4}, dev)
+		for _, c := range []struct {
+			name string
+			want DType
+		}{{"", Float32}, {"fp32", Float32}, {"tf32", Float32}, {"bf16", BFloat16}} {
+			p, err := ParsePrecision(c.name)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var got DType
+			p.Run(dev, func() { got = Matmul(x, x.Transpose(0, 1)).DType() })
+			if got != c.want {
+				t.Errorf("%q: matmul in %v, want %v", c.name, got, c.want)
+			}
+		}
+		if _, err := ParsePrecision("fp16"); err == nil || !strings.Contains(err.Error(), "fp32, tf32 or bf16") {
+			t.Errorf("fp16: err = %v", err)
+		}
+	})
+}

@@ -66,7 +66,7 @@ func benchStep(b *testing.B, config string, batch int, sets ...string) {
 	benchModel(b, config, append(sets, "train.batch_size="+strconv.Itoa(batch)), func(m models.Model, c *models.Config, dev torch.Device) {
 		opt := newOptimizer(c.Optimizer, m.Module().ParamTensors())
 		defer opt.Free()
-		step, err := NewStep(m, opt, nil, c.Train.GradClip, Precision(c.Train.Precision))
+		step, err := NewStep(m, opt, nil, c.Train.GradClip, c.Train.Precision)
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -88,8 +88,23 @@ func benchStep(b *testing.B, config string, batch int, sets ...string) {
 	})
 }
 
+// unetModes are ref_unet.py's modes that have a kakusan counterpart, as
+// config settings: bf16 autocast and the channels-last layout.
+var unetModes = []struct{ name, precision, channelsLast string }{
+	{"eager", "fp32", "false"}, {"bf16", "bf16", "false"}, {"cl", "fp32", "true"}, {"bf16-cl", "bf16", "true"},
+}
+
+// unetSets are the settings of a U-Net benchmark in one mode.
+func unetSets(precisionKey, precision, channelsLast string) []string {
+	return []string{"unet.width=" + strconv.Itoa(envInt("BENCH_UNET_WIDTH", 64)), precisionKey + "=" + precision, "unet.channels_last=" + channelsLast}
+}
+
 func BenchmarkUNetTrainStep(b *testing.B) {
-	benchStep(b, "../configs/mnist_cond.yaml", envInt("BENCH_UNET_BATCH", 128), "unet.width="+strconv.Itoa(envInt("BENCH_UNET_WIDTH", 64)))
+	for _, m := range unetModes {
+		b.Run(m.name, func(b *testing.B) {
+			benchStep(b, "../configs/mnist_cond.yaml", envInt("BENCH_UNET_BATCH", 128), unetSets("train.precision", m.precision, m.channelsLast)...)
+		})
+	}
 }
 
 // BenchmarkVAETrainStep is the reference VAE (784-200-20, batch 32, Adam).
@@ -100,8 +115,16 @@ func BenchmarkVAETrainStep(b *testing.B) {
 // BenchmarkUNetSampleStep is one guided sampling step: the network's
 // conditional and unconditional passes in one batched forward.
 func BenchmarkUNetSampleStep(b *testing.B) {
+	for _, m := range unetModes {
+		b.Run(m.name, func(b *testing.B) {
+			benchSampleStep(b, unetSets("diffusion.sample_precision", m.precision, m.channelsLast))
+		})
+	}
+}
+
+func benchSampleStep(b *testing.B, sets []string) {
 	n := envInt("BENCH_UNET_SAMPLE_BATCH", 500)
-	benchModel(b, "../configs/mnist_cond.yaml", []string{"unet.width=" + strconv.Itoa(envInt("BENCH_UNET_WIDTH", 64))}, func(m models.Model, _ *models.Config, dev torch.Device) {
+	benchModel(b, "../configs/mnist_cond.yaml", sets, func(m models.Model, c *models.Config, dev torch.Device) {
 		dm := m.(*diffusion.Model)
 		dm.Net.SetTraining(false)
 		torch.NoGrad(func() {
@@ -109,7 +132,7 @@ func BenchmarkUNetSampleStep(b *testing.B) {
 			defer z.Free()
 			y := torch.RandInt(0, 10, []int64{int64(n)}, dev).Keep()
 			defer y.Free()
-			pred := dm.Sched.AsEps(diffusion.Guided(dm.Net.Forward, y, 3), diffusion.Eps)
+			pred := dm.Predictor(y, models.GridSampling(c))
 			step := func() {
 				torch.Scoped(func() {
 					z.AddInPlace(pred(z, 500), -0.001)

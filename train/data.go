@@ -12,7 +12,64 @@ import (
 type data struct {
 	train, test *datasets.Images
 	loader      *datasets.Loader
-	spe         int // steps per epoch
+	spe         int       // steps per epoch
+	resident    *resident // the training set on the device; nil: batches come from the host
+}
+
+// maxResident bounds the training set a CUDA run keeps on its device
+// (as bytes, one per pixel): MNIST is 47 MB.
+const maxResident = 4 << 30
+
+// resident is an image set held on a device, a byte per pixel, from which
+// batches are gathered there: no host copy, no transfer per step.
+type resident struct{ x, y *torch.Tensor }
+
+func newResident(set *datasets.Images, dev torch.Device) *resident {
+	return &resident{
+		x: torch.FromSlice(set.Pixels, set.Shape(set.N)).To(dev).Keep(),
+		y: torch.FromSlice(set.Labels, nil).To(dev).To(torch.Int64).Keep(),
+	}
+}
+
+// batch gathers b's images (b.Index) on the device, scaled to [0, 1] as the
+// loader scales them on the host (the same float32 division).
+func (r *resident) batch(b datasets.Batch) Batch {
+	idx := make([]int64, len(b.Index))
+	for i, v := range b.Index {
+		idx[i] = int64(v)
+	}
+	at := torch.FromSlice(idx, nil).To(r.x.Device())
+	return Batch{X: r.x.IndexSelect(0, at).To(torch.Float32).DivScalar(255), Y: r.y.IndexSelect(0, at)}
+}
+
+func (r *resident) free() {
+	if r != nil {
+		r.x.Free()
+		r.y.Free()
+	}
+}
+
+// holdOnDevice keeps the training set on dev when dev is CUDA (or when a
+// test asks, on any device) and the set is at most maxResident bytes; the
+// loader then gives indices only.
+func (d *data) holdOnDevice(dev torch.Device, always bool) {
+	if (dev.Type != torch.CUDADevice && !always) || len(d.train.Pixels) > maxResident {
+		return
+	}
+	d.resident = newResident(d.train, dev)
+	d.loader.IndicesOnly = true
+}
+
+// residentOnAnyDevice makes every run keep its training set on its device
+// (tests set it to check that path against the host's on the CPU).
+var residentOnAnyDevice = false
+
+// batch is the training batch b on dev.
+func (d *data) batch(b datasets.Batch, dev torch.Device) Batch {
+	if d.resident != nil {
+		return d.resident.batch(b)
+	}
+	return batchTensors(b, d.train, dev)
 }
 
 // loadData reads the configured dataset; its geometry and classes are
@@ -44,9 +101,14 @@ func loadData(c *models.Config) (*data, error) {
 
 // batchTensors moves a host batch of set's images to dev: pixels (B, C, H, W)
 // and int64 labels (B).
+// To CUDA the copies go through page-locked memory without waiting (the
+// caching host allocator keeps the staging block until its copy is done).
 func batchTensors(b datasets.Batch, set *datasets.Images, dev torch.Device) Batch {
-	x := torch.FromSlice(b.Pixels, set.Shape(b.N)).To(dev)
-	return Batch{X: x, Y: torch.FromSlice(b.Labels, nil).To(dev)}
+	x, y := torch.FromSlice(b.Pixels, set.Shape(b.N)), torch.FromSlice(b.Labels, nil)
+	if dev.Type == torch.CUDADevice {
+		return Batch{X: x.PinMemory().ToAsync(dev), Y: y.PinMemory().ToAsync(dev)}
+	}
+	return Batch{X: x.To(dev), Y: y.To(dev)}
 }
 
 // evalLoss is the mean per-image loss over a set, and for a Scorer the

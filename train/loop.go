@@ -90,11 +90,13 @@ func newLoop(ctx context.Context, r *Run, resume string) (*loop, error) {
 	if c.Threads > 0 {
 		torch.SetNumThreads(c.Threads)
 	}
+	torch.SetCuDNNBenchmark(t.CuDNNBenchmark)
 	torch.ManualSeed(c.Seed)
 	l := &loop{ctx: ctx, r: r, c: c, dev: dev}
 	if l.data, err = loadData(c); err != nil {
 		return nil, err
 	}
+	l.data.holdOnDevice(dev, residentOnAnyDevice)
 	l.geo = models.GeometryOf(l.data.train)
 	l.total = t.Epochs * l.data.spe
 	if t.MaxSteps > 0 && (t.Epochs < 1 || t.MaxSteps < l.total) {
@@ -117,7 +119,7 @@ func newLoop(ctx context.Context, r *Run, resume string) (*loop, error) {
 			fmt.Fprintln(r.Log, "warning: train.ema_decay with unet.norm: batch: the average borrows the live batch-norm statistics, which can make samples worse; prefer norm: group")
 		}
 	}
-	step, err := NewStep(l.model, l.opt, ema, t.GradClip, Precision(t.Precision))
+	step, err := NewStep(l.model, l.opt, ema, t.GradClip, t.Precision)
 	if err != nil {
 		return l, err
 	}
@@ -164,6 +166,9 @@ func (l *loop) resume(path string, ema *EMA) error {
 }
 
 func (l *loop) free() {
+	if l.data != nil {
+		l.data.resident.free()
+	}
 	for _, m := range []models.Model{l.model, l.ema} {
 		if m != nil {
 			models.Free(m)
@@ -237,7 +242,7 @@ func (l *loop) onBatch(b datasets.Batch, epoch int) error {
 	lr := learningRate(l.c, l.n, l.total)
 	l.step.SetLR(lr)
 	torch.Scoped(func() {
-		loss := l.step.Run(batchTensors(b, l.data.train, l.dev))
+		loss := l.step.Run(l.data.batch(b, l.dev))
 		torch.NoGrad(func() { l.lossSum.AddInPlace(loss, 1) })
 	})
 	l.n++

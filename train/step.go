@@ -29,8 +29,9 @@ type Stepper interface {
 // host reads): the precondition for capturing it in a CUDA graph.
 //
 // Its seams are fields that wrap parts of it, not edits inside it:
-//   - Loss computes a batch's loss; a precision policy (Precision.Wrap)
-//     wraps the model's loss, running it under autocast.
+//   - Loss computes a batch's loss; NewStep runs the model's loss under a
+//     precision policy (torch.Precision: TF32, bf16 autocast), and the
+//     backward pass outside it, as torch.autocast is meant to be used.
 //   - Sync runs between the backward pass and clipping; a distributed
 //     strategy all-reduces the gradients there (nil on one process).
 type Step struct {
@@ -46,13 +47,20 @@ type Step struct {
 
 // NewStep makes the step of a model with an optimizer over its parameters,
 // computing the model's own loss at the given precision.
-func NewStep(m models.Model, opt torch.Optimizer, ema *EMA, clip float64, p Precision) (*Step, error) {
-	s := &Step{Model: m, Opt: opt, EMA: ema, Clip: clip, params: m.Module().ParamTensors()}
-	loss, err := p.Wrap(func(b Batch) *torch.Tensor { return m.Loss(b.X, b.Y) })
+func NewStep(m models.Model, opt torch.Optimizer, ema *EMA, clip float64, precision string) (*Step, error) {
+	p, err := torch.ParsePrecision(precision)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("train.precision: %w", err)
 	}
-	s.Loss = loss
+	s := &Step{Model: m, Opt: opt, EMA: ema, Clip: clip, params: m.Module().ParamTensors()}
+	if len(s.params) == 0 {
+		return nil, fmt.Errorf("the model has no parameters to train")
+	}
+	dev := s.params[0].Device()
+	s.Loss = func(b Batch) (loss *torch.Tensor) {
+		p.Run(dev, func() { loss = m.Loss(b.X, b.Y) })
+		return loss.To(torch.Float32)
+	}
 	return s, nil
 }
 
@@ -77,22 +85,6 @@ func (s *Step) Run(b Batch) *torch.Tensor {
 
 // SetLR sets the optimizer's learning rate.
 func (s *Step) SetLR(lr float64) { s.Opt.SetLR(lr) }
-
-// Precision is a precision policy: the dtype the forward pass computes in.
-// fp32 is the only one so far; tf32 and bf16 (autocast) plug in here.
-type Precision string
-
-// Precisions are the known policies.
-var Precisions = []string{"fp32"}
-
-// Wrap returns the loss computed under the policy.
-func (p Precision) Wrap(loss func(Batch) *torch.Tensor) (func(Batch) *torch.Tensor, error) {
-	switch p {
-	case "fp32", "":
-		return loss, nil
-	}
-	return nil, fmt.Errorf("train.precision: unknown precision %q (known: %v)", p, Precisions)
-}
 
 // EMA is an exponential moving average of a model's weights, used for
 // sampling: avg += (1-d)(w - avg) after every update, with d ramped up as

@@ -39,7 +39,7 @@ func TestStepReadsNothingBack(t *testing.T) {
 			defer models.Free(avg)
 			opt := newOptimizer(c.Optimizer, m.Module().ParamTensors())
 			defer opt.Free()
-			step, err := NewStep(m, opt, &EMA{Avg: avg, Decay: c.Train.EMADecay, Warmup: c.Train.EMAWarmup}, c.Train.GradClip, Precision(c.Train.Precision))
+			step, err := NewStep(m, opt, &EMA{Avg: avg, Decay: c.Train.EMADecay, Warmup: c.Train.EMAWarmup}, c.Train.GradClip, c.Train.Precision)
 			if err != nil {
 				return err
 			}

@@ -60,6 +60,7 @@ func main() {
 	fs.IntVar(&j.sampling.Steps, "steps", 0, "diffusion: sampler steps, for ddim (default: the checkpoint config's sample_steps)")
 	fs.Float64Var(&j.sampling.Eta, "eta", 0, "diffusion: DDIM η, 0 = deterministic (default: the checkpoint config's)")
 	fs.StringVar(&j.sampling.Spacing, "spacing", "", "diffusion: timestep spacing: leading, trailing or linspace (default: the checkpoint config's)")
+	fs.StringVar(&j.sampling.Precision, "precision", "", "diffusion: how the network computes: fp32, tf32 (CUDA) or bf16 (default: the checkpoint config's sample_precision, fp32)")
 	shard := fs.String("shard", "0/1", "this machine's part of the job, `i/n`")
 	fs.BoolVar(&j.noEMA, "no-ema", false, "sample with the trained weights even when the checkpoint has a moving average")
 	if err := cli.Parse(fs, os.Args[1:]); err != nil {
@@ -73,7 +74,7 @@ func main() {
 		if j.out == "" {
 			j.out = "samples"
 		}
-		for _, name := range []string{"guidance", "sampler", "steps", "eta", "spacing", "labels"} {
+		for _, name := range []string{"guidance", "sampler", "steps", "eta", "spacing", "precision", "labels"} {
 			if fs.Changed(name) {
 				j.set = append(j.set, name)
 			}
@@ -92,7 +93,7 @@ func main() {
 		}
 		return
 	}
-	for _, name := range []string{"device", "batch", "labels", "guidance", "sampler", "steps", "eta", "spacing", "shard", "no-ema"} {
+	for _, name := range []string{"device", "batch", "labels", "guidance", "sampler", "steps", "eta", "spacing", "precision", "shard", "no-ema"} {
 		if fs.Changed(name) {
 			cli.Fatal("sample", fmt.Errorf("--%s is for neural checkpoints (--checkpoint); a classical model's samples are drawn in one go", name))
 		}

@@ -41,6 +41,7 @@ func runNeural(ctx context.Context, j neuralJob) error {
 		if j.batch == 0 {
 			j.batch = sample.DefaultBatch(dev)
 		}
+		torch.SetCuDNNBenchmark(true) // every batch has one shape (CUDA only)
 		m, ck, err := models.Load(j.checkpoint, dev, !j.noEMA)
 		if err != nil {
 			return err
@@ -74,6 +75,7 @@ func runNeural(ctx context.Context, j neuralJob) error {
 				steps = m.(*diffusion.Model).Sched.T
 			}
 			meta["sampler"], meta["steps"], meta["eta"], meta["spacing"], meta["guidance"] = s.Sampler, steps, s.Eta, s.Spacing, s.Guidance
+			meta["precision"] = s.Precision
 		}
 		out := &sample.Folder{Dir: j.out, Job: job, C: g.C, H: g.H, W: g.W, Meta: meta, Names: g.ClassNames}
 		if err := out.Open(); err != nil {
@@ -112,6 +114,7 @@ func (j neuralJob) samplingFor(c *models.Config) diffusion.Sampling {
 	for name, use := range map[string]func(){
 		"guidance": func() { s.Guidance = def.Guidance }, "sampler": func() { s.Sampler = def.Sampler },
 		"steps": func() { s.Steps = def.Steps }, "eta": func() { s.Eta = def.Eta }, "spacing": func() { s.Spacing = def.Spacing },
+		"precision": func() { s.Precision = def.Precision },
 	} {
 		if !slices.Contains(j.set, name) && def.Sampler != "" {
 			use()

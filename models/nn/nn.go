@@ -237,6 +237,25 @@ func (b *BatchNorm2d) Forward(x *torch.Tensor) *torch.Tensor {
 	return torch.BatchNorm(x, b.W, b.B, b.RunningMean, b.RunningVar, b.m.training, 0.1, 1e-5)
 }
 
+// ConvNorm is n(c(x)). When n is a BatchNorm2d in eval mode, its running
+// statistics and affine are folded into the convolution's weights and
+// bias, as inference compilers fold them: w' = w·s and b' = (b - mean)·s +
+// beta per output channel, s = gamma/√(var + eps), one convolution and no
+// normalisation pass over the activations. The fold costs a few ops on the
+// small weight tensors each call, so it never goes stale.
+func ConvNorm(x *torch.Tensor, c *Conv2d, n Norm) *torch.Tensor {
+	b, ok := n.(*BatchNorm2d)
+	if !ok || b.m.training {
+		return n.Forward(c.Forward(x))
+	}
+	s := b.W.Mul(b.RunningVar.AddScalar(1e-5).Rsqrt())
+	bias := b.B.Sub(b.RunningMean.Mul(s))
+	if c.B != nil {
+		bias = bias.Add(c.B.Mul(s))
+	}
+	return torch.Conv2d(x, c.W.Mul(s.View(-1, 1, 1, 1)), bias, c.Opts)
+}
+
 // GroupNorm is torch.nn.GroupNorm.
 type GroupNorm struct {
 	W, B   *torch.Tensor

@@ -53,6 +53,9 @@ func fixture(t *testing.T, file string, cfg Config) {
 		if err := u.Load(sd); err != nil {
 			t.Fatalf("%s (%s): %v", file, meta["config"], err)
 		}
+		if w := u.StateDict()["down2.convs.0.weight"]; w.IsContiguousAs(torch.ChannelsLast) != cfg.ChannelsLast {
+			t.Fatalf("channels_last %v, but the loaded weights are laid out otherwise", cfg.ChannelsLast)
+		}
 		x, ts, y, keep := all["input.x"], all["input.t"], all["input.y"], all["input.keep"]
 		u.SetTraining(false)
 		torch.NoGrad(func() {
@@ -80,6 +83,55 @@ func TestForwardMatchesPyTorchReference(t *testing.T) {
 func TestForwardMatchesPyTorchWithEveryOption(t *testing.T) {
 	fixture(t, "unet_options_w4.safetensors", Config{Channels: 1, Width: 4, Levels: 3, EmbDim: 100, Classes: 10,
 		Norm: "group", Groups: 2, Act: "silu", Dropout: 0.1, Attention: true})
+}
+
+// Channels-last changes the layout, not the values: the same fixtures.
+func TestChannelsLastMatchesPyTorch(t *testing.T) {
+	cfg := Reference()
+	cfg.Width, cfg.ChannelsLast = 8, true
+	fixture(t, "unet_reference_w8.safetensors", cfg)
+	fixture(t, "unet_options_w4.safetensors", Config{Channels: 1, Width: 4, Levels: 3, EmbDim: 100, Classes: 10,
+		Norm: "group", Groups: 2, Act: "silu", Dropout: 0.1, Attention: true, ChannelsLast: true})
+}
+
+// Under bf16 autocast the reference network's output stays within
+// bfloat16's rounding of PyTorch's float32 output.
+func TestBF16ForwardNearPyTorchFloat32(t *testing.T) {
+	on(t, func() {
+		all, _, err := torch.LoadFile("testdata/unet_reference_w8.safetensors", torch.CPU)
+		if err != nil {
+			t.Fatal(err)
+		}
+		sd := map[string]*torch.Tensor{}
+		for k, v := range all {
+			if name, ok := strings.CutPrefix(k, "model."); ok {
+				sd[name] = v
+			}
+		}
+		cfg := Reference()
+		cfg.Width, cfg.ChannelsLast = 8, true
+		u, err := New(cfg, torch.CPU)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer u.Free()
+		if err := u.Load(sd); err != nil {
+			t.Fatal(err)
+		}
+		u.SetTraining(false)
+		want := all["output.eval"]
+		torch.NoGrad(func() {
+			var got *torch.Tensor
+			torch.BF16.Run(torch.CPU, func() { got = u.Forward(all["input.x"], all["input.t"], all["input.y"], all["input.keep"]) })
+			if got.DType() != torch.BFloat16 {
+				t.Fatalf("output %v, want bfloat16", got.DType())
+			}
+			rel := got.To(torch.Float32).Sub(want).Norm(2, false).Item() / want.Norm(2, false).Item()
+			if !(rel < 0.03) {
+				t.Errorf("bf16 output's relative error %.4f, want < 0.03", rel)
+			}
+		})
+	})
 }
 
 func TestReferenceNamesAndSize(t *testing.T) {
