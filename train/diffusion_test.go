@@ -30,7 +30,33 @@ func TestConditionalDiffusionLearns(t *testing.T) {
 	// 217 steps (7 epochs of 31) of a width-8 U-Net on 2,000 images. The
 	// noise-prediction MSE starts near 1 (the noise's variance); it must end
 	// below 0.12 and below a fifth of where it started.
-	c := diffusionConfig(t, "train.epochs=7")
+	learns(t, diffusionConfig(t, "train.epochs=7"))
+}
+
+// The same under bf16 autocast with the channels-last layout: the same bar,
+// and the checkpoint's weights are float32.
+func TestBF16ChannelsLastDiffusionLearns(t *testing.T) {
+	r := learns(t, diffusionConfig(t, "train.epochs=7", "train.precision=bf16", "unet.channels_last=true", "diffusion.sample_precision=bf16"))
+	err := torch.Do(func() error {
+		m, _, err := models.Load(r.Dir, torch.CPU, false)
+		if err != nil {
+			return err
+		}
+		defer models.Free(m)
+		for _, p := range m.Module().Params() {
+			if p.T.DType() != torch.Float32 {
+				t.Errorf("%s is %v in the checkpoint, want float32", p.Name, p.T.DType())
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+func learns(t *testing.T, c *models.Config) *Run {
+	t.Helper()
 	r, err := Train(c, Options{Out: filepath.Join(t.TempDir(), "cond")})
 	if err != nil {
 		t.Fatal(err)
@@ -49,6 +75,7 @@ func TestConditionalDiffusionLearns(t *testing.T) {
 	if tl := testLosses(ms); tl[len(tl)-1] > 0.15 {
 		t.Errorf("test loss by epoch %v", tl)
 	}
+	return r
 }
 
 func TestDiffusionSamplingIsDeterministicAndChecked(t *testing.T) {

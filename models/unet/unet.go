@@ -125,8 +125,10 @@ func newConvBlock(m *nn.Module, name string, in, out int64, c Config, dev torch.
 
 // Forward applies the block to x (B, in, H, W) with the embedding v (B, emb).
 func (b *ConvBlock) Forward(x, v *torch.Tensor) *torch.Tensor {
-	t := b.mlp2.Forward(b.mlp1.Forward(v).Relu())
-	x = x.Add(t.Unsqueeze(-1).Unsqueeze(-1))
+	// t is bfloat16 under autocast while x, the input image, may be
+	// float32: one dtype, or the add broadcasts through a slow mixed loop.
+	t := b.mlp2.Forward(b.mlp1.Forward(v).Relu()).To(x.DType()).Unsqueeze(-1).Unsqueeze(-1)
+	x = x.Add(t)
 	h := b.cfg.act(nn.ConvNorm(x, b.conv1, b.norm1))
 	if b.cfg.Dropout > 0 {
 		h = torch.Dropout(h, b.cfg.Dropout, b.m.Training())
@@ -247,7 +249,15 @@ func (u *UNet) Forward(x, t, y, keep *torch.Tensor) *torch.Tensor {
 	for i := len(u.ups) - 1; i >= 0; i-- {
 		h = torch.ScopedValue(func() *torch.Tensor {
 			s := skips[i].Shape()
-			up := torch.UpsampleBilinear(h, s[2], s[3], false)
+			// On the CPU the upsampling runs in float32: libtorch's CPU
+			// backward of a bfloat16 bilinear upsampling was 40% of a bf16
+			// training step (124 -> 66 ms at width 16, batch 128). The
+			// block goes on in the skip's dtype (bfloat16 under autocast).
+			in := h
+			if in.Device().Type == torch.CPUDevice {
+				in = in.To(torch.Float32)
+			}
+			up := torch.UpsampleBilinear(in, s[2], s[3], false).To(skips[i].DType())
 			return u.ups[i].Forward(torch.Cat([]*torch.Tensor{up, skips[i]}, 1), v)
 		})
 	}
