@@ -89,6 +89,7 @@ func parse(args []string) (*options, error) {
 	fs.IntVar(&o.sampling.Steps, "steps", 50, "with --checkpoint: sampler steps")
 	fs.Float64Var(&o.sampling.Eta, "eta", 0, "with --checkpoint: DDIM η")
 	fs.StringVar(&o.sampling.Spacing, "spacing", "leading", "with --checkpoint: timestep spacing: leading, trailing or linspace")
+	fs.StringVar(&o.sampling.Precision, "precision", "fp32", "with --checkpoint: how the network computes: fp32, tf32 (CUDA) or bf16")
 	fs.IntVar(&o.batch, "batch", 0, "with --checkpoint: images per forward pass (default 500 on CUDA, 100 on the CPU)")
 	fs.Uint64Var(&o.seed, "seed", 1, "with --checkpoint: random seed")
 	fs.StringVar(&o.device, "device", "auto", "cpu, cuda, cuda:N or auto")
@@ -109,13 +110,16 @@ func parse(args []string) (*options, error) {
 	if o.n < 10 || o.n > sample.MaxImages || o.batch < 0 || math.IsNaN(o.sampling.Eta) {
 		return nil, fmt.Errorf("--n must be between 10 and %d, --batch at least 1 and --eta a number", sample.MaxImages)
 	}
-	for _, name := range []string{"guidance", "sampler", "steps", "eta", "spacing"} {
+	if _, err := torch.ParsePrecision(o.sampling.Precision); err != nil {
+		return nil, fmt.Errorf("--precision: %w", err)
+	}
+	for _, name := range []string{"guidance", "sampler", "steps", "eta", "spacing", "precision"} {
 		if fs.Changed(name) {
 			o.set = append(o.set, name)
 		}
 	}
 	if o.samples != "" {
-		for _, name := range []string{"n", "guidance", "sampler", "steps", "eta", "spacing", "batch", "seed"} {
+		for _, name := range []string{"n", "guidance", "sampler", "steps", "eta", "spacing", "precision", "batch", "seed"} {
 			if fs.Changed(name) {
 				return nil, fmt.Errorf("--%s is for --checkpoint; --samples measures the images as they are", name)
 			}
@@ -217,7 +221,7 @@ func (s *source) load(o *options, judge *eval.Judge, dev torch.Device) error {
 func (src *source) evaluate(ctx context.Context, o *options, judge *eval.Judge, ref *eval.Reference, res *result) error {
 	res.Source = o.checkpoint
 	s := o.sampling
-	res.Sampler = map[string]any{"sampler": s.Sampler, "steps": s.Steps, "eta": s.Eta, "spacing": s.Spacing, "seed": o.seed, "n": o.n}
+	res.Sampler = map[string]any{"sampler": s.Sampler, "steps": s.Steps, "eta": s.Eta, "spacing": s.Spacing, "precision": s.Precision, "seed": o.seed, "n": o.n}
 	if dm, ok := src.model.(*diffusion.Model); ok && s.Sampler == "ddpm" {
 		res.Sampler["steps"] = dm.Sched.T
 	}

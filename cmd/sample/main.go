@@ -40,6 +40,7 @@ import (
 	"kakusan/internal/signals"
 	"kakusan/models/gaussian"
 	"kakusan/sample"
+	"kakusan/torch"
 )
 
 func main() {
@@ -79,7 +80,10 @@ func main() {
 				j.set = append(j.set, name)
 			}
 		}
-		var err error
+		_, err := torch.ParsePrecision(j.sampling.Precision)
+		if err != nil {
+			cli.Fatal("sample", fmt.Errorf("--precision: %w", err))
+		}
 		if j.shard, j.of, err = parseShard(*shard); err == nil {
 			ctx, stop := signals.Context()
 			err = runNeural(ctx, j)
