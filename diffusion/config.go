@@ -25,7 +25,7 @@ type Config struct {
 	SampleSteps  int     `yaml:"sample_steps"`     // steps of the grid's sampler (ddim)
 	Eta          float64 `yaml:"eta"`              // DDIM η: 0 deterministic
 	Spacing      string  `yaml:"spacing"`          // timestep spacing: leading (reference), trailing or linspace
-	Precision    string  `yaml:"sample_precision"` // how sampling computes: fp32 (reference), tf32 or bf16 (torch.Precision)
+	Precision    string  `yaml:"sample_precision"` // how sampling computes: fp32 (reference), tf32, bf16 or auto (torch.Precision)
 }
 
 // DefaultConfig is the reference: T = 1000, linear betas 1e-4 to 0.02, ε

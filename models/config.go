@@ -85,11 +85,15 @@ type TrainConfig struct {
 	WarmupSteps     int     `yaml:"warmup_steps"`     // linear learning-rate warm-up
 	Cosine          bool    `yaml:"cosine"`           // cosine decay from lr to min_lr over the run
 	MinLR           float64 `yaml:"min_lr"`
-	Precision       string  `yaml:"precision"` // fp32, tf32 or bf16 (torch.Precision): how the forward pass computes
+	Precision       string  `yaml:"precision"` // fp32, tf32, bf16 or auto (torch.Precision): how the forward pass computes
 	// CuDNNBenchmark lets cuDNN time its algorithms for each new shape and
 	// keep the fastest (torch.backends.cudnn.benchmark); false for resumes
 	// that repeat a run bit for bit on CUDA. Nothing on the CPU.
 	CuDNNBenchmark bool `yaml:"cudnn_benchmark"`
+	// CUDAGraph captures the training step in a CUDA graph after a few
+	// eager steps and replays it (train.Graphed); eager, with a message,
+	// where that is impossible.
+	CUDAGraph bool `yaml:"cuda_graph"`
 }
 
 // OptimConfig picks and tunes the optimizer.

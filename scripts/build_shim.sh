@@ -49,10 +49,27 @@ if [[ -n "$libdir" ]]; then
 fi
 
 flags="-std=$std -O2 -fPIC -fvisibility=hidden -D_GLIBCXX_USE_CXX11_ABI=$abi -Wall -Wno-unused-function $inc"
+# CUDA graphs (graph.cpp) also need CUDA's runtime headers: a toolkit's, or
+# the ones pip's nvidia-cuda-runtime package ships beside torch. Without
+# them, or if that build fails, graph.cpp builds without capture and the
+# training loop falls back to eager steps, saying so.
+graphflags=""
+if [[ -n "$libdir" && -f $libdir/libtorch_cuda.so ]]; then
+  for d in "${CUDA_HOME:-/usr/local/cuda}/include" "$libdir"/../../nvidia/cuda_runtime/include "$libdir"/../../nvidia/cu*/include; do
+    if [[ -f $d/cuda_runtime_api.h ]]; then graphflags="-DKK_CUDA_GRAPHS -I$d"; break; fi
+  done
+fi
 pids=()
 for f in "$src"/*.cpp; do
+  [[ $(basename "$f") == graph.cpp ]] && continue
   ${CXX:-g++} $flags -c "$f" -o "$obj/$(basename "$f" .cpp).o" & pids+=($!)
 done
+if [[ -n "$graphflags" ]] && ${CXX:-g++} $flags $graphflags -c "$src/graph.cpp" -o "$obj/graph.o" 2>"$obj/graph.log"; then
+  echo "build_shim: CUDA graphs on" >&2
+else
+  [[ -n "$graphflags" ]] && { echo "build_shim: graph.cpp failed with CUDA graphs; building without them:" >&2; head -20 "$obj/graph.log" >&2; }
+  ${CXX:-g++} $flags -c "$src/graph.cpp" -o "$obj/graph.o"
+fi
 for p in "${pids[@]}"; do wait "$p"; done
 ${CXX:-g++} -shared -o "$out/libkakusan_torch.so.tmp" "$obj"/*.o $rpath $libs
 mv "$out/libkakusan_torch.so.tmp" "$out/libkakusan_torch.so"

@@ -81,7 +81,7 @@ cp .gpu/samples/grid.png "$out/sample_grid.png" 2>/dev/null; cp .gpu/samples_bf1
   ../.gpu/train.test -test.run '^$' -test.bench UNet -test.benchtime 100x -test.count 3) >"$out/unet.txt" 2>&1 || status=1
 grep Benchmark "$out/unet.txt"
 echo "== resume reproduces on CUDA (checkpointed CUDA generator states; grids leave the stream alone)"
-(cd train && KAKUSAN_TEST_DEVICE=cuda KAKUSAN_TEST_MNIST=$PWD/../.gpu/mnist ../.gpu/train.test -test.run 'TestResumeReproducesOnCUDA|TestStepReadsNothingBack' -test.v) >"$out/cuda_resume.txt" 2>&1 || status=1
+(cd train && KAKUSAN_TEST_DEVICE=cuda KAKUSAN_TEST_MNIST=$PWD/../.gpu/mnist ../.gpu/train.test -test.run 'TestResumeReproducesOnCUDA|TestStepReadsNothingBack|TestCUDAGraph|TestBF16' -test.v) >"$out/cuda_resume.txt" 2>&1 || status=1
 grep -E '^(--- |ok|FAIL|PASS)' "$out/cuda_resume.txt"
 PYTHONUNBUFFERED=1 timeout 420 $py .gpu/ref_unet.py --device cuda --steps 100 --modes eager,bf16,cl,bf16-cl,compile,compile-bf16-cl >"$out/ref_unet.json" 2>"$out/ref_unet.err" || status=1
 cat "$out/ref_unet.json"

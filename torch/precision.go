@@ -5,7 +5,13 @@ package torch
 */
 import "C"
 
-import "fmt"
+import (
+	"fmt"
+	"os"
+	"slices"
+	"strings"
+	"sync"
+)
 
 // Autocast runs f with automatic mixed precision for devices of type dev,
 // as torch.autocast(dev, dtype): inside f, matrix products and
@@ -104,6 +110,9 @@ func (t *Tensor) ToAsync(dev Device) *Tensor {
 //	tf32  TensorFloat-32 in CUDA's matrix products and convolutions; fp32 on the CPU
 //	bf16  autocast to bfloat16 on the model's device, CPU or CUDA, with TF32
 //	      allowed for what autocast keeps in float32
+//	auto  bf16 where the device computes it natively (CUDA; a CPU with
+//	      AVX512-BF16 or AMX), fp32 elsewhere: libtorch's bfloat16 kernels
+//	      are emulated, slowly, on other CPUs
 type Precision string
 
 // The policies.
@@ -111,10 +120,11 @@ const (
 	FP32 Precision = "fp32"
 	TF32 Precision = "tf32"
 	BF16 Precision = "bf16"
+	Auto Precision = "auto"
 )
 
 // Precisions lists the policies.
-var Precisions = []Precision{FP32, TF32, BF16}
+var Precisions = []Precision{FP32, TF32, BF16, Auto}
 
 // ParsePrecision checks a policy's name; "" is fp32.
 func ParsePrecision(s string) (Precision, error) {
@@ -126,13 +136,42 @@ func ParsePrecision(s string) (Precision, error) {
 			return p, nil
 		}
 	}
-	return "", fmt.Errorf("unknown precision %q (want fp32, tf32 or bf16)", s)
+	return "", fmt.Errorf("unknown precision %q (want fp32, tf32, bf16 or auto)", s)
 }
+
+// On is the policy p is on dev: auto resolved, the others themselves.
+func (p Precision) On(dev Device) Precision {
+	if p != Auto {
+		return p
+	}
+	if dev.Type == CUDADevice || cpuHasBF16() {
+		return BF16
+	}
+	return FP32
+}
+
+// cpuHasBF16 reports whether this CPU computes bfloat16 natively
+// (AVX512-BF16 or AMX-BF16), from /proc/cpuinfo's flags (false where there
+// is none).
+var cpuHasBF16 = sync.OnceValue(func() bool {
+	b, err := os.ReadFile("/proc/cpuinfo")
+	if err != nil {
+		return false
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if name, flags, ok := strings.Cut(line, ":"); ok && strings.TrimSpace(name) == "flags" {
+			f := strings.Fields(flags)
+			return slices.Contains(f, "avx512_bf16") || slices.Contains(f, "amx_bf16")
+		}
+	}
+	return false
+})
 
 // Run runs f under the policy for a model on dev, restoring the previous
 // TF32 and autocast settings however f returns. Tensors f returns may be
 // bfloat16 under bf16: convert what leaves the model (To(Float32)).
 func (p Precision) Run(dev Device, f func()) {
+	p = p.On(dev)
 	prev := SetTF32(p != FP32 && p != "")
 	defer SetTF32(prev)
 	if p == BF16 {

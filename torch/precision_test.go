@@ -134,7 +134,16 @@ func TestPrecisionPolicies(t *testing.T) {
 				t.Errorf("%q: matmul in %v, want %v", c.name, got, c.want)
 			}
 		}
-		if _, err := ParsePrecision("fp16"); err == nil || !strings.Contains(err.Error(), "fp32, tf32 or bf16") {
+		auto := Auto.On(dev)
+		if dev.Type == CUDADevice && auto != BF16 || auto != BF16 && auto != FP32 {
+			t.Errorf("auto on %v is %q", dev, auto)
+		}
+		var got DType
+		Auto.Run(dev, func() { got = Matmul(x, x.Transpose(0, 1)).DType() })
+		if want := map[Precision]DType{BF16: BFloat16, FP32: Float32}[auto]; got != want {
+			t.Errorf("auto (%s): matmul in %v, want %v", auto, got, want)
+		}
+		if _, err := ParsePrecision("fp16"); err == nil || !strings.Contains(err.Error(), "fp32, tf32, bf16 or auto") {
 			t.Errorf("fp16: err = %v", err)
 		}
 	})

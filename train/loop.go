@@ -124,13 +124,21 @@ func newLoop(ctx context.Context, r *Run, resume string) (*loop, error) {
 		return l, err
 	}
 	l.step = step
+	if t.CUDAGraph {
+		g, err := NewGraphed(step, dev, r.Log)
+		if err != nil {
+			return l, err
+		}
+		l.step = g
+	}
 	if resume != "" {
 		if err := l.resume(resume, ema); err != nil {
 			return l, err
 		}
 	}
-	fmt.Fprintf(r.Log, "%s: %d parameters on %s, %d training images %dx%dx%d (%d steps an epoch), %d test images, %d steps\n",
-		c.Model, l.model.Module().NumParams(), dev, l.data.train.N, l.geo.C, l.geo.H, l.geo.W, l.data.spe, l.data.test.N, l.total)
+	p, _ := torch.ParsePrecision(t.Precision)
+	fmt.Fprintf(r.Log, "%s: %d parameters on %s (%s), %d training images %dx%dx%d (%d steps an epoch), %d test images, %d steps\n",
+		c.Model, l.model.Module().NumParams(), dev, p.On(dev), l.data.train.N, l.geo.C, l.geo.H, l.geo.W, l.data.spe, l.data.test.N, l.total)
 	l.lossSum = torch.Zeros([]int64{}, dev).Keep()
 	return l, nil
 }
@@ -166,6 +174,9 @@ func (l *loop) resume(path string, ema *EMA) error {
 }
 
 func (l *loop) free() {
+	if g, ok := l.step.(*Graphed); ok {
+		g.Free()
+	}
 	if l.data != nil {
 		l.data.resident.free()
 	}

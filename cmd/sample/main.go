@@ -61,7 +61,7 @@ func main() {
 	fs.IntVar(&j.sampling.Steps, "steps", 0, "diffusion: sampler steps, for ddim (default: the checkpoint config's sample_steps)")
 	fs.Float64Var(&j.sampling.Eta, "eta", 0, "diffusion: DDIM η, 0 = deterministic (default: the checkpoint config's)")
 	fs.StringVar(&j.sampling.Spacing, "spacing", "", "diffusion: timestep spacing: leading, trailing or linspace (default: the checkpoint config's)")
-	fs.StringVar(&j.sampling.Precision, "precision", "", "diffusion: how the network computes: fp32, tf32 (CUDA) or bf16 (default: the checkpoint config's sample_precision, fp32)")
+	fs.StringVar(&j.sampling.Precision, "precision", "", "diffusion: how the network computes: fp32, tf32 (CUDA), bf16 or auto (default: the checkpoint config's sample_precision, fp32)")
 	shard := fs.String("shard", "0/1", "this machine's part of the job, `i/n`")
 	fs.BoolVar(&j.noEMA, "no-ema", false, "sample with the trained weights even when the checkpoint has a moving average")
 	if err := cli.Parse(fs, os.Args[1:]); err != nil {

@@ -238,6 +238,9 @@ void kk_clip_grad_norm_t(const kk_tensor *params, int n, double max_norm,
  * when the outermost region ends. */
 void kk_autocast_push(int dev, int dtype, int *prev_on, int *prev_dtype, char **err);
 void kk_autocast_pop(int dev, int prev_on, int prev_dtype, char **err);
+/* Turns autocast's cache of cast weights on or off (off under CUDA graph
+ * capture, as PyTorch requires); returns the previous setting. */
+int kk_autocast_cache(int on);
 /* Process-wide CUDA switches, as torch.backends: TF32 in cuBLAS and cuDNN
  * matrix products and convolutions, and cuDNN's per-shape algorithm search.
  * Each returns the previous setting (harmless without CUDA). */
@@ -260,6 +263,21 @@ void kk_set_memory_format_(kk_tensor t, int format, char **err);
  * CUDA; kk_to_async copies without waiting when the source is pinned. */
 void kk_pin_memory(kk_tensor t, kk_tensor *out, char **err);
 void kk_to_async(kk_tensor t, int dev, int dev_index, kk_tensor *out, char **err);
+
+/* ---- CUDA graphs ----
+ * kk_graph_begin starts capturing the calling thread's CUDA work on device
+ * dev_index on a side stream (random numbers come from the default
+ * generator, registered with the graph so that each replay draws anew);
+ * kk_graph_end ends it; kk_graph_replay launches the whole graph on the
+ * current stream. Tensors made during capture keep their memory for the
+ * replays. Without a CUDA build every call fails and
+ * kk_cuda_graphs_available is 0. */
+typedef struct kk_graph_s *kk_graph;
+int kk_cuda_graphs_available(void);
+void kk_graph_begin(int dev_index, kk_graph *out, char **err);
+void kk_graph_end(kk_graph g, char **err);
+void kk_graph_replay(kk_graph g, char **err);
+void kk_graph_free(kk_graph g);
 
 /* ---- a peer for per-op overhead: runs a + b n times in a C++ loop ---- */
 void kk_bench_add_loop(kk_tensor a, kk_tensor b, int64_t n, char **err);

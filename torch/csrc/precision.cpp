@@ -49,6 +49,12 @@ void kk_autocast_pop(int dev, int prev_on, int prev_dtype, char **err) {
          kk::set_autocast_dtype(d, static_cast<at::ScalarType>(prev_dtype));)
 }
 
+int kk_autocast_cache(int on) {
+  bool prev = at::autocast::is_autocast_cache_enabled();
+  at::autocast::set_autocast_cache_enabled(on != 0);
+  return prev;
+}
+
 int kk_set_tf32(int on) {
   auto &ctx = at::globalContext();
   bool prev = ctx.allowTF32CuBLAS();
