@@ -43,6 +43,7 @@ type Step struct {
 	Sync  func(params []*torch.Tensor)
 
 	params []*torch.Tensor
+	tf32   bool // the precision policy allows TF32, in the backward pass too
 }
 
 // NewStep makes the step of a model with an optimizer over its parameters,
@@ -57,6 +58,7 @@ func NewStep(m models.Model, opt torch.Optimizer, ema *EMA, clip float64, precis
 		return nil, fmt.Errorf("the model has no parameters to train")
 	}
 	dev := s.params[0].Device()
+	s.tf32 = p.On(dev) != torch.FP32
 	s.Loss = func(b Batch) (loss *torch.Tensor) {
 		p.Run(dev, func() { loss = m.Loss(b.X, b.Y) })
 		return loss.To(torch.Float32)
@@ -67,6 +69,7 @@ func NewStep(m models.Model, opt torch.Optimizer, ema *EMA, clip float64, precis
 // Run trains on one batch; the returned loss is detached and stays on the
 // device. Temporaries are freed when the caller's scope closes.
 func (s *Step) Run(b Batch) *torch.Tensor {
+	defer torch.SetTF32(torch.SetTF32(s.tf32))
 	loss := s.Loss(b)
 	s.Opt.ZeroGrad()
 	loss.Backward()
