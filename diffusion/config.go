@@ -24,7 +24,7 @@ type Config struct {
 	Sampler      string  `yaml:"sampler"`          // for sample grids (and bin/sample's default): see Samplers
 	SampleSteps  int     `yaml:"sample_steps"`     // steps of the grid's sampler (ddim)
 	Eta          float64 `yaml:"eta"`              // DDIM η: 0 deterministic
-	Spacing      string  `yaml:"spacing"`          // timestep spacing: leading (reference), trailing or linspace
+	Spacing      string  `yaml:"spacing"`          // timestep spacing: leading (reference), trailing, linspace or karras
 	Precision    string  `yaml:"sample_precision"` // how sampling computes: fp32 (reference), tf32, bf16 or auto (torch.Precision)
 }
 

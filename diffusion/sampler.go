@@ -20,9 +20,9 @@ type Sampler interface {
 
 // Options are a sampler's settings; each sampler reads those it needs.
 type Options struct {
-	Steps   int     // timesteps visited, 1..T (ddim)
+	Steps   int     // timesteps visited, 1..T (all but ddpm)
 	Eta     float64 // η in [0, 1]: 0 deterministic, 1 DDPM's variance (ddim)
-	Spacing string  // leading (""), trailing or linspace: see Schedule.Timesteps (ddim)
+	Spacing string  // leading (""), trailing, linspace or karras: see Schedule.Timesteps (all but ddpm)
 }
 
 // A registration is a sampler's entry in the registry: check validates the
@@ -82,6 +82,9 @@ func NewSampler(name string, s *Schedule, o Options) (Sampler, error) {
 // are freed at its end, and so is the state it replaces (noise(0)
 // included); the result belongs to the caller's scope.
 func Run(sm Sampler, pred Predictor, noise Noise) *torch.Tensor {
+	if f, ok := sm.(interface{ Free() }); ok {
+		defer f.Free() // state a multistep sampler kept between steps
+	}
 	x := noise(0)
 	for i, t := range sm.Timesteps() {
 		x = advance(x, func() *torch.Tensor {

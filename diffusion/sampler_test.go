@@ -74,7 +74,7 @@ func newSampler(t *testing.T, name string, s *Schedule, o Options) Sampler {
 }
 
 func TestSamplers(t *testing.T) {
-	if got := Samplers(); !slices.Equal(got, []string{"ddim", "ddpm"}) {
+	if got := Samplers(); !slices.Equal(got, []string{"ddim", "ddpm", "dpm++2m", "euler", "heun"}) {
 		t.Errorf("Samplers() = %v", got)
 	}
 }
@@ -86,7 +86,7 @@ func TestSamplerOptionsAreChecked(t *testing.T) {
 		o    Options
 		msg  string
 	}{
-		{"euler", Options{Steps: 50}, "ddim, ddpm"},
+		{"lms", Options{Steps: 50}, "ddim, ddpm, dpm++2m, euler, heun"},
 		{"", Options{Steps: 50}, "ddim, ddpm"},
 		{"ddim", Options{Steps: 0}, "steps"},
 		{"ddim", Options{Steps: 1001}, "steps"},
@@ -95,7 +95,10 @@ func TestSamplerOptionsAreChecked(t *testing.T) {
 		{"ddim", Options{Steps: 50, Eta: 2}, "eta"},
 		{"ddim", Options{Steps: 50, Eta: -0.1}, "eta"},
 		{"ddim", Options{Steps: 50, Eta: math.Inf(1)}, "eta"},
-		{"ddim", Options{Steps: 50, Spacing: "karras"}, "leading, linspace, trailing"},
+		{"ddim", Options{Steps: 50, Spacing: "cosine"}, "karras, leading, linspace, trailing"},
+		{"dpm++2m", Options{Steps: 0}, "steps"},
+		{"heun", Options{Steps: 50, Spacing: "x"}, "spacing"},
+		{"euler", Options{Steps: 50, Eta: 0.5}, "eta is for ddim"},
 	}
 	for _, b := range bad {
 		if sm, err := NewSampler(b.name, s, b.o); err == nil || sm != nil || !strings.Contains(err.Error(), b.msg) {
@@ -113,7 +116,10 @@ func TestSamplerOptionsAreChecked(t *testing.T) {
 		{"ddim", Options{Steps: 1000, Eta: 1, Spacing: "trailing"}},
 		{"ddim", Options{Steps: 50, Eta: 0.5, Spacing: "linspace"}},
 		{"ddpm", Options{}}, // ddpm reads no options
-		{"ddpm", Options{Steps: 5000, Eta: math.NaN(), Spacing: "karras"}},
+		{"ddpm", Options{Steps: 5000, Eta: math.NaN(), Spacing: "x"}},
+		{"dpm++2m", Options{Steps: 15, Spacing: "karras"}},
+		{"euler", Options{Steps: 1}},
+		{"heun", Options{Steps: 1000, Spacing: "trailing"}},
 	}
 	for _, g := range good {
 		if _, err := NewSampler(g.name, s, g.o); err != nil {
@@ -233,6 +239,15 @@ func TestRunIsBitIdenticalToTheOldLoops(t *testing.T) {
 func TestRunFreesEachStep(t *testing.T) {
 	s := ref(t)
 	on(t, func() {
+		// Multistep samplers keep state between steps: Run frees it.
+		for _, name := range []string{"dpm++2m", "heun"} {
+			before := torch.LiveTensors()
+			Run(newSampler(t, name, s, Options{Steps: 7}), func(x *torch.Tensor, _ int) *torch.Tensor { return x.MulScalar(0.1) },
+				func(int) *torch.Tensor { return torch.Randn([]int64{2, 3}) }).Free()
+			if got := torch.LiveTensors() - before; got != 0 {
+				t.Errorf("%s: %d tensors left after Run", name, got)
+			}
+		}
 		sm := newSampler(t, "ddim", s, Options{Steps: 20, Eta: 1})
 		var drawn []int
 		noise := func(step int) *torch.Tensor {

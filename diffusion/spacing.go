@@ -21,8 +21,42 @@ import (
 //   - "linspace": round(k·(T-1)/(N-1)) + 1 for k = N-1..0, diffusers'
 //     round(linspace(0, T-1, N)) reversed plus one, from T down to 1. One
 //     step is [T] (numpy's one-point linspace would give [1]).
+//   - "karras": Karras et al.'s σ_i = (σ_max^{1/ρ} + i/(N-1)(σ_min^{1/ρ} -
+//     σ_max^{1/ρ}))^ρ with ρ = 7 between the schedule's σ_T and σ_1
+//     (σ_t = √((1-ᾱ_t)/ᾱ_t)), each mapped to the timestep nearest in log σ,
+//     repeats dropped (so at most N): more steps at low noise.
 func (s *Schedule) Timesteps(steps int, spacing string) ([]int, error) {
+	if spacing == "karras" {
+		if err := checkSpacing(s.T, steps, spacing); err != nil {
+			return nil, err
+		}
+		return s.karras(steps, 7), nil
+	}
 	return timesteps(s.T, steps, spacing)
+}
+
+// karras is the "karras" spacing with exponent rho.
+func (s *Schedule) karras(steps int, rho float64) []int {
+	hi, lo := math.Pow(s.sigma(s.T), 1/rho), math.Pow(s.sigma(1), 1/rho)
+	var ts []int
+	for i := range steps {
+		f := 0.0
+		if steps > 1 {
+			f = float64(i) / float64(steps-1)
+		}
+		logSigma := rho * math.Log(hi+f*(lo-hi))
+		// σ_t grows with t: find the nearest timestep in log σ.
+		best, bestD := 1, math.Inf(1)
+		for t := 1; t <= s.T; t++ {
+			if d := math.Abs(math.Log(s.sigma(t)) - logSigma); d < bestD {
+				best, bestD = t, d
+			}
+		}
+		if len(ts) == 0 || ts[len(ts)-1] != best {
+			ts = append(ts, best)
+		}
+	}
+	return ts
 }
 
 func timesteps(T, steps int, spacing string) ([]int, error) {
@@ -59,9 +93,9 @@ func timesteps(T, steps int, spacing string) ([]int, error) {
 // checkSpacing validates steps and spacing for a schedule of T timesteps.
 func checkSpacing(T, steps int, spacing string) error {
 	switch spacing {
-	case "", "leading", "trailing", "linspace":
+	case "", "leading", "trailing", "linspace", "karras":
 	default:
-		return fmt.Errorf("unknown spacing %q (known: leading, linspace, trailing)", spacing)
+		return fmt.Errorf("unknown spacing %q (known: karras, leading, linspace, trailing)", spacing)
 	}
 	if steps < 1 || steps > T {
 		return fmt.Errorf("steps must be between 1 and %d, got %d", T, steps)

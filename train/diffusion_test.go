@@ -119,7 +119,7 @@ func TestDiffusionSamplingIsDeterministicAndChecked(t *testing.T) {
 			{0, diffusion.Sampling{Sampler: "ddim", Steps: 4, Eta: 3, Guidance: 3}, "eta"},
 			{0, diffusion.Sampling{Sampler: "ddim", Steps: 4, Eta: math.NaN(), Guidance: 3}, "eta"},
 			{0, diffusion.Sampling{Sampler: "ddim", Steps: 4, Guidance: math.NaN()}, "guidance"},
-			{0, diffusion.Sampling{Sampler: "euler", Steps: 4}, `unknown sampler "euler" (known: ddim, ddpm)`},
+			{0, diffusion.Sampling{Sampler: "lms", Steps: 4}, `unknown sampler "lms" (known: ddim, ddpm, dpm++2m, euler, heun)`},
 		} {
 			if _, err := dm.Generate([]int{0}, []int64{bad.label}, 1, bad.s); err == nil || !strings.Contains(err.Error(), bad.want) {
 				t.Errorf("job %+v label %d: want %q, got %v", bad.s, bad.label, bad.want, err)
@@ -160,7 +160,7 @@ func TestDiffusionCheckpointMismatchesAreNamed(t *testing.T) {
 		"diffusion.guidance=.nan":        "diffusion.guidance: must be in [0, 50], got NaN",
 		"diffusion.sample_steps=0":       "diffusion.sampler: sampler ddim: steps must be between 1 and 1000, got 0",
 		"diffusion.prediction=x1":        `diffusion.prediction: unknown prediction "x1"`,
-		"diffusion.sampler=euler":        `diffusion.sampler: unknown sampler "euler" (known: ddim, ddpm)`,
+		"diffusion.sampler=lms":          `diffusion.sampler: unknown sampler "lms" (known: ddim, ddpm, dpm++2m, euler, heun)`,
 		"diffusion.spacing=even":         `unknown spacing "even"`,
 		"diffusion.codec=jpeg":           `diffusion.codec: unknown codec "jpeg" (known: centered, pixels)`,
 		"unet.norm=layer":                "unet.norm: must be batch or group",

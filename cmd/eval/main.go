@@ -88,7 +88,7 @@ func parse(args []string) (*options, error) {
 	fs.StringVar(&o.sampling.Sampler, "sampler", "ddim", "with --checkpoint: "+strings.Join(diffusion.Samplers(), " or "))
 	fs.IntVar(&o.sampling.Steps, "steps", 50, "with --checkpoint: sampler steps")
 	fs.Float64Var(&o.sampling.Eta, "eta", 0, "with --checkpoint: DDIM η")
-	fs.StringVar(&o.sampling.Spacing, "spacing", "leading", "with --checkpoint: timestep spacing: leading, trailing or linspace")
+	fs.StringVar(&o.sampling.Spacing, "spacing", "leading", "with --checkpoint: timestep spacing: leading, trailing, linspace or karras")
 	fs.StringVar(&o.sampling.Precision, "precision", "fp32", "with --checkpoint: how the network computes: fp32, tf32 (CUDA), bf16 or auto")
 	fs.IntVar(&o.batch, "batch", 0, "with --checkpoint: images per forward pass (default 500 on CUDA, 100 on the CPU)")
 	fs.Uint64Var(&o.seed, "seed", 1, "with --checkpoint: random seed")

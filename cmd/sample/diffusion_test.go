@@ -141,7 +141,7 @@ func TestSamplingJobErrors(t *testing.T) {
 		{func(j *neuralJob) { j.sampling.Guidance = -2 }, "guidance: must be in [0, 50], got -2"},
 		{func(j *neuralJob) { j.sampling.Guidance = math.NaN() }, "guidance: must be in [0, 50], got NaN"},
 		{func(j *neuralJob) { j.sampling.Steps = 5000 }, "steps must be between 1 and 1000"},
-		{func(j *neuralJob) { j.sampling.Sampler = "euler" }, `unknown sampler "euler" (known: ddim, ddpm)`},
+		{func(j *neuralJob) { j.sampling.Sampler = "lms" }, `unknown sampler "lms" (known: ddim, ddpm, dpm++2m, euler, heun)`},
 		{func(j *neuralJob) { j.sampling.Eta = 1.5 }, "eta"},
 		{func(j *neuralJob) { j.sampling.Eta = math.NaN() }, "eta"},
 		{func(j *neuralJob) { j.n = 0 }, "--n must be between 1"},

@@ -93,7 +93,11 @@ func runNeural(ctx context.Context, j neuralJob) error {
 // unconditional one.
 func (j neuralJob) flagsApply(m models.Model) error {
 	_, isDiffusion := m.(*diffusion.Model)
-	ddpm := j.sampling.Sampler == "ddpm" || (!slices.Contains(j.set, "sampler") && isDiffusion && m.(*diffusion.Model).Cfg.Sampler == "ddpm")
+	sampler := j.sampling.Sampler
+	if !slices.Contains(j.set, "sampler") && isDiffusion {
+		sampler = m.(*diffusion.Model).Cfg.Sampler
+	}
+	ddpm := sampler == "ddpm"
 	for _, name := range j.set {
 		switch {
 		case name != "labels" && !isDiffusion:
@@ -101,7 +105,9 @@ func (j neuralJob) flagsApply(m models.Model) error {
 		case (name == "labels" || name == "guidance") && !models.Conditional(m):
 			return fmt.Errorf("--%s: the model is unconditional", name)
 		case ddpm && (name == "steps" || name == "eta" || name == "spacing"):
-			return fmt.Errorf("--%s is for ddim: ddpm visits every timestep with its own noise", name)
+			return fmt.Errorf("--%s is for the step-skipping samplers (ddim, dpm++2m, euler, heun): ddpm visits every timestep with its own noise", name)
+		case name == "eta" && sampler != "ddim" && slices.Contains(diffusion.Samplers(), sampler):
+			return fmt.Errorf("--eta is for ddim: %s is deterministic", sampler)
 		}
 	}
 	return nil
