@@ -103,7 +103,12 @@ func TestTimestepsErrors(t *testing.T) {
 			t.Errorf("%d steps accepted", n)
 		}
 	}
-	if _, err := s.Timesteps(10, "karras"); err == nil || !strings.Contains(err.Error(), "leading, linspace, trailing") {
+	if _, err := s.Timesteps(10, "cosine"); err == nil || !strings.Contains(err.Error(), "karras, leading, linspace, trailing") {
 		t.Errorf("unknown spacing: %v", err)
+	}
+	for _, n := range []int{0, 1001} {
+		if _, err := s.Timesteps(n, "karras"); err == nil {
+			t.Errorf("karras: %d steps accepted", n)
+		}
 	}
 }
