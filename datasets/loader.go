@@ -49,22 +49,8 @@ func (l *Loader) Epoch(epoch, start int) (batches <-chan Batch, stop func()) {
 	order := l.Order(epoch)
 	go func() {
 		defer close(out)
-		size := l.Set.ImageSize()
 		for b := start; b < l.StepsPerEpoch(); b++ {
-			index := order[b*l.Batch : (b+1)*l.Batch]
-			batch := Batch{Labels: make([]int64, l.Batch), Index: index, N: l.Batch}
-			if !l.IndicesOnly {
-				batch.Pixels = make([]float32, l.Batch*size)
-			}
-			for i, idx := range index {
-				if !l.IndicesOnly {
-					dst := batch.Pixels[i*size : (i+1)*size]
-					for j, v := range l.Set.Image(idx) {
-						dst[j] = float32(v) / 255
-					}
-				}
-				batch.Labels[i] = int64(l.Set.Labels[idx])
-			}
+			batch := l.batch(order[b*l.Batch:(b+1)*l.Batch], !l.IndicesOnly)
 			select {
 			case out <- batch:
 			case <-done:
@@ -87,17 +73,32 @@ func (l *Loader) Epoch(epoch, start int) (batches <-chan Batch, stop func()) {
 // last one partial (for evaluation).
 func (l *Loader) All() []Batch {
 	var out []Batch
-	size := l.Set.ImageSize()
 	for start := 0; start < l.Set.N; start += l.Batch {
-		n := min(l.Batch, l.Set.N-start)
-		b := Batch{Pixels: make([]float32, n*size), Labels: make([]int64, n), N: n}
-		for i := range n {
-			for j, v := range l.Set.Image(start + i) {
-				b.Pixels[i*size+j] = float32(v) / 255
-			}
-			b.Labels[i] = int64(l.Set.Labels[start+i])
+		index := make([]int, min(l.Batch, l.Set.N-start))
+		for i := range index {
+			index[i] = start + i
 		}
-		out = append(out, b)
+		out = append(out, l.batch(index, true))
 	}
 	return out
+}
+
+// batch gathers the set's images index into a batch: labels always,
+// pixels scaled to [0, 1] when asked.
+func (l *Loader) batch(index []int, pixels bool) Batch {
+	n, size := len(index), l.Set.ImageSize()
+	b := Batch{Labels: make([]int64, n), Index: index, N: n}
+	if pixels {
+		b.Pixels = make([]float32, n*size)
+	}
+	for i, idx := range index {
+		if pixels {
+			dst := b.Pixels[i*size : (i+1)*size]
+			for j, v := range l.Set.Image(idx) {
+				dst[j] = float32(v) / 255
+			}
+		}
+		b.Labels[i] = int64(l.Set.Labels[idx])
+	}
+	return b
 }

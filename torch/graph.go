@@ -1,15 +1,11 @@
 package torch
 
 /*
-#include <stdlib.h>
 #include "csrc/kakusan.h"
 */
 import "C"
 
-import (
-	"fmt"
-	"unsafe"
-)
+import "fmt"
 
 // Graph is a captured CUDA graph: a sequence of kernels recorded once and
 // launched again as a whole by Replay, without a kernel launch (or a Go
@@ -28,32 +24,31 @@ func CUDAGraphsAvailable() bool { return C.kk_cuda_graphs_available() != 0 }
 // default generator, registered with the graph, so each replay draws new
 // ones. Tensors f makes keep their memory for the replays; keep the ones you
 // read after a replay. A failure inside f ends the capture and is returned.
-func CaptureGraph(dev Device, f func()) (g *Graph, err error) {
+func CaptureGraph(dev Device, f func()) (*Graph, error) {
 	if dev.Type != CUDADevice {
 		return nil, fmt.Errorf("CUDA graphs need a CUDA device, not %v", dev)
 	}
 	var h C.kk_graph
 	var cerr *C.char
 	C.kk_graph_begin(C.int(dev.Index), &h, &cerr)
-	if e := errFrom("CaptureGraph", cerr); e != nil {
-		return nil, e
+	if err := errFrom("CaptureGraph", cerr); err != nil {
+		return nil, err
 	}
-	g = &Graph{h}
+	g := &Graph{h}
 	// Autocast's cache of cast weights must be off under capture (a cached
 	// cast would outlive the region that made it, inside the graph's pool).
 	cache := C.kk_autocast_cache(0)
 	defer C.kk_autocast_cache(cache)
-	defer func() {
-		if err != nil {
-			g.Free()
-			g = nil
-		}
-	}()
-	if err = Try(func() error { f(); return nil }); err != nil {
+	err := Try(func() error { f(); return nil })
+	if err == nil {
+		C.kk_graph_end(h, &cerr)
+		err = errFrom("CaptureGraph", cerr)
+	}
+	if err != nil {
+		g.Free() // ends a capture that failed half-way
 		return nil, err
 	}
-	C.kk_graph_end(h, &cerr)
-	return g, errFrom("CaptureGraph", cerr)
+	return g, nil
 }
 
 // Replay launches the captured graph on the current stream.
@@ -70,14 +65,4 @@ func (g *Graph) Free() {
 		C.kk_graph_free(g.h)
 		g.h = nil
 	}
-}
-
-// errFrom turns a shim error into an *Error (nil for none), for calls whose
-// failure is an ordinary outcome rather than a panic.
-func errFrom(op string, err *C.char) error {
-	if err == nil {
-		return nil
-	}
-	defer C.free(unsafe.Pointer(err))
-	return &Error{Op: op, Msg: C.GoString(err)}
 }

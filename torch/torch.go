@@ -75,11 +75,19 @@ func fail(op, format string, args ...any) {
 
 // check turns a message from the shim into a panic with an *Error.
 func check(op string, err *C.char) {
-	if err != nil {
-		msg := C.GoString(err)
-		C.free(unsafe.Pointer(err))
-		panic(&Error{Op: op, Msg: msg})
+	if e := errFrom(op, err); e != nil {
+		panic(e)
 	}
+}
+
+// errFrom turns a message from the shim into an *Error (nil for none) and
+// frees it: for calls whose failure is an ordinary outcome, not a panic.
+func errFrom(op string, err *C.char) error {
+	if err == nil {
+		return nil
+	}
+	defer C.free(unsafe.Pointer(err))
+	return &Error{Op: op, Msg: C.GoString(err)}
 }
 
 var (

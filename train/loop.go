@@ -136,9 +136,8 @@ func newLoop(ctx context.Context, r *Run, resume string) (*loop, error) {
 			return l, err
 		}
 	}
-	p, _ := torch.ParsePrecision(t.Precision)
 	fmt.Fprintf(r.Log, "%s: %d parameters on %s (%s), %d training images %dx%dx%d (%d steps an epoch), %d test images, %d steps\n",
-		c.Model, l.model.Module().NumParams(), dev, p.On(dev), l.data.train.N, l.geo.C, l.geo.H, l.geo.W, l.data.spe, l.data.test.N, l.total)
+		c.Model, l.model.Module().NumParams(), dev, step.Precision, l.data.train.N, l.geo.C, l.geo.H, l.geo.W, l.data.spe, l.data.test.N, l.total)
 	l.lossSum = torch.Zeros([]int64{}, dev).Keep()
 	return l, nil
 }

@@ -42,8 +42,11 @@ type Step struct {
 	Loss  func(b Batch) *torch.Tensor
 	Sync  func(params []*torch.Tensor)
 
+	// Precision is the policy in force on the model's device (auto
+	// resolved); its TF32 setting holds through the backward pass too.
+	Precision torch.Precision
+
 	params []*torch.Tensor
-	tf32   bool // the precision policy allows TF32, in the backward pass too
 }
 
 // NewStep makes the step of a model with an optimizer over its parameters,
@@ -58,9 +61,9 @@ func NewStep(m models.Model, opt torch.Optimizer, ema *EMA, clip float64, precis
 		return nil, fmt.Errorf("the model has no parameters to train")
 	}
 	dev := s.params[0].Device()
-	s.tf32 = p.On(dev) != torch.FP32
+	s.Precision = p.On(dev)
 	s.Loss = func(b Batch) (loss *torch.Tensor) {
-		p.Run(dev, func() { loss = m.Loss(b.X, b.Y) })
+		s.Precision.Run(dev, func() { loss = m.Loss(b.X, b.Y) })
 		return loss.To(torch.Float32)
 	}
 	return s, nil
@@ -69,7 +72,7 @@ func NewStep(m models.Model, opt torch.Optimizer, ema *EMA, clip float64, precis
 // Run trains on one batch; the returned loss is detached and stays on the
 // device. Temporaries are freed when the caller's scope closes.
 func (s *Step) Run(b Batch) *torch.Tensor {
-	defer torch.SetTF32(torch.SetTF32(s.tf32))
+	defer torch.SetTF32(torch.SetTF32(s.Precision != torch.FP32))
 	loss := s.Loss(b)
 	s.Opt.ZeroGrad()
 	loss.Backward()

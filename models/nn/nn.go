@@ -234,8 +234,11 @@ func (b *BatchNorm2d) Forward(x *torch.Tensor) *torch.Tensor {
 	if b.m.training {
 		torch.NoGrad(func() { b.Tracked.AddInPlace(torch.OnesLike(b.Tracked), 1) })
 	}
-	return torch.BatchNorm(x, b.W, b.B, b.RunningMean, b.RunningVar, b.m.training, 0.1, 1e-5)
+	return torch.BatchNorm(x, b.W, b.B, b.RunningMean, b.RunningVar, b.m.training, 0.1, normEps)
 }
+
+// normEps is the ε of the normalisation layers, PyTorch's default.
+const normEps = 1e-5
 
 // ConvNorm is n(c(x)). When n is a BatchNorm2d in eval mode, its running
 // statistics and affine are folded into the convolution's weights and
@@ -248,7 +251,7 @@ func ConvNorm(x *torch.Tensor, c *Conv2d, n Norm) *torch.Tensor {
 	if !ok || b.m.training {
 		return n.Forward(c.Forward(x))
 	}
-	s := b.W.Mul(b.RunningVar.AddScalar(1e-5).Rsqrt())
+	s := b.W.Mul(b.RunningVar.AddScalar(normEps).Rsqrt())
 	bias := b.B.Sub(b.RunningMean.Mul(s))
 	if c.B != nil {
 		bias = bias.Add(c.B.Mul(s))
@@ -269,7 +272,7 @@ func NewGroupNorm(m *Module, name string, groups, ch int64, dev torch.Device) *G
 
 // Forward normalises x.
 func (g *GroupNorm) Forward(x *torch.Tensor) *torch.Tensor {
-	return torch.GroupNorm(x, g.Groups, g.W, g.B, 1e-5)
+	return torch.GroupNorm(x, g.Groups, g.W, g.B, normEps)
 }
 
 // Embedding is torch.nn.Embedding, initialised N(0, 1).

@@ -252,8 +252,8 @@ func (u *UNet) Forward(x, t, y, keep *torch.Tensor) *torch.Tensor {
 			// Under autograd on the CPU the upsampling runs in float32:
 			// libtorch's CPU backward of a bfloat16 bilinear upsampling was
 			// 40% of a bf16 training step (124 -> 66 ms at width 16, batch
-			// 128); its forward is fast in bfloat16. The
-			// block goes on in the skip's dtype (bfloat16 under autocast).
+			// 128); its forward is fast in bfloat16. The block goes on in
+			// the skip's dtype (bfloat16 under autocast).
 			in := h
 			if in.Device().Type == torch.CPUDevice && torch.GradEnabled() {
 				in = in.To(torch.Float32)

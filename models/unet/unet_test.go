@@ -31,28 +31,38 @@ func TestPosEncodingClosedForm(t *testing.T) {
 	})
 }
 
+// loadFixture builds a U-Net of cfg with the weights of a file made by
+// scripts/make_unet_fixture.py, and returns it with the file's tensors
+// (inputs and PyTorch's outputs).
+func loadFixture(t *testing.T, file string, cfg Config) (*UNet, map[string]*torch.Tensor) {
+	t.Helper()
+	all, meta, err := torch.LoadFile("testdata/"+file, torch.CPU)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sd := map[string]*torch.Tensor{}
+	for k, v := range all {
+		if name, ok := strings.CutPrefix(k, "model."); ok {
+			sd[name] = v
+		}
+	}
+	u, err := New(cfg, torch.CPU)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := u.Load(sd); err != nil {
+		u.Free()
+		t.Fatalf("%s (%s): %v", file, meta["config"], err)
+	}
+	return u, all
+}
+
 // fixture runs the Go U-Net on a file made by scripts/make_unet_fixture.py
 // with the PyTorch module, and compares outputs.
 func fixture(t *testing.T, file string, cfg Config) {
 	on(t, func() {
-		all, meta, err := torch.LoadFile("testdata/"+file, torch.CPU)
-		if err != nil {
-			t.Fatal(err)
-		}
-		sd := map[string]*torch.Tensor{}
-		for k, v := range all {
-			if name, ok := strings.CutPrefix(k, "model."); ok {
-				sd[name] = v
-			}
-		}
-		u, err := New(cfg, torch.CPU)
-		if err != nil {
-			t.Fatal(err)
-		}
+		u, all := loadFixture(t, file, cfg)
 		defer u.Free()
-		if err := u.Load(sd); err != nil {
-			t.Fatalf("%s (%s): %v", file, meta["config"], err)
-		}
 		if w := u.StateDict()["down2.convs.0.weight"]; w.IsContiguousAs(torch.ChannelsLast) != cfg.ChannelsLast {
 			t.Fatalf("channels_last %v, but the loaded weights are laid out otherwise", cfg.ChannelsLast)
 		}
@@ -98,26 +108,10 @@ func TestChannelsLastMatchesPyTorch(t *testing.T) {
 // bfloat16's rounding of PyTorch's float32 output.
 func TestBF16ForwardNearPyTorchFloat32(t *testing.T) {
 	on(t, func() {
-		all, _, err := torch.LoadFile("testdata/unet_reference_w8.safetensors", torch.CPU)
-		if err != nil {
-			t.Fatal(err)
-		}
-		sd := map[string]*torch.Tensor{}
-		for k, v := range all {
-			if name, ok := strings.CutPrefix(k, "model."); ok {
-				sd[name] = v
-			}
-		}
 		cfg := Reference()
 		cfg.Width, cfg.ChannelsLast = 8, true
-		u, err := New(cfg, torch.CPU)
-		if err != nil {
-			t.Fatal(err)
-		}
+		u, all := loadFixture(t, "unet_reference_w8.safetensors", cfg)
 		defer u.Free()
-		if err := u.Load(sd); err != nil {
-			t.Fatal(err)
-		}
 		u.SetTraining(false)
 		want := all["output.eval"]
 		torch.NoGrad(func() {
