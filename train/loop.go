@@ -115,9 +115,6 @@ func newLoop(ctx context.Context, r *Run, resume string) (*loop, error) {
 			return l, err
 		}
 		ema = &EMA{Avg: l.ema, Decay: t.EMADecay, Warmup: t.EMAWarmup}
-		if u, ok := c.Sections["unet"].(interface{ UsesBatchNorm() bool }); ok && u.UsesBatchNorm() {
-			fmt.Fprintln(r.Log, "warning: train.ema_decay with unet.norm: batch: the average borrows the live batch-norm statistics, which can make samples worse; prefer norm: group")
-		}
 	}
 	step, err := NewStep(l.model, l.opt, ema, t.GradClip, t.Precision)
 	if err != nil {

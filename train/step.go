@@ -94,8 +94,11 @@ func (s *Step) SetLR(lr float64) { s.Opt.SetLR(lr) }
 
 // EMA is an exponential moving average of a model's weights, used for
 // sampling: avg += (1-d)(w - avg) after every update, with d ramped up as
-// min(decay, (1+n)/(10+n)) over the first updates under warm-up. Buffers
-// (batch-norm statistics) are copied, not averaged.
+// min(decay, (1+n)/(10+n)) over the first updates under warm-up.
+// Floating-point buffers (batch-norm running statistics) are averaged with
+// the same decay, as timm's ModelEmaV2 does, so the average normalises with
+// statistics of the same era as its weights rather than the live model's;
+// integer buffers (batch counts) are copied.
 type EMA struct {
 	Avg     models.Model
 	Decay   float64
@@ -115,7 +118,11 @@ func (e *EMA) Update(m models.Model) {
 	}
 	bs, avgBufs := m.Module().Buffers(), e.Avg.Module().Buffers()
 	for i := range bs {
-		avgBufs[i].T.CopyFrom(bs[i].T)
+		if bs[i].T.DType().IsFloat() {
+			avgBufs[i].T.LerpInPlace(bs[i].T, 1-d)
+		} else {
+			avgBufs[i].T.CopyFrom(bs[i].T)
+		}
 	}
 	e.Updates++
 }

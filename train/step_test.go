@@ -153,3 +153,88 @@ func TestResumeReproducesOnCUDA(t *testing.T) {
 		}
 	}
 }
+
+// TestEMAAveragesNormStatistics follows a batch-norm U-Net's moving average
+// over steps by hand: every floating-point buffer (running mean and
+// variance) of the average is d·avg + (1-d)·live after each update, as its
+// weights are, and the integer batch counters are the live ones.
+func TestEMAAveragesNormStatistics(t *testing.T) {
+	c := diffusionConfig(t, "unet.norm=batch", "train.ema_decay=0.8")
+	err := torch.Do(func() error {
+		m, err := models.New(c, mnist, torch.CPU)
+		if err != nil {
+			return err
+		}
+		defer models.Free(m)
+		avg, err := models.New(c, mnist, torch.CPU)
+		if err != nil {
+			return err
+		}
+		defer models.Free(avg)
+		if err := avg.Module().Load(m.Module().StateDict()); err != nil {
+			return err
+		}
+		opt := newOptimizer(c.Optimizer, m.Module().ParamTensors())
+		defer opt.Free()
+		const d = 0.8
+		step, err := NewStep(m, opt, &EMA{Avg: avg, Decay: d}, 0, "fp32")
+		if err != nil {
+			return err
+		}
+		want := map[string][]float64{} // the average each float buffer must hold
+		for _, b := range m.Module().Buffers() {
+			if b.T.DType().IsFloat() {
+				want[b.Name] = b.T.To(torch.Float64).Float64s()
+			}
+		}
+		if len(want) == 0 {
+			t.Fatal("a batch-norm U-Net has no floating-point buffers")
+		}
+		for range 4 {
+			torch.Scoped(func() {
+				step.Run(Batch{torch.Rand([]int64{16, 1, 28, 28}), torch.RandInt(0, 10, []int64{16})})
+				for _, b := range m.Module().Buffers() {
+					if w, ok := want[b.Name]; ok {
+						for i, v := range b.T.To(torch.Float64).Float64s() {
+							w[i] = d*w[i] + (1-d)*v
+						}
+					}
+				}
+			})
+		}
+		live := map[string]*torch.Tensor{}
+		for _, b := range m.Module().Buffers() {
+			live[b.Name] = b.T
+		}
+		moved := false
+		for _, b := range avg.Module().Buffers() {
+			torch.Scoped(func() {
+				got := b.T.To(torch.Float64).Float64s()
+				w, ok := want[b.Name]
+				if !ok { // an integer counter: copied
+					if l := live[b.Name].To(torch.Float64).Float64s(); got[0] != l[0] {
+						t.Errorf("%s = %v, want the live %v", b.Name, got[0], l[0])
+					}
+					return
+				}
+				for i := range got {
+					if math.Abs(got[i]-w[i]) > 1e-5*(1+math.Abs(w[i])) {
+						t.Errorf("%s[%d] = %.7g, want the average %.7g", b.Name, i, got[i], w[i])
+						return
+					}
+				}
+				l := live[b.Name].To(torch.Float64).Float64s()
+				for i := range got {
+					moved = moved || math.Abs(got[i]-l[i]) > 1e-4
+				}
+			})
+		}
+		if !moved {
+			t.Error("the average's statistics equal the live ones: nothing was averaged")
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}

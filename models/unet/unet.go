@@ -39,10 +39,6 @@ func Defaults() *Config {
 	return &Config{Width: 64, Levels: 2, EmbDim: 100, Norm: "batch", Groups: 8, Act: "relu"}
 }
 
-// UsesBatchNorm reports whether the blocks normalise by batch statistics
-// (which a moving average of the weights cannot average).
-func (c *Config) UsesBatchNorm() bool { return c.Norm == "batch" }
-
 // Validate reports a section the network cannot be built from, a line
 // "key: problem" for each.
 func (c *Config) Validate() error {

@@ -61,14 +61,24 @@ void kk_batch_norm(kk_tensor x, kk_tensor w, kk_tensor b, kk_tensor running_mean
                         training != 0, momentum, eps, /*cudnn_enabled=*/true))
 }
 
+// A norm whose input's dtype differs from its affine parameters' (a bf16
+// activation under CPU autocast, whose libtorch 1.13 kernels refuse mixed
+// dtypes) computes in the parameters' dtype, float32: CUDA autocast's policy
+// for the norms.
+static at::Tensor norm_input(kk_tensor x, kk_tensor w) {
+  const at::Tensor &in = T(x);
+  if (w != nullptr && T(w).scalar_type() != in.scalar_type()) return in.to(T(w).scalar_type());
+  return in;
+}
+
 void kk_group_norm(kk_tensor x, int64_t groups, kk_tensor w, kk_tensor b, double eps,
                    kk_tensor *out, char **err) {
-  KK_OUT(at::group_norm(T(x), groups, Opt(w), Opt(b), eps, /*cudnn_enabled=*/true))
+  KK_OUT(at::group_norm(norm_input(x, w), groups, Opt(w), Opt(b), eps, /*cudnn_enabled=*/true))
 }
 
 void kk_layer_norm(kk_tensor x, const int64_t *shape, int nd, kk_tensor w, kk_tensor b,
                    double eps, kk_tensor *out, char **err) {
-  KK_OUT(at::layer_norm(T(x), kk::dims(shape, nd), Opt(w), Opt(b), eps, true))
+  KK_OUT(at::layer_norm(norm_input(x, w), kk::dims(shape, nd), Opt(w), Opt(b), eps, true))
 }
 
 void kk_pool2d(int avg, kk_tensor x, const int64_t *kernel, const int64_t *stride,
