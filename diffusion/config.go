@@ -3,6 +3,7 @@ package diffusion
 import (
 	"errors"
 	"fmt"
+	"slices"
 
 	"kakusan/torch"
 )
@@ -26,6 +27,12 @@ type Config struct {
 	Eta          float64 `yaml:"eta"`              // DDIM η: 0 deterministic
 	Spacing      string  `yaml:"spacing"`          // timestep spacing: leading (reference), trailing, linspace or karras
 	Precision    string  `yaml:"sample_precision"` // how sampling computes: fp32 (reference), tf32, bf16 or auto (torch.Precision)
+
+	ZeroTerminalSNR bool    `yaml:"zero_terminal_snr"` // rescale the schedule so that x_T is pure noise (needs prediction v or x0)
+	MinSNRGamma     float64 `yaml:"min_snr_gamma"`     // weigh the loss by min(SNR, γ) (Hang et al.; 5 is theirs); 0 = plain MSE
+	ClipX0          string  `yaml:"clip_x0"`           // limit the sampler's x̂₀ to the codec's range: none (reference), clip or dynamic
+	ThresholdRatio  float64 `yaml:"threshold_ratio"`   // dynamic thresholding's quantile p
+	GuidanceRescale float64 `yaml:"guidance_rescale"`  // φ of Lin et al.'s guidance rescale; 0 = none
 }
 
 // DefaultConfig is the reference: T = 1000, linear betas 1e-4 to 0.02, ε
@@ -34,17 +41,25 @@ type Config struct {
 func DefaultConfig() *Config {
 	return &Config{Timesteps: 1000, Schedule: "linear", BetaStart: 1e-4, BetaEnd: 0.02, Prediction: string(Eps),
 		Codec: "pixels", Conditional: true, CondDrop: 0.1, CondDropMode: "sample", Guidance: 3, Sampler: "ddim",
-		SampleSteps: 50, Spacing: "leading"}
+		SampleSteps: 50, Spacing: "leading", ClipX0: "none", ThresholdRatio: 0.995}
 }
 
 // NewSchedule builds the configured noise schedule.
 func (c *Config) NewSchedule() (*Schedule, error) {
-	return NewSchedule(c.Schedule, c.Timesteps, c.BetaStart, c.BetaEnd)
+	s, err := NewSchedule(c.Schedule, c.Timesteps, c.BetaStart, c.BetaEnd)
+	if err != nil || !c.ZeroTerminalSNR {
+		return s, err
+	}
+	if s.T < 2 {
+		return nil, fmt.Errorf("zero_terminal_snr needs at least 2 timesteps")
+	}
+	return ZeroTerminalSNR(s), nil
 }
 
 // Sampling is how the configured grids sample.
 func (c *Config) Sampling() Sampling {
-	return Sampling{Sampler: c.Sampler, Steps: c.SampleSteps, Eta: c.Eta, Spacing: c.Spacing, Guidance: c.Guidance, Precision: c.Precision}
+	return Sampling{Sampler: c.Sampler, Steps: c.SampleSteps, Eta: c.Eta, Spacing: c.Spacing, Guidance: c.Guidance, Precision: c.Precision,
+		ClipX0: c.ClipX0, ThresholdRatio: c.ThresholdRatio, GuidanceRescale: c.GuidanceRescale}
 }
 
 // Validate checks the section, a line "key: problem" for each fault.
@@ -54,8 +69,13 @@ func (c *Config) Validate() error {
 	if _, err := c.NewSchedule(); err != nil {
 		bad("schedule: %v", err)
 	}
-	if _, err := ParsePrediction(c.Prediction); err != nil {
+	if p, err := ParsePrediction(c.Prediction); err != nil {
 		bad("prediction: %v", err)
+	} else if p == Eps && c.ZeroTerminalSNR {
+		bad("zero_terminal_snr: needs prediction v or x0: at SNR 0 the noise is x_T itself, and an ε-prediction says nothing of the image")
+	}
+	if !(c.MinSNRGamma >= 0 && c.MinSNRGamma <= 1e6) {
+		bad("min_snr_gamma: must be 0 (off) or positive, got %g", c.MinSNRGamma)
 	}
 	if _, err := NewCodec(c.Codec); err != nil {
 		bad("codec: %v", err)
@@ -85,6 +105,34 @@ type Sampling struct {
 	// Precision is how the network's passes compute (torch.Precision);
 	// the sampler's own arithmetic stays float32.
 	Precision string
+	// ClipX0 limits x̂₀ at each step: none, clip or dynamic (Clipped), the
+	// latter at quantile ThresholdRatio.
+	ClipX0         string
+	ThresholdRatio float64
+	// GuidanceRescale is φ of Lin et al.'s guidance rescale (Guided).
+	GuidanceRescale float64
+}
+
+// SamplingFlags are the names of the command-line flags (bin/sample,
+// bin/eval) that set a Sampling's fields.
+var SamplingFlags = []string{"guidance", "sampler", "steps", "eta", "spacing", "precision", "clip-x0", "threshold-ratio", "guidance-rescale"}
+
+// Over returns s with each field whose flag (SamplingFlags) is not in
+// given taken from def, a checkpoint config's sampling: a sampling job
+// samples as the model's config says unless told otherwise.
+func (s Sampling) Over(def Sampling, given []string) Sampling {
+	from := map[string]func(){
+		"guidance": func() { s.Guidance = def.Guidance }, "sampler": func() { s.Sampler = def.Sampler },
+		"steps": func() { s.Steps = def.Steps }, "eta": func() { s.Eta = def.Eta }, "spacing": func() { s.Spacing = def.Spacing },
+		"precision": func() { s.Precision = def.Precision }, "clip-x0": func() { s.ClipX0 = def.ClipX0 },
+		"threshold-ratio": func() { s.ThresholdRatio = def.ThresholdRatio }, "guidance-rescale": func() { s.GuidanceRescale = def.GuidanceRescale },
+	}
+	for name, use := range from {
+		if !slices.Contains(given, name) {
+			use()
+		}
+	}
+	return s
 }
 
 // Options are the sampler's options.
@@ -92,7 +140,7 @@ func (s Sampling) Options() Options { return Options{Steps: s.Steps, Eta: s.Eta,
 
 // Validate checks a way of sampling for a model of T timesteps; each line
 // names its config key (sampler, sample_steps, eta, spacing, guidance,
-// sample_precision).
+// sample_precision, clip_x0, threshold_ratio, guidance_rescale).
 func (s Sampling) Validate(T int) error {
 	var errs []error
 	if err := CheckSampler(s.Sampler, T, s.Options()); err != nil {
@@ -103,6 +151,12 @@ func (s Sampling) Validate(T int) error {
 	}
 	if _, err := torch.ParsePrecision(s.Precision); err != nil {
 		errs = append(errs, fmt.Errorf("sample_precision: %w", err))
+	}
+	if err := checkClip(s.ClipX0, s.ThresholdRatio); err != nil {
+		errs = append(errs, err)
+	}
+	if !(s.GuidanceRescale >= 0 && s.GuidanceRescale <= 1) {
+		errs = append(errs, fmt.Errorf("guidance_rescale: must be in [0, 1], got %g", s.GuidanceRescale))
 	}
 	return errors.Join(errs...)
 }

@@ -1,6 +1,10 @@
 package diffusion
 
-import "kakusan/torch"
+import (
+	"math"
+
+	"kakusan/torch"
+)
 
 // alphaBars is ᾱ_1..ᾱ_T as a float64 tensor on dev, copied from the host
 // the first time dev is asked for and kept until Free.
@@ -44,4 +48,24 @@ func (s *Schedule) QSample(x0, t, eps *torch.Tensor) *torch.Tensor {
 func (s *Schedule) VTarget(x0, t, eps *torch.Tensor) *torch.Tensor {
 	ab := s.gatherAB(t).To(x0.DType())
 	return eps.Mul(ab.Sqrt()).Sub(x0.Mul(ab.RSubScalar(1).Sqrt()))
+}
+
+// LossWeight is Hang et al.'s min-SNR-γ weighting (2023) of a per-image
+// squared error for int64 timesteps t (B), as (B, 1, 1, 1) float64: with
+// SNR_t = ᾱ_t/(1-ᾱ_t), min(SNR, γ)/SNR for an ε target, min(SNR, γ)/(SNR+1)
+// for v and min(SNR, γ) for x_0, which all weigh the x_0 error alike.
+func (s *Schedule) LossWeight(kind Prediction, t *torch.Tensor, gamma float64) *torch.Tensor {
+	ab := s.gatherAB(t)
+	snr := ab.Div(ab.RSubScalar(1))
+	w := snr.Clamp(math.Inf(-1), gamma)
+	switch kind {
+	case Eps:
+		return w.Div(snr)
+	case V:
+		return w.Div(snr.AddScalar(1))
+	case X0:
+		return w
+	}
+	badPrediction("diffusion.LossWeight", kind)
+	return nil
 }

@@ -26,7 +26,13 @@ func Conditional(net Net, y *torch.Tensor) Predictor {
 // single pass. For ε, v and x_0 outputs alike this is guidance on ε
 // (up to rounding): the conversion to ε is affine in the output with the
 // same x_t for both passes, and the weights 1-γ and γ sum to 1.
-func Guided(net Net, y *torch.Tensor, gamma float64) Predictor {
+//
+// rescale φ in [0, 1] is Lin et al.'s guidance rescale (2023, eq. 15-16,
+// diffusers' guidance_rescale): the guided output scaled to the
+// conditional output's standard deviation (per image), mixed in with
+// weight φ, which undoes the over-exposure large γ causes. 0 is plain
+// guidance.
+func Guided(net Net, y *torch.Tensor, gamma, rescale float64) Predictor {
 	if y == nil || gamma == 1 {
 		return Conditional(net, y)
 	}
@@ -37,7 +43,16 @@ func Guided(net Net, y *torch.Tensor, gamma float64) Predictor {
 		both := net(torch.Cat([]*torch.Tensor{x, x}, 0), torch.Cat([]*torch.Tensor{ts, ts}, 0),
 			torch.Cat([]*torch.Tensor{y, y}, 0), torch.Cat([]*torch.Tensor{ones, torch.ZerosLike(ones)}, 0))
 		cond, uncond := both.Narrow(0, 0, n), both.Narrow(0, n, n)
-		return uncond.Add(cond.Sub(uncond).MulScalar(gamma))
+		out := uncond.Add(cond.Sub(uncond).MulScalar(gamma))
+		if rescale == 0 {
+			return out
+		}
+		dims := make([]int64, 0, out.Dim()-1)
+		for d := 1; d < out.Dim(); d++ {
+			dims = append(dims, int64(d))
+		}
+		ratio := cond.Std(false, true, dims...).Div(out.Std(false, true, dims...))
+		return out.Lerp(out.Mul(ratio), rescale)
 	}
 }
 

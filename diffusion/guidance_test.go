@@ -48,18 +48,18 @@ func TestGuidanceCombinesBothPasses(t *testing.T) {
 		}
 		x := torch.Zeros([]int64{4, 1, 2, 2})
 		y := torch.FromSlice([]int64{0, 1, 2, 3}, nil)
-		got := Guided(net, y, 3)(x, 10)
+		got := Guided(net, y, 3, 0)(x, 10)
 		if v := got.Mean().Item(); math.Abs(v-(1+3*(3-1))) > 1e-6 {
 			t.Errorf("guided eps %v, want 7", v)
 		}
 		if len(batches) != 1 || batches[0] != 8 {
 			t.Errorf("forward batches %v: want one of 8 (both passes batched)", batches)
 		}
-		Guided(net, y, 1)(x, 10)
+		Guided(net, y, 1, 0)(x, 10)
 		if len(batches) != 2 || batches[1] != 4 {
 			t.Error("gamma 1 should take one conditional pass")
 		}
-		Guided(net, nil, 3)(x, 10)
+		Guided(net, nil, 3, 0)(x, 10)
 		if len(batches) != 3 || batches[2] != 4 {
 			t.Error("no labels should take one unconditional pass")
 		}
@@ -100,7 +100,7 @@ func TestGuidedAsEpsIsBitIdenticalToTheOldGuided(t *testing.T) {
 			for _, labels := range []*torch.Tensor{y, nil} {
 				for _, gamma := range []float64{3, 1, 0, 7.5} {
 					for _, tt := range []int{1, 37, 999, 1000} {
-						got := s.AsEps(Guided(fakeNet, labels, gamma), kind)(x, tt)
+						got := s.AsEps(Guided(fakeNet, labels, gamma, 0), kind)(x, tt)
 						want := oldGuided(s, fakeNet, labels, gamma, kind == V)(x, tt)
 						if !identical(got, want) {
 							t.Errorf("%s, labels %v, γ %g, t %d: differs from the old Guided", kind, labels != nil, gamma, tt)
@@ -111,7 +111,7 @@ func TestGuidedAsEpsIsBitIdenticalToTheOldGuided(t *testing.T) {
 		}
 		// Guidance on raw x_0 outputs is guidance on ε, up to rounding.
 		for _, tt := range []int{100, 600} {
-			raw := s.AsEps(Guided(fakeNet, y, 3), X0)(x, tt)
+			raw := s.AsEps(Guided(fakeNet, y, 3, 0), X0)(x, tt)
 			c := s.AsEps(Conditional(fakeNet, y), X0)(x, tt)
 			u := s.AsEps(Conditional(fakeNet, nil), X0)(x, tt)
 			// fakeNet with no labels is the dropped-label pass.

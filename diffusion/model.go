@@ -2,6 +2,7 @@ package diffusion
 
 import (
 	"fmt"
+	"math"
 
 	"kakusan/models/nn"
 	"kakusan/models/unet"
@@ -75,7 +76,12 @@ func (m *Model) Loss(x, y *torch.Tensor) *torch.Tensor {
 	}
 	target := m.Sched.Target(m.pred, x, t, eps)
 	// Under bf16 autocast the prediction is bfloat16: the loss is float32.
-	return torch.MSELoss(m.Net.Forward(xt, t, y, keep).To(target.DType()), target, torch.ReduceMean)
+	out := m.Net.Forward(xt, t, y, keep).To(target.DType())
+	if m.Cfg.MinSNRGamma == 0 {
+		return torch.MSELoss(out, target, torch.ReduceMean)
+	}
+	perImage := out.Sub(target).Square().MeanDims(true, 1, 2, 3)
+	return perImage.Mul(m.Sched.LossWeight(m.pred, t, m.Cfg.MinSNRGamma).To(perImage.DType())).Mean()
 }
 
 // Generate samples the images of one batch of a sampling job in eval mode
@@ -88,7 +94,7 @@ func (m *Model) Generate(images []int, labels []int64, seed uint64, s Sampling) 
 	if err != nil {
 		return nil, err
 	}
-	if err := s.Validate(m.Sched.T); err != nil {
+	if err := m.CheckSampling(s); err != nil {
 		return nil, err
 	}
 	var y *torch.Tensor
@@ -124,5 +130,28 @@ func (m *Model) Predictor(y *torch.Tensor, s Sampling) Predictor {
 		p.Run(m.dev, func() { out = m.Net.Forward(x, t, y, keep) })
 		return out.To(torch.Float32)
 	}
-	return m.Sched.AsEps(Guided(net, y, s.Guidance), m.pred)
+	eps := m.Sched.AsEps(Guided(net, y, s.Guidance, s.GuidanceRescale), m.pred)
+	lo, hi := m.codecRange()
+	return m.Sched.Clipped(eps, s.ClipX0, s.ThresholdRatio, lo, hi)
+}
+
+// codecRange is the bounds of the model's space, for clipping x̂₀; an
+// unbounded codec gives ±Inf.
+func (m *Model) codecRange() (lo, hi float64) {
+	if r, ok := m.Codec.(Ranged); ok {
+		return r.Range()
+	}
+	return math.Inf(-1), math.Inf(1)
+}
+
+// CheckSampling validates s for this model: s.Validate for its timesteps,
+// and clipping only where the codec's space is bounded.
+func (m *Model) CheckSampling(s Sampling) error {
+	if err := s.Validate(m.Sched.T); err != nil {
+		return err
+	}
+	if _, ok := m.Codec.(Ranged); !ok && s.ClipX0 != "" && s.ClipX0 != "none" {
+		return fmt.Errorf("clip_x0: the codec %q has no bounded range to clip to", m.Cfg.Codec)
+	}
+	return nil
 }

@@ -216,7 +216,7 @@ func TestRunIsBitIdenticalToTheOldLoops(t *testing.T) {
 		shape := []int64{1, 4, 4}
 		noise := func() Noise { return ImageNoise(11, images, shape, torch.CPU) }
 		for _, kind := range []Prediction{Eps, V} {
-			pred := s.AsEps(Guided(fakeNet, y, 3), kind)
+			pred := s.AsEps(Guided(fakeNet, y, 3, 0), kind)
 			old := oldGuided(s, fakeNet, y, 3, kind == V)
 			for _, c := range []struct {
 				steps int

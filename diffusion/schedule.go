@@ -114,3 +114,33 @@ func (s *Schedule) PosteriorMeanCoefs(t int) (c0, ct float64) {
 	ab, abPrev := s.AlphaBar(t), s.AlphaBar(t-1)
 	return math.Sqrt(abPrev) * s.Betas[t-1] / (1 - ab), math.Sqrt(s.Alphas[t-1]) * (1 - abPrev) / (1 - ab)
 }
+
+// TerminalAlphaBar bounds ᾱ_T after ZeroTerminalSNR: 2⁻²⁴ rather than 0,
+// as diffusers' Euler scheduler keeps it, so that σ_T and the conversions
+// from ε̂ stay finite.
+const TerminalAlphaBar = 1.0 / (1 << 24)
+
+// ZeroTerminalSNR rescales a schedule as Lin et al. (2023, Algorithm 1) do,
+// so that the last timestep is pure noise, as sampling assumes it is: √ᾱ_t
+// is shifted so that √ᾱ_T = 0 and scaled so that √ᾱ_1 keeps its value
+// (then ᾱ_T is set to TerminalAlphaBar, or to half of ᾱ_{T-1} where that is
+// smaller, so that ᾱ keeps decreasing: at T = 1000 ᾱ_{T-1} is about 4e-9,
+// so ᾱ_T is half of it). Training and sampling then see the
+// same x_T; the network must predict v or x_0, since ε at SNR 0 says nothing
+// of the image.
+func ZeroTerminalSNR(s *Schedule) *Schedule {
+	T := s.T
+	first, last := math.Sqrt(s.AlphaBars[0]), math.Sqrt(s.AlphaBars[T-1])
+	b := make([]float64, T)
+	prev := 1.0
+	for i := range b {
+		r := (math.Sqrt(s.AlphaBars[i]) - last) * first / (first - last)
+		ab := r * r
+		if i == T-1 {
+			ab = min(TerminalAlphaBar, prev/2)
+		}
+		b[i] = 1 - ab/prev
+		prev = ab
+	}
+	return fromBetas(b)
+}

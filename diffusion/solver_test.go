@@ -96,29 +96,7 @@ func TestEulerIsDDIM(t *testing.T) {
 // from x at the first visited timestep. Each solver's error against that
 // must shrink as its order says.
 func TestSolversOnGaussianData(t *testing.T) {
-	s := ref(t)
-	const mu, sd = 0.3, 0.5
-	exact := func(x *torch.Tensor, tt int) *torch.Tensor {
-		ab := s.AlphaBar(tt)
-		return x.SubScalar(math.Sqrt(ab) * mu).MulScalar(math.Sqrt(1-ab) / (ab*sd*sd + 1 - ab))
-	}
-	errOf := func(name string, steps int, spacing string) float64 {
-		var e float64
-		on(t, func() {
-			sm := newSampler(t, name, s, Options{Steps: steps, Spacing: spacing})
-			ts := sm.Timesteps()
-			torch.ManualSeed(1)
-			xT := torch.Randn([]int64{256, 1, 1, 1}, torch.Float64).Keep()
-			defer xT.Free()
-			got := Run(sm, exact, func(int) *torch.Tensor { return xT.Clone() })
-			ab := s.AlphaBar(ts[0])
-			z := xT.SubScalar(math.Sqrt(ab) * mu).DivScalar(math.Sqrt(ab*sd*sd + 1 - ab))
-			ab = s.AlphaBar(ts[len(ts)-1])
-			want := z.MulScalar(math.Sqrt(ab) * sd * sd / math.Sqrt(ab*sd*sd+1-ab)).AddScalar(mu)
-			e = got.Sub(want).Abs().Max().Item()
-		})
-		return e
-	}
+	errOf := gaussianError(t, ref(t))
 	// With Karras spacing (DPM-Solver++'s usual pairing): at 10 steps the
 	// second-order solvers land far closer, and from 40 to 80 steps their
 	// error falls about 4x, DDIM's 2x.
@@ -136,6 +114,54 @@ func TestSolversOnGaussianData(t *testing.T) {
 		if r := e40 / e80; !(r >= c.min && r <= c.max) {
 			t.Errorf("%s: doubling the steps divided the error by %.2f, want %g-%g", c.name, r, c.min, c.max)
 		}
+	}
+}
+
+// TestSolversFromZeroTerminalSNR starts every deterministic sampler at
+// t = T of a zero-terminal-SNR schedule (trailing spacing), where x_T is
+// noise alone and √ᾱ_T is about 5e-5: they stay finite and land on the
+// Gaussian data's exact endpoint.
+func TestSolversFromZeroTerminalSNR(t *testing.T) {
+	s := ZeroTerminalSNR(ref(t))
+	errOf := gaussianError(t, s)
+	// First-order samplers land about 0.12 off at 30 steps (as with any
+	// schedule), the second-order ones 4x closer or better.
+	for name, bound := range map[string]float64{"ddim": 0.2, "euler": 0.2, "dpm++2m": 0.05, "heun": 0.05} {
+		if ts := newSampler(t, name, s, Options{Steps: 30, Spacing: "trailing"}).Timesteps(); ts[0] != s.T {
+			t.Fatalf("%s, trailing: starts at %d", name, ts[0])
+		}
+		e := errOf(name, 30, "trailing")
+		t.Logf("%s, 30 trailing steps: %.2e", name, e)
+		if !(e < bound) {
+			t.Errorf("%s from SNR 0: error %.3g", name, e)
+		}
+	}
+}
+
+// gaussianError returns the max error against the exact endpoint for a
+// sampler, steps and spacing on s (see TestSolversOnGaussianData).
+func gaussianError(t *testing.T, s *Schedule) func(name string, steps int, spacing string) float64 {
+	const mu, sd = 0.3, 0.5
+	exact := func(x *torch.Tensor, tt int) *torch.Tensor {
+		ab := s.AlphaBar(tt)
+		return x.SubScalar(math.Sqrt(ab) * mu).MulScalar(math.Sqrt(1-ab) / (ab*sd*sd + 1 - ab))
+	}
+	return func(name string, steps int, spacing string) float64 {
+		var e float64
+		on(t, func() {
+			sm := newSampler(t, name, s, Options{Steps: steps, Spacing: spacing})
+			ts := sm.Timesteps()
+			torch.ManualSeed(1)
+			xT := torch.Randn([]int64{256, 1, 1, 1}, torch.Float64).Keep()
+			defer xT.Free()
+			got := Run(sm, exact, func(int) *torch.Tensor { return xT.Clone() })
+			ab := s.AlphaBar(ts[0])
+			z := xT.SubScalar(math.Sqrt(ab) * mu).DivScalar(math.Sqrt(ab*sd*sd + 1 - ab))
+			ab = s.AlphaBar(ts[len(ts)-1])
+			want := z.MulScalar(math.Sqrt(ab) * sd * sd / math.Sqrt(ab*sd*sd+1-ab)).AddScalar(mu)
+			e = got.Sub(want).Abs().Max().Item()
+		})
+		return e
 	}
 }
 

@@ -40,7 +40,7 @@ func GridSampling(c *Config) diffusion.Sampling {
 func NewGenerator(m Model, s diffusion.Sampling) (sample.Generator, error) {
 	switch g := m.(type) {
 	case *diffusion.Model:
-		if err := s.Validate(g.Sched.T); err != nil {
+		if err := g.CheckSampling(s); err != nil {
 			return nil, err
 		}
 		return diffusionGenerator{g, s}, nil

@@ -208,3 +208,36 @@ func TestUnconditionalDiffusionTrainsAndSamples(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestMinSNRLossWeighs checks the min-SNR loss against the plain one on the
+// same draws: with γ above every SNR of the schedule (about 1e4 at t = 1)
+// the ε weights are all 1 and the losses agree; with γ = 5 each image's
+// error is weighed by min(SNR_t, 5)/SNR_t ≤ 1 (below 1 for t up to about
+// 130 of 1000), so the loss is smaller.
+func TestMinSNRLossWeighs(t *testing.T) {
+	losses := map[string]float64{}
+	for _, gamma := range []string{"0", "1e5", "5"} {
+		c := diffusionConfig(t, "diffusion.min_snr_gamma="+gamma)
+		err := torch.Do(func() error {
+			torch.ManualSeed(3)
+			m, err := models.New(c, mnist, torch.CPU)
+			if err != nil {
+				return err
+			}
+			defer models.Free(m)
+			x := torch.Rand([]int64{32, 1, 28, 28})
+			y := torch.RandInt(0, 10, []int64{32})
+			losses[gamma] = m.Loss(x, y).Item()
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	if math.Abs(losses["1e5"]-losses["0"]) > 1e-6*losses["0"] {
+		t.Errorf("γ = 1e5: loss %.8g, want the plain %.8g", losses["1e5"], losses["0"])
+	}
+	if !(losses["5"] < (1-1e-3)*losses["0"]) {
+		t.Errorf("γ = 5: loss %.6g, not below the plain %.6g", losses["5"], losses["0"])
+	}
+}

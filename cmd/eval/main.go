@@ -84,12 +84,8 @@ func parse(args []string) (*options, error) {
 	fs.StringVar(&o.samples, "samples", "", "a bin/sample output `folder` (with manifest.jsonl)")
 	fs.StringVar(&o.checkpoint, "checkpoint", "", "a model checkpoint to sample from instead")
 	fs.IntVar(&o.n, "n", 10000, "with --checkpoint: images to generate")
-	guidance := fs.String("guidance", "3", "with --checkpoint: guidance values, comma-separated (a sweep)")
-	fs.StringVar(&o.sampling.Sampler, "sampler", "ddim", "with --checkpoint: "+strings.Join(diffusion.Samplers(), " or "))
-	fs.IntVar(&o.sampling.Steps, "steps", 50, "with --checkpoint: sampler steps")
-	fs.Float64Var(&o.sampling.Eta, "eta", 0, "with --checkpoint: DDIM η")
-	fs.StringVar(&o.sampling.Spacing, "spacing", "leading", "with --checkpoint: timestep spacing: leading, trailing, linspace or karras")
-	fs.StringVar(&o.sampling.Precision, "precision", "fp32", "with --checkpoint: how the network computes: fp32, tf32 (CUDA), bf16 or auto")
+	guidance := fs.String("guidance", "", "with --checkpoint: guidance values, comma-separated (a sweep) (default: the checkpoint config's)")
+	cli.SamplingFlags(fs, &o.sampling)
 	fs.IntVar(&o.batch, "batch", 0, "with --checkpoint: images per forward pass (default 500 on CUDA, 100 on the CPU)")
 	fs.Uint64Var(&o.seed, "seed", 1, "with --checkpoint: random seed")
 	fs.StringVar(&o.device, "device", "auto", "cpu, cuda, cuda:N or auto")
@@ -101,6 +97,9 @@ func parse(args []string) (*options, error) {
 		return nil, fmt.Errorf("usage: eval --judge CLASSIFIER (--samples DIR | --checkpoint CKPT [--n N --guidance 1,2,3,5])\n\n%s", fs.FlagUsages())
 	}
 	for _, g := range strings.Split(*guidance, ",") {
+		if *guidance == "" {
+			break // the checkpoint config's
+		}
 		v, err := strconv.ParseFloat(strings.TrimSpace(g), 64)
 		if err != nil || !(v >= 0 && v <= 50) {
 			return nil, fmt.Errorf("--guidance %q: want numbers between 0 and 50, comma-separated", *guidance)
@@ -110,16 +109,12 @@ func parse(args []string) (*options, error) {
 	if o.n < 10 || o.n > sample.MaxImages || o.batch < 0 || math.IsNaN(o.sampling.Eta) {
 		return nil, fmt.Errorf("--n must be between 10 and %d, --batch at least 1 and --eta a number", sample.MaxImages)
 	}
-	if _, err := torch.ParsePrecision(o.sampling.Precision); err != nil {
+	if _, err := torch.ParsePrecision(o.sampling.Precision); err != nil && fs.Changed("precision") {
 		return nil, fmt.Errorf("--precision: %w", err)
 	}
-	for _, name := range []string{"guidance", "sampler", "steps", "eta", "spacing", "precision"} {
-		if fs.Changed(name) {
-			o.set = append(o.set, name)
-		}
-	}
+	o.set = cli.SamplingGiven(fs)
 	if o.samples != "" {
-		for _, name := range []string{"n", "guidance", "sampler", "steps", "eta", "spacing", "precision", "batch", "seed"} {
+		for _, name := range append([]string{"n", "batch", "seed"}, diffusion.SamplingFlags...) {
 			if fs.Changed(name) {
 				return nil, fmt.Errorf("--%s is for --checkpoint; --samples measures the images as they are", name)
 			}
@@ -213,6 +208,12 @@ func (s *source) load(o *options, judge *eval.Judge, dev torch.Device) error {
 	if _, ok := s.model.(*diffusion.Model); !ok && len(o.set) > 0 {
 		return fmt.Errorf("--%s is for diffusion models; %s draws from its prior", o.set[0], s.ck.Path)
 	}
+	if def := models.GridSampling(s.ck.Config); def.Sampler != "" {
+		o.sampling = o.sampling.Over(def, o.set) // as bin/sample would sample it
+		if len(o.gammas) == 0 {
+			o.gammas = []float64{o.sampling.Guidance}
+		}
+	}
 	return nil
 }
 
@@ -221,10 +222,16 @@ func (s *source) load(o *options, judge *eval.Judge, dev torch.Device) error {
 func (src *source) evaluate(ctx context.Context, o *options, judge *eval.Judge, ref *eval.Reference, res *result) error {
 	res.Source = o.checkpoint
 	s := o.sampling
-	res.Sampler = map[string]any{"sampler": s.Sampler, "steps": s.Steps, "eta": s.Eta, "spacing": s.Spacing, "precision": s.Precision, "seed": o.seed, "n": o.n}
+	res.Sampler = map[string]any{"sampler": s.Sampler, "steps": s.Steps, "eta": s.Eta, "spacing": s.Spacing, "precision": s.Precision,
+		"clip_x0": s.ClipX0, "guidance_rescale": s.GuidanceRescale, "seed": o.seed, "n": o.n}
+	if s.ClipX0 == "dynamic" {
+		res.Sampler["threshold_ratio"] = s.ThresholdRatio
+	}
 	if dm, ok := src.model.(*diffusion.Model); ok && s.Sampler == "ddpm" {
 		res.Sampler["steps"] = dm.Sched.T
 	}
+	fmt.Fprintf(os.Stderr, "eval: sampling by %s, %v steps, η %g, spacing %s, precision %s, clip_x0 %s, guidance rescale %g\n",
+		s.Sampler, res.Sampler["steps"], s.Eta, s.Spacing, s.Precision, s.ClipX0, s.GuidanceRescale)
 	for _, g := range o.gammas {
 		t1 := time.Now()
 		progress := func(done, total int) {

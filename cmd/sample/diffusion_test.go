@@ -147,6 +147,11 @@ func TestSamplingJobErrors(t *testing.T) {
 		{func(j *neuralJob) { j.n = 0 }, "--n must be between 1"},
 		{func(j *neuralJob) { j.batch = -1 }, "--batch must be between 1"},
 		{func(j *neuralJob) { j.checkpoint = filepath.Join(t.TempDir(), "none") }, "no such file"},
+		{func(j *neuralJob) { j.sampling.ClipX0, j.set = "clamp", append(j.set, "clip-x0") }, `clip_x0: unknown mode "clamp" (known: none, clip, dynamic)`},
+		{func(j *neuralJob) {
+			j.sampling.ClipX0, j.sampling.ThresholdRatio, j.set = "dynamic", 0, append(j.set, "clip-x0", "threshold-ratio")
+		}, "threshold_ratio: must be in (0, 1]"},
+		{func(j *neuralJob) { j.sampling.GuidanceRescale, j.set = 2, append(j.set, "guidance-rescale") }, "guidance_rescale: must be in [0, 1], got 2"},
 	}
 	for _, c := range cases {
 		j := job(ck, t.TempDir(), 0, 1)
@@ -164,6 +169,18 @@ func TestSamplingJobErrors(t *testing.T) {
 	other.sampling.Guidance = 5
 	if err := runNeural(context.Background(), other); err == nil || !strings.Contains(err.Error(), "holds the images of another job") {
 		t.Errorf("a restart with another guidance: %v", err)
+	}
+	// Clipping and guidance rescale shape the images: job.json records them.
+	for flag, edit := range map[string]func(*neuralJob){
+		"clip-x0":          func(j *neuralJob) { j.sampling.ClipX0 = "dynamic" },
+		"guidance-rescale": func(j *neuralJob) { j.sampling.GuidanceRescale = 0.7 },
+	} {
+		other := job(ck, dir, 0, 1)
+		edit(&other)
+		other.set = append(other.set, flag)
+		if err := runNeural(context.Background(), other); err == nil || !strings.Contains(err.Error(), "holds the images of another job") {
+			t.Errorf("a restart with another --%s: %v", flag, err)
+		}
 	}
 	for _, s := range []string{"3/3", "1", "-1/2", "a/b"} {
 		if _, _, err := parseShard(s); err == nil {

@@ -35,7 +35,6 @@ import (
 	"github.com/spf13/pflag"
 
 	"kakusan/cmd/internal/cli"
-	"kakusan/diffusion"
 	"kakusan/internal/atomic"
 	"kakusan/internal/signals"
 	"kakusan/models/gaussian"
@@ -57,11 +56,7 @@ func main() {
 	fs.IntVar(&j.batch, "batch", 0, "neural models: images per forward pass (default 500 on CUDA, 100 on the CPU; shards of one job must use the same)")
 	fs.StringVar(&j.labels, "labels", "all", "conditional models: labels, cycled over the images: all (every class), `0-9`, 3,7 or random")
 	fs.Float64Var(&j.sampling.Guidance, "guidance", 0, "diffusion: classifier-free guidance γ, 1 = none (default: the checkpoint config's, 3 in the shipped ones)")
-	fs.StringVar(&j.sampling.Sampler, "sampler", "", "diffusion: "+strings.Join(diffusion.Samplers(), " or ")+" (default: the checkpoint config's)")
-	fs.IntVar(&j.sampling.Steps, "steps", 0, "diffusion: sampler steps, for every sampler but ddpm (default: the checkpoint config's sample_steps)")
-	fs.Float64Var(&j.sampling.Eta, "eta", 0, "diffusion: DDIM η, 0 = deterministic (default: the checkpoint config's)")
-	fs.StringVar(&j.sampling.Spacing, "spacing", "", "diffusion: timestep spacing: leading, trailing, linspace or karras (default: the checkpoint config's)")
-	fs.StringVar(&j.sampling.Precision, "precision", "", "diffusion: how the network computes: fp32, tf32 (CUDA), bf16 or auto (default: the checkpoint config's sample_precision, fp32)")
+	cli.SamplingFlags(fs, &j.sampling)
 	shard := fs.String("shard", "0/1", "this machine's part of the job, `i/n`")
 	fs.BoolVar(&j.noEMA, "no-ema", false, "sample with the trained weights even when the checkpoint has a moving average")
 	if err := cli.Parse(fs, os.Args[1:]); err != nil {
@@ -75,14 +70,15 @@ func main() {
 		if j.out == "" {
 			j.out = "samples"
 		}
-		for _, name := range []string{"guidance", "sampler", "steps", "eta", "spacing", "precision", "labels"} {
-			if fs.Changed(name) {
-				j.set = append(j.set, name)
-			}
+		j.set = cli.SamplingGiven(fs)
+		if fs.Changed("labels") {
+			j.set = append(j.set, "labels")
 		}
-		_, err := torch.ParsePrecision(j.sampling.Precision)
-		if err != nil {
-			cli.Fatal("sample", fmt.Errorf("--precision: %w", err))
+		var err error
+		if fs.Changed("precision") {
+			if _, err := torch.ParsePrecision(j.sampling.Precision); err != nil {
+				cli.Fatal("sample", fmt.Errorf("--precision: %w", err))
+			}
 		}
 		if j.shard, j.of, err = parseShard(*shard); err == nil {
 			ctx, stop := signals.Context()

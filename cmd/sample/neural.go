@@ -75,7 +75,10 @@ func runNeural(ctx context.Context, j neuralJob) error {
 				steps = m.(*diffusion.Model).Sched.T
 			}
 			meta["sampler"], meta["steps"], meta["eta"], meta["spacing"], meta["guidance"] = s.Sampler, steps, s.Eta, s.Spacing, s.Guidance
-			meta["precision"] = s.Precision
+			meta["precision"], meta["clip_x0"], meta["guidance_rescale"] = s.Precision, s.ClipX0, s.GuidanceRescale
+			if s.ClipX0 == "dynamic" {
+				meta["threshold_ratio"] = s.ThresholdRatio
+			}
 		}
 		out := &sample.Folder{Dir: j.out, Job: job, C: g.C, H: g.H, W: g.W, Meta: meta, Names: g.ClassNames}
 		if err := out.Open(); err != nil {
@@ -116,17 +119,11 @@ func (j neuralJob) flagsApply(m models.Model) error {
 // samplingFor is the sampling the flags ask for, the checkpoint config's
 // where a flag was not given.
 func (j neuralJob) samplingFor(c *models.Config) diffusion.Sampling {
-	s, def := j.sampling, models.GridSampling(c)
-	for name, use := range map[string]func(){
-		"guidance": func() { s.Guidance = def.Guidance }, "sampler": func() { s.Sampler = def.Sampler },
-		"steps": func() { s.Steps = def.Steps }, "eta": func() { s.Eta = def.Eta }, "spacing": func() { s.Spacing = def.Spacing },
-		"precision": func() { s.Precision = def.Precision },
-	} {
-		if !slices.Contains(j.set, name) && def.Sampler != "" {
-			use()
-		}
+	def := models.GridSampling(c)
+	if def.Sampler == "" { // a model that does not sample by diffusion
+		return j.sampling
 	}
-	return s
+	return j.sampling.Over(def, j.set)
 }
 
 // runJob runs the job with a progress bar on a terminal (plain lines
