@@ -200,7 +200,6 @@ func cmpF(a, b float64) int {
 	return 0
 }
 
-
 // TestMinSNRWeights checks min(SNR, γ)/SNR, /(SNR+1) and min(SNR, γ)
 // against SNR_t = ᾱ_t/(1-ᾱ_t) in float64 at low, middle and high noise.
 func TestMinSNRWeights(t *testing.T) {
