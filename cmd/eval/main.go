@@ -48,6 +48,7 @@ type options struct {
 	gammas                                  []float64
 	sampling                                diffusion.Sampling
 	set                                     []string // the diffusion-only flags given
+	noEMA                                   bool
 }
 
 func main() {
@@ -88,6 +89,7 @@ func parse(args []string) (*options, error) {
 	cli.SamplingFlags(fs, &o.sampling)
 	fs.IntVar(&o.batch, "batch", 0, "with --checkpoint: images per forward pass (default 500 on CUDA, 100 on the CPU)")
 	fs.Uint64Var(&o.seed, "seed", 1, "with --checkpoint: random seed")
+	fs.BoolVar(&o.noEMA, "no-ema", false, "with --checkpoint: sample with the trained weights even when the checkpoint has a moving average")
 	fs.StringVar(&o.device, "device", "auto", "cpu, cuda, cuda:N or auto")
 	fs.StringVarP(&o.out, "out", "o", "", "eval.json `path` (default: in the samples folder, else ./eval.json)")
 	if err := cli.Parse(fs, args); err != nil {
@@ -114,7 +116,7 @@ func parse(args []string) (*options, error) {
 	}
 	o.set = cli.SamplingGiven(fs)
 	if o.samples != "" {
-		for _, name := range append([]string{"n", "batch", "seed"}, diffusion.SamplingFlags...) {
+		for _, name := range append([]string{"n", "batch", "seed", "no-ema"}, diffusion.SamplingFlags...) {
 			if fs.Changed(name) {
 				return nil, fmt.Errorf("--%s is for --checkpoint; --samples measures the images as they are", name)
 			}
@@ -199,7 +201,7 @@ type source struct {
 // load loads the checkpoint and checks it against the judge and the flags.
 func (s *source) load(o *options, judge *eval.Judge, dev torch.Device) error {
 	var err error
-	if s.model, s.ck, err = models.Load(o.checkpoint, dev, true); err != nil {
+	if s.model, s.ck, err = models.Load(o.checkpoint, dev, !o.noEMA); err != nil {
 		return err
 	}
 	if err := judge.Geometry.SameAs(s.ck.Geometry); err != nil {
@@ -223,7 +225,7 @@ func (src *source) evaluate(ctx context.Context, o *options, judge *eval.Judge, 
 	res.Source = o.checkpoint
 	s := o.sampling
 	res.Sampler = map[string]any{"sampler": s.Sampler, "steps": s.Steps, "eta": s.Eta, "spacing": s.Spacing, "precision": s.Precision,
-		"clip_x0": s.ClipX0, "guidance_rescale": s.GuidanceRescale, "seed": o.seed, "n": o.n}
+		"clip_x0": s.ClipX0, "guidance_rescale": s.GuidanceRescale, "seed": o.seed, "n": o.n, "ema": src.ck.HasEMA() && !o.noEMA}
 	if s.ClipX0 == "dynamic" {
 		res.Sampler["threshold_ratio"] = s.ThresholdRatio
 	}

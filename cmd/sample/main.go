@@ -35,6 +35,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"kakusan/cmd/internal/cli"
+	"kakusan/diffusion"
 	"kakusan/internal/atomic"
 	"kakusan/internal/signals"
 	"kakusan/models/gaussian"
@@ -93,7 +94,7 @@ func main() {
 		}
 		return
 	}
-	for _, name := range []string{"device", "batch", "labels", "guidance", "sampler", "steps", "eta", "spacing", "precision", "shard", "no-ema"} {
+	for _, name := range append([]string{"device", "batch", "labels", "shard", "no-ema"}, diffusion.SamplingFlags...) {
 		if fs.Changed(name) {
 			cli.Fatal("sample", fmt.Errorf("--%s is for neural checkpoints (--checkpoint); a classical model's samples are drawn in one go", name))
 		}

@@ -1,0 +1,208 @@
+// Command nfeplot draws sample quality against sampling cost from bin/eval
+// outputs: FID and conditional accuracy against network evaluations, one
+// line per sampler and spacing, as a PNG, and prints the same numbers as a
+// Markdown table.
+//
+//	go run ./scripts/nfeplot -o docs/quality_vs_nfe.png runs/nfe/*.json
+//
+// scripts/quality_vs_nfe.sh makes the eval.json files and calls it.
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"os"
+	"slices"
+	"strings"
+
+	"gonum.org/v1/plot"
+	"gonum.org/v1/plot/plotter"
+	"gonum.org/v1/plot/plotutil"
+	"gonum.org/v1/plot/vg"
+	"gonum.org/v1/plot/vg/draw"
+	"gonum.org/v1/plot/vg/vgimg"
+
+	"kakusan/internal/atomic"
+)
+
+// evalFile is what nfeplot reads of bin/eval's eval.json.
+type evalFile struct {
+	Sampler struct {
+		Sampler string  `json:"sampler"`
+		Steps   int     `json:"steps"`
+		Eta     float64 `json:"eta"`
+		Spacing string  `json:"spacing"`
+		Clip    string  `json:"clip_x0"`
+		N       int     `json:"n"`
+		Rescale float64 `json:"guidance_rescale"`
+		EMA     *bool   `json:"ema"`
+	} `json:"sampler"`
+	Reports []struct {
+		Guidance *float64 `json:"guidance"`
+		Accuracy *struct {
+			Value, Low, High float64
+		} `json:"conditional_accuracy"`
+		FID       float64 `json:"fid"`
+		Precision float64 `json:"precision"`
+		Recall    float64 `json:"recall"`
+	} `json:"reports"`
+}
+
+type point struct {
+	line                  string // sampler and spacing
+	nfe                   int
+	guidance              float64
+	acc, lo, hi           float64
+	fid, precision, recal float64
+	n                     int
+}
+
+// nfe is the network evaluations a sampler makes in steps steps: Heun's
+// corrector adds one at every step but the last.
+func nfe(sampler string, steps int) int {
+	if sampler == "heun" {
+		return 2*steps - 1
+	}
+	return steps
+}
+
+func main() {
+	out := flag.String("o", "docs/quality_vs_nfe.png", "the PNG to write")
+	flag.Parse()
+	if flag.NArg() == 0 {
+		fmt.Fprintln(os.Stderr, "usage: nfeplot -o PNG EVAL.json...")
+		os.Exit(2)
+	}
+	var pts []point
+	for _, path := range flag.Args() {
+		b, err := os.ReadFile(path)
+		if err != nil {
+			fatal(err)
+		}
+		var f evalFile
+		if err := json.Unmarshal(b, &f); err != nil {
+			fatal(fmt.Errorf("%s: %w", path, err))
+		}
+		s := f.Sampler
+		if s.Sampler == "" {
+			fatal(fmt.Errorf("%s: no sampler: bin/eval --checkpoint writes one", path))
+		}
+		line := s.Sampler
+		if s.Sampler != "ddpm" {
+			line += ", " + s.Spacing
+		}
+		if s.Eta > 0 {
+			line += fmt.Sprintf(", η = %g", s.Eta)
+		}
+		if s.EMA != nil && !*s.EMA {
+			line += ", no EMA"
+		}
+		if s.Clip != "" && s.Clip != "none" {
+			line += ", " + s.Clip
+		}
+		for _, r := range f.Reports {
+			p := point{line: line, nfe: nfe(s.Sampler, s.Steps), fid: r.FID, precision: r.Precision, recal: r.Recall, n: s.N}
+			if r.Guidance != nil {
+				p.guidance = *r.Guidance
+				p.line += fmt.Sprintf(", γ %g", p.guidance)
+			}
+			if r.Accuracy != nil {
+				p.acc, p.lo, p.hi = r.Accuracy.Value, r.Accuracy.Low, r.Accuracy.High
+			}
+			pts = append(pts, p)
+		}
+	}
+	// Points measured on fewer or more images than most get lines of their
+	// own: FID depends on the number of images.
+	count := map[int]int{}
+	for _, p := range pts {
+		count[p.n]++
+	}
+	common := pts[0].n
+	for n, c := range count {
+		if c > count[common] || (c == count[common] && n > common) {
+			common = n
+		}
+	}
+	for i := range pts {
+		if pts[i].n != common {
+			pts[i].line += fmt.Sprintf(" (%d images)", pts[i].n)
+		}
+	}
+	slices.SortFunc(pts, func(a, b point) int {
+		if c := strings.Compare(a.line, b.line); c != 0 {
+			return c
+		}
+		return a.nfe - b.nfe
+	})
+	fmt.Println("| sampler | network evaluations | γ | images | conditional accuracy (95% CI) | FID | precision | recall |")
+	fmt.Println("| --- | --- | --- | --- | --- | --- | --- | --- |")
+	for _, p := range pts {
+		fmt.Printf("| %s | %d | %g | %d | %.4f (%.4f-%.4f) | %.2f | %.3f | %.3f |\n", p.line, p.nfe, p.guidance, p.n, p.acc, p.lo, p.hi, p.fid, p.precision, p.recal)
+	}
+	if err := draw2(pts, *out); err != nil {
+		fatal(err)
+	}
+}
+
+// draw2 writes FID (left) and conditional accuracy (right) against network
+// evaluations on a log axis, a line per sampler.
+func draw2(pts []point, path string) error {
+	fid, acc := plot.New(), plot.New()
+	fid.Title.Text, acc.Title.Text = "FID (judge space) against cost", "conditional accuracy against cost"
+	fid.Y.Label.Text, acc.Y.Label.Text = "FID", "conditional accuracy"
+	for _, p := range []*plot.Plot{fid, acc} {
+		p.X.Label.Text = "network evaluations"
+		p.X.Scale = plot.LogScale{}
+		p.X.Tick.Marker = plot.LogTicks{Prec: -1}
+		p.Add(plotter.NewGrid())
+		p.Legend.Top = true
+	}
+	var lines []string
+	for _, p := range pts {
+		if !slices.Contains(lines, p.line) {
+			lines = append(lines, p.line)
+		}
+	}
+	for i, l := range lines {
+		var f, a plotter.XYs
+		for _, p := range pts {
+			if p.line == l {
+				f = append(f, plotter.XY{X: float64(p.nfe), Y: p.fid})
+				a = append(a, plotter.XY{X: float64(p.nfe), Y: p.acc})
+			}
+		}
+		for _, c := range []struct {
+			p   *plot.Plot
+			xys plotter.XYs
+		}{{fid, f}, {acc, a}} {
+			ln, sc, err := plotter.NewLinePoints(c.xys)
+			if err != nil {
+				return err
+			}
+			ln.Color, sc.Color = plotutil.Color(i), plotutil.Color(i)
+			sc.Shape = plotutil.Shape(i)
+			ln.Width = vg.Points(1.5)
+			c.p.Add(ln, sc)
+			c.p.Legend.Add(l, ln, sc)
+		}
+	}
+	img := vgimg.New(12*vg.Inch, 4.5*vg.Inch)
+	dc := draw.New(img)
+	tiles := draw.Tiles{Rows: 1, Cols: 2, PadX: vg.Inch / 4}
+	canvases := plot.Align([][]*plot.Plot{{fid, acc}}, tiles, dc)
+	fid.Draw(canvases[0][0])
+	acc.Draw(canvases[0][1])
+	var buf bytes.Buffer
+	if _, err := (vgimg.PngCanvas{Canvas: img}).WriteTo(&buf); err != nil {
+		return err
+	}
+	return atomic.WriteFile(path, buf.Bytes())
+}
+
+func fatal(err error) {
+	fmt.Fprintln(os.Stderr, "nfeplot:", err)
+	os.Exit(1)
+}
