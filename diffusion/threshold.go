@@ -3,6 +3,7 @@ package diffusion
 import (
 	"fmt"
 	"math"
+	"strings"
 
 	"kakusan/torch"
 )
@@ -40,7 +41,7 @@ func checkClip(mode string, ratio float64) error {
 			return fmt.Errorf("threshold_ratio: must be in (0, 1], got %g", ratio)
 		}
 	default:
-		return fmt.Errorf("clip_x0: unknown mode %q (known: none, clip, dynamic)", mode)
+		return fmt.Errorf("clip_x0: unknown mode %q (known: %s)", mode, strings.Join(clipModes, ", "))
 	}
 	return nil
 }

@@ -51,12 +51,12 @@ type evalFile struct {
 }
 
 type point struct {
-	line                  string // sampler and spacing
-	nfe                   int
-	guidance              float64
-	acc, lo, hi           float64
-	fid, precision, recal float64
-	n                     int
+	line                   string // sampler and spacing
+	nfe                    int
+	guidance               float64
+	acc, lo, hi            float64
+	fid, precision, recall float64
+	n                      int
 }
 
 // nfe is the network evaluations a sampler makes in steps steps: Heun's
@@ -103,7 +103,7 @@ func main() {
 			line += ", " + s.Clip
 		}
 		for _, r := range f.Reports {
-			p := point{line: line, nfe: nfe(s.Sampler, s.Steps), fid: r.FID, precision: r.Precision, recal: r.Recall, n: s.N}
+			p := point{line: line, nfe: nfe(s.Sampler, s.Steps), fid: r.FID, precision: r.Precision, recall: r.Recall, n: s.N}
 			if r.Guidance != nil {
 				p.guidance = *r.Guidance
 				p.line += fmt.Sprintf(", γ %g", p.guidance)
@@ -140,7 +140,7 @@ func main() {
 	fmt.Println("| sampler | network evaluations | γ | images | conditional accuracy (95% CI) | FID | precision | recall |")
 	fmt.Println("| --- | --- | --- | --- | --- | --- | --- | --- |")
 	for _, p := range pts {
-		fmt.Printf("| %s | %d | %g | %d | %.4f (%.4f-%.4f) | %.2f | %.3f | %.3f |\n", p.line, p.nfe, p.guidance, p.n, p.acc, p.lo, p.hi, p.fid, p.precision, p.recal)
+		fmt.Printf("| %s | %d | %g | %d | %.4f (%.4f-%.4f) | %.2f | %.3f | %.3f |\n", p.line, p.nfe, p.guidance, p.n, p.acc, p.lo, p.hi, p.fid, p.precision, p.recall)
 	}
 	if err := draw2(pts, *out); err != nil {
 		fatal(err)
