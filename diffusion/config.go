@@ -3,6 +3,7 @@ package diffusion
 import (
 	"errors"
 	"fmt"
+	"math"
 	"slices"
 
 	"kakusan/torch"
@@ -33,6 +34,8 @@ type Config struct {
 	ClipX0          string  `yaml:"clip_x0"`           // limit the sampler's x̂₀ to the codec's range: none (reference), clip or dynamic
 	ThresholdRatio  float64 `yaml:"threshold_ratio"`   // dynamic thresholding's quantile p
 	GuidanceRescale float64 `yaml:"guidance_rescale"`  // φ of Lin et al.'s guidance rescale; 0 = none
+	// GuidanceInterval [lo, hi]: guide only where the noise level σ_t is in (lo, hi]; empty = every step
+	GuidanceInterval []float64 `yaml:"guidance_interval"`
 }
 
 // DefaultConfig is the reference: T = 1000, linear betas 1e-4 to 0.02, ε
@@ -59,7 +62,19 @@ func (c *Config) NewSchedule() (*Schedule, error) {
 // Sampling is how the configured grids sample.
 func (c *Config) Sampling() Sampling {
 	return Sampling{Sampler: c.Sampler, Steps: c.SampleSteps, Eta: c.Eta, Spacing: c.Spacing, Guidance: c.Guidance, Precision: c.Precision,
-		ClipX0: c.ClipX0, ThresholdRatio: c.ThresholdRatio, GuidanceRescale: c.GuidanceRescale}
+		ClipX0: c.ClipX0, ThresholdRatio: c.ThresholdRatio, GuidanceRescale: c.GuidanceRescale, GuidanceInterval: c.interval()}
+}
+
+// interval is guidance_interval as an Interval; a list that is not a pair
+// gives NaN bounds, which Validate refuses.
+func (c *Config) interval() Interval {
+	switch len(c.GuidanceInterval) {
+	case 0:
+		return Interval{}
+	case 2:
+		return Interval{c.GuidanceInterval[0], c.GuidanceInterval[1]}
+	}
+	return Interval{math.NaN(), math.NaN()}
 }
 
 // Validate checks the section, a line "key: problem" for each fault.
@@ -111,11 +126,13 @@ type Sampling struct {
 	ThresholdRatio float64
 	// GuidanceRescale is φ of Lin et al.'s guidance rescale (Guided).
 	GuidanceRescale float64
+	// GuidanceInterval is where guidance applies (Schedule.GuidedIn).
+	GuidanceInterval Interval
 }
 
 // SamplingFlags are the names of the command-line flags (bin/sample,
 // bin/eval) that set a Sampling's fields.
-var SamplingFlags = []string{"guidance", "sampler", "steps", "eta", "spacing", "precision", "clip-x0", "threshold-ratio", "guidance-rescale"}
+var SamplingFlags = []string{"guidance", "sampler", "steps", "eta", "spacing", "precision", "clip-x0", "threshold-ratio", "guidance-rescale", "guidance-interval"}
 
 // Over returns s with each field whose flag (SamplingFlags) is not in
 // given taken from def, a checkpoint config's sampling: a sampling job
@@ -126,6 +143,7 @@ func (s Sampling) Over(def Sampling, given []string) Sampling {
 		"steps": func() { s.Steps = def.Steps }, "eta": func() { s.Eta = def.Eta }, "spacing": func() { s.Spacing = def.Spacing },
 		"precision": func() { s.Precision = def.Precision }, "clip-x0": func() { s.ClipX0 = def.ClipX0 },
 		"threshold-ratio": func() { s.ThresholdRatio = def.ThresholdRatio }, "guidance-rescale": func() { s.GuidanceRescale = def.GuidanceRescale },
+		"guidance-interval": func() { s.GuidanceInterval = def.GuidanceInterval },
 	}
 	for name, use := range from {
 		if !slices.Contains(given, name) {
@@ -135,12 +153,32 @@ func (s Sampling) Over(def Sampling, given []string) Sampling {
 	return s
 }
 
+// Record is s as sampling jobs' metadata and bin/eval's report record it
+// (all but the guidance scale, which bin/eval records per result), for a
+// model of T timesteps.
+func (s Sampling) Record(T int) map[string]any {
+	steps := s.Steps
+	if s.Sampler == "ddpm" {
+		steps = T
+	}
+	r := map[string]any{"sampler": s.Sampler, "steps": steps, "eta": s.Eta, "spacing": s.Spacing, "precision": s.Precision,
+		"clip_x0": s.ClipX0, "guidance_rescale": s.GuidanceRescale}
+	if s.ClipX0 == "dynamic" {
+		r["threshold_ratio"] = s.ThresholdRatio
+	}
+	if !s.GuidanceInterval.Everywhere() {
+		r["guidance_interval"] = []float64{s.GuidanceInterval.Lo, s.GuidanceInterval.Hi}
+	}
+	return r
+}
+
 // Options are the sampler's options.
 func (s Sampling) Options() Options { return Options{Steps: s.Steps, Eta: s.Eta, Spacing: s.Spacing} }
 
 // Validate checks a way of sampling for a model of T timesteps; each line
 // names its config key (sampler, sample_steps, eta, spacing, guidance,
-// sample_precision, clip_x0, threshold_ratio, guidance_rescale).
+// sample_precision, clip_x0, threshold_ratio, guidance_rescale,
+// guidance_interval).
 func (s Sampling) Validate(T int) error {
 	var errs []error
 	if err := CheckSampler(s.Sampler, T, s.Options()); err != nil {
@@ -157,6 +195,9 @@ func (s Sampling) Validate(T int) error {
 	}
 	if !(s.GuidanceRescale >= 0 && s.GuidanceRescale <= 1) {
 		errs = append(errs, fmt.Errorf("guidance_rescale: must be in [0, 1], got %g", s.GuidanceRescale))
+	}
+	if err := s.GuidanceInterval.Validate(); err != nil {
+		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
 }

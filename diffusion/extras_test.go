@@ -249,12 +249,79 @@ func TestSamplingExtrasValidate(t *testing.T) {
 	}
 }
 
+// TestGuidedInAnInterval guides exactly the timesteps whose σ_t lies in
+// (lo, hi] and runs one conditional pass elsewhere.
+func TestGuidedInAnInterval(t *testing.T) {
+	on(t, func() {
+		s := ref(t)
+		x := torch.Randn([]int64{2, 1, 3, 3}, torch.Float64)
+		y := torch.FromSlice([]int64{1, 7}, nil)
+		var batches []int64
+		counting := func(x, ts, y, keep *torch.Tensor) *torch.Tensor {
+			batches = append(batches, x.Size(0))
+			return fakeNet(x, ts, y, keep)
+		}
+		iv := Interval{Lo: 0.28, Hi: 5.42}
+		p := s.GuidedIn(counting, y, 3, 0, iv)
+		inside := 0
+		for _, tt := range []int{1, 60, 82, 83, 300, 579, 580, 1000} { // σ crosses 0.28 between 82 and 83, 5.42 between 579 and 580
+			sigma := math.Sqrt((1 - s.AlphaBars[tt-1]) / s.AlphaBars[tt-1])
+			in := sigma > iv.Lo && sigma <= iv.Hi
+			batches = batches[:0]
+			got := p(x, tt)
+			want := Conditional(fakeNet, y)(x, tt)
+			if in {
+				inside++
+				want = Guided(fakeNet, y, 3, 0)(x, tt)
+			}
+			if !identical(got, want) {
+				t.Errorf("t = %d (σ %.4g, inside %v): not the expected prediction", tt, sigma, in)
+			}
+			if n := 2 * x.Size(0); !in {
+				n = x.Size(0)
+				if !slices.Equal(batches, []int64{n}) {
+					t.Errorf("t = %d outside: network batches %v, want one of %d", tt, batches, n)
+				}
+			} else if !slices.Equal(batches, []int64{n}) {
+				t.Errorf("t = %d inside: network batches %v, want one of %d", tt, batches, n)
+			}
+		}
+		if inside != 3 {
+			t.Fatalf("%d of the timesteps inside: the test does not straddle the bounds", inside)
+		}
+		batches = batches[:0]
+		if !identical(s.GuidedIn(counting, y, 3, 0, Interval{})(x, 1000), Guided(fakeNet, y, 3, 0)(x, 1000)) || len(batches) != 1 || batches[0] != 4 {
+			t.Errorf("the zero Interval does not guide everywhere")
+		}
+	})
+}
+
+// TestGuidanceIntervalKey refuses guidance_interval lists that are not an
+// ordered pair of finite, non-negative noise levels, naming the key.
+func TestGuidanceIntervalKey(t *testing.T) {
+	for _, iv := range [][]float64{{1}, {1, 2, 3}, {2, 1}, {-1, 2}, {0, math.Inf(1)}, {math.NaN(), 1}} {
+		c := DefaultConfig()
+		c.GuidanceInterval = iv
+		if err := c.Validate(); err == nil || !strings.Contains(err.Error(), "guidance_interval") {
+			t.Errorf("guidance_interval %v: %v", iv, err)
+		}
+	}
+	c := DefaultConfig()
+	c.GuidanceInterval = []float64{0, 5.42}
+	if err := c.Validate(); err != nil {
+		t.Errorf("guidance_interval [0, 5.42]: %v", err)
+	}
+	if got := c.Sampling().GuidanceInterval; got != (Interval{0, 5.42}) {
+		t.Errorf("Sampling's interval %+v", got)
+	}
+}
+
 // TestSamplingOver takes every field from the config's sampling but the
 // flags given, so bin/sample and bin/eval sample a checkpoint as its
 // config says unless told otherwise.
 func TestSamplingOver(t *testing.T) {
-	def := Sampling{Sampler: "dpm++2m", Steps: 15, Eta: 0, Spacing: "karras", Guidance: 2, Precision: "auto", ClipX0: "dynamic", ThresholdRatio: 0.99, GuidanceRescale: 0.5}
-	flags := Sampling{Sampler: "ddim", Steps: 50, Eta: 0.3, Spacing: "leading", Guidance: 3, Precision: "fp32", ClipX0: "clip", ThresholdRatio: 0.9, GuidanceRescale: 0.1}
+	def := Sampling{Sampler: "dpm++2m", Steps: 15, Eta: 0, Spacing: "karras", Guidance: 2, Precision: "auto", ClipX0: "dynamic", ThresholdRatio: 0.99, GuidanceRescale: 0.5, GuidanceInterval: Interval{0.3, 5}}
+	flags := Sampling{Sampler: "ddim", Steps: 50, Eta: 0.3, Spacing: "leading", Guidance: 3, Precision: "fp32", ClipX0: "clip", ThresholdRatio: 0.9, GuidanceRescale: 0.1, GuidanceInterval: Interval{1, 2}}
 	if got := flags.Over(def, nil); got != def {
 		t.Errorf("no flags: %+v, want the config's %+v", got, def)
 	}

@@ -130,7 +130,7 @@ func (m *Model) Predictor(y *torch.Tensor, s Sampling) Predictor {
 		p.Run(m.dev, func() { out = m.Net.Forward(x, t, y, keep) })
 		return out.To(torch.Float32)
 	}
-	eps := m.Sched.AsEps(Guided(net, y, s.Guidance, s.GuidanceRescale), m.pred)
+	eps := m.Sched.AsEps(m.Sched.GuidedIn(net, y, s.Guidance, s.GuidanceRescale, s.GuidanceInterval), m.pred)
 	lo, hi := m.codecRange()
 	return m.Sched.Clipped(eps, s.ClipX0, s.ThresholdRatio, lo, hi)
 }

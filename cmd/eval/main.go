@@ -224,16 +224,14 @@ func (s *source) load(o *options, judge *eval.Judge, dev torch.Device) error {
 func (src *source) evaluate(ctx context.Context, o *options, judge *eval.Judge, ref *eval.Reference, res *result) error {
 	res.Source = o.checkpoint
 	s := o.sampling
-	res.Sampler = map[string]any{"sampler": s.Sampler, "steps": s.Steps, "eta": s.Eta, "spacing": s.Spacing, "precision": s.Precision,
-		"clip_x0": s.ClipX0, "guidance_rescale": s.GuidanceRescale, "seed": o.seed, "n": o.n, "ema": src.ck.HasEMA() && !o.noEMA}
-	if s.ClipX0 == "dynamic" {
-		res.Sampler["threshold_ratio"] = s.ThresholdRatio
+	T := 0
+	if dm, ok := src.model.(*diffusion.Model); ok {
+		T = dm.Sched.T
 	}
-	if dm, ok := src.model.(*diffusion.Model); ok && s.Sampler == "ddpm" {
-		res.Sampler["steps"] = dm.Sched.T
-	}
-	fmt.Fprintf(os.Stderr, "eval: sampling by %s, %v steps, η %g, spacing %s, precision %s, clip_x0 %s, guidance rescale %g\n",
-		s.Sampler, res.Sampler["steps"], s.Eta, s.Spacing, s.Precision, s.ClipX0, s.GuidanceRescale)
+	res.Sampler = s.Record(T)
+	res.Sampler["seed"], res.Sampler["n"], res.Sampler["ema"] = o.seed, o.n, src.ck.HasEMA() && !o.noEMA
+	fmt.Fprintf(os.Stderr, "eval: sampling by %s, %v steps, η %g, spacing %s, precision %s, clip_x0 %s, guidance rescale %g, guidance interval %v\n",
+		s.Sampler, res.Sampler["steps"], s.Eta, s.Spacing, s.Precision, s.ClipX0, s.GuidanceRescale, res.Sampler["guidance_interval"])
 	for _, g := range o.gammas {
 		t1 := time.Now()
 		progress := func(done, total int) {

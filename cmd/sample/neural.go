@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
 	"slices"
@@ -69,16 +70,9 @@ func runNeural(ctx context.Context, j neuralJob) error {
 		}
 		g := ck.Geometry
 		meta := map[string]any{"model": ck.Config.Model, "checkpoint": ck.Path, "step": ck.Step, "ema": ck.HasEMA() && !j.noEMA}
-		if _, ok := m.(*diffusion.Model); ok {
-			steps := s.Steps
-			if s.Sampler == "ddpm" {
-				steps = m.(*diffusion.Model).Sched.T
-			}
-			meta["sampler"], meta["steps"], meta["eta"], meta["spacing"], meta["guidance"] = s.Sampler, steps, s.Eta, s.Spacing, s.Guidance
-			meta["precision"], meta["clip_x0"], meta["guidance_rescale"] = s.Precision, s.ClipX0, s.GuidanceRescale
-			if s.ClipX0 == "dynamic" {
-				meta["threshold_ratio"] = s.ThresholdRatio
-			}
+		if dm, ok := m.(*diffusion.Model); ok {
+			maps.Copy(meta, s.Record(dm.Sched.T))
+			meta["guidance"] = s.Guidance
 		}
 		out := &sample.Folder{Dir: j.out, Job: job, C: g.C, H: g.H, W: g.W, Meta: meta, Names: g.ClassNames}
 		if err := out.Open(); err != nil {

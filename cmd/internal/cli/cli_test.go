@@ -1,10 +1,14 @@
 package cli
 
 import (
+	"io"
 	"reflect"
+	"strings"
 	"testing"
 
 	"github.com/spf13/pflag"
+
+	"kakusan/diffusion"
 )
 
 func TestNormalize(t *testing.T) {
@@ -26,5 +30,30 @@ func TestNormalize(t *testing.T) {
 	}
 	if err := Parse(fs, []string{"-config", "b.yaml"}); err != nil || fs.Lookup("config").Value.String() != "b.yaml" {
 		t.Errorf("Parse: %v, config=%s", err, fs.Lookup("config").Value)
+	}
+}
+
+// TestGuidanceIntervalFlag parses --guidance-interval into the sampling,
+// "all" back to every step, and refuses malformed or unordered pairs.
+func TestGuidanceIntervalFlag(t *testing.T) {
+	parse := func(args ...string) (diffusion.Sampling, []string, error) {
+		var s diffusion.Sampling
+		fs := pflag.NewFlagSet("x", pflag.ContinueOnError)
+		fs.SetOutput(io.Discard)
+		SamplingFlags(fs, &s)
+		err := fs.Parse(args)
+		return s, SamplingGiven(fs), err
+	}
+	s, given, err := parse("--guidance-interval", "0.28, 5.42")
+	if err != nil || s.GuidanceInterval != (diffusion.Interval{Lo: 0.28, Hi: 5.42}) || !reflect.DeepEqual(given, []string{"guidance-interval"}) {
+		t.Errorf("0.28,5.42: %+v %v %v", s.GuidanceInterval, given, err)
+	}
+	if s, _, err := parse("--guidance-interval", "1,2", "--guidance-interval", "all"); err != nil || !s.GuidanceInterval.Everywhere() {
+		t.Errorf("all: %+v %v", s.GuidanceInterval, err)
+	}
+	for _, bad := range []string{"5", "2,1", "a,b", "1,inf", "-1,1", "1,2,3"} {
+		if _, _, err := parse("--guidance-interval", bad); err == nil || !strings.Contains(err.Error(), "guidance-interval") {
+			t.Errorf("%q: %v", bad, err)
+		}
 	}
 }
