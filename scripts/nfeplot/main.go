@@ -37,6 +37,8 @@ type evalFile struct {
 		Clip    string  `json:"clip_x0"`
 		N       int     `json:"n"`
 		Rescale float64 `json:"guidance_rescale"`
+		// Interval is where guidance applied, [lo, hi] in σ; absent = every step.
+		Interval []float64 `json:"guidance_interval"`
 		EMA     *bool   `json:"ema"`
 	} `json:"sampler"`
 	Reports []struct {
@@ -101,6 +103,12 @@ func main() {
 		}
 		if s.Clip != "" && s.Clip != "none" {
 			line += ", " + s.Clip
+		}
+		if s.Rescale > 0 {
+			line += fmt.Sprintf(", rescale %g", s.Rescale)
+		}
+		if len(s.Interval) == 2 {
+			line += fmt.Sprintf(", guided at σ in (%g, %g]", s.Interval[0], s.Interval[1])
 		}
 		for _, r := range f.Reports {
 			p := point{line: line, nfe: nfe(s.Sampler, s.Steps), fid: r.FID, precision: r.Precision, recall: r.Recall, n: s.N}
