@@ -3,7 +3,6 @@ package diffusion
 import (
 	"errors"
 	"fmt"
-	"math"
 	"slices"
 
 	"kakusan/torch"
@@ -65,16 +64,13 @@ func (c *Config) Sampling() Sampling {
 		ClipX0: c.ClipX0, ThresholdRatio: c.ThresholdRatio, GuidanceRescale: c.GuidanceRescale, GuidanceInterval: c.interval()}
 }
 
-// interval is guidance_interval as an Interval; a list that is not a pair
-// gives NaN bounds, which Validate refuses.
+// interval is guidance_interval as an Interval; Validate refuses a list
+// that is not a pair.
 func (c *Config) interval() Interval {
-	switch len(c.GuidanceInterval) {
-	case 0:
+	if len(c.GuidanceInterval) != 2 {
 		return Interval{}
-	case 2:
-		return Interval{c.GuidanceInterval[0], c.GuidanceInterval[1]}
 	}
-	return Interval{math.NaN(), math.NaN()}
+	return Interval{c.GuidanceInterval[0], c.GuidanceInterval[1]}
 }
 
 // Validate checks the section, a line "key: problem" for each fault.
@@ -97,6 +93,9 @@ func (c *Config) Validate() error {
 	}
 	if !(c.CondDrop >= 0 && c.CondDrop <= 1) {
 		bad("cond_drop: must be in [0, 1], got %g", c.CondDrop)
+	}
+	if n := len(c.GuidanceInterval); n != 0 && n != 2 {
+		bad("guidance_interval: want two noise levels [lo, hi], got %d values", n)
 	}
 	if c.CondDropMode != "sample" && c.CondDropMode != "batch" {
 		bad("cond_drop_mode: must be sample or batch, got %q", c.CondDropMode)
