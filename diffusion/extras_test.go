@@ -277,13 +277,12 @@ func TestGuidedInAnInterval(t *testing.T) {
 			if !identical(got, want) {
 				t.Errorf("t = %d (σ %.4g, inside %v): not the expected prediction", tt, sigma, in)
 			}
-			if n := 2 * x.Size(0); !in {
-				n = x.Size(0)
-				if !slices.Equal(batches, []int64{n}) {
-					t.Errorf("t = %d outside: network batches %v, want one of %d", tt, batches, n)
-				}
-			} else if !slices.Equal(batches, []int64{n}) {
-				t.Errorf("t = %d inside: network batches %v, want one of %d", tt, batches, n)
+			n := x.Size(0) // one conditional pass outside, both passes in one batch inside
+			if in {
+				n *= 2
+			}
+			if !slices.Equal(batches, []int64{n}) {
+				t.Errorf("t = %d (inside %v): network batches %v, want one of %d", tt, in, batches, n)
 			}
 		}
 		if inside != 3 {

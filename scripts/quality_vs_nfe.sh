@@ -10,11 +10,11 @@
 #   scripts/quality_vs_nfe.sh RUN_FOLDER [IMAGES] [DDPM_IMAGES]
 #
 # IMAGES (default 1000) per point; DDPM_IMAGES (default 300) for the
-# 1000-step points (STEPS, default "10 20 50 100", the others), with DDIM-50 measured again at that count so the
-# two compare (FID falls with the number of images). Guidance, precision
-# and clipping are the checkpoint config's. Environment: JUDGE (default
-# runs/mnist_classifier), OUT (default RUN_FOLDER/nfe), PLOT (default
-# docs/quality_vs_nfe.png).
+# 1000-step point, with DDIM-50 measured again at that count so the two
+# compare (FID falls with the number of images). Guidance, its interval,
+# precision and clipping are the checkpoint config's. Environment: STEPS
+# (default "10 20 50 100"), ETA1, JUDGE (default runs/mnist_classifier),
+# OUT (default RUN_FOLDER/nfe), PLOT (default docs/quality_vs_nfe.png).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 run=${1:?usage: scripts/quality_vs_nfe.sh RUN_FOLDER [IMAGES] [DDPM_IMAGES]}

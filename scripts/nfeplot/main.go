@@ -39,7 +39,7 @@ type evalFile struct {
 		Rescale float64 `json:"guidance_rescale"`
 		// Interval is where guidance applied, [lo, hi] in σ; absent = every step.
 		Interval []float64 `json:"guidance_interval"`
-		EMA     *bool   `json:"ema"`
+		EMA      *bool     `json:"ema"`
 	} `json:"sampler"`
 	Reports []struct {
 		Guidance *float64 `json:"guidance"`
