@@ -16,6 +16,9 @@ FIXTURES = {
     # Every option: three levels (28 -> 14 -> 7 -> 3 and back by size),
     # GroupNorm, SiLU, dropout (off in eval) and attention, at width 4.
     'unet_options_w4': dict(width=4, levels=3, norm='group', groups=2, act='silu', dropout=0.1, attention=True),
+    # Residual blocks (1x1 skips: every block changes its channel count) with
+    # BatchNorm, so the train-mode output is checked too.
+    'unet_residual_w4': dict(width=4, residual=True),
 }
 
 out_dir = os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', 'models', 'unet', 'testdata')

@@ -100,8 +100,11 @@ def pos_encoding(t, dim):
 
 
 class ConvBlock(nn.Module):
-    def __init__(self, cin, cout, emb, norm='batch', groups=8, act='relu', dropout=0.0):
+    def __init__(self, cin, cout, emb, norm='batch', groups=8, act='relu', dropout=0.0, residual=False):
         super().__init__()
+        self.residual = residual
+        if residual and cin != cout:
+            self.skip = nn.Conv2d(cin, cout, 1)
         Norm = (lambda c: nn.BatchNorm2d(c)) if norm == 'batch' else (lambda c: nn.GroupNorm(groups, c))
         Act = nn.ReLU if act == 'relu' else nn.SiLU
         layers = [nn.Conv2d(cin, cout, 3, padding=1), Norm(cout), Act()]
@@ -112,7 +115,10 @@ class ConvBlock(nn.Module):
         self.mlp = nn.Sequential(nn.Linear(emb, cin), nn.ReLU(), nn.Linear(cin, cin))
 
     def forward(self, x, v):
-        return self.convs(x + self.mlp(v)[:, :, None, None])
+        h = self.convs(x + self.mlp(v)[:, :, None, None])
+        if self.residual:
+            h = h + (self.skip(x) if hasattr(self, 'skip') else x)
+        return h
 
 
 class Attention(nn.Module):
@@ -132,10 +138,10 @@ class UNet(nn.Module):
     """The twin of models/unet: UNet() is the book's conditional U-Net."""
 
     def __init__(self, channels=1, width=64, levels=2, emb=100, classes=10, norm='batch', groups=8,
-                 act='relu', dropout=0.0, attention=False):
+                 act='relu', dropout=0.0, attention=False, residual=False):
         super().__init__()
         self.emb, self.levels = emb, levels
-        kw = dict(norm=norm, groups=groups, act=act, dropout=dropout)
+        kw = dict(norm=norm, groups=groups, act=act, dropout=dropout, residual=residual)
         w = lambda l: width << l
         cin = channels
         for i in range(levels):

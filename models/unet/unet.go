@@ -27,6 +27,9 @@ type Config struct {
 	Act       string  `yaml:"act"`       // "relu" (reference) or "silu"
 	Dropout   float64 `yaml:"dropout"`   // after each block's first activation; 0 = none
 	Attention bool    `yaml:"attention"` // a self-attention block after the bottleneck
+	// Residual adds each block's input, through a 1×1 convolution where
+	// the channel count changes, to its output (as a ResNet block does).
+	Residual bool `yaml:"residual"`
 	// ChannelsLast lays convolution weights and activations out NHWC
 	// (torch.channels_last), the layout oneDNN's and cuDNN's fastest
 	// convolutions use; values and checkpoints are the same either way.
@@ -86,13 +89,14 @@ func PosEncoding(t *torch.Tensor, dim int64) *torch.Tensor {
 }
 
 // ConvBlock is the reference block: x + mlp(v) broadcast over H×W, then
-// (Conv3×3, Norm, Act) twice.
+// (Conv3×3, Norm, Act) twice; with Config.Residual, plus skip(x).
 type ConvBlock struct {
 	cfg          Config
 	m            *nn.Module
 	conv1, conv2 *nn.Conv2d
 	norm1, norm2 nn.Norm
 	mlp1, mlp2   *nn.Linear
+	skip         *nn.Conv2d // 1×1, when residual and in != out; nil: identity
 }
 
 func newConvBlock(m *nn.Module, name string, in, out int64, c Config, dev torch.Device) *ConvBlock {
@@ -116,6 +120,9 @@ func newConvBlock(m *nn.Module, name string, in, out int64, c Config, dev torch.
 	b.norm2 = norm(second+1, out)
 	b.mlp1 = nn.NewLinear(m, name+".mlp.0", c.EmbDim, in, dev)
 	b.mlp2 = nn.NewLinear(m, name+".mlp.2", in, in, dev)
+	if c.Residual && in != out {
+		b.skip = nn.NewConv2d(m, name+".skip", in, out, 1, 0, dev)
+	}
 	return b
 }
 
@@ -124,12 +131,20 @@ func (b *ConvBlock) Forward(x, v *torch.Tensor) *torch.Tensor {
 	// t is bfloat16 under autocast while x, the input image, may be
 	// float32: one dtype, or the add broadcasts through a slow mixed loop.
 	t := b.mlp2.Forward(b.mlp1.Forward(v).Relu()).To(x.DType()).Unsqueeze(-1).Unsqueeze(-1)
+	in := x
 	x = x.Add(t)
 	h := b.cfg.act(nn.ConvNorm(x, b.conv1, b.norm1))
 	if b.cfg.Dropout > 0 {
 		h = torch.Dropout(h, b.cfg.Dropout, b.m.Training())
 	}
-	return b.cfg.act(nn.ConvNorm(h, b.conv2, b.norm2))
+	h = b.cfg.act(nn.ConvNorm(h, b.conv2, b.norm2))
+	switch {
+	case b.skip != nil:
+		return h.Add(b.skip.Forward(in))
+	case b.cfg.Residual:
+		return h.Add(in)
+	}
+	return h
 }
 
 // Attention is single-head self-attention over the pixels of a feature map,

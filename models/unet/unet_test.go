@@ -95,6 +95,24 @@ func TestForwardMatchesPyTorchWithEveryOption(t *testing.T) {
 		Norm: "group", Groups: 2, Act: "silu", Dropout: 0.1, Attention: true})
 }
 
+// Residual blocks: each block's 1×1 skip, in eval and train mode
+// (BatchNorm), as PyTorch's twin computes them.
+func TestForwardMatchesPyTorchWithResidualBlocks(t *testing.T) {
+	cfg := Reference()
+	cfg.Width, cfg.Residual = 4, true
+	fixture(t, "unet_residual_w4.safetensors", cfg)
+	on(t, func() {
+		u, err := New(cfg, torch.CPU)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer u.Free()
+		if s := u.StateDict()["up1.skip.weight"].Shape(); len(s) != 4 || s[0] != 4 || s[1] != 12 || s[2] != 1 {
+			t.Errorf("up1.skip.weight %v, want 4×12×1×1", s)
+		}
+	})
+}
+
 // Channels-last changes the layout, not the values: the same fixtures.
 func TestChannelsLastMatchesPyTorch(t *testing.T) {
 	cfg := Reference()
