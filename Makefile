@@ -8,15 +8,8 @@ SOURCES := $(wildcard torch/csrc/*.cpp torch/csrc/*.h) scripts/build_shim.sh
 # Binaries find the shim beside themselves, wherever bin/ is copied.
 LDFLAGS := -ldflags '-extldflags "-Wl,-rpath,$$ORIGIN"'
 
-# podman as these machines run it (crun fails on hybrid cgroups); any
-# Docker-compatible engine works with PODMAN=docker.
-PODMAN  ?= podman --runtime runc --cgroup-manager=cgroupfs
+# The engine: podman as scripts/container.sh sets it up, or PODMAN=docker.
 IMAGE   ?= kakusan:cpu
-# The build's RUN steps trust this machine's CA bundle (mounted, not copied
-# into the image): behind a proxy that re-signs TLS, `go mod download`
-# needs the proxy's CA.
-CA      := /etc/ssl/certs/ca-certificates.crt
-BUILD_FLAGS ?= --network host --ulimit nofile=1024:1024 --ulimit nproc=1000:1000 $(if $(wildcard $(CA)),-v $(CA):$(CA):ro)
 
 .PHONY: all build setup shim test bench clean image image-test
 
@@ -42,8 +35,7 @@ bench: $(SHIM)
 	scripts/bench.sh
 
 image:
-	scripts/base_images.sh
-	$(PODMAN) build $(BUILD_FLAGS) --target cpu -t $(IMAGE) .
+	scripts/image_build.sh $(IMAGE)
 
 image-test: image
 	scripts/image_test.sh $(IMAGE)

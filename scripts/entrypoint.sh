@@ -5,16 +5,19 @@
 set -e
 case "${1:-help}" in
 help | -h | --help)
-  echo "kakusan image: docker run [--gpus all] -v \$PWD/runs:/kakusan/runs IMAGE COMMAND [flags]"
-  echo "commands: $(cd /kakusan/bin && ls | grep -v -e '\.so' -e '\.test$' | tr '\n' ' ')"
+  echo "kakusan image: docker run [--gpus all] --user \$(id -u):\$(id -g) -v \$PWD/runs:/kakusan/runs IMAGE COMMAND [flags]"
+  echo "commands: $(cd /kakusan/bin && ls | grep -v -e '\.so$' -e '\.test$' | tr '\n' ' ')"
   echo "configs:  $(cd /kakusan/configs && ls | tr '\n' ' ')"
   echo "e.g.:     train -config configs/mnist_cond_cpu.yaml"
   exit 0
   ;;
 esac
-if [ -x "/kakusan/bin/$1" ] && [ "${1#*/}" = "$1" ]; then
-  cmd=$1
-  shift
-  exec "/kakusan/bin/$cmd" "$@"
-fi
+case "$1" in */* | *.so | *.test) ;; *)
+  if [ -x "/kakusan/bin/$1" ]; then
+    cmd=$1
+    shift
+    exec "/kakusan/bin/$cmd" "$@"
+  fi
+  ;;
+esac
 exec "$@"

@@ -11,12 +11,20 @@
 # With LIBTORCH or TORCH_FROM_PYTHON set it installs nothing with apt: that
 # machine brings its own libtorch (and, for Fashion-MNIST, data.dir). Go
 # modules (MNIST among them) always come through `go mod download`.
+# `setup.sh image` installs podman, runc, debootstrap and python3 instead
+# (scripts/base_images.sh and scripts/image_test.sh run it).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 pkgs=(libtorch-dev libgloo-dev libopenblas0-openmp dataset-fashion-mnist python3-torch)
 if [[ -n "${LIBTORCH:-}" || -n "${TORCH_FROM_PYTHON:-}" ]]; then
   pkgs=()
+fi
+# `setup.sh image`: what the container images' scripts need instead.
+# (podman with its recommended packages, as these machines were checked with).
+image="" recommends=--no-install-recommends
+if [[ "${1:-}" == image ]]; then
+  image=1 recommends="" pkgs=(podman runc debootstrap python3)
 fi
 
 missing=()
@@ -32,6 +40,6 @@ if ((${#missing[@]})); then
   [[ $(id -u) -ne 0 ]] && sudo=sudo
   echo "setup: installing ${missing[*]}" >&2
   $sudo apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq $recommends "${missing[@]}" >/dev/null
 fi
-go mod download
+[[ -n $image ]] || go mod download
