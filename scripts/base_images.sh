@@ -24,8 +24,9 @@ suite=${golang##*-} # bookworm: the Go image's Debian, which the stand-ins share
 
 have() { "${podman[@]}" image inspect "$1" >/dev/null 2>&1; }
 standin() { [[ $("${podman[@]}" image inspect --format '{{index .Config.Labels "kakusan.standin"}}' "$1" 2>/dev/null) == 1 ]]; }
-# registry: whether docker.io answers at all (a quick probe); a pull that
-# then fails is an error, not a reason for a stand-in.
+# registry: whether docker.io answers at all (a quick probe). A pull that
+# then fails (a proxy that refuses it, a tag that does not exist) makes a
+# stand-in too, after a warning that names the tag.
 registry() { timeout 10 bash -c 'exec 3<>/dev/tcp/registry-1.docker.io/443' 2>/dev/null; }
 pull() {
   echo "base_images: pulling $1" >&2
@@ -33,10 +34,13 @@ pull() {
 }
 online=0
 registry && online=1
+((online)) || echo "base_images: docker.io does not answer: missing base images are made here" >&2
 
 ensure() { # ensure TAG MAKE: TAG in the store, pulled or made by MAKE
   if have "$1" && { ((online == 0)) || ! standin "$1"; }; then return; fi
-  if ((online)); then pull "$1"; else "$2" "$1"; fi
+  if ((online)) && pull "$1"; then return; fi
+  ((online)) && echo "base_images: WARNING: docker.io answers but $1 could not be pulled: making a stand-in" >&2
+  "$2" "$1"
 }
 
 make_debian() {
@@ -44,7 +48,7 @@ make_debian() {
   if [[ ! -s $tarball ]]; then
     root=$(mktemp -d /var/tmp/kakusan-rootfs.XXXXXX) # global: the EXIT trap removes it
     trap '$sudo rm -rf "$root" "$root.log"' EXIT
-    echo "base_images: no registry; debootstrap $suite for $1" >&2
+    echo "base_images: debootstrap $suite for $1" >&2
     $sudo debootstrap --variant=minbase "$suite" "$root" "$mirror" >"$root.log" 2>&1 ||
       { tail -20 "$root.log" >&2; exit 1; }
     $sudo rm -rf "$root"/var/cache/apt/archives/*.deb "$root"/var/lib/apt/lists/*
@@ -65,7 +69,7 @@ make_golang() {
   want=go${want%%-*}
   [[ $("$goroot/bin/go" env GOVERSION) == "$want" ]] ||
     echo "base_images: warning: the $1 stand-in gets this machine's $("$goroot/bin/go" env GOVERSION)" >&2
-  echo "base_images: no registry; $1 from $debian and $goroot" >&2
+  echo "base_images: $1 from $debian and $goroot" >&2
   "${podman[@]}" build "${build_flags[@]}" -t "$1" -f - "$goroot" <<DOCKERFILE
 FROM $debian
 RUN apt-get update && apt-get install -y --no-install-recommends ca-certificates gcc g++ libc6-dev git && rm -rf /var/lib/apt/lists/*
