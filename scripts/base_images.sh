@@ -32,14 +32,26 @@ pull() {
   echo "base_images: pulling $1" >&2
   "${podman[@]}" pull "docker.io/library/$1" && "${podman[@]}" tag "docker.io/library/$1" "$1"
 }
-online=0
-registry && online=1
-((online)) || echo "base_images: docker.io does not answer: missing base images are made here" >&2
+# online: whether docker.io answers, probed once and only when an image is
+# missing or a stand-in.
+online=""
+is_online() {
+  if [[ -z $online ]]; then
+    online=0
+    registry && online=1
+    ((online)) || echo "base_images: docker.io does not answer: missing base images are made here" >&2
+  fi
+  ((online))
+}
 
 ensure() { # ensure TAG MAKE: TAG in the store, pulled or made by MAKE
-  if have "$1" && { ((online == 0)) || ! standin "$1"; }; then return; fi
-  if ((online)) && pull "$1"; then return; fi
-  ((online)) && echo "base_images: WARNING: docker.io answers but $1 could not be pulled: making a stand-in" >&2
+  if have "$1" && ! standin "$1"; then return; fi
+  if is_online; then
+    pull "$1" && return
+    echo "base_images: WARNING: docker.io answers but $1 could not be pulled: making a stand-in" >&2
+  elif have "$1"; then
+    return # the stand-in stays until a registry answers
+  fi
   "$2" "$1"
 }
 

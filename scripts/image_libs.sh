@@ -7,12 +7,10 @@
 set -euo pipefail
 lib=$1 out=$2
 mkdir -p "$out/lib" "$out/doc"
-mapfile -t libs < <(ldd "$lib" | awk '$3 ~ /^\// {print $3}' |
+deps=$(ldd "$lib")
+if grep 'not found' <<<"$deps" >&2; then exit 1; fi
+mapfile -t libs < <(awk '$3 ~ /^\// {print $3}' <<<"$deps" |
   grep -Ev '/(libc|libm|libpthread|libdl|librt|libresolv|libutil|ld-linux[^/]*)\.so' | sort -u)
-if ldd "$lib" | grep -q 'not found'; then
-  ldd "$lib" | grep 'not found' >&2
-  exit 1
-fi
 cp -L -t "$out/lib/" "${libs[@]}"
 for l in "${libs[@]}"; do
   real=$(readlink -f "$l")

@@ -72,15 +72,10 @@ PY
 is_png "$runs/diffusion/samples/final.png" || fail "the run's samples/final.png is not a PNG"
 ok "train mnist_cond_cpu.yaml for 50 steps: checkpoint (the U-Net's weights), metrics to step 50, a PNG grid"
 job diffusion-sample sample --checkpoint /kakusan/runs/diffusion -n 20 --steps 10 -o /kakusan/runs/samples
-python3 - "$runs/samples" <<'PY' || fail "the sampling job's manifest does not name 20 PNG images"
-import json, os, sys
-d = sys.argv[1]
-rows = [json.loads(l) for l in open(d + '/manifest.jsonl')]
-assert len(rows) == 20, len(rows)
-for r in rows:
-    with open(os.path.join(d, r['file']), 'rb') as f:
-        assert f.read(8) == b'\x89PNG\r\n\x1a\n', r['file']
-PY
+files=$(python3 -c 'import json, sys; [print(json.loads(l)["file"]) for l in open(sys.argv[1])]' "$runs/samples/manifest.jsonl") ||
+  fail "the sampling job's manifest does not parse"
+[[ $(wc -l <<<"$files") == 20 ]] || fail "the manifest names $(wc -l <<<"$files") images, want 20"
+for f in $files; do is_png "$runs/samples/$f" || fail "$f, named by the manifest, is not a PNG"; done
 ok "sample 20 images from that checkpoint: each image the manifest names is a PNG"
 
 job eval-help eval --help
