@@ -23,10 +23,19 @@ type Loader struct {
 	// IndicesOnly leaves Pixels nil: for a trainer holding the whole set
 	// on its device, which gathers the batch there.
 	IndicesOnly bool
+	// Rank and World shard each epoch for data-parallel training, as
+	// PyTorch's DistributedSampler does: every rank draws the same
+	// permutation and takes every World-th image of it from its Rank on, so
+	// the ranks' batches at one step are disjoint and together are one
+	// process's batch of World×Batch at that step. World 0 or 1: unsharded.
+	Rank, World int
 }
 
-// StepsPerEpoch is the number of whole batches in one pass.
-func (l *Loader) StepsPerEpoch() int { return l.Set.N / l.Batch }
+// world is the number of shards.
+func (l *Loader) world() int { return max(l.World, 1) }
+
+// StepsPerEpoch is the number of whole (global) batches in one pass.
+func (l *Loader) StepsPerEpoch() int { return l.Set.N / (l.Batch * l.world()) }
 
 // Order is the image order of an epoch.
 func (l *Loader) Order(epoch int) []int {
@@ -49,8 +58,17 @@ func (l *Loader) Epoch(epoch, start int) (batches <-chan Batch, stop func()) {
 	order := l.Order(epoch)
 	go func() {
 		defer close(out)
+		w := l.world()
 		for b := start; b < l.StepsPerEpoch(); b++ {
-			batch := l.batch(order[b*l.Batch:(b+1)*l.Batch], !l.IndicesOnly)
+			global := order[b*l.Batch*w : (b+1)*l.Batch*w]
+			index := global
+			if w > 1 {
+				index = make([]int, l.Batch)
+				for j := range index {
+					index[j] = global[l.Rank+w*j]
+				}
+			}
+			batch := l.batch(index, !l.IndicesOnly)
 			select {
 			case out <- batch:
 			case <-done:

@@ -62,6 +62,52 @@ func TestLoaderShufflesReproduciblyAndResumes(t *testing.T) {
 	}
 }
 
+// Sharded as DistributedSampler shards: at every step the ranks' batches
+// are disjoint and together are the unsharded loader's batch of World×Batch
+// (as a set); resuming a rank at a batch replays its own batches.
+func TestLoaderShardsEachStepsBatch(t *testing.T) {
+	set := tinySet(50)
+	one := &Loader{Set: set, Batch: 12, Seed: 3, Shuffle: true, IndicesOnly: true}
+	epoch := func(l *Loader, start int) [][]int {
+		ch, stop := l.Epoch(2, start)
+		defer stop()
+		var out [][]int
+		for b := range ch {
+			out = append(out, b.Index)
+		}
+		return out
+	}
+	want := epoch(one, 0)
+	for _, world := range []int{2, 3, 4} {
+		ranks := make([][][]int, world)
+		for r := range world {
+			l := &Loader{Set: set, Batch: 12 / world, Seed: 3, Shuffle: true, IndicesOnly: true, Rank: r, World: world}
+			if l.StepsPerEpoch() != one.StepsPerEpoch() {
+				t.Fatalf("world %d: %d steps an epoch, want %d", world, l.StepsPerEpoch(), one.StepsPerEpoch())
+			}
+			ranks[r] = epoch(l, 0)
+			if tail := epoch(l, 2); !reflect.DeepEqual(tail, ranks[r][2:]) {
+				t.Errorf("world %d rank %d: resuming at batch 2 gives %v, want %v", world, r, tail, ranks[r][2:])
+			}
+		}
+		for step := range want {
+			var union []int
+			for r := range world {
+				if len(ranks[r][step]) != 12/world {
+					t.Fatalf("world %d rank %d step %d: batch of %d", world, r, step, len(ranks[r][step]))
+				}
+				union = append(union, ranks[r][step]...)
+			}
+			sort.Ints(union)
+			w := append([]int(nil), want[step]...)
+			sort.Ints(w)
+			if !reflect.DeepEqual(union, w) {
+				t.Errorf("world %d step %d: ranks' union %v, want %v", world, step, union, w)
+			}
+		}
+	}
+}
+
 // A set with channels: images are C×H×W, and batches keep that layout.
 func TestLoaderChannels(t *testing.T) {
 	s := &Images{N: 5, C: 3, H: 2, W: 3, Classes: 5}

@@ -33,6 +33,9 @@ const (
 	MetaOptStep  = "kakusan.optimizer_step"
 	MetaConfig   = "kakusan.config"
 	MetaGeometry = "kakusan.geometry"
+	// MetaWorld is the number of data-parallel ranks that trained it (absent:
+	// one); a step is one batch of train.batch_size images on each.
+	MetaWorld = "kakusan.world_size"
 )
 
 // Checkpoint is a loaded checkpoint.
@@ -136,6 +139,19 @@ func (c *Checkpoint) Weights(ema bool) map[string]*torch.Tensor {
 
 // HasEMA reports whether the checkpoint carries a moving average.
 func (c *Checkpoint) HasEMA() bool { return c.ema }
+
+// GlobalBatch is the number of images a step of its run trained on: the
+// batch size times the ranks.
+func (c *Checkpoint) GlobalBatch() int {
+	world, err := strconv.Atoi(c.Meta[MetaWorld])
+	if err != nil || world < 1 {
+		world = 1
+	}
+	if c.Config == nil || c.Config.Train == nil {
+		return world
+	}
+	return c.Config.Train.BatchSize * world
+}
 
 // Free releases the tensors (the metadata stays).
 func (c *Checkpoint) Free() {

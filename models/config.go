@@ -94,6 +94,15 @@ type TrainConfig struct {
 	// eager steps and replays it (train.Graphed); eager, with a message,
 	// where that is impossible.
 	CUDAGraph bool `yaml:"cuda_graph"`
+	// Data-parallel training, when a launcher (torchrun, a PyTorchJob)
+	// starts the run as one of WORLD_SIZE processes: batch_size is per
+	// rank. DistBackend is auto (NCCL on CUDA, Gloo on the CPU), nccl or
+	// gloo; DistTimeout (seconds) bounds the rendezvous and every
+	// collective, so a dead or hung rank ends the others; DistBucketMB is
+	// the gradients' all-reduce bucket (DDP's bucket_cap_mb).
+	DistBackend  string  `yaml:"dist_backend"`
+	DistTimeout  float64 `yaml:"dist_timeout"`
+	DistBucketMB float64 `yaml:"dist_bucket_mb"`
 }
 
 // OptimConfig picks and tunes the optimizer.
@@ -194,7 +203,8 @@ func defaults(model string) *Config {
 		c.Samples = 64
 		c.Device = "auto"
 		c.Data.Dataset = "mnist"
-		c.Train = &TrainConfig{BatchSize: 32, Epochs: 30, LogEvery: 200, KeepCheckpoints: 3, Precision: "fp32", CuDNNBenchmark: true}
+		c.Train = &TrainConfig{BatchSize: 32, Epochs: 30, LogEvery: 200, KeepCheckpoints: 3, Precision: "fp32", CuDNNBenchmark: true,
+			DistBackend: "auto", DistTimeout: 600, DistBucketMB: 25}
 		c.Optimizer = &OptimConfig{Name: "adam", LR: 3e-4, Betas: []float64{0.9, 0.999}, Eps: 1e-8}
 	}
 	if e.Sections != nil {
@@ -592,6 +602,17 @@ func (t *TrainConfig) validate(bad *problems) {
 	}
 	if _, err := torch.ParsePrecision(t.Precision); err != nil {
 		bad.add("train.precision", "%v", err)
+	}
+	switch t.DistBackend {
+	case "auto", "gloo", "nccl":
+	default:
+		bad.add("train.dist_backend", "unknown backend %q (want auto, gloo or nccl)", t.DistBackend)
+	}
+	if !(t.DistTimeout >= 1 && t.DistTimeout <= 86400) {
+		bad.add("train.dist_timeout", "must be between 1 and 86400 seconds, got %g", t.DistTimeout)
+	}
+	if !(t.DistBucketMB > 0 && t.DistBucketMB <= 1024) {
+		bad.add("train.dist_bucket_mb", "must be in (0, 1024], got %g", t.DistBucketMB)
 	}
 }
 

@@ -59,9 +59,22 @@ if [[ -n "$libdir" && -f $libdir/libtorch_cuda.so ]]; then
     if [[ -f $d/cuda_runtime_api.h ]]; then graphflags="-DKK_CUDA_GRAPHS -I$d"; break; fi
   done
 fi
+# c10d (dist.cpp): Gloo where its headers are (Debian's libgloo-dev; a pip
+# torch's include/); NCCL in a CUDA build where nccl.h is (a toolkit's, or
+# pip's nvidia-nccl package), tried first and dropped if that build fails.
+distflags=""
+for d in /usr/include ${inc//-I/}; do
+  [[ -f $d/gloo/algorithm.h ]] && { distflags="-DUSE_C10D_GLOO"; break; }
+done
+ncclflags=""
+if [[ -n "$graphflags" ]]; then
+  for d in "${CUDA_HOME:-/usr/local/cuda}/include" "$libdir"/../../nvidia/nccl/include; do
+    if [[ -f $d/nccl.h ]]; then ncclflags="-DUSE_C10D_NCCL -I$d ${graphflags#-DKK_CUDA_GRAPHS }"; break; fi
+  done
+fi
 pids=()
 for f in "$src"/*.cpp; do
-  [[ $(basename "$f") == graph.cpp ]] && continue
+  [[ $(basename "$f") == graph.cpp || $(basename "$f") == dist.cpp ]] && continue
   ${CXX:-g++} $flags -c "$f" -o "$obj/$(basename "$f" .cpp).o" & pids+=($!)
 done
 if [[ -n "$graphflags" ]] && ${CXX:-g++} $flags $graphflags -c "$src/graph.cpp" -o "$obj/graph.o" 2>"$obj/graph.log"; then
@@ -69,6 +82,13 @@ if [[ -n "$graphflags" ]] && ${CXX:-g++} $flags $graphflags -c "$src/graph.cpp" 
 else
   [[ -n "$graphflags" ]] && { echo "build_shim: graph.cpp failed with CUDA graphs; building without them:" >&2; head -20 "$obj/graph.log" >&2; }
   ${CXX:-g++} $flags -c "$src/graph.cpp" -o "$obj/graph.o"
+fi
+if [[ -n "$ncclflags" ]] && ${CXX:-g++} $flags $distflags $ncclflags -c "$src/dist.cpp" -o "$obj/dist.o" 2>"$obj/dist.log"; then
+  echo "build_shim: c10d with NCCL${distflags:+ and Gloo}" >&2
+else
+  [[ -n "$ncclflags" ]] && { echo "build_shim: dist.cpp failed with NCCL; building without it:" >&2; head -20 "$obj/dist.log" >&2; }
+  [[ -z "$distflags" ]] && echo "build_shim: no gloo headers: data-parallel training unavailable" >&2
+  ${CXX:-g++} $flags $distflags -c "$src/dist.cpp" -o "$obj/dist.o"
 fi
 for p in "${pids[@]}"; do wait "$p"; done
 ${CXX:-g++} -shared -o "$out/libkakusan_torch.so.tmp" "$obj"/*.o $rpath $libs

@@ -56,7 +56,11 @@ func writeCheckpoint(r *Run, g models.Geometry, m, ema models.Model, opt torch.O
 	}
 	name := checkpointName(step)
 	path := filepath.Join(dir, name)
-	if err := torch.SaveFile(path, tensors, models.Metadata(r.Config, g, step, epoch, optStep)); err != nil {
+	meta := models.Metadata(r.Config, g, step, epoch, optStep)
+	if r.dist != nil {
+		meta[models.MetaWorld] = strconv.Itoa(r.dist.World)
+	}
+	if err := torch.SaveFile(path, tensors, meta); err != nil {
 		return "", err
 	}
 	// Repoint latest atomically: a new link, renamed over the old one.

@@ -22,6 +22,10 @@ import (
 // newModel builds the model to train; tests swap it.
 var newModel = models.New
 
+// afterTrain, when set (by tests), sees a finished run's loop before it is
+// freed.
+var afterTrain func(l *loop)
+
 // ErrInterrupted reports a run stopped by SIGINT or SIGTERM after saving a
 // checkpoint.
 var ErrInterrupted = errors.New("interrupted")
@@ -43,8 +47,9 @@ type loop struct {
 	model, ema  models.Model
 	opt         torch.Optimizer
 	step        Stepper
-	total       int // steps of the run
-	n           int // steps done
+	dist        *distributed // nil: one process
+	total       int          // steps of the run
+	n           int          // steps done
 	lossSum     *torch.Tensor
 	window      int
 	windowStart time.Time
@@ -62,7 +67,10 @@ func trainNeural(ctx context.Context, r *Run, resume string) error {
 	if err != nil {
 		return err
 	}
-	if resume != "" && l.n >= l.total {
+	if l.n > 0 && l.n >= l.total {
+		if !l.dist.leader() {
+			return nil
+		}
 		fmt.Fprintf(r.Log, "the run is complete (step %d of %d): nothing to resume; raise train.epochs or train.max_steps to train on\n", l.n, l.total)
 		if _, err := os.Stat(r.Path("samples/final.png")); err != nil { // a signal cut the final grid short
 			if err := l.grid("final.png"); errors.Is(err, errStop) {
@@ -74,6 +82,9 @@ func trainNeural(ctx context.Context, r *Run, resume string) error {
 		return nil
 	}
 	if err := l.run(); !errors.Is(err, errStop) {
+		if err == nil && afterTrain != nil {
+			afterTrain(l)
+		}
 		return err
 	}
 	return l.interrupted(l.n / l.data.spe)
@@ -87,14 +98,28 @@ func newLoop(ctx context.Context, r *Run, resume string) (*loop, error) {
 	if err != nil {
 		return nil, fmt.Errorf("device: %w", err)
 	}
+	if dev, err = distDevice(r.dist, dev); err != nil {
+		return nil, err
+	}
 	if c.Threads > 0 {
 		torch.SetNumThreads(c.Threads)
 	}
 	torch.SetCuDNNBenchmark(t.CuDNNBenchmark)
 	torch.ManualSeed(c.Seed)
 	l := &loop{ctx: ctx, r: r, c: c, dev: dev}
+	if r.dist != nil {
+		if l.dist, err = joinGroup(r.dist, t, dev); err != nil {
+			return nil, err
+		}
+	}
 	if l.data, err = loadData(c); err != nil {
-		return nil, err
+		return l, err
+	}
+	if l.dist != nil {
+		l.data.loader.Rank, l.data.loader.World = l.dist.env.Rank, l.dist.env.World
+		if l.data.spe = l.data.loader.StepsPerEpoch(); l.data.spe == 0 {
+			return l, fmt.Errorf("train.batch_size %d on each of %d ranks is more than the %d training images", t.BatchSize, l.dist.env.World, l.data.train.N)
+		}
 	}
 	l.data.holdOnDevice(dev, residentOnAnyDevice)
 	l.geo = models.GeometryOf(l.data.train)
@@ -121,17 +146,31 @@ func newLoop(ctx context.Context, r *Run, resume string) (*loop, error) {
 		return l, err
 	}
 	l.step = step
-	if t.CUDAGraph {
+	if l.dist != nil {
+		step.Sync = l.dist.sync(l.model)
+	}
+	if t.CUDAGraph && l.dist != nil {
+		fmt.Fprintf(r.Log, "train.cuda_graph: off under data parallelism (the all-reduce runs outside a graph); eager steps\n")
+	} else if t.CUDAGraph {
 		g, err := NewGraphed(step, dev, r.Log)
 		if err != nil {
 			return l, err
 		}
 		l.step = g
 	}
-	if resume != "" {
+	if resume != "" && l.dist.leader() {
 		if err := l.resume(resume, ema); err != nil {
 			return l, err
 		}
+	}
+	if l.dist != nil {
+		if err := torch.Try(func() error { l.broadcastState(l.opt); return nil }); err != nil {
+			return l, l.distError(err)
+		}
+		if ema != nil {
+			ema.Updates = l.n
+		}
+		fmt.Fprintf(r.Log, "data parallel: %d ranks (%s), %d images a step (%d a rank)\n", l.dist.env.World, l.dist.g.Backend, t.BatchSize*l.dist.env.World, t.BatchSize)
 	}
 	fmt.Fprintf(r.Log, "%s: %d parameters on %s (%s), %d training images %dx%dx%d (%d steps an epoch), %d test images, %d steps\n",
 		c.Model, l.model.Module().NumParams(), dev, step.Precision, l.data.train.N, l.geo.C, l.geo.H, l.geo.W, l.data.spe, l.data.test.N, l.total)
@@ -158,11 +197,14 @@ func (l *loop) resume(path string, ema *EMA) error {
 	if err := atomic.WriteFile(l.r.Path("config.yaml"), l.c.Marshal()); err != nil {
 		return err
 	}
-	l.n = ck.Step
-	if ema != nil {
-		ema.Updates = ck.Step
+	l.n = convertStep(ck.Step, l.data.train.N/ck.GlobalBatch(), ck.GlobalBatch(), l.data.spe, l.globalBatch())
+	if l.n != ck.Step {
+		fmt.Fprintf(l.r.Log, "the checkpoint's step %d of %d images is step %d of %d images\n", ck.Step, ck.GlobalBatch(), l.n, l.globalBatch())
 	}
-	if err := l.r.truncateMetrics(l.n); err != nil {
+	if ema != nil {
+		ema.Updates = l.n
+	}
+	if err := l.r.truncateMetrics(ck.Step); err != nil {
 		return err
 	}
 	fmt.Fprintf(l.r.Log, "resumed from %s at step %d\n", ck.Path, l.n)
@@ -170,6 +212,7 @@ func (l *loop) resume(path string, ema *EMA) error {
 }
 
 func (l *loop) free() {
+	defer l.dist.close()
 	if g, ok := l.step.(*Graphed); ok {
 		g.Free()
 	}
@@ -206,6 +249,9 @@ func (l *loop) run() error {
 	}
 	if l.bar != nil {
 		l.bar.Finish()
+	}
+	if !l.dist.leader() {
+		return nil
 	}
 	if l.n%spe != 0 {
 		if err := l.evaluate(l.n / spe); err != nil {
@@ -248,10 +294,21 @@ func (l *loop) onBatch(b datasets.Batch, epoch int) error {
 	}
 	lr := learningRate(l.c, l.n, l.total)
 	l.step.SetLR(lr)
-	torch.Scoped(func() {
-		loss := l.step.Run(l.data.batch(b, l.dev))
-		torch.NoGrad(func() { l.lossSum.AddInPlace(loss, 1) })
-	})
+	train := func() {
+		torch.Scoped(func() {
+			loss := l.step.Run(l.data.batch(b, l.dev))
+			torch.NoGrad(func() { l.lossSum.AddInPlace(loss, 1) })
+		})
+	}
+	if l.dist == nil {
+		train()
+	} else if err := torch.Try(func() error { train(); return nil }); err != nil {
+		// The update had not started (Sync precedes it): the state is step n's.
+		if l.ctx.Err() != nil {
+			return l.interrupted(epoch)
+		}
+		return l.distError(err)
+	}
 	l.n++
 	l.window++
 	if l.bar != nil {
@@ -284,6 +341,9 @@ func (l *loop) onBatch(b datasets.Batch, epoch int) error {
 // signals interrupt only between steps, or grids and evaluations) and
 // returns ErrInterrupted.
 func (l *loop) interrupted(epoch int) error {
+	if !l.dist.leader() {
+		return ErrInterrupted
+	}
 	if bad := l.model.Module().NonFinite(); bad != "" {
 		return nanError(l.n, l.lastCk)
 	}
@@ -314,11 +374,16 @@ var errStop = errors.New("stopped by a signal")
 // log writes the window's mean loss, the learning rate and the speed: the
 // one host read of the loop's steps.
 func (l *loop) log(epoch int, lr float64) error {
+	if l.dist != nil { // the loss of every rank's images
+		if err := torch.Try(func() error { l.dist.g.AllReduceMean([]*torch.Tensor{l.lossSum}, 0); return nil }); err != nil {
+			return l.distError(err)
+		}
+	}
 	mean := l.lossSum.Item() / float64(l.window)
 	if math.IsNaN(mean) || math.IsInf(mean, 0) {
 		return nanError(l.n, l.lastCk)
 	}
-	rate := float64(l.window*l.c.Train.BatchSize) / time.Since(l.windowStart).Seconds()
+	rate := float64(l.window*l.globalBatch()) / time.Since(l.windowStart).Seconds()
 	if l.bar != nil {
 		l.bar.Describe(fmt.Sprintf("loss %.4f  %.0f img/s", mean, rate))
 	} else {
@@ -344,6 +409,9 @@ func (l *loop) logf(format string, args ...any) {
 // that have gone NaN or infinite stop the run instead, so every checkpoint
 // written is a good one.
 func (l *loop) checkpoint(epoch int) error {
+	if !l.dist.leader() {
+		return nil
+	}
 	if bad := l.model.Module().NonFinite(); bad != "" {
 		return nanError(l.n, l.lastCk)
 	}
@@ -372,6 +440,9 @@ func (l *loop) generator() (sample.Generator, bool) {
 // grid draws samples/name: c.Samples images from fixed noise (classes in
 // rows), leaving the training generators where they were.
 func (l *loop) grid(name string) error {
+	if !l.dist.leader() {
+		return nil
+	}
 	gen, ok := l.generator()
 	if !ok {
 		return nil
@@ -413,6 +484,9 @@ func (l *loop) grid(name string) error {
 
 // evaluate logs the test loss (and a scorer's accuracy) at an epoch's end.
 func (l *loop) evaluate(epoch int) error {
+	if !l.dist.leader() {
+		return nil
+	}
 	var loss, acc float64
 	err := l.interruptible(func() error {
 		torch.WithSeed(l.c.Seed+uint64(epoch), func() { loss, acc = evalLoss(l.model, l.data.test, l.c.Train.BatchSize, l.dev) })
@@ -452,4 +526,13 @@ func learningRate(c *models.Config, step, total int) float64 {
 		return t.MinLR + 0.5*(lr-t.MinLR)*(1+math.Cos(math.Pi*p))
 	}
 	return lr
+}
+
+// globalBatch is the number of images a step trains on: the batch size on
+// each rank times the ranks.
+func (l *loop) globalBatch() int {
+	if l.dist == nil {
+		return l.c.Train.BatchSize
+	}
+	return l.c.Train.BatchSize * l.dist.env.World
 }

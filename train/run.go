@@ -24,6 +24,9 @@ type Options struct {
 	Overwrite bool   // reuse an existing, non-empty run folder
 	Resume    string // continue the run in this folder from its latest checkpoint
 	Log       io.Writer
+	// Dist is this process's place in a data-parallel job (DistFromEnv);
+	// nil: it trains alone. Only rank 0 touches the run folder.
+	Dist *DistEnv
 }
 
 // Run is one training run's folder and logs. It holds an exclusive lock on
@@ -35,6 +38,7 @@ type Run struct {
 	metrics *os.File
 	lock    *os.File
 	created bool // the folder was made by this run (removed again if it fails before writing anything of worth)
+	dist    *DistEnv
 }
 
 // Start resolves the run folder, locks it and writes the resolved config
@@ -186,6 +190,9 @@ func emptyOrMissing(dir string) bool {
 
 // Metric appends one JSON object to metrics.jsonl; it always has "step".
 func (r *Run) Metric(step int, fields map[string]any) error {
+	if r.metrics == nil { // a rank other than 0 writes nothing
+		return nil
+	}
 	rec := map[string]any{"step": step}
 	for k, v := range fields {
 		rec[k] = v
@@ -242,10 +249,17 @@ func (r *Run) discard() {
 
 // Train runs the configured model.
 func Train(c *models.Config, o Options) (*Run, error) {
+	if o.Dist != nil && !models.Neural(c.Model) {
+		return nil, fmt.Errorf("model %q fits in one go on one process; data-parallel training (WORLD_SIZE=%d) is for neural models", c.Model, o.Dist.World)
+	}
+	if o.Dist != nil && o.Dist.Rank != 0 {
+		return nil, follow(c, o)
+	}
 	r, err := Start(c, o)
 	if err != nil {
 		return nil, err
 	}
+	r.dist = o.Dist
 	switch {
 	case models.Neural(c.Model):
 		ctx, stop := signals.Context()
@@ -263,4 +277,20 @@ func Train(c *models.Config, o Options) (*Run, error) {
 		err = cerr
 	}
 	return r, err
+}
+
+// follow trains as a rank other than 0: the same steps on its share of the
+// data, writing nothing (rank 0 sends it the state it resumes from).
+func follow(c *models.Config, o Options) error {
+	r := &Run{Config: c, Log: io.Discard, dist: o.Dist}
+	ctx, stop := signals.Context()
+	defer stop()
+	err := torch.Do(func() error { return trainNeural(ctx, r, "") })
+	if errors.Is(err, ErrInterrupted) {
+		return err
+	}
+	if err != nil {
+		return fmt.Errorf("rank %d: %w", o.Dist.Rank, err)
+	}
+	return nil
 }

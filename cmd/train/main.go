@@ -61,7 +61,13 @@ func main() {
 	if err != nil {
 		cli.Fatal("train", err)
 	}
-	r, err := train.Train(c, train.Options{Out: *out, Overwrite: *overwrite, Resume: *resume, Log: os.Stdout})
+	// A launcher (torchrun, a PyTorchJob) makes this one rank of a
+	// data-parallel job through RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT.
+	dist, err := train.DistFromEnv(os.Getenv)
+	if err != nil {
+		cli.Fatal("train", err)
+	}
+	r, err := train.Train(c, train.Options{Out: *out, Overwrite: *overwrite, Resume: *resume, Log: os.Stdout, Dist: dist})
 	if errors.Is(err, train.ErrInterrupted) {
 		os.Exit(signals.ExitCode)
 	}
@@ -71,5 +77,7 @@ func main() {
 		}
 		cli.Fatal("train", err)
 	}
-	fmt.Printf("run folder: %s\n", r.Dir)
+	if r != nil { // rank 0, or the only process
+		fmt.Printf("run folder: %s\n", r.Dir)
+	}
 }

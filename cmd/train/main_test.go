@@ -1,8 +1,14 @@
 package main
 
 import (
+	"encoding/binary"
+	"encoding/json"
+	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"strconv"
+	"strings"
 	"testing"
 
 	"kakusan/cmd/internal/clitest"
@@ -64,4 +70,59 @@ func TestHostileInputs(t *testing.T) {
 	if after := clitest.Snapshot(t, existing); after != before {
 		t.Errorf("the refused commands changed the existing run:\n%s\nbecame\n%s", before, after)
 	}
+}
+
+// TestTorchrun launches two ranks with PyTorch's own launcher, Debian's
+// torch 1.13 (`python3 -m torch.distributed.run`, which is torchrun), as a
+// user would launch bin/train: its agent serves the store and sets each
+// rank's variables; rank 0 writes the run. Debian 12's Python 3.11 breaks
+// torch 1.13's default --redirects/--tee ("0" parses to None: Python 3.11
+// no longer iterates a Flag's zero member), hence "--redirects 1 --tee 1".
+func TestTorchrun(t *testing.T) {
+	py := "/usr/bin/python3"
+	if err := exec.Command(py, "-c", "import torch.distributed.run").Run(); err != nil {
+		t.Skipf("no torchrun (%s with torch): %v", py, err)
+	}
+	root, _ := filepath.Abs("../..")
+	out := filepath.Join(t.TempDir(), "run")
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := strconv.Itoa(l.Addr().(*net.TCPAddr).Port)
+	l.Close()
+	cmd := exec.Command(py, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", port, "--redirects", "1", "--tee", "1", "--no_python", os.Args[0],
+		"-config", filepath.Join(root, "configs/mnist_classifier.yaml"), "--out", out,
+		"--set", "data.subset=512", "--set", "data.test_subset=64", "--set", "train.max_steps=6", "--set", "train.log_every=3",
+		"--set", "classifier.hidden=16", "--set", "device=cpu", "--set", "train.dist_timeout=60")
+	cmd.Env = append(os.Environ(), clitest.EnvMain+"=1", "KAKUSAN_THREADS=1")
+	cmd.Dir = root
+	b, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("torchrun: %v\n%s", err, b)
+	}
+	if !strings.Contains(string(b), "data parallel: 2 ranks (gloo), 128 images a step (64 a rank)") {
+		t.Errorf("rank 0 did not report two ranks:\n%s", b)
+	}
+	meta := readMeta(t, filepath.Join(out, "checkpoints", "latest.safetensors"))
+	if meta["kakusan.step"] != "6" || meta["kakusan.world_size"] != "2" {
+		t.Errorf("checkpoint metadata %v", meta)
+	}
+}
+
+// readMeta reads a safetensors file's metadata from its JSON header.
+func readMeta(t *testing.T, path string) map[string]string {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := binary.LittleEndian.Uint64(b[:8])
+	var h struct {
+		Meta map[string]string `json:"__metadata__"`
+	}
+	if err := json.Unmarshal(b[8:8+n], &h); err != nil {
+		t.Fatal(err)
+	}
+	return h.Meta
 }

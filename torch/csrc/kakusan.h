@@ -23,7 +23,7 @@ extern "C" {
 #endif
 #pragma GCC visibility push(default)
 
-#define KK_ABI_VERSION 5
+#define KK_ABI_VERSION 6
 
 typedef struct kk_tensor_s *kk_tensor;
 
@@ -278,6 +278,24 @@ void kk_graph_begin(int dev_index, kk_graph *out, char **err);
 void kk_graph_end(kk_graph g, char **err);
 void kk_graph_replay(kk_graph g, char **err);
 void kk_graph_free(kk_graph g);
+
+/* ---- data parallelism on c10d ----
+ * A process group as torch.distributed.init_process_group makes it: a
+ * TCPStore at host:port (served by rank 0 when serve is set, else by the
+ * launcher), keys under prefix, every rank joining within timeout_ms; the
+ * group (backend "gloo" or "nccl"; device is the CUDA index for NCCL) fails
+ * any collective that a peer leaves unfinished past timeout_ms. */
+typedef struct kk_dist_s *kk_dist;
+int kk_dist_has_backend(const char *backend);
+void kk_dist_new(const char *backend, const char *host, int port, int serve, const char *prefix,
+                 int rank, int world, int64_t timeout_ms, int device, kk_dist *out, char **err);
+void kk_dist_free(kk_dist d);
+/* Average tensors (grads != 0: the tensors' gradients) in place over the
+ * group, in flattened buckets of at most bucket_bytes (<= 0: 25 MiB). */
+void kk_dist_allreduce_mean(kk_dist d, const kk_tensor *ts, int n, int grads,
+                            int64_t bucket_bytes, char **err);
+void kk_dist_broadcast(kk_dist d, const kk_tensor *ts, int n, int root, char **err);
+void kk_dist_barrier(kk_dist d, char **err);
 
 /* ---- a peer for per-op overhead: runs a + b n times in a C++ loop ---- */
 void kk_bench_add_loop(kk_tensor a, kk_tensor b, int64_t n, char **err);

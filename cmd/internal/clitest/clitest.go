@@ -21,15 +21,23 @@ import (
 
 const envMain = "KAKUSAN_CLITEST_MAIN"
 
+// EnvMain is the variable that makes a test binary run the command's main
+// (with its own arguments, when KAKUSAN_CLITEST_MAIN_ARGS is unset).
+const EnvMain = envMain
+
 // Main runs the command's main instead of the tests when this test binary
 // was started by Run; call it first thing in TestMain.
 func Main(m *testing.M, main func()) {
 	if os.Getenv(envMain) == "1" {
-		var args []string
-		if err := json.Unmarshal([]byte(os.Getenv(envMain+"_ARGS")), &args); err != nil {
-			panic(err)
+		// Run passes the arguments in the environment; a launcher that
+		// starts the test binary itself (torchrun) passes them as usual.
+		if enc, ok := os.LookupEnv(envMain + "_ARGS"); ok {
+			var args []string
+			if err := json.Unmarshal([]byte(enc), &args); err != nil {
+				panic(err)
+			}
+			os.Args = append([]string{filepath.Base(os.Args[0])}, args...)
 		}
-		os.Args = append([]string{filepath.Base(os.Args[0])}, args...)
 		main()
 		os.Exit(0)
 	}

@@ -1,0 +1,252 @@
+// dist.cpp: data-parallel collectives on PyTorch's own engine, c10d: a
+// TCPStore rendezvous and a process group (Gloo on the CPU, NCCL on CUDA),
+// as torch.distributed.init_process_group makes them.
+//
+// Gloo and NCCL are compiled in when the build finds their headers
+// (scripts/build_shim.sh defines USE_C10D_GLOO / USE_C10D_NCCL, the macros
+// libtorch's own headers test); a shim without one says so when asked for it.
+#include <chrono>
+#include <cstdlib>
+#include <memory>
+
+#include <torch/csrc/distributed/c10d/PrefixStore.hpp>
+#include <torch/csrc/distributed/c10d/TCPStore.hpp>
+#ifdef USE_C10D_GLOO
+#include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
+#endif
+#ifdef USE_C10D_NCCL
+#include <torch/csrc/distributed/c10d/ProcessGroupNCCL.hpp>
+#include <c10/cuda/CUDAFunctions.h>
+#endif
+
+#include "internal.h"
+
+using kk::T;
+
+// kk_dist_s is a process group behind the C ABI. The group classes differ
+// between libtorch 1.13 (ProcessGroup) and 2.x (Backend) but share the
+// collectives' signatures, so Group<PG> below holds whichever class it is.
+struct kk_dist_s {
+  virtual ~kk_dist_s() = default;
+  virtual c10::intrusive_ptr<c10d::Work> allreduce(std::vector<at::Tensor> &ts) = 0;
+  virtual c10::intrusive_ptr<c10d::Work> broadcast(std::vector<at::Tensor> &ts, int root) = 0;
+  virtual c10::intrusive_ptr<c10d::Work> barrier() = 0;
+  std::string backend;
+  int rank = 0, world = 1;
+  c10::intrusive_ptr<c10d::Store> store;
+};
+
+namespace {
+
+template <class PG>
+struct Group : kk_dist_s {
+  c10::intrusive_ptr<PG> pg;
+  c10::intrusive_ptr<c10d::Work> allreduce(std::vector<at::Tensor> &ts) override {
+    c10d::AllreduceOptions o;
+    o.reduceOp = c10d::ReduceOp::SUM;
+    return pg->allreduce(ts, o);
+  }
+  c10::intrusive_ptr<c10d::Work> broadcast(std::vector<at::Tensor> &ts, int root) override {
+    c10d::BroadcastOptions o;
+    o.rootRank = root;
+    o.rootTensor = 0;
+    return pg->broadcast(ts, o);
+  }
+  c10::intrusive_ptr<c10d::Work> barrier() override { return pg->barrier(c10d::BarrierOptions()); }
+};
+
+// wait waits for a collective and turns its failure (a peer gone, the
+// group's timeout passed) into an exception naming the collective.
+void wait(const c10::intrusive_ptr<c10d::Work> &w, const char *what) {
+  try {
+    w->wait();
+  } catch (const c10::Error &e) {
+    throw std::runtime_error(std::string(what) + ": " + e.what_without_backtrace());
+  } catch (const std::exception &e) {
+    throw std::runtime_error(std::string(what) + ": " + e.what());
+  }
+}
+
+// buckets splits ts into runs of one dtype and device of at most cap bytes
+// each (a tensor larger than cap is a bucket alone), in order.
+std::vector<std::vector<at::Tensor>> buckets(const std::vector<at::Tensor> &ts, int64_t cap) {
+  std::vector<std::vector<at::Tensor>> out;
+  int64_t bytes = 0;
+  for (const auto &t : ts) {
+    int64_t b = t.numel() * static_cast<int64_t>(t.element_size());
+    bool fresh = out.empty() || bytes + b > cap ||
+                 out.back()[0].scalar_type() != t.scalar_type() ||
+                 out.back()[0].device() != t.device();
+    if (fresh) {
+      out.emplace_back();
+      bytes = 0;
+    }
+    out.back().push_back(t);
+    bytes += b;
+  }
+  return out;
+}
+
+}  // namespace
+
+extern "C" {
+
+int kk_dist_has_backend(const char *backend) {
+  std::string b = backend ? backend : "";
+#ifdef USE_C10D_GLOO
+  if (b == "gloo") return 1;
+#endif
+#ifdef USE_C10D_NCCL
+  if (b == "nccl") return 1;
+#endif
+  return 0;
+}
+
+void kk_dist_new(const char *backend, const char *host, int port, int serve, const char *prefix,
+                 int rank, int world, int64_t timeout_ms, int device, kk_dist *out, char **err) {
+  KK_TRY(
+      std::string b = backend ? backend : "";
+      if (world < 1 || rank < 0 || rank >= world)
+        throw std::invalid_argument("rank " + std::to_string(rank) + " of world size " +
+                                    std::to_string(world) + ": want 0 <= rank < world size");
+      if (port < 1 || port > 65535)
+        throw std::invalid_argument("port " + std::to_string(port) + ": want 1-65535");
+      if (timeout_ms < 1) throw std::invalid_argument("timeout must be positive");
+      auto timeout = std::chrono::milliseconds(timeout_ms);
+
+      // Rank 0 serves the store unless a launcher's agent already does
+      // (torchrun's TORCHELASTIC_USE_AGENT_STORE); every rank is a client,
+      // and a serving rank waits for all of them within the timeout.
+      c10d::TCPStoreOptions so;
+      so.port = static_cast<std::uint16_t>(port);
+      so.isServer = serve && rank == 0;
+      so.numWorkers = static_cast<std::size_t>(world);
+      so.waitWorkers = true;
+      so.timeout = timeout;
+      auto tcp = c10::make_intrusive<c10d::TCPStore>(std::string(host ? host : ""), so);
+      // The group's keys live under prefix, so a restarted attempt or another
+      // tenant of the agent's store never reads stale ones.
+      auto store = c10::make_intrusive<c10d::PrefixStore>(std::string(prefix ? prefix : "kakusan"), tcp);
+
+      std::unique_ptr<kk_dist_s> d;
+      if (b == "gloo") {
+#ifdef USE_C10D_GLOO
+        auto o = c10d::ProcessGroupGloo::Options::create(timeout);
+        // GLOO_SOCKET_IFNAME picks the interfaces, as in PyTorch.
+        const char *ifs = std::getenv("GLOO_SOCKET_IFNAME");
+        if (ifs && *ifs) {
+          std::string s(ifs);
+          size_t start = 0;
+          while (start <= s.size()) {
+            size_t end = s.find(',', start);
+            if (end == std::string::npos) end = s.size();
+            if (end > start)
+              o->devices.push_back(
+                  c10d::ProcessGroupGloo::createDeviceForInterface(s.substr(start, end - start)));
+            start = end + 1;
+          }
+        } else {
+          o->devices.push_back(c10d::ProcessGroupGloo::createDefaultDevice());
+        }
+        auto g = std::make_unique<Group<c10d::ProcessGroupGloo>>();
+        g->pg = c10::make_intrusive<c10d::ProcessGroupGloo>(store, rank, world, o);
+        d = std::move(g);
+#else
+        throw std::runtime_error("this shim was built without Gloo (no gloo headers at build time)");
+#endif
+      } else if (b == "nccl") {
+#ifdef USE_C10D_NCCL
+        auto o = c10d::ProcessGroupNCCL::Options::create();
+        o->timeout = timeout;
+        at::globalContext().lazyInitCUDA();
+        c10::cuda::set_device(static_cast<c10::DeviceIndex>(device));
+        auto g = std::make_unique<Group<c10d::ProcessGroupNCCL>>();
+        g->pg = c10::make_intrusive<c10d::ProcessGroupNCCL>(store, rank, world, o);
+        d = std::move(g);
+#else
+        (void)device;
+        throw std::runtime_error("this shim was built without NCCL (a CPU libtorch, or no nccl.h at build time)");
+#endif
+      } else {
+        throw std::invalid_argument("unknown backend \"" + b + "\": want gloo or nccl");
+      }
+      d->backend = b;
+      d->rank = rank;
+      d->world = world;
+      d->store = tcp;
+      *out = d.release();)
+}
+
+void kk_dist_free(kk_dist d) { delete d; }
+
+/* Average tensors in place over the group: each bucket of at most
+ * bucket_bytes is flattened into one buffer and all-reduced; every bucket's
+ * reduction is launched before the first is waited for, so the backend
+ * overlaps them. Parameters whose gradient is undefined (unused this step)
+ * take part with zeros, so every rank reduces the same buffers. With grads
+ * set, the tensors are the parameters and their .grad is averaged. */
+void kk_dist_allreduce_mean(kk_dist d, const kk_tensor *ts, int n, int grads,
+                            int64_t bucket_bytes, char **err) {
+  KK_TRY(
+      if (!d) throw std::invalid_argument("nil process group");
+      at::NoGradGuard no_grad;
+      std::vector<at::Tensor> v;
+      v.reserve(n);
+      for (int i = 0; i < n; i++) {
+        if (!grads) {
+          v.push_back(T(ts[i]));
+          continue;
+        }
+        at::Tensor &g = kk::M(ts[i]).mutable_grad();
+        if (!g.defined()) g = at::zeros_like(T(ts[i]));
+        v.push_back(g);
+      }
+      auto bs = buckets(v, bucket_bytes > 0 ? bucket_bytes : (25 << 20));
+      std::vector<at::Tensor> flat(bs.size());
+      std::vector<c10::intrusive_ptr<c10d::Work>> works(bs.size());
+      for (size_t i = 0; i < bs.size(); i++) {
+        std::vector<at::Tensor> parts;
+        for (auto &t : bs[i]) parts.push_back(t.reshape({-1}));
+        std::vector<at::Tensor> one{at::cat(parts)};
+        flat[i] = one[0];
+        works[i] = d->allreduce(one);
+      }
+      for (size_t i = 0; i < bs.size(); i++) {
+        wait(works[i], "all-reduce");
+        flat[i].div_(d->world);
+        int64_t off = 0;
+        for (auto &t : bs[i]) {
+          int64_t k = t.numel();
+          t.copy_(flat[i].narrow(0, off, k).view(t.sizes()));
+          off += k;
+        }
+      })
+}
+
+/* Overwrite tensors with root's, in buckets as above. */
+void kk_dist_broadcast(kk_dist d, const kk_tensor *ts, int n, int root, char **err) {
+  KK_TRY(
+      if (!d) throw std::invalid_argument("nil process group");
+      if (root < 0 || root >= d->world) throw std::invalid_argument("broadcast root out of range");
+      at::NoGradGuard no_grad;
+      auto bs = buckets(kk::list(ts, n), 25 << 20);
+      for (auto &b : bs) {
+        std::vector<at::Tensor> parts;
+        for (auto &t : b) parts.push_back(t.reshape({-1}));
+        std::vector<at::Tensor> one{at::cat(parts)};
+        wait(d->broadcast(one, root), "broadcast");
+        int64_t off = 0;
+        for (auto &t : b) {
+          int64_t k = t.numel();
+          t.copy_(one[0].narrow(0, off, k).view(t.sizes()));
+          off += k;
+        }
+      })
+}
+
+void kk_dist_barrier(kk_dist d, char **err) {
+  KK_TRY(if (!d) throw std::invalid_argument("nil process group");
+         wait(d->barrier(), "barrier");)
+}
+
+}  // extern "C"

@@ -1,0 +1,126 @@
+package torch
+
+/*
+#include <stdlib.h>
+#include "kakusan.h"
+*/
+import "C"
+
+import (
+	"fmt"
+	"time"
+	"unsafe"
+)
+
+// Group is a c10d process group, as torch.distributed.init_process_group
+// makes one: rank 0 serves a TCPStore, every rank joins it, and collectives
+// run on PyTorch's own backends (Gloo on the CPU, NCCL on CUDA). Its
+// methods run on the torch thread like every other call; a collective that
+// fails (a peer gone, the timeout passed) panics with an *Error, which Do
+// returns as an error.
+type Group struct {
+	h           C.kk_dist
+	Backend     string
+	Rank, World int
+}
+
+// HasBackend reports whether the shim was built with the backend ("gloo",
+// "nccl").
+func HasBackend(name string) bool {
+	s := C.CString(name)
+	defer C.free(unsafe.Pointer(s))
+	return C.kk_dist_has_backend(s) != 0
+}
+
+// GroupOptions say how a process joins its group.
+type GroupOptions struct {
+	Backend     string // "gloo" or "nccl"
+	Host        string // the store's address (MASTER_ADDR)
+	Port        int    // and port (MASTER_PORT)
+	Rank, World int
+	// AgentStore: the launcher serves the store (torchrun's agent); else
+	// rank 0 does.
+	AgentStore bool
+	Prefix     string        // the group's keys in the store; "" is "kakusan"
+	Timeout    time.Duration // for the rendezvous and every collective
+	Device     Device        // an NCCL rank's GPU
+}
+
+// NewGroup joins the group. It waits at most o.Timeout for the others, and
+// any later collective fails after o.Timeout without its peers.
+func NewGroup(o GroupOptions) (*Group, error) {
+	if o.Timeout <= 0 {
+		return nil, fmt.Errorf("torch: process group timeout %v: must be positive", o.Timeout)
+	}
+	if o.Prefix == "" {
+		o.Prefix = "kakusan"
+	}
+	b, h, p := C.CString(o.Backend), C.CString(o.Host), C.CString(o.Prefix)
+	defer C.free(unsafe.Pointer(b))
+	defer C.free(unsafe.Pointer(h))
+	defer C.free(unsafe.Pointer(p))
+	var d C.kk_dist
+	var err *C.char
+	C.kk_dist_new(b, h, C.int(o.Port), b2i(!o.AgentStore), p, C.int(o.Rank), C.int(o.World),
+		C.int64_t(o.Timeout.Milliseconds()), C.int(o.Device.Index), &d, &err)
+	if e := errFrom("NewGroup", err); e != nil {
+		return nil, e
+	}
+	return &Group{h: d, Backend: o.Backend, Rank: o.Rank, World: o.World}, nil
+}
+
+// Close leaves the group.
+func (g *Group) Close() {
+	if g != nil && g.h != nil {
+		C.kk_dist_free(g.h)
+		g.h = nil
+	}
+}
+
+func (g *Group) handle(op string) C.kk_dist {
+	if g == nil || g.h == nil {
+		fail(op, "closed process group")
+	}
+	return g.h
+}
+
+// AllReduceMean replaces each tensor with its mean over the group, in
+// flattened buckets of at most bucketBytes (0: 25 MiB, DDP's default).
+func (g *Group) AllReduceMean(ts []*Tensor, bucketBytes int64) {
+	g.allReduce("AllReduceMean", ts, false, bucketBytes)
+}
+
+// AllReduceMeanGrads averages the parameters' gradients over the group, as
+// DistributedDataParallel does after the backward pass; a parameter with no
+// gradient takes part with zeros.
+func (g *Group) AllReduceMeanGrads(params []*Tensor, bucketBytes int64) {
+	g.allReduce("AllReduceMeanGrads", params, true, bucketBytes)
+}
+
+func (g *Group) allReduce(op string, ts []*Tensor, grads bool, bucketBytes int64) {
+	if len(ts) == 0 {
+		return
+	}
+	hs := handles(op, ts)
+	var err *C.char
+	C.kk_dist_allreduce_mean(g.handle(op), &hs[0], C.int(len(hs)), b2i(grads), C.int64_t(bucketBytes), &err)
+	check(op, err)
+}
+
+// Broadcast overwrites the tensors with root's.
+func (g *Group) Broadcast(ts []*Tensor, root int) {
+	if len(ts) == 0 {
+		return
+	}
+	hs := handles("Broadcast", ts)
+	var err *C.char
+	C.kk_dist_broadcast(g.handle("Broadcast"), &hs[0], C.int(len(hs)), C.int(root), &err)
+	check("Broadcast", err)
+}
+
+// Barrier waits until every rank reaches it (or the timeout passes).
+func (g *Group) Barrier() {
+	var err *C.char
+	C.kk_dist_barrier(g.handle("Barrier"), &err)
+	check("Barrier", err)
+}

@@ -1,0 +1,199 @@
+package torch
+
+import (
+	"bytes"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// The process-group tests run ranks as child processes of the test binary
+// (TestDistChild below, selected by KK_DIST_ROLE), as torchrun runs them.
+
+func freePort(t *testing.T) int {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+type rankResult struct {
+	out     string
+	err     error
+	elapsed time.Duration
+}
+
+// runRanks starts world children with the given role each and waits for all.
+func runRanks(t *testing.T, world int, roles ...string) []rankResult {
+	t.Helper()
+	if !HasBackend("gloo") {
+		t.Skip("the shim was built without Gloo")
+	}
+	port := freePort(t)
+	res := make([]rankResult, world)
+	var wg sync.WaitGroup
+	for r := range world {
+		cmd := exec.Command(os.Args[0], "-test.run=^TestDistChild$", "-test.v")
+		cmd.Env = append(os.Environ(), "KK_DIST_ROLE="+roles[r], "KK_DIST_RANK="+strconv.Itoa(r),
+			"KK_DIST_WORLD="+strconv.Itoa(world), "KK_DIST_PORT="+strconv.Itoa(port), "KAKUSAN_THREADS=1")
+		var buf bytes.Buffer
+		cmd.Stdout, cmd.Stderr = &buf, &buf
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			start := time.Now()
+			err := cmd.Run()
+			res[r] = rankResult{buf.String(), err, time.Since(start)}
+		}()
+	}
+	wg.Wait()
+	return res
+}
+
+func TestGroupCollectives(t *testing.T) {
+	for r, res := range runRanks(t, 2, "collectives", "collectives") {
+		if res.err != nil || !strings.Contains(res.out, "collectives ok") {
+			t.Errorf("rank %d: %v\n%s", r, res.err, res.out)
+		}
+	}
+}
+
+// A rank that dies, or hangs, makes the other's next collective fail within
+// the group's timeout rather than wait forever.
+func TestGroupPeerFailure(t *testing.T) {
+	for _, peer := range []string{"exit", "hang"} {
+		t.Run(peer, func(t *testing.T) {
+			res := runRanks(t, 2, "survivor", peer)
+			s := res[0]
+			if s.err == nil || !strings.Contains(s.out, "all-reduce") {
+				t.Fatalf("survivor: want a failed all-reduce, got %v\n%s", s.err, s.out)
+			}
+			if s.elapsed > 30*time.Second {
+				t.Errorf("survivor took %v to fail; timeout is 3 s", s.elapsed)
+			}
+			if testing.Verbose() {
+				t.Logf("survivor after %v: %s", s.elapsed.Round(time.Millisecond), s.out)
+			}
+		})
+	}
+}
+
+// A rank whose peers never come fails the rendezvous within the timeout.
+func TestGroupRendezvousTimeout(t *testing.T) {
+	if !HasBackend("gloo") {
+		t.Skip("the shim was built without Gloo")
+	}
+	port := freePort(t)
+	start := time.Now()
+	err := Do(func() error {
+		g, err := NewGroup(GroupOptions{Backend: "gloo", Host: "127.0.0.1", Port: port, Rank: 0, World: 2, Timeout: 2 * time.Second})
+		if err == nil {
+			g.Close()
+		}
+		return err
+	})
+	if err == nil {
+		t.Fatal("joined a group of two alone")
+	}
+	if d := time.Since(start); d > 20*time.Second {
+		t.Errorf("took %v to give up; timeout is 2 s", d)
+	}
+	for _, bad := range []struct {
+		backend    string
+		rank, size int
+	}{{"gloo", 2, 2}, {"gloo", -1, 2}, {"mpi", 0, 1}} {
+		err := Do(func() error {
+			_, err := NewGroup(GroupOptions{Backend: bad.backend, Host: "127.0.0.1", Port: port, Rank: bad.rank, World: bad.size, Timeout: time.Second})
+			return err
+		})
+		if err == nil {
+			t.Errorf("NewGroup(%q, rank %d of %d) succeeded", bad.backend, bad.rank, bad.size)
+		}
+	}
+}
+
+// TestDistChild is one rank of the tests above; it does nothing unless run
+// by them.
+func TestDistChild(t *testing.T) {
+	role := os.Getenv("KK_DIST_ROLE")
+	if role == "" {
+		t.Skip("a child of the process-group tests")
+	}
+	rank, _ := strconv.Atoi(os.Getenv("KK_DIST_RANK"))
+	world, _ := strconv.Atoi(os.Getenv("KK_DIST_WORLD"))
+	port, _ := strconv.Atoi(os.Getenv("KK_DIST_PORT"))
+	err := Do(func() error {
+		g, err := NewGroup(GroupOptions{Backend: "gloo", Host: "127.0.0.1", Port: port, Rank: rank, World: world, Timeout: 3 * time.Second})
+		if err != nil {
+			return err
+		}
+		defer g.Close()
+		switch role {
+		case "exit":
+			os.Exit(0)
+		case "hang":
+			time.Sleep(12 * time.Second)
+			os.Exit(0)
+		case "survivor":
+			g.AllReduceMean([]*Tensor{Ones([]int64{4})}, 0)
+			return fmt.Errorf("the all-reduce returned without its peer")
+		}
+		return distCollectives(g)
+	})
+	if err != nil {
+		fmt.Println(err)
+		os.Exit(1)
+	}
+	fmt.Println("collectives ok")
+}
+
+// distCollectives checks each collective against its closed form on rank r
+// of w: tensors of mixed sizes and dtypes, in buckets small enough that
+// several are in flight at once.
+func distCollectives(g *Group) error {
+	r, w := float64(g.Rank), float64(g.World)
+	mean := (w - 1) / 2 // of 0, 1, ..., w-1
+	a := Full([]int64{3, 5}, r)
+	b := Full([]int64{1000}, 2*r).To(Float64)
+	c := Full([]int64{7}, -r)
+	g.AllReduceMean([]*Tensor{a, b, c}, 64) // 64 bytes: a bucket per tensor and more
+	for _, x := range []struct {
+		name string
+		t    *Tensor
+		want float64
+	}{{"a", a, mean}, {"b", b, 2 * mean}, {"c", c, -mean}} {
+		got := x.t.To(Float64).Flatten(0, -1).Float64s()
+		for _, v := range got {
+			if v != x.want {
+				return fmt.Errorf("all-reduce %s: got %v, want %v", x.name, v, x.want)
+			}
+		}
+	}
+	// Gradients: a parameter with a gradient and one without (zeros).
+	p, q := Full([]int64{2}, 1).SetRequiresGrad(true), Full([]int64{2}, 1).SetRequiresGrad(true)
+	p.Mul(Scalar(r + 1)).Sum().Backward()
+	g.AllReduceMeanGrads([]*Tensor{p, q}, 0)
+	if got, want := p.Grad().Float64s(), mean+1; got[0] != want || got[1] != want {
+		return fmt.Errorf("gradient: got %v, want %v", got, want)
+	}
+	if got := q.Grad().Float64s(); got[0] != 0 || got[1] != 0 {
+		return fmt.Errorf("missing gradient: got %v, want zeros", got)
+	}
+	// Broadcast from the last rank.
+	x := Full([]int64{3}, r)
+	g.Broadcast([]*Tensor{x}, g.World-1)
+	if got := x.Float64s(); got[0] != w-1 || got[2] != w-1 {
+		return fmt.Errorf("broadcast: got %v, want %v", got, w-1)
+	}
+	g.Barrier()
+	return nil
+}
