@@ -12,6 +12,7 @@ import (
 	"strings"
 	"testing"
 
+	"kakusan/cmd/internal/clitest"
 	"kakusan/diffusion"
 	"kakusan/models"
 	"kakusan/sample"
@@ -69,6 +70,18 @@ func TestShardsMakeTheUnshardedJob(t *testing.T) {
 	if !reflect.DeepEqual(a, b) {
 		t.Error("the shards' images differ from the unsharded job's")
 	}
+	// --merge joins the shards' manifests into the unsharded job's, byte for byte.
+	if r := clitest.Run(t, "", "--merge", parts); r.Code != 0 || !strings.Contains(r.Stdout, "merged 10 images") {
+		t.Fatalf("--merge: %+v", r)
+	}
+	mw, _ := os.ReadFile(filepath.Join(whole, "manifest.jsonl"))
+	mp, _ := os.ReadFile(filepath.Join(parts, "manifest.jsonl"))
+	if len(mw) == 0 || !bytes.Equal(mw, mp) {
+		t.Errorf("merged manifest:\n%s\nwant the unsharded job's:\n%s", mp, mw)
+	}
+	os.Remove(filepath.Join(parts, "000006_label2.png"))
+	clitest.Run(t, "", "--merge", parts).Refused(t, []string{"--merge"}, "000006_label2.png")
+	clitest.Run(t, "", "--merge", parts, "--n", "3").Refused(t, []string{"--merge", "--n"}, "--merge takes no other flags")
 	if _, ok := a["000003_label2.png"]; !ok {
 		t.Errorf("labels do not cycle 2,4,5: %v", keys(a))
 	}
@@ -180,6 +193,36 @@ func TestSamplingJobErrors(t *testing.T) {
 		other.set = append(other.set, flag)
 		if err := runNeural(context.Background(), other); err == nil || !strings.Contains(err.Error(), "holds the images of another job") {
 			t.Errorf("a restart with another --%s: %v", flag, err)
+		}
+	}
+	env := func(kv ...string) func(string) string {
+		m := map[string]string{}
+		for i := 0; i < len(kv); i += 2 {
+			m[kv[i]] = kv[i+1]
+		}
+		return func(k string) string { return m[k] }
+	}
+	for _, c := range []struct {
+		flag string
+		env  []string
+		i, n int
+		bad  string
+	}{
+		{"auto", nil, 0, 1, ""},
+		{"auto", []string{"JOB_COMPLETION_INDEX", "3", "JOB_COMPLETIONS", "8", "RANK", "1", "WORLD_SIZE", "2"}, 3, 8, ""},
+		{"auto", []string{"RANK", "1", "WORLD_SIZE", "2"}, 1, 2, ""},
+		{"2/5", []string{"RANK", "1", "WORLD_SIZE", "2"}, 2, 5, ""},
+		{"auto", []string{"JOB_COMPLETION_INDEX", "3"}, 0, 0, "JOB_COMPLETIONS is not set"},
+		{"auto", []string{"JOB_COMPLETION_INDEX", "8", "JOB_COMPLETIONS", "8"}, 0, 0, `JOB_COMPLETION_INDEX="8" of JOB_COMPLETIONS="8"`},
+		{"auto", []string{"RANK", "0"}, 0, 0, "WORLD_SIZE is not set"},
+	} {
+		i, n, err := resolveShard(c.flag, env(c.env...))
+		if c.bad != "" {
+			if err == nil || !strings.Contains(err.Error(), c.bad) {
+				t.Errorf("--shard %s with %v: %v, want an error naming %q", c.flag, c.env, err, c.bad)
+			}
+		} else if err != nil || i != c.i || n != c.n {
+			t.Errorf("--shard %s with %v: %d/%d (%v), want %d/%d", c.flag, c.env, i, n, err, c.i, c.n)
 		}
 	}
 	for _, s := range []string{"3/3", "1", "-1/2", "a/b"} {

@@ -18,7 +18,13 @@
 //	    --labels 0-9 --guidance 3 --sampler ddim --steps 50 --batch 500 --seed 1 --out samples/
 //
 // --shard i/n runs one machine's part; the shards together make exactly the
-// unsharded job's images. A restarted job skips the images already written.
+// unsharded job's images. Without --shard the part comes from a Kubernetes
+// Indexed Job (JOB_COMPLETION_INDEX, with JOB_COMPLETIONS set in its spec)
+// or a launcher's RANK and WORLD_SIZE. A restarted job skips the images
+// already written. When every shard is done, --merge joins their manifests
+// and checks that every image is there exactly once:
+//
+//	sample --merge samples/
 package main
 
 import (
@@ -58,13 +64,27 @@ func main() {
 	fs.StringVar(&j.labels, "labels", "all", "conditional models: labels, cycled over the images: all (every class), `0-9`, 3,7 or random")
 	fs.Float64Var(&j.sampling.Guidance, "guidance", 0, "diffusion: classifier-free guidance γ, 1 = none (default: the checkpoint config's, 3 in the shipped ones)")
 	cli.SamplingFlags(fs, &j.sampling)
-	shard := fs.String("shard", "0/1", "this machine's part of the job, `i/n`")
+	shard := fs.String("shard", "auto", "this machine's part of the job, `i/n`; auto: JOB_COMPLETION_INDEX of JOB_COMPLETIONS (a Kubernetes Indexed Job), else RANK of WORLD_SIZE, else 0/1")
+	merge := fs.String("merge", "", "join the shard manifests of a finished job in this `folder` into manifest.jsonl, checking every image is there once")
 	fs.BoolVar(&j.noEMA, "no-ema", false, "sample with the trained weights even when the checkpoint has a moving average")
 	if err := cli.Parse(fs, os.Args[1:]); err != nil {
 		if err == pflag.ErrHelp {
 			return
 		}
 		cli.Fatal("sample", err)
+	}
+	if *merge != "" {
+		fs.Visit(func(f *pflag.Flag) {
+			if f.Name != "merge" {
+				cli.Fatal("sample", fmt.Errorf("--merge takes no other flags (got --%s)", f.Name))
+			}
+		})
+		k, err := sample.Merge(*merge)
+		if err != nil {
+			cli.Fatal("sample", fmt.Errorf("--merge: %w", err))
+		}
+		fmt.Printf("merged %d images into %s\n", k, filepath.Join(*merge, "manifest.jsonl"))
+		return
 	}
 	if j.checkpoint != "" {
 		j.out, j.n, j.seed = *out, *n, *seed
@@ -81,7 +101,7 @@ func main() {
 				cli.Fatal("sample", fmt.Errorf("--precision: %w", err))
 			}
 		}
-		if j.shard, j.of, err = parseShard(*shard); err == nil {
+		if j.shard, j.of, err = resolveShard(*shard, os.Getenv); err == nil {
 			ctx, stop := signals.Context()
 			err = runNeural(ctx, j)
 			stop()
@@ -141,6 +161,31 @@ func sameFile(a, b string) bool {
 	sa, err1 := os.Stat(a)
 	sb, err2 := os.Stat(b)
 	return err1 == nil && err2 == nil && os.SameFile(sa, sb)
+}
+
+// resolveShard is --shard: "i/n", or auto: a Kubernetes Indexed Job's
+// JOB_COMPLETION_INDEX of JOB_COMPLETIONS (which its spec sets: Kubernetes
+// gives pods only the index), else a launcher's RANK of WORLD_SIZE, else the
+// whole job.
+func resolveShard(s string, getenv func(string) string) (int, int, error) {
+	if s != "auto" {
+		return parseShard(s)
+	}
+	for _, v := range [][2]string{{"JOB_COMPLETION_INDEX", "JOB_COMPLETIONS"}, {"RANK", "WORLD_SIZE"}} {
+		i, n := getenv(v[0]), getenv(v[1])
+		if i == "" {
+			continue
+		}
+		if n == "" {
+			return 0, 0, fmt.Errorf("%s=%s but %s is not set: set it to the job's number of shards (or give --shard i/n)", v[0], i, v[1])
+		}
+		a, b, err := parseShard(i + "/" + n)
+		if err != nil {
+			return 0, 0, fmt.Errorf("%s=%q of %s=%q: want 0 <= index < count", v[0], i, v[1], n)
+		}
+		return a, b, nil
+	}
+	return 0, 1, nil
 }
 
 // parseShard reads "i/n" with 0 <= i < n.
