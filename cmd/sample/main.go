@@ -49,45 +49,61 @@ import (
 	"kakusan/torch"
 )
 
-func main() {
-	defer cli.Recover("sample")
+// flags are the command line's values.
+type flags struct {
+	run, params, out, shard, merge string
+	n                              int
+	seed                           uint64
+	j                              neuralJob
+}
+
+// newFlags is sample's flag set, bound to f.
+func newFlags() (*pflag.FlagSet, *flags) {
+	f := &flags{}
 	fs := pflag.NewFlagSet("sample", pflag.ContinueOnError)
-	run := fs.String("run", "", "run `folder` holding params.json")
-	params := fs.String("params", "", "params.json `file` (instead of --run)")
-	n := fs.IntP("n", "n", 1000, "number of samples")
-	seed := fs.Uint64("seed", 1, "random seed")
-	out := fs.StringP("out", "o", "", "output: a CSV `file` for classical models (default stdout), a folder for neural ones (default samples)")
-	var j neuralJob
+	fs.StringVar(&f.run, "run", "", "run `folder` holding params.json")
+	fs.StringVar(&f.params, "params", "", "params.json `file` (instead of --run)")
+	fs.IntVarP(&f.n, "n", "n", 1000, "number of samples")
+	fs.Uint64Var(&f.seed, "seed", 1, "random seed")
+	fs.StringVarP(&f.out, "out", "o", "", "output: a CSV `file` for classical models (default stdout), a folder for neural ones (default samples)")
+	j := &f.j
 	fs.StringVar(&j.checkpoint, "checkpoint", "", "neural model checkpoint `file` or run folder")
 	fs.StringVar(&j.device, "device", "auto", "neural models: cpu, cuda, cuda:N or auto")
 	fs.IntVar(&j.batch, "batch", 0, "neural models: images per forward pass (default 500 on CUDA, 100 on the CPU; shards of one job must use the same)")
 	fs.StringVar(&j.labels, "labels", "all", "conditional models: labels, cycled over the images: all (every class), `0-9`, 3,7 or random")
 	fs.Float64Var(&j.sampling.Guidance, "guidance", 0, "diffusion: classifier-free guidance γ, 1 = none (default: the checkpoint config's, 3 in the shipped ones)")
 	cli.SamplingFlags(fs, &j.sampling)
-	shard := fs.String("shard", "auto", "this machine's part of the job, `i/n`; auto: JOB_COMPLETION_INDEX of JOB_COMPLETIONS (a Kubernetes Indexed Job), else RANK of WORLD_SIZE, else 0/1")
-	merge := fs.String("merge", "", "join the shard manifests of a finished job in this `folder` into manifest.jsonl, checking every image is there once")
+	fs.StringVar(&f.shard, "shard", "auto", "this machine's part of the job, `i/n`; auto: JOB_COMPLETION_INDEX of JOB_COMPLETIONS (a Kubernetes Indexed Job), else RANK of WORLD_SIZE, else 0/1")
+	fs.StringVar(&f.merge, "merge", "", "join the shard manifests of a finished job in this `folder` into manifest.jsonl, checking every image is there once")
 	fs.BoolVar(&j.noEMA, "no-ema", false, "sample with the trained weights even when the checkpoint has a moving average")
+	return fs, f
+}
+
+func main() {
+	defer cli.Recover("sample")
+	fs, f := newFlags()
 	if err := cli.Parse(fs, os.Args[1:]); err != nil {
 		if err == pflag.ErrHelp {
 			return
 		}
 		cli.Fatal("sample", err)
 	}
-	if *merge != "" {
-		fs.Visit(func(f *pflag.Flag) {
-			if f.Name != "merge" {
-				cli.Fatal("sample", fmt.Errorf("--merge takes no other flags (got --%s)", f.Name))
+	j := f.j
+	if f.merge != "" {
+		fs.Visit(func(fl *pflag.Flag) {
+			if fl.Name != "merge" {
+				cli.Fatal("sample", fmt.Errorf("--merge takes no other flags (got --%s)", fl.Name))
 			}
 		})
-		k, err := sample.Merge(*merge)
+		k, err := sample.Merge(f.merge)
 		if err != nil {
 			cli.Fatal("sample", fmt.Errorf("--merge: %w", err))
 		}
-		fmt.Printf("merged %d images into %s\n", k, filepath.Join(*merge, "manifest.jsonl"))
+		fmt.Printf("merged %d images into %s\n", k, filepath.Join(f.merge, "manifest.jsonl"))
 		return
 	}
 	if j.checkpoint != "" {
-		j.out, j.n, j.seed = *out, *n, *seed
+		j.out, j.n, j.seed = f.out, f.n, f.seed
 		if j.out == "" {
 			j.out = "samples"
 		}
@@ -101,7 +117,7 @@ func main() {
 				cli.Fatal("sample", fmt.Errorf("--precision: %w", err))
 			}
 		}
-		if j.shard, j.of, err = resolveShard(*shard, os.Getenv); err == nil {
+		if j.shard, j.of, err = resolveShard(f.shard, os.Getenv); err == nil {
 			ctx, stop := signals.Context()
 			err = runNeural(ctx, j)
 			stop()
@@ -119,7 +135,7 @@ func main() {
 			cli.Fatal("sample", fmt.Errorf("--%s is for neural checkpoints (--checkpoint); a classical model's samples are drawn in one go", name))
 		}
 	}
-	if err := classical(*run, *params, *out, *n, *seed); err != nil {
+	if err := classical(f.run, f.params, f.out, f.n, f.seed); err != nil {
 		cli.Fatal("sample", err)
 	}
 }

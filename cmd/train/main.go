@@ -5,6 +5,8 @@
 //	train --config configs/normal_height.yaml --out runs/h --set seed=3
 //	train -config configs/mnist_vae.yaml --device cuda
 //	train --resume runs/mnist_vae        (after an interruption)
+//	torchrun --nproc_per_node 8 --no_python bin/train -config configs/mnist_cond.yaml
+//	                                     (data-parallel, one process per GPU)
 package main
 
 import (
@@ -21,43 +23,68 @@ import (
 	"kakusan/train"
 )
 
-func main() {
-	defer cli.Recover("train")
+// flags are the command line's values.
+type flags struct {
+	config, out, device, resume string
+	overwrite, autoResume       bool
+	sets                        []string
+	seed                        uint64
+}
+
+// newFlags is train's flag set, bound to f.
+func newFlags() (*pflag.FlagSet, *flags) {
+	f := &flags{}
 	fs := pflag.NewFlagSet("train", pflag.ContinueOnError)
 	fs.Usage = func() {
 		fmt.Fprintf(os.Stderr, "usage: train -config FILE [flags]\n\n%s", fs.FlagUsages())
 	}
-	config := fs.StringP("config", "c", "", "YAML config `file` (required)")
-	out := fs.StringP("out", "o", "", "run `folder` (default: out_dir, else runs/<name>)")
-	overwrite := fs.Bool("overwrite", false, "reuse a run folder that already holds a run")
-	var sets []string
-	fs.StringArrayVar(&sets, "set", nil, "override a config value, `key=value` (e.g. gmm.components=3); repeatable")
-	seed := fs.Uint64("seed", 0, "override the config's seed")
-	device := fs.String("device", "", "override the config's device: cpu, cuda, cuda:N or auto")
-	resume := fs.String("resume", "", "continue the run in this `folder` from its latest checkpoint (its config.yaml unless -config is given)")
+	fs.StringVarP(&f.config, "config", "c", "", "YAML config `file` (required)")
+	fs.StringVarP(&f.out, "out", "o", "", "run `folder` (default: out_dir, else runs/<name>)")
+	fs.BoolVar(&f.overwrite, "overwrite", false, "reuse a run folder that already holds a run")
+	fs.StringArrayVar(&f.sets, "set", nil, "override a config value, `key=value` (e.g. gmm.components=3); repeatable")
+	fs.Uint64Var(&f.seed, "seed", 0, "override the config's seed")
+	fs.StringVar(&f.device, "device", "", "override the config's device: cpu, cuda, cuda:N or auto")
+	fs.StringVar(&f.resume, "resume", "", "continue the run in this `folder` from its latest checkpoint (its config.yaml unless -config is given)")
+	fs.BoolVar(&f.autoResume, "auto-resume", false, "with --out: continue the run in that folder if it holds a checkpoint (a restarted job), else start it")
+	return fs, f
+}
+
+func main() {
+	defer cli.Recover("train")
+	fs, f := newFlags()
 	if err := cli.Parse(fs, os.Args[1:]); err != nil {
 		if err == pflag.ErrHelp {
 			return
 		}
 		cli.Fatal("train", err)
 	}
-	if *config == "" && *resume != "" {
-		*config = filepath.Join(*resume, "config.yaml")
+	if f.autoResume {
+		if f.out == "" || f.resume != "" || f.overwrite {
+			cli.Fatal("train", fmt.Errorf("--auto-resume needs --out (the run folder a restarted job continues), without --resume or --overwrite"))
+		}
+		if _, err := os.Stat(filepath.Join(f.out, "checkpoints", "latest.safetensors")); err == nil {
+			f.resume, f.out = f.out, ""
+		} else {
+			f.overwrite = true // a run killed before its first checkpoint left nothing worth keeping
+		}
 	}
-	if *config == "" {
+	if f.config == "" && f.resume != "" {
+		f.config = filepath.Join(f.resume, "config.yaml")
+	}
+	if f.config == "" {
 		fs.Usage()
 		os.Exit(2)
 	}
-	if *device != "" {
-		sets = append(sets, "device="+*device)
+	if f.device != "" {
+		f.sets = append(f.sets, "device="+f.device)
 	}
 	if fs.Changed("seed") {
-		sets = append(sets, fmt.Sprintf("seed=%d", *seed))
+		f.sets = append(f.sets, fmt.Sprintf("seed=%d", f.seed))
 	}
-	if *resume != "" && (*out != "" || *overwrite) {
+	if f.resume != "" && (f.out != "" || f.overwrite) {
 		cli.Fatal("train", fmt.Errorf("--resume continues the run in its own folder: --out and --overwrite do not apply"))
 	}
-	c, err := models.LoadConfig(*config, sets)
+	c, err := models.LoadConfig(f.config, f.sets)
 	if err != nil {
 		cli.Fatal("train", err)
 	}
@@ -67,7 +94,7 @@ func main() {
 	if err != nil {
 		cli.Fatal("train", err)
 	}
-	r, err := train.Train(c, train.Options{Out: *out, Overwrite: *overwrite, Resume: *resume, Log: os.Stdout, Dist: dist})
+	r, err := train.Train(c, train.Options{Out: f.out, Overwrite: f.overwrite, Resume: f.resume, Log: os.Stdout, Dist: dist})
 	if errors.Is(err, train.ErrInterrupted) {
 		os.Exit(signals.ExitCode)
 	}

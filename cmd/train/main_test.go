@@ -126,3 +126,28 @@ func readMeta(t *testing.T, path string) map[string]string {
 	}
 	return h.Meta
 }
+
+// --auto-resume starts a run whose folder is new (or holds no checkpoint:
+// a job killed early) and continues one that holds a checkpoint, as a
+// restarted pod of deploy/training.yaml does.
+func TestAutoResume(t *testing.T) {
+	root, _ := filepath.Abs("../..")
+	out := filepath.Join(t.TempDir(), "run")
+	args := func(steps string) []string {
+		return []string{"-config", filepath.Join(root, "configs/mnist_classifier.yaml"), "--out", out, "--auto-resume",
+			"--set", "data.subset=256", "--set", "data.test_subset=64", "--set", "classifier.hidden=8", "--set", "device=cpu",
+			"--set", "train.max_steps=" + steps}
+	}
+	os.MkdirAll(out, 0o755)
+	os.WriteFile(filepath.Join(out, "config.yaml"), []byte("model: classifier\n"), 0o644) // killed before its first checkpoint
+	if r := clitest.Run(t, "", args("2")...); r.Code != 0 || strings.Contains(r.Stdout, "resumed") {
+		t.Fatalf("first start: %+v", r)
+	}
+	if r := clitest.Run(t, "", args("4")...); r.Code != 0 || !strings.Contains(r.Stdout, "resumed from") || !strings.Contains(r.Stdout, "at step 2") {
+		t.Fatalf("restart: %+v", r)
+	}
+	if meta := readMeta(t, filepath.Join(out, "checkpoints", "latest.safetensors")); meta["kakusan.step"] != "4" {
+		t.Errorf("after the restart the checkpoint is at step %s, want 4", meta["kakusan.step"])
+	}
+	clitest.Run(t, "", "-config", "x.yaml", "--auto-resume").Refused(t, []string{"--auto-resume"}, "--auto-resume needs --out")
+}

@@ -10,6 +10,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"os/exec"
@@ -17,6 +18,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"go.yaml.in/yaml/v3"
 )
 
 const envMain = "KAKUSAN_CLITEST_MAIN"
@@ -120,4 +123,85 @@ func Snapshot(t *testing.T, dir string) string {
 		t.Fatal(err)
 	}
 	return sb.String()
+}
+
+// Container is a container of a deployment file in deploy/: the command
+// line it gives the image's entrypoint, and its environment.
+type Container struct {
+	File string
+	Doc  map[string]any // the whole document it is in
+	Args []string
+	Env  map[string]string
+}
+
+// Containers reads every YAML document of root/deploy and returns the
+// containers they hold, wherever in the document (a Job's pod template, a
+// PyTorchJob's replica specs, through YAML anchors).
+func Containers(t *testing.T, root string) []Container {
+	t.Helper()
+	paths, _ := filepath.Glob(filepath.Join(root, "deploy", "*.yaml"))
+	if len(paths) == 0 {
+		t.Fatalf("no deployment files in %s/deploy", root)
+	}
+	var out []Container
+	for _, p := range paths {
+		f, err := os.Open(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		dec := yaml.NewDecoder(f)
+		for {
+			var doc map[string]any
+			if err := dec.Decode(&doc); errors.Is(err, io.EOF) {
+				break
+			} else if err != nil {
+				t.Fatalf("%s: %v", p, err)
+			}
+			if doc["apiVersion"] == nil || doc["kind"] == nil {
+				t.Fatalf("%s: a document without apiVersion and kind", p)
+			}
+			walkContainers(doc, func(c map[string]any) {
+				k := Container{File: filepath.Base(p), Doc: doc, Env: map[string]string{}}
+				args, _ := c["args"].([]any)
+				for _, a := range args {
+					s, ok := a.(string)
+					if !ok {
+						t.Fatalf("%s: container %v: argument %v is not a string", p, c["name"], a)
+					}
+					k.Args = append(k.Args, s)
+				}
+				env, _ := c["env"].([]any)
+				for _, e := range env {
+					m, _ := e.(map[string]any)
+					name, _ := m["name"].(string)
+					value, _ := m["value"].(string)
+					k.Env[name] = value
+				}
+				out = append(out, k)
+			})
+		}
+		f.Close()
+	}
+	return out
+}
+
+func walkContainers(v any, f func(map[string]any)) {
+	switch v := v.(type) {
+	case map[string]any:
+		for k, x := range v {
+			if cs, ok := x.([]any); ok && k == "containers" {
+				for _, c := range cs {
+					if m, ok := c.(map[string]any); ok {
+						f(m)
+					}
+				}
+				continue
+			}
+			walkContainers(x, f)
+		}
+	case []any:
+		for _, x := range v {
+			walkContainers(x, f)
+		}
+	}
 }
