@@ -100,9 +100,12 @@ type TrainConfig struct {
 	// gloo; DistTimeout (seconds) bounds the rendezvous and every
 	// collective, so a dead or hung rank ends the others; DistBucketMB is
 	// the gradients' all-reduce bucket (DDP's bucket_cap_mb).
-	DistBackend  string  `yaml:"dist_backend"`
-	DistTimeout  float64 `yaml:"dist_timeout"`
-	DistBucketMB float64 `yaml:"dist_bucket_mb"`
+	// SyncBatchNorm computes batch norm's training statistics over all
+	// ranks' batches (torch.nn.SyncBatchNorm) instead of each rank's own.
+	SyncBatchNorm bool    `yaml:"sync_batchnorm"`
+	DistBackend   string  `yaml:"dist_backend"`
+	DistTimeout   float64 `yaml:"dist_timeout"`
+	DistBucketMB  float64 `yaml:"dist_bucket_mb"`
 }
 
 // OptimConfig picks and tunes the optimizer.

@@ -124,3 +124,15 @@ func (g *Group) Barrier() {
 	C.kk_dist_barrier(g.handle("Barrier"), &err)
 	check("Barrier", err)
 }
+
+// SyncBatchNorm is BatchNorm in training mode with the statistics of the
+// whole group's batch, as torch.nn.SyncBatchNorm computes them; w, b and the
+// running statistics are required, and the running statistics are updated
+// (with the group's unbiased variance).
+func (g *Group) SyncBatchNorm(x, w, b, runningMean, runningVar *Tensor, momentum, eps float64) *Tensor {
+	var out C.kk_tensor
+	var err *C.char
+	C.kk_sync_batch_norm(g.handle("SyncBatchNorm"), x.handle("SyncBatchNorm"), w.handle("SyncBatchNorm"), b.handle("SyncBatchNorm"),
+		runningMean.handle("SyncBatchNorm"), runningVar.handle("SyncBatchNorm"), C.double(momentum), C.double(eps), &out, &err)
+	return wrap("SyncBatchNorm", out, err)
+}

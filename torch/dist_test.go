@@ -3,6 +3,7 @@ package torch
 import (
 	"bytes"
 	"fmt"
+	"math"
 	"net"
 	"os"
 	"os/exec"
@@ -61,6 +62,17 @@ func runRanks(t *testing.T, world int, roles ...string) []rankResult {
 
 func TestGroupCollectives(t *testing.T) {
 	for r, res := range runRanks(t, 2, "collectives", "collectives") {
+		if res.err != nil || !strings.Contains(res.out, "collectives ok") {
+			t.Errorf("rank %d: %v\n%s", r, res.err, res.out)
+		}
+	}
+}
+
+// SyncBatchNorm on each rank's share of a batch is BatchNorm of the whole
+// batch: outputs, input gradients, the parameters' gradients summed over
+// the ranks and the running statistics, within float32 rounding.
+func TestSyncBatchNorm(t *testing.T) {
+	for r, res := range runRanks(t, 2, "syncbn", "syncbn") {
 		if res.err != nil || !strings.Contains(res.out, "collectives ok") {
 			t.Errorf("rank %d: %v\n%s", r, res.err, res.out)
 		}
@@ -147,6 +159,9 @@ func TestDistChild(t *testing.T) {
 			g.AllReduceMean([]*Tensor{Ones([]int64{4})}, 0)
 			return fmt.Errorf("the all-reduce returned without its peer")
 		}
+		if role == "syncbn" {
+			return distSyncBatchNorm(g)
+		}
 		return distCollectives(g)
 	})
 	if err != nil {
@@ -195,5 +210,49 @@ func distCollectives(g *Group) error {
 		return fmt.Errorf("broadcast: got %v, want %v", got, w-1)
 	}
 	g.Barrier()
+	return nil
+}
+
+func distSyncBatchNorm(g *Group) error {
+	ManualSeed(7) // the same full batch on every rank
+	const n, c = 3, 4
+	x := Randn([]int64{n * int64(g.World), c, 5, 2}).MulScalar(2).AddScalar(0.5)
+	dy := Randn([]int64{n * int64(g.World), c, 5, 2})
+	w, b := Randn([]int64{c}).SetRequiresGrad(true), Randn([]int64{c}).SetRequiresGrad(true)
+	run := func(sync bool) (y, dx, dw, db, rm, rv *Tensor) {
+		rm, rv = Zeros([]int64{c}), Ones([]int64{c})
+		in := x
+		grad := dy
+		if sync {
+			in, grad = x.Narrow(0, int64(g.Rank)*n, n), dy.Narrow(0, int64(g.Rank)*n, n)
+		}
+		in = in.Detach().SetRequiresGrad(true)
+		if sync {
+			y = g.SyncBatchNorm(in, w, b, rm, rv, 0.1, 1e-5)
+		} else {
+			y = BatchNorm(in, w, b, rm, rv, true, 0.1, 1e-5)
+		}
+		y.Mul(grad).Sum().Backward()
+		dx, dw, db = in.Grad().Detach(), w.Grad().Detach().Clone(), b.Grad().Detach().Clone()
+		w.Grad().Fill(0)
+		b.Grad().Fill(0)
+		return
+	}
+	y, dx, dw, db, rm, rv := run(false)
+	sy, sdx, sdw, sdb, srm, srv := run(true)
+	g.AllReduceMean([]*Tensor{sdw, sdb}, 0) // the parameters' gradients are each rank's share
+	sdw, sdb = sdw.MulScalar(float64(g.World)), sdb.MulScalar(float64(g.World))
+	mine := func(t *Tensor) *Tensor { return t.Narrow(0, int64(g.Rank)*n, n) }
+	for _, p := range []struct {
+		name      string
+		got, want *Tensor
+	}{{"y", sy, mine(y)}, {"dx", sdx, mine(dx)}, {"dw", sdw, dw}, {"db", sdb, db}, {"running_mean", srm, rm}, {"running_var", srv, rv}} {
+		if d := p.got.Sub(p.want).Abs().Max().Item(); d > 1e-5 || math.IsNaN(d) {
+			return fmt.Errorf("SyncBatchNorm %s differs from BatchNorm's by %g", p.name, d)
+		}
+	}
+	if dx.Abs().Max().Item() < 1e-3 {
+		return fmt.Errorf("a vanishing input gradient checks nothing")
+	}
 	return nil
 }

@@ -219,23 +219,26 @@ var distSmall = []string{"data.subset=1024", "data.test_subset=64", "device=cpu"
 
 // After N steps every rank holds the same weights, moving average and
 // batch-norm statistics, bit for bit: the gradients are averaged, buffers
-// follow rank 0's, and each rank draws its own noise.
+// follow rank 0's, and each rank draws its own noise; with
+// train.sync_batchnorm too, whose statistics are the ranks' whole batch.
 func TestDataParallelRanksAgree(t *testing.T) {
-	dir := t.TempDir()
-	j := distJob{config: "../configs/mnist_cond_cpu.yaml", out: filepath.Join(dir, "run"), dump: dir,
-		sets: append([]string{"train.max_steps=6", "train.batch_size=16", "unet.width=8", "unet.levels=2", "unet.norm=batch"}, distSmall...)}
-	distRun(t, j, 2)
-	a, stepA := readDump(t, filepath.Join(dir, "rank-0.safetensors"))
-	b, stepB := readDump(t, filepath.Join(dir, "rank-1.safetensors"))
-	if stepA != "6" || stepB != "6" {
-		t.Fatalf("steps %s and %s, want 6", stepA, stepB)
-	}
-	compare(t, a, b, 0)
-	if _, err := os.Stat(filepath.Join(dir, "rank-1", "run")); err == nil {
-		t.Error("rank 1 wrote a run folder")
-	}
-	if ms := readMetrics(t, j.out); len(ms) == 0 || ms[len(ms)-1].Step != 6 {
-		t.Errorf("rank 0's metrics end at %v, want step 6", ms)
+	for _, sync := range []bool{false, true} {
+		t.Run(fmt.Sprintf("sync_batchnorm=%v", sync), func(t *testing.T) {
+			dir := t.TempDir()
+			j := distJob{config: "../configs/mnist_cond_cpu.yaml", out: filepath.Join(dir, "run"), dump: dir,
+				sets: append([]string{"train.max_steps=6", "train.batch_size=16", "unet.width=8", "unet.levels=2", "unet.norm=batch",
+					fmt.Sprintf("train.sync_batchnorm=%v", sync)}, distSmall...)}
+			distRun(t, j, 2)
+			a, stepA := readDump(t, filepath.Join(dir, "rank-0.safetensors"))
+			b, stepB := readDump(t, filepath.Join(dir, "rank-1.safetensors"))
+			if stepA != "6" || stepB != "6" {
+				t.Fatalf("steps %s and %s, want 6", stepA, stepB)
+			}
+			compare(t, a, b, 0)
+			if ms := readMetrics(t, j.out); len(ms) == 0 || ms[len(ms)-1].Step != 6 {
+				t.Errorf("rank 0's metrics end at %v, want step 6", ms)
+			}
+		})
 	}
 }
 

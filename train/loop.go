@@ -148,6 +148,9 @@ func newLoop(ctx context.Context, r *Run, resume string) (*loop, error) {
 	l.step = step
 	if l.dist != nil {
 		step.Sync = l.dist.sync(l.model)
+		if t.SyncBatchNorm {
+			l.model.Module().SetSyncBatchNorm(l.dist.g)
+		}
 	}
 	if t.CUDAGraph && l.dist != nil {
 		fmt.Fprintf(r.Log, "train.cuda_graph: off under data parallelism (the all-reduce runs outside a graph); eager steps\n")
@@ -170,7 +173,11 @@ func newLoop(ctx context.Context, r *Run, resume string) (*loop, error) {
 		if ema != nil {
 			ema.Updates = l.n
 		}
-		fmt.Fprintf(r.Log, "data parallel: %d ranks (%s), %d images a step (%d a rank)\n", l.dist.env.World, l.dist.g.Backend, t.BatchSize*l.dist.env.World, t.BatchSize)
+		bn := ""
+		if t.SyncBatchNorm {
+			bn = ", batch norm over all ranks"
+		}
+		fmt.Fprintf(r.Log, "data parallel: %d ranks (%s), %d images a step (%d a rank)%s\n", l.dist.env.World, l.dist.g.Backend, t.BatchSize*l.dist.env.World, t.BatchSize, bn)
 	}
 	fmt.Fprintf(r.Log, "%s: %d parameters on %s (%s), %d training images %dx%dx%d (%d steps an epoch), %d test images, %d steps\n",
 		c.Model, l.model.Module().NumParams(), dev, step.Precision, l.data.train.N, l.geo.C, l.geo.H, l.geo.W, l.data.spe, l.data.test.N, l.total)

@@ -23,6 +23,7 @@ type Named struct {
 type Module struct {
 	params, buffers []Named
 	training        bool
+	sync            *torch.Group // batch norm's statistics over this group in training; nil: this process's batch
 }
 
 // NewModule starts an empty module in training mode.
@@ -138,6 +139,11 @@ outer:
 // SetTraining switches train/eval behaviour (batch norm, dropout).
 func (m *Module) SetTraining(on bool) { m.training = on }
 
+// SetSyncBatchNorm makes the module's batch norms compute their training
+// statistics over the group's whole batch (torch.nn.SyncBatchNorm); nil
+// goes back to each process's own batch.
+func (m *Module) SetSyncBatchNorm(g *torch.Group) { m.sync = g }
+
 // Training reports the mode.
 func (m *Module) Training() bool { return m.training }
 
@@ -233,6 +239,9 @@ func NewBatchNorm2d(m *Module, name string, ch int64, dev torch.Device) *BatchNo
 func (b *BatchNorm2d) Forward(x *torch.Tensor) *torch.Tensor {
 	if b.m.training {
 		torch.NoGrad(func() { b.Tracked.AddInPlace(torch.OnesLike(b.Tracked), 1) })
+		if b.m.sync != nil {
+			return b.m.sync.SyncBatchNorm(x, b.W, b.B, b.RunningMean, b.RunningVar, 0.1, normEps)
+		}
 	}
 	return torch.BatchNorm(x, b.W, b.B, b.RunningMean, b.RunningVar, b.m.training, 0.1, normEps)
 }

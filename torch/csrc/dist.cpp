@@ -9,6 +9,7 @@
 #include <cstdlib>
 #include <memory>
 
+#include <torch/csrc/autograd/custom_function.h>
 #include <torch/csrc/distributed/c10d/PrefixStore.hpp>
 #include <torch/csrc/distributed/c10d/TCPStore.hpp>
 #ifdef USE_C10D_GLOO
@@ -86,6 +87,72 @@ std::vector<std::vector<at::Tensor>> buckets(const std::vector<at::Tensor> &ts, 
   }
   return out;
 }
+
+// allreduce_sum sums t over the group in place and waits.
+void allreduce_sum(kk_dist_s *d, at::Tensor &t, const char *what) {
+  std::vector<at::Tensor> one{t};
+  wait(d->allreduce(one), what);
+}
+
+// SyncBatchNorm is batch normalisation whose statistics are the whole
+// group's batch, as torch.nn.SyncBatchNorm computes them: the forward pass
+// all-reduces each channel's sum, sum of squares and count; the backward
+// pass all-reduces the sums of dy and dy·x̂, so each rank's input gradient
+// is its share of the one-batch gradient (the parameters' gradients stay
+// local: the training step averages them with the rest). Statistics are
+// reduced in float64.
+struct SyncBatchNorm : public torch::autograd::Function<SyncBatchNorm> {
+  static at::Tensor forward(torch::autograd::AutogradContext *ctx, at::Tensor x, at::Tensor w,
+                            at::Tensor b, at::Tensor rm, at::Tensor rv, double momentum,
+                            double eps, int64_t group) {
+    auto *d = reinterpret_cast<kk_dist_s *>(group);
+    at::Tensor xf = x.to(w.scalar_type());
+    std::vector<int64_t> dims{0, 2, 3};
+    int64_t c = x.size(1);
+    at::Tensor xd = xf.to(at::kDouble);
+    at::Tensor stats = at::cat({xd.sum(dims), xd.square().sum(dims),
+                                at::full({1}, static_cast<double>(x.numel() / c), xd.options())});
+    allreduce_sum(d, stats, "SyncBatchNorm statistics");
+    kk::host_read();
+    double count = stats[2 * c].item<double>();
+    if (count < 2) throw std::invalid_argument("SyncBatchNorm: fewer than 2 values per channel over the group");
+    at::Tensor mean = stats.narrow(0, 0, c) / count;
+    at::Tensor var = (stats.narrow(0, c, c) / count - mean.square()).clamp_min(0);
+    at::Tensor invstd = (var + eps).rsqrt();
+    {
+      at::NoGradGuard ng;
+      rm.mul_(1 - momentum).add_(mean.to(rm.scalar_type()), momentum);
+      rv.mul_(1 - momentum).add_((var * (count / (count - 1))).to(rv.scalar_type()), momentum);
+    }
+    at::Tensor m4 = mean.to(xf.scalar_type()).view({1, c, 1, 1});
+    at::Tensor s4 = invstd.to(xf.scalar_type()).view({1, c, 1, 1});
+    at::Tensor xhat = (xf - m4) * s4;
+    ctx->save_for_backward({xhat, w, s4});
+    ctx->saved_data["count"] = count;
+    ctx->saved_data["group"] = group;
+    ctx->saved_data["dtype"] = static_cast<int64_t>(x.scalar_type());
+    return xhat * w.view({1, c, 1, 1}) + b.view({1, c, 1, 1});
+  }
+
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext *ctx,
+                                                 torch::autograd::variable_list grads) {
+    auto saved = ctx->get_saved_variables();
+    at::Tensor xhat = saved[0], w = saved[1], s4 = saved[2];
+    auto *d = reinterpret_cast<kk_dist_s *>(ctx->saved_data["group"].toInt());
+    double count = ctx->saved_data["count"].toDouble();
+    int64_t c = xhat.size(1);
+    std::vector<int64_t> dims{0, 2, 3};
+    at::Tensor dy = grads[0].to(xhat.scalar_type());
+    at::Tensor sum_dy = dy.sum(dims), sum_dy_xhat = (dy * xhat).sum(dims);
+    at::Tensor both = at::cat({sum_dy, sum_dy_xhat}).to(at::kDouble);
+    allreduce_sum(d, both, "SyncBatchNorm gradients");
+    at::Tensor mean_dy = (both.narrow(0, 0, c) / count).to(dy.scalar_type()).view({1, c, 1, 1});
+    at::Tensor mean_dy_xhat = (both.narrow(0, c, c) / count).to(dy.scalar_type()).view({1, c, 1, 1});
+    at::Tensor dx = (dy - mean_dy - xhat * mean_dy_xhat) * (s4 * w.view({1, c, 1, 1}));
+    dx = dx.to(static_cast<at::ScalarType>(ctx->saved_data["dtype"].toInt()));
+    return {dx, sum_dy_xhat, sum_dy, at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor()};
+  }
+};
 
 }  // namespace
 
@@ -242,6 +309,15 @@ void kk_dist_broadcast(kk_dist d, const kk_tensor *ts, int n, int root, char **e
           off += k;
         }
       })
+}
+
+void kk_sync_batch_norm(kk_dist d, kk_tensor x, kk_tensor w, kk_tensor b, kk_tensor running_mean,
+                        kk_tensor running_var, double momentum, double eps, kk_tensor *out,
+                        char **err) {
+  KK_TRY(if (!d) throw std::invalid_argument("nil process group");
+         if (T(x).dim() != 4) throw std::invalid_argument("SyncBatchNorm: want (N, C, H, W) input");
+         *out = kk::wrap(SyncBatchNorm::apply(T(x), T(w), T(b), T(running_mean), T(running_var), momentum,
+                                              eps, reinterpret_cast<int64_t>(d)));)
 }
 
 void kk_dist_barrier(kk_dist d, char **err) {

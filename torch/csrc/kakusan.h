@@ -296,6 +296,11 @@ void kk_dist_allreduce_mean(kk_dist d, const kk_tensor *ts, int n, int grads,
                             int64_t bucket_bytes, char **err);
 void kk_dist_broadcast(kk_dist d, const kk_tensor *ts, int n, int root, char **err);
 void kk_dist_barrier(kk_dist d, char **err);
+/* Batch norm in training with the group's batch statistics
+ * (torch.nn.SyncBatchNorm): w, b, running_mean, running_var required. */
+void kk_sync_batch_norm(kk_dist d, kk_tensor x, kk_tensor w, kk_tensor b, kk_tensor running_mean,
+                        kk_tensor running_var, double momentum, double eps, kk_tensor *out,
+                        char **err);
 
 /* ---- a peer for per-op overhead: runs a + b n times in a C++ loop ---- */
 void kk_bench_add_loop(kk_tensor a, kk_tensor b, int64_t n, char **err);
