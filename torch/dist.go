@@ -136,3 +136,46 @@ func (g *Group) SyncBatchNorm(x, w, b, runningMean, runningVar *Tensor, momentum
 		runningMean.handle("SyncBatchNorm"), runningVar.handle("SyncBatchNorm"), C.double(momentum), C.double(eps), &out, &err)
 	return wrap("SyncBatchNorm", out, err)
 }
+
+// Reducer averages a model's gradients over the group as the backward pass
+// produces them, as DistributedDataParallel's Reducer does: each bucket's
+// all-reduce starts as soon as the pass has accumulated all its gradients,
+// while the pass goes on with earlier layers. Finish, after the backward
+// pass, completes it.
+type Reducer struct{ h C.kk_ddp }
+
+// NewReducer hooks the parameters' gradient accumulators; buckets after
+// the first (1 MiB) hold at most bucketBytes (0: 25 MiB).
+func (g *Group) NewReducer(params []*Tensor, bucketBytes int64) *Reducer {
+	if len(params) == 0 {
+		fail("NewReducer", "no parameters")
+	}
+	hs := handles("NewReducer", params)
+	var r C.kk_ddp
+	var err *C.char
+	C.kk_ddp_new(g.handle("NewReducer"), &hs[0], C.int(len(hs)), C.int64_t(bucketBytes), &r, &err)
+	check("NewReducer", err)
+	return &Reducer{h: r}
+}
+
+// Finish launches the buckets the backward pass left, waits for every
+// bucket and leaves the averaged gradients in the parameters' .grad. It
+// returns how many buckets the backward pass launched, of how many.
+func (r *Reducer) Finish() (early, buckets int) {
+	if r == nil || r.h == nil {
+		fail("Reducer.Finish", "closed reducer")
+	}
+	var e, b C.int64_t
+	var err *C.char
+	C.kk_ddp_finish(r.h, &e, &b, &err)
+	check("Reducer.Finish", err)
+	return int(e), int(b)
+}
+
+// Close removes the hooks.
+func (r *Reducer) Close() {
+	if r != nil && r.h != nil {
+		C.kk_ddp_free(r.h)
+		r.h = nil
+	}
+}

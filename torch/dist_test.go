@@ -68,6 +68,17 @@ func TestGroupCollectives(t *testing.T) {
 	}
 }
 
+// The Reducer averages gradients bucket by bucket as the backward pass
+// produces them: every bucket of used parameters launches during the pass,
+// an unused parameter's bucket at Finish (with zeros), steps after steps.
+func TestReducer(t *testing.T) {
+	for r, res := range runRanks(t, 2, "reducer", "reducer") {
+		if res.err != nil || !strings.Contains(res.out, "collectives ok") {
+			t.Errorf("rank %d: %v\n%s", r, res.err, res.out)
+		}
+	}
+}
+
 // SyncBatchNorm on each rank's share of a batch is BatchNorm of the whole
 // batch: outputs, input gradients, the parameters' gradients summed over
 // the ranks and the running statistics, within float32 rounding.
@@ -89,7 +100,7 @@ func TestGroupPeerFailure(t *testing.T) {
 			if s.err == nil || !strings.Contains(s.out, "all-reduce") {
 				t.Fatalf("survivor: want a failed all-reduce, got %v\n%s", s.err, s.out)
 			}
-			if s.elapsed > 30*time.Second {
+			if s.elapsed > 30*time.Second || (peer == "hang" && !strings.Contains(s.out, "Timed out")) {
 				t.Errorf("survivor took %v to fail; timeout is 3 s", s.elapsed)
 			}
 			if testing.Verbose() {
@@ -153,14 +164,17 @@ func TestDistChild(t *testing.T) {
 		case "exit":
 			os.Exit(0)
 		case "hang":
-			time.Sleep(12 * time.Second)
+			time.Sleep(6 * time.Second)
 			os.Exit(0)
 		case "survivor":
 			g.AllReduceMean([]*Tensor{Ones([]int64{4})}, 0)
 			return fmt.Errorf("the all-reduce returned without its peer")
 		}
-		if role == "syncbn" {
+		switch role {
+		case "syncbn":
 			return distSyncBatchNorm(g)
+		case "reducer":
+			return distReducer(g)
 		}
 		return distCollectives(g)
 	})
@@ -253,6 +267,42 @@ func distSyncBatchNorm(g *Group) error {
 	}
 	if dx.Abs().Max().Item() < 1e-3 {
 		return fmt.Errorf("a vanishing input gradient checks nothing")
+	}
+	return nil
+}
+
+func distReducer(g *Group) error {
+	r, mean := float64(g.Rank), float64(g.World-1)/2
+	// Buckets, in reverse: [c] (the first holds at most 1 MiB), [b], [a],
+	// [unused]: a and b are 1.2 MB each, the buckets after the first 1 MB.
+	unused := Zeros([]int64{3}).SetRequiresGrad(true)
+	a := Ones([]int64{300_000}).SetRequiresGrad(true)
+	b := Ones([]int64{300_000}).SetRequiresGrad(true)
+	c := Ones([]int64{10}).SetRequiresGrad(true)
+	red := g.NewReducer([]*Tensor{unused, a, b, c}, 1_000_000)
+	defer red.Close()
+	for step := range 3 {
+		for _, p := range []*Tensor{unused, a, b, c} {
+			if gr := p.Grad(); gr != nil {
+				gr.Fill(0)
+			}
+		}
+		k := float64(step + 1)
+		a.Sum().Add(b.MulScalar(2).Sum()).Add(c.Sum()).MulScalar(k * (r + 1)).Backward()
+		early, buckets := red.Finish()
+		if buckets != 4 || early != 3 {
+			return fmt.Errorf("step %d: %d of %d buckets launched during the backward pass, want 3 of 4", step, early, buckets)
+		}
+		for _, x := range []struct {
+			name string
+			p    *Tensor
+			want float64
+		}{{"a", a, k * (mean + 1)}, {"b", b, 2 * k * (mean + 1)}, {"c", c, k * (mean + 1)}, {"unused", unused, 0}} {
+			v := x.p.Grad().Float64s()
+			if v[0] != x.want || v[len(v)-1] != x.want {
+				return fmt.Errorf("step %d: gradient of %s %v, want %v", step, x.name, v[0], x.want)
+			}
+		}
 	}
 	return nil
 }

@@ -89,6 +89,7 @@ func DistFromEnv(getenv func(string) string) (*DistEnv, error) {
 type distributed struct {
 	env         *DistEnv
 	g           *torch.Group
+	reducer     *torch.Reducer // the model's gradients, all-reduced during the backward pass
 	bucketBytes int64
 	timeout     time.Duration
 }
@@ -140,19 +141,21 @@ func joinGroup(e *DistEnv, t *models.TrainConfig, dev torch.Device) (*distribute
 
 func (d *distributed) close() {
 	if d != nil {
+		d.reducer.Close()
 		d.g.Close()
 	}
 }
 
 // sync is the training step's Sync: rank 0's buffers to every rank, then
-// the gradients averaged.
-func (d *distributed) sync(m models.Model) func(params []*torch.Tensor) {
+// the gradients averaged (their all-reduce began during the backward pass).
+func (d *distributed) sync(m models.Model, params []*torch.Tensor) func([]*torch.Tensor) {
 	bufs := buffers(m)
-	return func(params []*torch.Tensor) {
+	d.reducer = d.g.NewReducer(params, d.bucketBytes)
+	return func([]*torch.Tensor) {
 		if len(bufs) > 0 {
 			d.g.Broadcast(bufs, 0)
 		}
-		d.g.AllReduceMeanGrads(params, d.bucketBytes)
+		d.reducer.Finish()
 	}
 }
 

@@ -147,7 +147,7 @@ func newLoop(ctx context.Context, r *Run, resume string) (*loop, error) {
 	}
 	l.step = step
 	if l.dist != nil {
-		step.Sync = l.dist.sync(l.model)
+		step.Sync = l.dist.sync(l.model, l.model.Module().ParamTensors())
 		if t.SyncBatchNorm {
 			l.model.Module().SetSyncBatchNorm(l.dist.g)
 		}

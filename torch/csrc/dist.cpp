@@ -9,7 +9,11 @@
 #include <cstdlib>
 #include <memory>
 
+#include <mutex>
+
 #include <torch/csrc/autograd/custom_function.h>
+#include <torch/csrc/autograd/utils/lambda_post_hook.h>
+#include <torch/csrc/autograd/variable.h>
 #include <torch/csrc/distributed/c10d/PrefixStore.hpp>
 #include <torch/csrc/distributed/c10d/TCPStore.hpp>
 #ifdef USE_C10D_GLOO
@@ -35,6 +39,92 @@ struct kk_dist_s {
   std::string backend;
   int rank = 0, world = 1;
   c10::intrusive_ptr<c10d::Store> store;
+};
+
+namespace {
+void wait(const c10::intrusive_ptr<c10d::Work> &w, const char *what);
+}
+
+// kk_ddp_s all-reduces a model's gradients in buckets while the backward
+// pass is still running, as DistributedDataParallel's Reducer does: a hook
+// on each parameter's gradient accumulator counts the bucket's gradients
+// down, and the bucket that completes is flattened and its all-reduce
+// launched there and then; finish() launches what the pass left (unused
+// parameters: zeros), waits for every bucket, averages and copies the
+// results back into the gradients. Buckets take the parameters in reverse
+// (the order the backward pass produces their gradients), the first at most
+// 1 MiB (DDP's first_bucket_bytes_cap), the others bucket_bytes.
+struct kk_ddp_s {
+  kk_dist_s *d = nullptr;
+  std::vector<at::Tensor> params;
+  std::vector<std::vector<size_t>> buckets;
+  std::vector<size_t> bucket_of, pending;
+  std::vector<at::Tensor> flat;
+  std::vector<c10::intrusive_ptr<c10d::Work>> works;
+  std::vector<std::shared_ptr<torch::autograd::Node>> accs;
+  std::vector<uintptr_t> keys;
+  std::mutex mu;
+  size_t next = 0;    // the first bucket not launched yet: buckets launch in order
+  int64_t early = 0;  // buckets launched by the hooks since the last finish
+
+  ~kk_ddp_s() {
+    for (size_t i = 0; i < accs.size(); i++) accs[i]->del_post_hook(keys[i]);
+  }
+
+  // launch flattens bucket b's gradients and starts its all-reduce; mu held.
+  void launch(size_t b) {
+    at::NoGradGuard no_grad;
+    std::vector<at::Tensor> parts;
+    for (size_t i : buckets[b]) {
+      at::Tensor &g = params[i].mutable_grad();
+      if (!g.defined()) g = at::zeros_like(params[i]);
+      parts.push_back(g.reshape({-1}));
+    }
+    std::vector<at::Tensor> one{at::cat(parts)};
+    flat[b] = one[0];
+    works[b] = d->allreduce(one);
+  }
+
+  // ready is parameter i's hook: its gradient is accumulated. Complete
+  // buckets launch in bucket order, as DDP's do, so that every rank issues
+  // its collectives in the same order whatever order its hooks ran in.
+  void ready(size_t i) {
+    std::lock_guard<std::mutex> lock(mu);
+    size_t b = bucket_of[i];
+    if (pending[b] > 0) pending[b]--;
+    while (next < buckets.size() && pending[next] == 0) {
+      launch(next++);
+      early++;
+    }
+  }
+
+  int64_t finish() {
+    {
+      std::lock_guard<std::mutex> lock(mu);
+      while (next < buckets.size()) launch(next++);
+    }
+    for (size_t b = 0; b < buckets.size(); b++) {
+      wait(works[b], "all-reduce");
+      flat[b].div_(d->world);
+      int64_t off = 0;
+      for (size_t i : buckets[b]) {
+        at::Tensor g = params[i].grad();
+        int64_t k = g.numel();
+        g.copy_(flat[b].narrow(0, off, k).view(g.sizes()));
+        off += k;
+      }
+    }
+    std::lock_guard<std::mutex> lock(mu);
+    int64_t e = early;
+    early = 0;
+    next = 0;
+    for (size_t b = 0; b < buckets.size(); b++) {
+      pending[b] = buckets[b].size();
+      works[b].reset();
+      flat[b] = at::Tensor();
+    }
+    return e;
+  }
 };
 
 namespace {
@@ -319,6 +409,58 @@ void kk_sync_batch_norm(kk_dist d, kk_tensor x, kk_tensor w, kk_tensor b, kk_ten
          *out = kk::wrap(SyncBatchNorm::apply(T(x), T(w), T(b), T(running_mean), T(running_var), momentum,
                                               eps, reinterpret_cast<int64_t>(d)));)
 }
+
+void kk_ddp_new(kk_dist d, const kk_tensor *params, int n, int64_t bucket_bytes, kk_ddp *out,
+                char **err) {
+  KK_TRY(
+      if (!d) throw std::invalid_argument("nil process group");
+      auto r = std::make_unique<kk_ddp_s>();
+      r->d = d;
+      r->params = kk::list(params, n);
+      r->bucket_of.resize(n);
+      int64_t cap = 1 << 20, bytes = 0;
+      for (int i = n - 1; i >= 0; i--) {
+        const at::Tensor &p = r->params[i];
+        if (!p.requires_grad() || !p.is_leaf())
+          throw std::invalid_argument("parameter " + std::to_string(i) + " is not a leaf requiring gradients");
+        int64_t b = p.numel() * static_cast<int64_t>(p.element_size());
+        bool fresh = r->buckets.empty() || bytes + b > cap ||
+                     r->params[r->buckets.back()[0]].scalar_type() != p.scalar_type() ||
+                     r->params[r->buckets.back()[0]].device() != p.device();
+        if (fresh) {
+          if (!r->buckets.empty()) cap = bucket_bytes > 0 ? bucket_bytes : (25 << 20);
+          r->buckets.emplace_back();
+          bytes = 0;
+        }
+        r->buckets.back().push_back(static_cast<size_t>(i));
+        r->bucket_of[i] = r->buckets.size() - 1;
+        bytes += b;
+      }
+      for (auto &b : r->buckets) r->pending.push_back(b.size());
+      r->flat.resize(r->buckets.size());
+      r->works.resize(r->buckets.size());
+      kk_ddp_s *self = r.get();
+      for (int i = 0; i < n; i++) {
+        auto acc = torch::autograd::impl::grad_accumulator(r->params[i]);
+        if (!acc) throw std::runtime_error("parameter " + std::to_string(i) + " has no gradient accumulator");
+        size_t idx = static_cast<size_t>(i);
+        r->keys.push_back(acc->add_post_hook(std::make_unique<torch::autograd::utils::LambdaPostHook>(
+            [self, idx](const torch::autograd::variable_list &outputs,
+                        const torch::autograd::variable_list &) {
+              self->ready(idx);
+              return outputs;
+            })));
+        r->accs.push_back(std::move(acc));
+      }
+      *out = r.release();)
+}
+
+void kk_ddp_finish(kk_ddp r, int64_t *early, int64_t *buckets, char **err) {
+  KK_TRY(if (!r) throw std::invalid_argument("nil reducer");
+         *buckets = static_cast<int64_t>(r->buckets.size()); *early = r->finish();)
+}
+
+void kk_ddp_free(kk_ddp r) { delete r; }
 
 void kk_dist_barrier(kk_dist d, char **err) {
   KK_TRY(if (!d) throw std::invalid_argument("nil process group");

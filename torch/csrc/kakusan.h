@@ -296,6 +296,17 @@ void kk_dist_allreduce_mean(kk_dist d, const kk_tensor *ts, int n, int grads,
                             int64_t bucket_bytes, char **err);
 void kk_dist_broadcast(kk_dist d, const kk_tensor *ts, int n, int root, char **err);
 void kk_dist_barrier(kk_dist d, char **err);
+/* A model's gradient all-reduce overlapped with the backward pass
+ * (DistributedDataParallel's Reducer): hooks on the parameters' gradient
+ * accumulators launch each bucket's all-reduce as the backward pass
+ * completes it; kk_ddp_finish, after the pass, launches the rest, waits,
+ * and leaves the averaged gradients in .grad (early: the buckets launched
+ * during the pass; buckets: all of them). kk_ddp_free removes the hooks. */
+typedef struct kk_ddp_s *kk_ddp;
+void kk_ddp_new(kk_dist d, const kk_tensor *params, int n, int64_t bucket_bytes, kk_ddp *out,
+                char **err);
+void kk_ddp_finish(kk_ddp r, int64_t *early, int64_t *buckets, char **err);
+void kk_ddp_free(kk_ddp r);
 /* Batch norm in training with the group's batch statistics
  * (torch.nn.SyncBatchNorm): w, b, running_mean, running_var required. */
 void kk_sync_batch_norm(kk_dist d, kk_tensor x, kk_tensor w, kk_tensor b, kk_tensor running_mean,
