@@ -22,7 +22,7 @@ ARG RUNTIME=cpu
 # ---- Go binaries, the CPU shim, the datasets ----
 FROM ${GO_IMAGE} AS build
 RUN apt-get update && \
-    apt-get install -y --no-install-recommends libtorch-dev libopenblas0-openmp g++ dataset-fashion-mnist && \
+    apt-get install -y --no-install-recommends libtorch-dev libgloo-dev libopenblas0-openmp g++ dataset-fashion-mnist && \
     rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 # The shim first: it changes least, so edits elsewhere keep its layer.
