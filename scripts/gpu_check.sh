@@ -83,6 +83,11 @@ grep Benchmark "$out/unet.txt"
 echo "== resume reproduces on CUDA (checkpointed CUDA generator states; grids leave the stream alone)"
 (cd train && KAKUSAN_TEST_DEVICE=cuda KAKUSAN_TEST_MNIST=$PWD/../.gpu/mnist ../.gpu/train.test -test.run 'TestResumeReproducesOnCUDA|TestStepReadsNothingBack|TestCUDAGraph|TestBF16' -test.v) >"$out/cuda_resume.txt" 2>&1 || status=1
 grep -E '^(--- |ok|FAIL|PASS)' "$out/cuda_resume.txt"
+echo "== data parallel: NCCL with one rank under torchrun against one process (the all-reduce path's cost)"
+grep -E 'c10d|dist.cpp' "$out/build.log" || true
+BIN=.gpu/bin DEVICE=cuda PYTHON=$py ROUNDS=2 timeout 300 scripts/bench_dist.sh configs/mnist_cond.yaml 300 "$(nvidia-smi -L | wc -l)" \
+  --set data.dir=.gpu/mnist --set train.cuda_graph=false >"$out/dist.txt" 2>"$out/dist.err" || { status=1; tail -5 "$out/dist.err"; }
+cat "$out/dist.txt"
 PYTHONUNBUFFERED=1 timeout 420 $py .gpu/ref_unet.py --device cuda --steps 100 --modes eager,bf16,cl,bf16-cl,compile,compile-bf16-cl >"$out/ref_unet.json" 2>"$out/ref_unet.err" || status=1
 cat "$out/ref_unet.json"
 
