@@ -144,7 +144,7 @@ func (c *Checkpoint) HasEMA() bool { return c.ema }
 // batch size times the ranks.
 func (c *Checkpoint) GlobalBatch() int {
 	world, err := strconv.Atoi(c.Meta[MetaWorld])
-	if err != nil || world < 1 {
+	if err != nil || world < 1 || world > 1<<16 {
 		world = 1
 	}
 	if c.Config == nil || c.Config.Train == nil {

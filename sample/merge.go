@@ -41,7 +41,7 @@ func Merge(dir string) (int, error) {
 		return 0, fmt.Errorf("%s: %d shards; merge takes at most %d (it holds one file open per shard)", dir, of, maxMergeShards)
 	}
 	h := &manifestHeap{}
-	for i, path := range shards {
+	for _, path := range shards {
 		f, err := os.Open(path)
 		if err != nil {
 			return 0, err
@@ -52,10 +52,9 @@ func Merge(dir string) (int, error) {
 		if err := r.next(); err != nil {
 			return 0, err
 		}
-		if r.done {
-			return 0, fmt.Errorf("%s: shard %d of %d lists no images", path, i, of)
+		if !r.done { // a shard may have no batches (fewer batches than shards)
+			*h = append(*h, r)
 		}
-		*h = append(*h, r)
 	}
 	heap.Init(h)
 	want := 0
@@ -112,10 +111,10 @@ func shardManifests(dir string) ([]string, int, error) {
 		if m == nil {
 			continue
 		}
-		i, _ := strconv.Atoi(m[1])
-		k, err := strconv.Atoi(m[2])
-		if err != nil || k < 1 || k > MaxImages {
-			return nil, 0, fmt.Errorf("%s: a shard count out of range", e.Name())
+		i, err1 := strconv.Atoi(m[1])
+		k, err2 := strconv.Atoi(m[2])
+		if err1 != nil || err2 != nil || k < 1 || k > MaxImages || i >= k || strconv.Itoa(i) != m[1] || strconv.Itoa(k) != m[2] {
+			return nil, 0, fmt.Errorf("%s/%s: not a shard's manifest (manifest-i-of-n.jsonl, 0 <= i < n)", dir, e.Name())
 		}
 		if of != 0 && k != of {
 			return nil, 0, fmt.Errorf("%s: manifests of %d shards and of %d in one folder", dir, of, k)

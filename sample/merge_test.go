@@ -98,12 +98,38 @@ func TestMergeShards(t *testing.T) {
 	breakIt("shards of two jobs", func() {
 		os.WriteFile(filepath.Join(dir, "manifest-0-of-2.jsonl"), nil, 0o644)
 	}, "manifests of")
+	breakIt("a shard out of range", func() {
+		os.WriteFile(filepath.Join(dir, "manifest-3-of-3.jsonl"), nil, 0o644)
+	}, "not a shard's manifest")
+	breakIt("a shard index with a leading zero", func() {
+		os.WriteFile(filepath.Join(dir, "manifest-01-of-3.jsonl"), nil, 0o644)
+	}, "not a shard's manifest")
 	breakIt("garbage", func() { os.WriteFile(m1, []byte("{\"file\": 3}\n"), 0o644) }, "line 1: not a manifest record")
 	breakIt("a path", func() {
 		os.WriteFile(m1, []byte(`{"file": "../x.png", "index": 2}`+"\n"), 0o644)
 	}, "not a name in the folder")
 	if n, err := Merge(dir); err != nil || n != 11 {
 		t.Errorf("after the broken cases were undone: %d, %v", n, err)
+	}
+	// More shards than batches: the shards without a batch list nothing.
+	few := t.TempDir()
+	for shard := range 4 {
+		on(t, func() {
+			job := &Job{N: 3, Batch: 2, Seed: 5, Shard: shard, Of: 4}
+			out := &Folder{Dir: few, Job: job, C: 1, H: 4, W: 4, Meta: meta}
+			if err := out.Open(); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := job.Run(context.Background(), &fake{c: 1, h: 4, w: 4}, out); err != nil {
+				t.Fatal(err)
+			}
+			if err := out.Finish(); err != nil {
+				t.Fatal(err)
+			}
+		})
+	}
+	if n, err := Merge(few); err != nil || n != 3 {
+		t.Errorf("3 images in 4 shards: %d, %v", n, err)
 	}
 	if _, err := Merge(t.TempDir()); err == nil || !strings.Contains(err.Error(), "job.json") {
 		t.Errorf("an empty folder: %v", err)

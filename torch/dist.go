@@ -87,24 +87,13 @@ func (g *Group) handle(op string) C.kk_dist {
 // AllReduceMean replaces each tensor with its mean over the group, in
 // flattened buckets of at most bucketBytes (0: 25 MiB, DDP's default).
 func (g *Group) AllReduceMean(ts []*Tensor, bucketBytes int64) {
-	g.allReduce("AllReduceMean", ts, false, bucketBytes)
-}
-
-// AllReduceMeanGrads averages the parameters' gradients over the group, as
-// DistributedDataParallel does after the backward pass; a parameter with no
-// gradient takes part with zeros.
-func (g *Group) AllReduceMeanGrads(params []*Tensor, bucketBytes int64) {
-	g.allReduce("AllReduceMeanGrads", params, true, bucketBytes)
-}
-
-func (g *Group) allReduce(op string, ts []*Tensor, grads bool, bucketBytes int64) {
 	if len(ts) == 0 {
 		return
 	}
-	hs := handles(op, ts)
+	hs := handles("AllReduceMean", ts)
 	var err *C.char
-	C.kk_dist_allreduce_mean(g.handle(op), &hs[0], C.int(len(hs)), b2i(grads), C.int64_t(bucketBytes), &err)
-	check(op, err)
+	C.kk_dist_allreduce_mean(g.handle("AllReduceMean"), &hs[0], C.int(len(hs)), C.int64_t(bucketBytes), &err)
+	check("AllReduceMean", err)
 }
 
 // Broadcast overwrites the tensors with root's.

@@ -113,14 +113,10 @@ func worker(ready chan<- error) {
 	}
 	C.kk_bind_thread()
 	tuneMalloc()
-	n := runtime.NumCPU()
-	if s := os.Getenv("KAKUSAN_THREADS"); s != "" {
-		v, err := strconv.Atoi(s)
-		if err != nil || v < 1 || v > 1024 {
-			ready <- fmt.Errorf("torch: KAKUSAN_THREADS=%q is not an integer between 1 and 1024", s)
-			return
-		}
-		n = v
+	n, err := intraOpThreads(os.Getenv)
+	if err != nil {
+		ready <- err
+		return
 	}
 	var cerr *C.char
 	C.kk_set_num_threads(C.int(n), &cerr)
@@ -133,6 +129,29 @@ func worker(ready chan<- error) {
 	for f := range jobs {
 		f()
 	}
+}
+
+// intraOpThreads is the number of threads libtorch's kernels use:
+// KAKUSAN_THREADS; else OMP_NUM_THREADS, as PyTorch takes it (torchrun sets
+// it to 1 for each rank it starts); else the cores shared among the ranks on
+// this machine (LOCAL_WORLD_SIZE, which torchrun sets), so that data-parallel
+// ranks on one CPU do not oversubscribe it; else the cores.
+func intraOpThreads(getenv func(string) string) (int, error) {
+	if s := getenv("KAKUSAN_THREADS"); s != "" {
+		v, err := strconv.Atoi(s)
+		if err != nil || v < 1 || v > 1024 {
+			return 0, fmt.Errorf("torch: KAKUSAN_THREADS=%q is not an integer between 1 and 1024", s)
+		}
+		return v, nil
+	}
+	if v, err := strconv.Atoi(getenv("OMP_NUM_THREADS")); err == nil && v >= 1 && v <= 1024 {
+		return v, nil
+	}
+	n := runtime.NumCPU()
+	if v, err := strconv.Atoi(getenv("LOCAL_WORLD_SIZE")); err == nil && v > 1 {
+		n = max(n/v, 1)
+	}
+	return n, nil
 }
 
 // tuneMalloc makes glibc keep tensor-sized blocks for reuse (see

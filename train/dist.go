@@ -3,6 +3,7 @@ package train
 import (
 	"fmt"
 	"math"
+	"slices"
 	"sort"
 	"strconv"
 	"time"
@@ -36,8 +37,12 @@ type DistEnv struct {
 	Attempt    string
 }
 
-// maxWorld bounds WORLD_SIZE.
-const maxWorld = 1 << 16
+// maxWorld bounds WORLD_SIZE; maxStep a checkpoint's step (a trillion
+// steps: no run gets there, and step arithmetic cannot overflow below it).
+const (
+	maxWorld = 1 << 16
+	maxStep  = 1 << 40
+)
 
 // DistFromEnv reads the launcher's variables through getenv (os.Getenv);
 // with no WORLD_SIZE the process trains alone and it returns nil.
@@ -146,16 +151,18 @@ func (d *distributed) close() {
 	}
 }
 
-// sync is the training step's Sync: rank 0's buffers to every rank, then
-// the gradients averaged (their all-reduce began during the backward pass).
+// sync is the training step's Sync: the gradients averaged (their
+// all-reduce began during the backward pass), then rank 0's buffers to
+// every rank. In that order: the reducer's last buckets may launch only now,
+// and every rank must issue its collectives in the same order.
 func (d *distributed) sync(m models.Model, params []*torch.Tensor) func([]*torch.Tensor) {
 	bufs := buffers(m)
 	d.reducer = d.g.NewReducer(params, d.bucketBytes)
 	return func([]*torch.Tensor) {
+		d.reducer.Finish()
 		if len(bufs) > 0 {
 			d.g.Broadcast(bufs, 0)
 		}
-		d.reducer.Finish()
 	}
 }
 
@@ -174,7 +181,7 @@ func buffers(m models.Model) []*torch.Tensor {
 // the step counts (rank 0's after a resume). Other ranks' generators are
 // seeded apart from rank 0's, from the seed, their rank and the step, so no
 // two ranks draw the same noise.
-func (l *loop) broadcastState(optimizer torch.Optimizer) {
+func (l *loop) broadcastState(optimizer torch.Optimizer) error {
 	d := l.dist
 	var ts []*torch.Tensor
 	for _, m := range []models.Model{l.model, l.ema} {
@@ -195,6 +202,19 @@ func (l *loop) broadcastState(optimizer torch.Optimizer) {
 	for _, k := range keys {
 		ts = append(ts, state[k])
 	}
+	// Every rank must train the same model on the same data in the same
+	// steps, or the collectives below would pair tensors of other shapes:
+	// rank 0's description is compared with each rank's first.
+	desc := []float64{float64(len(ts)), float64(l.data.train.N), float64(l.data.spe), float64(l.total), float64(l.c.Train.BatchSize)}
+	for _, t := range ts {
+		desc = append(desc, float64(t.Numel()))
+	}
+	theirs := torch.FromSlice(desc, nil).To(l.dev)
+	d.g.Broadcast([]*torch.Tensor{theirs}, 0)
+	if got := theirs.Float64s(); !slices.Equal(got, desc) {
+		return fmt.Errorf("rank %d trains another model or data than rank 0 (tensors, training images, steps an epoch, steps, batch: %v against rank 0's %v): every rank needs the same config and dataset",
+			d.env.Rank, desc[:5], got[:5])
+	}
 	torch.NoGrad(func() { d.g.Broadcast(ts, 0) })
 	counts := torch.FromSlice([]float64{float64(l.n), float64(optStep)}, nil).To(l.dev)
 	d.g.Broadcast([]*torch.Tensor{counts}, 0)
@@ -202,10 +222,20 @@ func (l *loop) broadcastState(optimizer torch.Optimizer) {
 	if d.env.Rank != 0 {
 		l.n = int(c[0])
 		if err := optimizer.LoadState(state, int64(c[1])); err != nil {
-			panic(err)
+			return err
 		}
 		torch.ManualSeed(l.c.Seed + uint64(d.env.Rank)*0x9E3779B97F4A7C15 + uint64(l.n))
 	}
+	return nil
+}
+
+// collective runs f, which holds collectives, turning a failure into an
+// error that explains it (distError).
+func (l *loop) collective(f func() error) error {
+	if err := torch.Try(f); err != nil {
+		return l.distError(err)
+	}
+	return nil
 }
 
 // convertStep maps a checkpoint's step, counted in global batches of

@@ -128,7 +128,7 @@ func newLoop(ctx context.Context, r *Run, resume string) (*loop, error) {
 		l.total = t.MaxSteps
 	}
 	if l.model, err = newModel(c, l.geo, dev); err != nil {
-		return nil, err
+		return l, err
 	}
 	l.opt = newOptimizer(c.Optimizer, l.model.Module().ParamTensors())
 	var ema *EMA
@@ -167,8 +167,8 @@ func newLoop(ctx context.Context, r *Run, resume string) (*loop, error) {
 		}
 	}
 	if l.dist != nil {
-		if err := torch.Try(func() error { l.broadcastState(l.opt); return nil }); err != nil {
-			return l, l.distError(err)
+		if err := l.collective(func() error { return l.broadcastState(l.opt) }); err != nil {
+			return l, err
 		}
 		if ema != nil {
 			ema.Updates = l.n
@@ -204,14 +204,21 @@ func (l *loop) resume(path string, ema *EMA) error {
 	if err := atomic.WriteFile(l.r.Path("config.yaml"), l.c.Marshal()); err != nil {
 		return err
 	}
-	l.n = convertStep(ck.Step, l.data.train.N/ck.GlobalBatch(), ck.GlobalBatch(), l.data.spe, l.globalBatch())
+	if ck.Step < 0 || ck.Step > maxStep {
+		return fmt.Errorf("%s: step %d is out of range", ck.Path, ck.Step)
+	}
+	speOld, bOld, bNew := l.data.train.N/ck.GlobalBatch(), ck.GlobalBatch(), l.globalBatch()
+	convert := func(step int) int { return convertStep(step, speOld, bOld, l.data.spe, bNew) }
+	l.n = convert(ck.Step)
 	if l.n != ck.Step {
-		fmt.Fprintf(l.r.Log, "the checkpoint's step %d of %d images is step %d of %d images\n", ck.Step, ck.GlobalBatch(), l.n, l.globalBatch())
+		fmt.Fprintf(l.r.Log, "the checkpoint's step %d of %d images is step %d of %d images\n", ck.Step, bOld, l.n, bNew)
+	} else {
+		convert = nil
 	}
 	if ema != nil {
 		ema.Updates = l.n
 	}
-	if err := l.r.truncateMetrics(ck.Step); err != nil {
+	if err := l.r.truncateMetrics(ck.Step, convert); err != nil {
 		return err
 	}
 	fmt.Fprintf(l.r.Log, "resumed from %s at step %d\n", ck.Path, l.n)
@@ -310,9 +317,16 @@ func (l *loop) onBatch(b datasets.Batch, epoch int) error {
 	if l.dist == nil {
 		train()
 	} else if err := torch.Try(func() error { train(); return nil }); err != nil {
-		// The update had not started (Sync precedes it): the state is step n's.
+		// The update had not started (Sync precedes it): the weights, the
+		// optimizer and the moving average are step n's, so rank 0 saves
+		// them (batch-norm statistics and generators have moved on).
 		if l.ctx.Err() != nil {
 			return l.interrupted(epoch)
+		}
+		if l.dist.leader() && l.model.Module().NonFinite() == "" {
+			if path, serr := saveCheckpoint(l.r, l.geo, l.model, l.ema, l.opt, l.n, epoch); serr == nil {
+				l.lastCk = path
+			}
 		}
 		return l.distError(err)
 	}
@@ -382,8 +396,8 @@ var errStop = errors.New("stopped by a signal")
 // one host read of the loop's steps.
 func (l *loop) log(epoch int, lr float64) error {
 	if l.dist != nil { // the loss of every rank's images
-		if err := torch.Try(func() error { l.dist.g.AllReduceMean([]*torch.Tensor{l.lossSum}, 0); return nil }); err != nil {
-			return l.distError(err)
+		if err := l.collective(func() error { l.dist.g.AllReduceMean([]*torch.Tensor{l.lossSum}, 0); return nil }); err != nil {
+			return err
 		}
 	}
 	mean := l.lossSum.Item() / float64(l.window)

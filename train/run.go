@@ -156,9 +156,10 @@ func lockFolder(dir string) (*os.File, error) {
 }
 
 // truncateMetrics drops the metrics lines past step (logged by the run
-// being resumed after its last checkpoint) and leaves the file positioned
-// for appending.
-func (r *Run) truncateMetrics(step int) error {
+// being resumed after its last checkpoint), renumbers the others' steps
+// with convert when it is not nil (a resume with another global batch), and
+// leaves the file positioned for appending.
+func (r *Run) truncateMetrics(step int, convert func(int) int) error {
 	b, err := os.ReadFile(r.metrics.Name())
 	if err != nil {
 		return err
@@ -170,6 +171,20 @@ func (r *Run) truncateMetrics(step int) error {
 		}
 		if len(bytes.TrimSpace(line)) == 0 || json.Unmarshal(line, &rec) != nil || rec.Step == nil || *rec.Step > step {
 			continue
+		}
+		if convert != nil {
+			var fields map[string]any
+			dec := json.NewDecoder(bytes.NewReader(line))
+			dec.UseNumber() // the other fields as written
+			if dec.Decode(&fields) != nil {
+				continue
+			}
+			fields["step"] = convert(*rec.Step)
+			b, err := json.Marshal(fields)
+			if err != nil {
+				return err
+			}
+			line = append(b, '\n')
 		}
 		keep = append(keep, line...)
 	}

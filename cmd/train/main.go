@@ -62,10 +62,13 @@ func main() {
 		if f.out == "" || f.resume != "" || f.overwrite {
 			cli.Fatal("train", fmt.Errorf("--auto-resume needs --out (the run folder a restarted job continues), without --resume or --overwrite"))
 		}
-		if _, err := os.Stat(filepath.Join(f.out, "checkpoints", "latest.safetensors")); err == nil {
+		// Any checkpoint means resume (a missing latest link is then an
+		// error, not a reason to start over); none means a run killed before
+		// its first, with nothing worth keeping.
+		if steps, _ := filepath.Glob(filepath.Join(f.out, "checkpoints", "step-*.safetensors")); len(steps) > 0 {
 			f.resume, f.out = f.out, ""
 		} else {
-			f.overwrite = true // a run killed before its first checkpoint left nothing worth keeping
+			f.overwrite = true
 		}
 	}
 	if f.config == "" && f.resume != "" {

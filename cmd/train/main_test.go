@@ -1,9 +1,6 @@
 package main
 
 import (
-	"encoding/binary"
-	"encoding/json"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -12,6 +9,8 @@ import (
 	"testing"
 
 	"kakusan/cmd/internal/clitest"
+	"kakusan/torch/safetensors"
+	"kakusan/torch/torchtest"
 )
 
 func TestMain(m *testing.M) { clitest.Main(m, main) }
@@ -85,12 +84,7 @@ func TestTorchrun(t *testing.T) {
 	}
 	root, _ := filepath.Abs("../..")
 	out := filepath.Join(t.TempDir(), "run")
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	port := strconv.Itoa(l.Addr().(*net.TCPAddr).Port)
-	l.Close()
+	port := strconv.Itoa(torchtest.FreePort(t))
 	cmd := exec.Command(py, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", port, "--redirects", "1", "--tee", "1", "--no_python", os.Args[0],
 		"-config", filepath.Join(root, "configs/mnist_classifier.yaml"), "--out", out,
 		"--set", "data.subset=512", "--set", "data.test_subset=64", "--set", "train.max_steps=6", "--set", "train.log_every=3",
@@ -110,21 +104,14 @@ func TestTorchrun(t *testing.T) {
 	}
 }
 
-// readMeta reads a safetensors file's metadata from its JSON header.
+// readMeta reads a safetensors file's metadata.
 func readMeta(t *testing.T, path string) map[string]string {
 	t.Helper()
-	b, err := os.ReadFile(path)
+	f, err := safetensors.ReadFile(path)
 	if err != nil {
 		t.Fatal(err)
 	}
-	n := binary.LittleEndian.Uint64(b[:8])
-	var h struct {
-		Meta map[string]string `json:"__metadata__"`
-	}
-	if err := json.Unmarshal(b[8:8+n], &h); err != nil {
-		t.Fatal(err)
-	}
-	return h.Meta
+	return f.Metadata
 }
 
 // --auto-resume starts a run whose folder is new (or holds no checkpoint:

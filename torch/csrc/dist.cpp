@@ -42,92 +42,6 @@ struct kk_dist_s {
 };
 
 namespace {
-void wait(const c10::intrusive_ptr<c10d::Work> &w, const char *what);
-}
-
-// kk_ddp_s all-reduces a model's gradients in buckets while the backward
-// pass is still running, as DistributedDataParallel's Reducer does: a hook
-// on each parameter's gradient accumulator counts the bucket's gradients
-// down, and the bucket that completes is flattened and its all-reduce
-// launched there and then; finish() launches what the pass left (unused
-// parameters: zeros), waits for every bucket, averages and copies the
-// results back into the gradients. Buckets take the parameters in reverse
-// (the order the backward pass produces their gradients), the first at most
-// 1 MiB (DDP's first_bucket_bytes_cap), the others bucket_bytes.
-struct kk_ddp_s {
-  kk_dist_s *d = nullptr;
-  std::vector<at::Tensor> params;
-  std::vector<std::vector<size_t>> buckets;
-  std::vector<size_t> bucket_of, pending;
-  std::vector<at::Tensor> flat;
-  std::vector<c10::intrusive_ptr<c10d::Work>> works;
-  std::vector<std::shared_ptr<torch::autograd::Node>> accs;
-  std::vector<uintptr_t> keys;
-  std::mutex mu;
-  size_t next = 0;    // the first bucket not launched yet: buckets launch in order
-  int64_t early = 0;  // buckets launched by the hooks since the last finish
-
-  ~kk_ddp_s() {
-    for (size_t i = 0; i < accs.size(); i++) accs[i]->del_post_hook(keys[i]);
-  }
-
-  // launch flattens bucket b's gradients and starts its all-reduce; mu held.
-  void launch(size_t b) {
-    at::NoGradGuard no_grad;
-    std::vector<at::Tensor> parts;
-    for (size_t i : buckets[b]) {
-      at::Tensor &g = params[i].mutable_grad();
-      if (!g.defined()) g = at::zeros_like(params[i]);
-      parts.push_back(g.reshape({-1}));
-    }
-    std::vector<at::Tensor> one{at::cat(parts)};
-    flat[b] = one[0];
-    works[b] = d->allreduce(one);
-  }
-
-  // ready is parameter i's hook: its gradient is accumulated. Complete
-  // buckets launch in bucket order, as DDP's do, so that every rank issues
-  // its collectives in the same order whatever order its hooks ran in.
-  void ready(size_t i) {
-    std::lock_guard<std::mutex> lock(mu);
-    size_t b = bucket_of[i];
-    if (pending[b] > 0) pending[b]--;
-    while (next < buckets.size() && pending[next] == 0) {
-      launch(next++);
-      early++;
-    }
-  }
-
-  int64_t finish() {
-    {
-      std::lock_guard<std::mutex> lock(mu);
-      while (next < buckets.size()) launch(next++);
-    }
-    for (size_t b = 0; b < buckets.size(); b++) {
-      wait(works[b], "all-reduce");
-      flat[b].div_(d->world);
-      int64_t off = 0;
-      for (size_t i : buckets[b]) {
-        at::Tensor g = params[i].grad();
-        int64_t k = g.numel();
-        g.copy_(flat[b].narrow(0, off, k).view(g.sizes()));
-        off += k;
-      }
-    }
-    std::lock_guard<std::mutex> lock(mu);
-    int64_t e = early;
-    early = 0;
-    next = 0;
-    for (size_t b = 0; b < buckets.size(); b++) {
-      pending[b] = buckets[b].size();
-      works[b].reset();
-      flat[b] = at::Tensor();
-    }
-    return e;
-  }
-};
-
-namespace {
 
 template <class PG>
 struct Group : kk_dist_s {
@@ -158,25 +72,52 @@ void wait(const c10::intrusive_ptr<c10d::Work> &w, const char *what) {
   }
 }
 
-// buckets splits ts into runs of one dtype and device of at most cap bytes
-// each (a tensor larger than cap is a bucket alone), in order.
-std::vector<std::vector<at::Tensor>> buckets(const std::vector<at::Tensor> &ts, int64_t cap) {
-  std::vector<std::vector<at::Tensor>> out;
-  int64_t bytes = 0;
-  for (const auto &t : ts) {
+// bucketize splits the indices of ts into buckets of one dtype and device,
+// in order (reversed when reverse is set), the first of at most first_cap
+// bytes and the others of at most cap (a tensor larger than that is a
+// bucket alone).
+std::vector<std::vector<size_t>> bucketize(const std::vector<at::Tensor> &ts, bool reverse,
+                                           int64_t first_cap, int64_t cap) {
+  std::vector<std::vector<size_t>> out;
+  int64_t bytes = 0, limit = first_cap;
+  for (size_t k = 0; k < ts.size(); k++) {
+    size_t i = reverse ? ts.size() - 1 - k : k;
+    const at::Tensor &t = ts[i];
     int64_t b = t.numel() * static_cast<int64_t>(t.element_size());
-    bool fresh = out.empty() || bytes + b > cap ||
-                 out.back()[0].scalar_type() != t.scalar_type() ||
-                 out.back()[0].device() != t.device();
+    bool fresh = out.empty() || bytes + b > limit ||
+                 ts[out.back()[0]].scalar_type() != t.scalar_type() ||
+                 ts[out.back()[0]].device() != t.device();
     if (fresh) {
+      if (!out.empty()) limit = cap;
       out.emplace_back();
       bytes = 0;
     }
-    out.back().push_back(t);
+    out.back().push_back(i);
     bytes += b;
   }
   return out;
 }
+
+// flatten is a bucket's tensors as one buffer; unflatten copies a buffer
+// back into them.
+at::Tensor flatten(const std::vector<at::Tensor> &ts, const std::vector<size_t> &bucket) {
+  std::vector<at::Tensor> parts;
+  for (size_t i : bucket) parts.push_back(ts[i].reshape({-1}));
+  return at::cat(parts);
+}
+
+void unflatten(const at::Tensor &flat, const std::vector<at::Tensor> &ts,
+               const std::vector<size_t> &bucket) {
+  int64_t off = 0;
+  for (size_t i : bucket) {
+    int64_t k = ts[i].numel();
+    ts[i].copy_(flat.narrow(0, off, k).view(ts[i].sizes()));
+    off += k;
+  }
+}
+
+constexpr int64_t kBucketBytes = 25 << 20;     // DDP's bucket_cap_mb
+constexpr int64_t kFirstBucketBytes = 1 << 20;  // DDP's first_bucket_bytes_cap
 
 // allreduce_sum sums t over the group in place and waits.
 void allreduce_sum(kk_dist_s *d, at::Tensor &t, const char *what) {
@@ -190,7 +131,7 @@ void allreduce_sum(kk_dist_s *d, at::Tensor &t, const char *what) {
 // pass all-reduces the sums of dy and dy·x̂, so each rank's input gradient
 // is its share of the one-batch gradient (the parameters' gradients stay
 // local: the training step averages them with the rest). Statistics are
-// reduced in float64.
+// reduced in float64; every rank's batch has the same shape.
 struct SyncBatchNorm : public torch::autograd::Function<SyncBatchNorm> {
   static at::Tensor forward(torch::autograd::AutogradContext *ctx, at::Tensor x, at::Tensor w,
                             at::Tensor b, at::Tensor rm, at::Tensor rv, double momentum,
@@ -200,11 +141,11 @@ struct SyncBatchNorm : public torch::autograd::Function<SyncBatchNorm> {
     std::vector<int64_t> dims{0, 2, 3};
     int64_t c = x.size(1);
     at::Tensor xd = xf.to(at::kDouble);
-    at::Tensor stats = at::cat({xd.sum(dims), xd.square().sum(dims),
-                                at::full({1}, static_cast<double>(x.numel() / c), xd.options())});
+    at::Tensor stats = at::cat({xd.sum(dims), xd.square().sum(dims)});
     allreduce_sum(d, stats, "SyncBatchNorm statistics");
-    kk::host_read();
-    double count = stats[2 * c].item<double>();
+    // Every rank normalises a batch of the same shape (the loader's), so the
+    // count needs no all-reduce and no read from the device.
+    double count = static_cast<double>(x.numel() / c) * d->world;
     if (count < 2) throw std::invalid_argument("SyncBatchNorm: fewer than 2 values per channel over the group");
     at::Tensor mean = stats.narrow(0, 0, c) / count;
     at::Tensor var = (stats.narrow(0, c, c) / count - mean.square()).clamp_min(0);
@@ -245,6 +186,96 @@ struct SyncBatchNorm : public torch::autograd::Function<SyncBatchNorm> {
 };
 
 }  // namespace
+
+// kk_ddp_s all-reduces a model's gradients in buckets while the backward
+// pass is still running, as DistributedDataParallel's Reducer does: a hook
+// on each parameter's gradient accumulator counts the bucket's gradients
+// down, and the bucket that completes is flattened and its all-reduce
+// launched there and then; finish() launches what the pass left (unused
+// parameters: zeros), waits for every bucket, averages and copies the
+// results back into the gradients. Buckets take the parameters in reverse
+// (the order the backward pass produces their gradients), the first at most
+// 1 MiB (DDP's first_bucket_bytes_cap), the others bucket_bytes.
+struct kk_ddp_s {
+  kk_dist_s *d = nullptr;
+  std::vector<at::Tensor> params;
+  std::vector<std::vector<size_t>> buckets;
+  std::vector<size_t> bucket_of, pending;
+  std::vector<at::Tensor> flat;
+  std::vector<c10::intrusive_ptr<c10d::Work>> works;
+  std::vector<std::shared_ptr<torch::autograd::Node>> accs;
+  std::vector<uintptr_t> keys;
+  std::mutex mu;
+  size_t next = 0;    // the first bucket not launched yet: buckets launch in order
+  int64_t early = 0;  // buckets launched by the hooks since the last finish
+
+  ~kk_ddp_s() {
+    for (size_t i = 0; i < accs.size(); i++) accs[i]->del_post_hook(keys[i]);
+  }
+
+  // launch_next flattens the next bucket's gradients and starts its
+  // all-reduce; mu held.
+  void launch_next() {
+    at::NoGradGuard no_grad;
+    std::vector<at::Tensor> grads;
+    for (auto &p : params) grads.push_back(p.grad());
+    for (size_t i : buckets[next]) {
+      if (!grads[i].defined()) grads[i] = params[i].mutable_grad() = at::zeros_like(params[i]);
+    }
+    std::vector<at::Tensor> one{flatten(grads, buckets[next])};
+    works[next] = d->allreduce(one);
+    flat[next] = one[0];
+    next++;
+  }
+
+  // ready is parameter i's hook: its gradient is accumulated. Complete
+  // buckets launch in bucket order, as DDP's do, so that every rank issues
+  // its collectives in the same order whatever order its hooks ran in.
+  void ready(size_t i) {
+    std::lock_guard<std::mutex> lock(mu);
+    size_t b = bucket_of[i];
+    if (pending[b] > 0) pending[b]--;
+    while (next < buckets.size() && pending[next] == 0) {
+      launch_next();
+      early++;
+    }
+  }
+
+  // reset arms the hooks for the next backward pass.
+  void reset() {
+    std::lock_guard<std::mutex> lock(mu);
+    next = 0;
+    early = 0;
+    for (size_t b = 0; b < buckets.size(); b++) {
+      pending[b] = buckets[b].size();
+      works[b].reset();
+      flat[b] = at::Tensor();
+    }
+  }
+
+  int64_t finish() {
+    int64_t e;
+    try {
+      {
+        std::lock_guard<std::mutex> lock(mu);
+        e = early;
+        while (next < buckets.size()) launch_next();
+      }
+      std::vector<at::Tensor> grads;
+      for (auto &p : params) grads.push_back(p.grad());
+      for (size_t b = 0; b < buckets.size(); b++) {
+        wait(works[b], "all-reduce");
+        flat[b].div_(d->world);
+        unflatten(flat[b], grads, buckets[b]);
+      }
+    } catch (...) {
+      reset();
+      throw;
+    }
+    reset();
+    return e;
+  }
+};
 
 extern "C" {
 
@@ -315,7 +346,6 @@ void kk_dist_new(const char *backend, const char *host, int port, int serve, con
 #ifdef USE_C10D_NCCL
         auto o = c10d::ProcessGroupNCCL::Options::create();
         o->timeout = timeout;
-        at::globalContext().lazyInitCUDA();
         c10::cuda::set_device(static_cast<c10::DeviceIndex>(device));
         auto g = std::make_unique<Group<c10d::ProcessGroupNCCL>>();
         g->pg = c10::make_intrusive<c10d::ProcessGroupNCCL>(store, rank, world, o);
@@ -337,46 +367,25 @@ void kk_dist_new(const char *backend, const char *host, int port, int serve, con
 void kk_dist_free(kk_dist d) { delete d; }
 
 /* Average tensors in place over the group: each bucket of at most
- * bucket_bytes is flattened into one buffer and all-reduced; every bucket's
- * reduction is launched before the first is waited for, so the backend
- * overlaps them. Parameters whose gradient is undefined (unused this step)
- * take part with zeros, so every rank reduces the same buffers. With grads
- * set, the tensors are the parameters and their .grad is averaged. */
-void kk_dist_allreduce_mean(kk_dist d, const kk_tensor *ts, int n, int grads,
-                            int64_t bucket_bytes, char **err) {
+ * bucket_bytes is flattened into one buffer and all-reduced, every bucket
+ * launched before the first is waited for. */
+void kk_dist_allreduce_mean(kk_dist d, const kk_tensor *ts, int n, int64_t bucket_bytes, char **err) {
   KK_TRY(
       if (!d) throw std::invalid_argument("nil process group");
       at::NoGradGuard no_grad;
-      std::vector<at::Tensor> v;
-      v.reserve(n);
-      for (int i = 0; i < n; i++) {
-        if (!grads) {
-          v.push_back(T(ts[i]));
-          continue;
-        }
-        at::Tensor &g = kk::M(ts[i]).mutable_grad();
-        if (!g.defined()) g = at::zeros_like(T(ts[i]));
-        v.push_back(g);
-      }
-      auto bs = buckets(v, bucket_bytes > 0 ? bucket_bytes : (25 << 20));
+      auto v = kk::list(ts, n);
+      int64_t cap = bucket_bytes > 0 ? bucket_bytes : kBucketBytes;
+      auto bs = bucketize(v, false, cap, cap);
       std::vector<at::Tensor> flat(bs.size());
       std::vector<c10::intrusive_ptr<c10d::Work>> works(bs.size());
-      for (size_t i = 0; i < bs.size(); i++) {
-        std::vector<at::Tensor> parts;
-        for (auto &t : bs[i]) parts.push_back(t.reshape({-1}));
-        std::vector<at::Tensor> one{at::cat(parts)};
-        flat[i] = one[0];
-        works[i] = d->allreduce(one);
+      for (size_t b = 0; b < bs.size(); b++) {
+        std::vector<at::Tensor> one{flatten(v, bs[b])};
+        works[b] = d->allreduce(one);
+        flat[b] = one[0];
       }
-      for (size_t i = 0; i < bs.size(); i++) {
-        wait(works[i], "all-reduce");
-        flat[i].div_(d->world);
-        int64_t off = 0;
-        for (auto &t : bs[i]) {
-          int64_t k = t.numel();
-          t.copy_(flat[i].narrow(0, off, k).view(t.sizes()));
-          off += k;
-        }
+      for (size_t b = 0; b < bs.size(); b++) {
+        wait(works[b], "all-reduce");
+        unflatten(flat[b].div_(d->world), v, bs[b]);
       })
 }
 
@@ -386,18 +395,11 @@ void kk_dist_broadcast(kk_dist d, const kk_tensor *ts, int n, int root, char **e
       if (!d) throw std::invalid_argument("nil process group");
       if (root < 0 || root >= d->world) throw std::invalid_argument("broadcast root out of range");
       at::NoGradGuard no_grad;
-      auto bs = buckets(kk::list(ts, n), 25 << 20);
-      for (auto &b : bs) {
-        std::vector<at::Tensor> parts;
-        for (auto &t : b) parts.push_back(t.reshape({-1}));
-        std::vector<at::Tensor> one{at::cat(parts)};
+      auto v = kk::list(ts, n);
+      for (auto &b : bucketize(v, false, kBucketBytes, kBucketBytes)) {
+        std::vector<at::Tensor> one{flatten(v, b)};
         wait(d->broadcast(one, root), "broadcast");
-        int64_t off = 0;
-        for (auto &t : b) {
-          int64_t k = t.numel();
-          t.copy_(one[0].narrow(0, off, k).view(t.sizes()));
-          off += k;
-        }
+        unflatten(one[0], v, b);
       })
 }
 
@@ -417,26 +419,15 @@ void kk_ddp_new(kk_dist d, const kk_tensor *params, int n, int64_t bucket_bytes,
       auto r = std::make_unique<kk_ddp_s>();
       r->d = d;
       r->params = kk::list(params, n);
-      r->bucket_of.resize(n);
-      int64_t cap = 1 << 20, bytes = 0;
-      for (int i = n - 1; i >= 0; i--) {
-        const at::Tensor &p = r->params[i];
-        if (!p.requires_grad() || !p.is_leaf())
+      for (int i = 0; i < n; i++)
+        if (!r->params[i].requires_grad() || !r->params[i].is_leaf())
           throw std::invalid_argument("parameter " + std::to_string(i) + " is not a leaf requiring gradients");
-        int64_t b = p.numel() * static_cast<int64_t>(p.element_size());
-        bool fresh = r->buckets.empty() || bytes + b > cap ||
-                     r->params[r->buckets.back()[0]].scalar_type() != p.scalar_type() ||
-                     r->params[r->buckets.back()[0]].device() != p.device();
-        if (fresh) {
-          if (!r->buckets.empty()) cap = bucket_bytes > 0 ? bucket_bytes : (25 << 20);
-          r->buckets.emplace_back();
-          bytes = 0;
-        }
-        r->buckets.back().push_back(static_cast<size_t>(i));
-        r->bucket_of[i] = r->buckets.size() - 1;
-        bytes += b;
+      r->buckets = bucketize(r->params, true, kFirstBucketBytes, bucket_bytes > 0 ? bucket_bytes : kBucketBytes);
+      r->bucket_of.resize(n);
+      for (size_t b = 0; b < r->buckets.size(); b++) {
+        r->pending.push_back(r->buckets[b].size());
+        for (size_t i : r->buckets[b]) r->bucket_of[i] = b;
       }
-      for (auto &b : r->buckets) r->pending.push_back(b.size());
       r->flat.resize(r->buckets.size());
       r->works.resize(r->buckets.size());
       kk_ddp_s *self = r.get();

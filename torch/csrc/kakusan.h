@@ -290,10 +290,9 @@ int kk_dist_has_backend(const char *backend);
 void kk_dist_new(const char *backend, const char *host, int port, int serve, const char *prefix,
                  int rank, int world, int64_t timeout_ms, int device, kk_dist *out, char **err);
 void kk_dist_free(kk_dist d);
-/* Average tensors (grads != 0: the tensors' gradients) in place over the
- * group, in flattened buckets of at most bucket_bytes (<= 0: 25 MiB). */
-void kk_dist_allreduce_mean(kk_dist d, const kk_tensor *ts, int n, int grads,
-                            int64_t bucket_bytes, char **err);
+/* Average tensors in place over the group, in flattened buckets of at most
+ * bucket_bytes (<= 0: 25 MiB). */
+void kk_dist_allreduce_mean(kk_dist d, const kk_tensor *ts, int n, int64_t bucket_bytes, char **err);
 void kk_dist_broadcast(kk_dist d, const kk_tensor *ts, int n, int root, char **err);
 void kk_dist_barrier(kk_dist d, char **err);
 /* A model's gradient all-reduce overlapped with the backward pass

@@ -2,6 +2,7 @@
 package torchtest
 
 import (
+	"net"
 	"testing"
 
 	"kakusan/torch"
@@ -13,4 +14,16 @@ func Run(t testing.TB, f func()) {
 	if err := torch.Do(func() error { f(); return nil }); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// FreePort is a TCP port on localhost that was free a moment ago, for a
+// test's rendezvous.
+func FreePort(t testing.TB) int {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
 }
