@@ -17,21 +17,7 @@ func TestMergeShards(t *testing.T) {
 	dir := t.TempDir()
 	labels, _ := ParseLabels("all", 11, 3, 0)
 	meta := map[string]any{"sampler": "ddim"}
-	for shard := range 3 {
-		on(t, func() {
-			job := &Job{N: 11, Batch: 2, Seed: 5, Labels: labels, Shard: shard, Of: 3}
-			out := &Folder{Dir: dir, Job: job, C: 1, H: 4, W: 4, Meta: meta}
-			if err := out.Open(); err != nil {
-				t.Fatal(err)
-			}
-			if _, err := job.Run(context.Background(), &fake{c: 1, h: 4, w: 4}, out); err != nil {
-				t.Fatal(err)
-			}
-			if err := out.Finish(); err != nil {
-				t.Fatal(err)
-			}
-		})
-	}
+	runShards(t, dir, &Job{N: 11, Batch: 2, Seed: 5, Labels: labels, Of: 3}, meta)
 	n, err := Merge(dir)
 	if err != nil || n != 11 {
 		t.Fatalf("merge: %d images, %v", n, err)
@@ -113,25 +99,32 @@ func TestMergeShards(t *testing.T) {
 	}
 	// More shards than batches: the shards without a batch list nothing.
 	few := t.TempDir()
-	for shard := range 4 {
+	runShards(t, few, &Job{N: 3, Batch: 2, Seed: 5, Of: 4}, meta)
+	if n, err := Merge(few); err != nil || n != 3 {
+		t.Errorf("3 images in 4 shards: %d, %v", n, err)
+	}
+	if _, err := Merge(t.TempDir()); err == nil || !strings.Contains(err.Error(), "job.json") {
+		t.Errorf("an empty folder: %v", err)
+	}
+}
+
+// runShards runs every shard of job (its Shard field ignored) into dir.
+func runShards(t *testing.T, dir string, job *Job, meta map[string]any) {
+	t.Helper()
+	for shard := range job.Of {
 		on(t, func() {
-			job := &Job{N: 3, Batch: 2, Seed: 5, Shard: shard, Of: 4}
-			out := &Folder{Dir: few, Job: job, C: 1, H: 4, W: 4, Meta: meta}
+			j := *job
+			j.Shard = shard
+			out := &Folder{Dir: dir, Job: &j, C: 1, H: 4, W: 4, Meta: meta}
 			if err := out.Open(); err != nil {
 				t.Fatal(err)
 			}
-			if _, err := job.Run(context.Background(), &fake{c: 1, h: 4, w: 4}, out); err != nil {
+			if _, err := j.Run(context.Background(), &fake{c: 1, h: 4, w: 4}, out); err != nil {
 				t.Fatal(err)
 			}
 			if err := out.Finish(); err != nil {
 				t.Fatal(err)
 			}
 		})
-	}
-	if n, err := Merge(few); err != nil || n != 3 {
-		t.Errorf("3 images in 4 shards: %d, %v", n, err)
-	}
-	if _, err := Merge(t.TempDir()); err == nil || !strings.Contains(err.Error(), "job.json") {
-		t.Errorf("an empty folder: %v", err)
 	}
 }

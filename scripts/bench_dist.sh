@@ -4,14 +4,15 @@
 # torchrun (the all-reduce path alone: DDP's overhead), and as NPROC ranks
 # under torchrun, each rank with the config's batch (so NPROC ranks train on
 # NPROC times the images a step). Images/s is the median of the logged
-# windows after the first (metrics.jsonl); the modes alternate ROUNDS times,
-# as these machines drift within minutes, and the table takes medians.
+# windows after the first (metrics.jsonl); the modes alternate ROUNDS times
+# (3), each round starting with another, as these machines drift within
+# minutes, and the table takes medians.
 #
 #   scripts/bench_dist.sh [CONFIG] [STEPS] [NPROC] [--set key=value ...]
 #
 # Defaults: configs/mnist_cond_cpu.yaml, 150 steps, 2 ranks. Environment:
 # DEVICE (cpu, the default, or cuda: one GPU per rank), PYTHON (whose torch
-# provides torchrun; default /usr/bin/python3), ROUNDS (default 2), BIN
+# provides torchrun; default /usr/bin/python3), ROUNDS (default 3), BIN
 # (default bin). On the CPU each rank gets cores/NPROC threads
 # (OMP_NUM_THREADS and KAKUSAN_THREADS).
 set -euo pipefail
@@ -43,10 +44,13 @@ train() { # mode out
   esac >"$out.log" 2>&1 || { echo "bench_dist: $mode failed:" >&2; tail -20 "$out.log" >&2; exit 1; }
 }
 
-modes="one ws1"
-[[ $nproc -gt 1 ]] && modes+=" ws$nproc"
-for r in $(seq "${ROUNDS:-2}"); do
-  for mode in $modes; do
+modes=(one ws1)
+[[ $nproc -gt 1 ]] && modes+=("ws$nproc")
+# Each round starts with the next mode: a run right after another runs
+# slower on these machines, so no mode may always go first.
+for r in $(seq "${ROUNDS:-3}"); do
+  for k in "${!modes[@]}"; do
+    mode=${modes[$(((k + r - 1) % ${#modes[@]}))]}
     train "$mode" "$work/$mode-$r"
     echo "round $r: $mode done" >&2
   done
