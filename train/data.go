@@ -73,8 +73,9 @@ func (d *data) batch(b datasets.Batch, dev torch.Device) Batch {
 }
 
 // loadData reads the configured dataset; its geometry and classes are
-// what the model is built for.
-func loadData(c *models.Config) (*data, error) {
+// what the model is built for. The loader gives rank its share of each
+// step's batch of world ranks (world 0 or 1: the whole batch).
+func loadData(c *models.Config, rank, world int) (*data, error) {
 	d := c.Data
 	tr, err := datasets.Load(d.Dataset, d.Dir, d.Size, "train")
 	if err != nil {
@@ -92,8 +93,10 @@ func loadData(c *models.Config) (*data, error) {
 		return nil, fmt.Errorf("%s: the test labels go up to %d; the training set has %d classes", where, te.Classes-1, tr.Classes)
 	}
 	out := &data{train: tr.Subset(d.Subset), test: te.Subset(d.TestSubset)}
-	out.loader = &datasets.Loader{Set: out.train, Batch: c.Train.BatchSize, Seed: c.Seed, Shuffle: true}
-	if out.spe = out.loader.StepsPerEpoch(); out.spe == 0 {
+	out.loader = &datasets.Loader{Set: out.train, Batch: c.Train.BatchSize, Seed: c.Seed, Shuffle: true, Rank: rank, World: world}
+	if out.spe = out.loader.StepsPerEpoch(); out.spe == 0 && world > 1 {
+		return nil, fmt.Errorf("train.batch_size %d on each of %d ranks is more than the %d training images", c.Train.BatchSize, world, out.train.N)
+	} else if out.spe == 0 {
 		return nil, fmt.Errorf("train.batch_size %d is larger than the %d training images", c.Train.BatchSize, out.train.N)
 	}
 	return out, nil

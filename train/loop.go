@@ -112,14 +112,12 @@ func newLoop(ctx context.Context, r *Run, resume string) (*loop, error) {
 			return nil, err
 		}
 	}
-	if l.data, err = loadData(c); err != nil {
-		return l, err
-	}
+	rank, world := 0, 1
 	if l.dist != nil {
-		l.data.loader.Rank, l.data.loader.World = l.dist.env.Rank, l.dist.env.World
-		if l.data.spe = l.data.loader.StepsPerEpoch(); l.data.spe == 0 {
-			return l, fmt.Errorf("train.batch_size %d on each of %d ranks is more than the %d training images", t.BatchSize, l.dist.env.World, l.data.train.N)
-		}
+		rank, world = l.dist.env.Rank, l.dist.env.World
+	}
+	if l.data, err = loadData(c, rank, world); err != nil {
+		return l, err
 	}
 	l.data.holdOnDevice(dev, residentOnAnyDevice)
 	l.geo = models.GeometryOf(l.data.train)
@@ -147,7 +145,7 @@ func newLoop(ctx context.Context, r *Run, resume string) (*loop, error) {
 	}
 	l.step = step
 	if l.dist != nil {
-		step.Sync = l.dist.sync(l.model, l.model.Module().ParamTensors())
+		step.Sync = l.dist.sync(l.model, step.params)
 		if t.SyncBatchNorm {
 			l.model.Module().SetSyncBatchNorm(l.dist.g)
 		}

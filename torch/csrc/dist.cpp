@@ -98,20 +98,26 @@ std::vector<std::vector<size_t>> bucketize(const std::vector<at::Tensor> &ts, bo
   return out;
 }
 
-// flatten is a bucket's tensors as one buffer; unflatten copies a buffer
-// back into them.
-at::Tensor flatten(const std::vector<at::Tensor> &ts, const std::vector<size_t> &bucket) {
-  std::vector<at::Tensor> parts;
-  for (size_t i : bucket) parts.push_back(ts[i].reshape({-1}));
-  return at::cat(parts);
+// pick is the tensors of ts a bucket names.
+std::vector<at::Tensor> pick(const std::vector<at::Tensor> &ts, const std::vector<size_t> &bucket) {
+  std::vector<at::Tensor> out;
+  for (size_t i : bucket) out.push_back(ts[i]);
+  return out;
 }
 
-void unflatten(const at::Tensor &flat, const std::vector<at::Tensor> &ts,
-               const std::vector<size_t> &bucket) {
+// flatten is a bucket's tensors as one buffer; unflatten copies a buffer
+// back into them.
+at::Tensor flatten(const std::vector<at::Tensor> &parts) {
+  std::vector<at::Tensor> flat;
+  for (const auto &t : parts) flat.push_back(t.reshape({-1}));
+  return at::cat(flat);
+}
+
+void unflatten(const at::Tensor &flat, const std::vector<at::Tensor> &parts) {
   int64_t off = 0;
-  for (size_t i : bucket) {
-    int64_t k = ts[i].numel();
-    ts[i].copy_(flat.narrow(0, off, k).view(ts[i].sizes()));
+  for (const auto &t : parts) {
+    int64_t k = t.numel();
+    t.copy_(flat.narrow(0, off, k).view(t.sizes()));
     off += k;
   }
 }
@@ -213,16 +219,23 @@ struct kk_ddp_s {
     for (size_t i = 0; i < accs.size(); i++) accs[i]->del_post_hook(keys[i]);
   }
 
+  // grads are bucket b's gradients, zeros for a parameter without one (it
+  // takes part all the same, so every rank reduces the same buffers).
+  std::vector<at::Tensor> grads(size_t b) {
+    std::vector<at::Tensor> out;
+    for (size_t i : buckets[b]) {
+      at::Tensor &g = params[i].mutable_grad();
+      if (!g.defined()) g = at::zeros_like(params[i]);
+      out.push_back(g);
+    }
+    return out;
+  }
+
   // launch_next flattens the next bucket's gradients and starts its
   // all-reduce; mu held.
   void launch_next() {
     at::NoGradGuard no_grad;
-    std::vector<at::Tensor> grads;
-    for (auto &p : params) grads.push_back(p.grad());
-    for (size_t i : buckets[next]) {
-      if (!grads[i].defined()) grads[i] = params[i].mutable_grad() = at::zeros_like(params[i]);
-    }
-    std::vector<at::Tensor> one{flatten(grads, buckets[next])};
+    std::vector<at::Tensor> one{flatten(grads(next))};
     works[next] = d->allreduce(one);
     flat[next] = one[0];
     next++;
@@ -261,12 +274,9 @@ struct kk_ddp_s {
         e = early;
         while (next < buckets.size()) launch_next();
       }
-      std::vector<at::Tensor> grads;
-      for (auto &p : params) grads.push_back(p.grad());
       for (size_t b = 0; b < buckets.size(); b++) {
         wait(works[b], "all-reduce");
-        flat[b].div_(d->world);
-        unflatten(flat[b], grads, buckets[b]);
+        unflatten(flat[b].div_(d->world), grads(b));
       }
     } catch (...) {
       reset();
@@ -379,13 +389,13 @@ void kk_dist_allreduce_mean(kk_dist d, const kk_tensor *ts, int n, int64_t bucke
       std::vector<at::Tensor> flat(bs.size());
       std::vector<c10::intrusive_ptr<c10d::Work>> works(bs.size());
       for (size_t b = 0; b < bs.size(); b++) {
-        std::vector<at::Tensor> one{flatten(v, bs[b])};
+        std::vector<at::Tensor> one{flatten(pick(v, bs[b]))};
         works[b] = d->allreduce(one);
         flat[b] = one[0];
       }
       for (size_t b = 0; b < bs.size(); b++) {
         wait(works[b], "all-reduce");
-        unflatten(flat[b].div_(d->world), v, bs[b]);
+        unflatten(flat[b].div_(d->world), pick(v, bs[b]));
       })
 }
 
@@ -397,9 +407,10 @@ void kk_dist_broadcast(kk_dist d, const kk_tensor *ts, int n, int root, char **e
       at::NoGradGuard no_grad;
       auto v = kk::list(ts, n);
       for (auto &b : bucketize(v, false, kBucketBytes, kBucketBytes)) {
-        std::vector<at::Tensor> one{flatten(v, b)};
+        auto parts = pick(v, b);
+        std::vector<at::Tensor> one{flatten(parts)};
         wait(d->broadcast(one, root), "broadcast");
-        unflatten(one[0], v, b);
+        unflatten(one[0], parts);
       })
 }
 
