@@ -5,6 +5,7 @@ import (
 	"slices"
 	"strings"
 
+	"kakusan/models/autoencoder"
 	"kakusan/torch"
 )
 
@@ -22,19 +23,31 @@ type Codec interface {
 var codecs = map[string]func() Codec{
 	"pixels":   func() Codec { return pixels{} },
 	"centered": func() Codec { return centered{} },
+	"latent":   nil, // NewLatent: it needs an autoencoder
 }
 
-// NewCodec makes a codec by name.
-func NewCodec(name string) (Codec, error) {
-	if f, ok := codecs[name]; ok {
-		return f(), nil
+// CheckCodec validates a codec's name.
+func CheckCodec(name string) error {
+	if _, ok := codecs[name]; ok {
+		return nil
 	}
 	known := make([]string, 0, len(codecs))
 	for n := range codecs {
 		known = append(known, n)
 	}
 	slices.Sort(known)
-	return nil, fmt.Errorf("unknown codec %q (known: %s)", name, strings.Join(known, ", "))
+	return fmt.Errorf("unknown codec %q (known: %s)", name, strings.Join(known, ", "))
+}
+
+// NewCodec makes a codec of pixels by name (pixels or centered).
+func NewCodec(name string) (Codec, error) {
+	if err := CheckCodec(name); err != nil {
+		return nil, err
+	}
+	if codecs[name] == nil {
+		return nil, fmt.Errorf("codec %q is built from its model (NewLatent)", name)
+	}
+	return codecs[name](), nil
 }
 
 // pixels is the identity: the model works on pixels in [0, 1] (the book's).
@@ -48,3 +61,38 @@ type centered struct{}
 
 func (centered) Encode(x *torch.Tensor) *torch.Tensor { return x.MulScalar(2).SubScalar(1) }
 func (centered) Decode(z *torch.Tensor) *torch.Tensor { return z.AddScalar(1).DivScalar(2) }
+
+// Latent is the codec of latent diffusion (Rombach et al. 2022): an image
+// is the mean of its frozen autoencoder's q(z|x) times the latent scale,
+// and a latent decodes through the autoencoder's decoder. The scale is read
+// from the config at each call, so that measuring it (Model.Calibrate)
+// reaches every model built on that config (the moving average's too).
+type Latent struct {
+	AE  *autoencoder.AutoencoderKL
+	cfg *Config
+}
+
+// NewLatent makes the latent codec of ae, scaled by cfg.LatentScale.
+func NewLatent(ae *autoencoder.AutoencoderKL, cfg *Config) *Latent { return &Latent{ae, cfg} }
+
+func (l *Latent) scale() float64 {
+	if l.cfg.LatentScale <= 0 {
+		panic("diffusion: the latent codec is used before its scale was measured (Model.Calibrate)")
+	}
+	return l.cfg.LatentScale
+}
+
+// Encode is scale·mean(q(z|x)), float32, without gradients (the
+// autoencoder is frozen).
+func (l *Latent) Encode(x *torch.Tensor) (z *torch.Tensor) {
+	torch.NoGrad(func() {
+		mean, _ := l.AE.Encode(x)
+		z = mean.To(torch.Float32).MulScalar(l.scale())
+	})
+	return z
+}
+
+// Decode is the decoder's image of z/scale, mapped to [0, 1].
+func (l *Latent) Decode(z *torch.Tensor) *torch.Tensor {
+	return l.AE.Decode(z.DivScalar(l.scale())).AddScalar(1).DivScalar(2)
+}

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"slices"
 
+	"kakusan/models/autoencoder"
 	"kakusan/torch"
 )
 
@@ -12,21 +13,41 @@ import (
 // the network predicts, the conditioning, the data codec and how training
 // grids (and, by default, sampling jobs) sample.
 type Config struct {
-	Timesteps    int     `yaml:"timesteps"`        // T (reference 1000)
-	Schedule     string  `yaml:"schedule"`         // linear (reference) or cosine
-	BetaStart    float64 `yaml:"beta_start"`       // linear schedule
-	BetaEnd      float64 `yaml:"beta_end"`         // linear schedule
-	Prediction   string  `yaml:"prediction"`       // eps (reference), v or x0
-	Codec        string  `yaml:"codec"`            // how pixels map to the model's space: pixels (reference) or centered
-	Conditional  bool    `yaml:"conditional"`      // condition on the data's classes, with classifier-free guidance
-	CondDrop     float64 `yaml:"cond_drop"`        // probability a label is dropped (to no label)
-	CondDropMode string  `yaml:"cond_drop_mode"`   // sample: per image; batch: the whole batch at once
-	Guidance     float64 `yaml:"guidance"`         // γ for sample grids (and bin/sample's default); 1 = none
-	Sampler      string  `yaml:"sampler"`          // for sample grids (and bin/sample's default): see Samplers
-	SampleSteps  int     `yaml:"sample_steps"`     // steps of the grid's sampler (ddim)
-	Eta          float64 `yaml:"eta"`              // DDIM η: 0 deterministic
-	Spacing      string  `yaml:"spacing"`          // timestep spacing: leading (reference), trailing, linspace or karras
-	Precision    string  `yaml:"sample_precision"` // how sampling computes: fp32 (reference), tf32, bf16 or auto (torch.Precision)
+	Timesteps  int     `yaml:"timesteps"`  // T (reference 1000)
+	Schedule   string  `yaml:"schedule"`   // linear (reference) or cosine
+	BetaStart  float64 `yaml:"beta_start"` // linear schedule
+	BetaEnd    float64 `yaml:"beta_end"`   // linear schedule
+	Prediction string  `yaml:"prediction"` // eps (reference), v or x0
+	Codec      string  `yaml:"codec"`      // how pixels map to the model's space: pixels (reference), centered or latent
+	// Codec latent (ladder step 9): the trained autoencoder whose latents
+	// the model works in (a checkpoint or run folder), frozen; its
+	// architecture, recorded here when training starts (the weights go
+	// into every checkpoint as first_stage_model.*); and the scale the
+	// latents are multiplied by, 0 until measured: 1/std of the training
+	// images' latents, as Stable Diffusion's 0.18215 was measured.
+	Autoencoder       string              `yaml:"autoencoder,omitempty"`
+	AutoencoderConfig *autoencoder.Config `yaml:"autoencoder_config,omitempty"`
+	LatentScale       float64             `yaml:"latent_scale,omitempty"`
+	Conditional       bool                `yaml:"conditional"` // condition on the data's classes, with classifier-free guidance
+	// Conditioning is how a conditional model takes its condition: label
+	// (the reference: a label embedding added to the time embedding) or
+	// prompt (ladder step 9: cross-attention to the tokens of a prompt of
+	// the class word and style words, see package prompt). A prompted
+	// model records its vocabulary and the per-class style thresholds
+	// measured on the training images when training starts, and leaves
+	// each style word out of a training prompt with probability word_drop.
+	Conditioning    string      `yaml:"conditioning"`
+	WordDrop        float64     `yaml:"word_drop"`
+	Vocabulary      []string    `yaml:"vocabulary,flow,omitempty"`
+	StyleThresholds [][]float64 `yaml:"style_thresholds,flow,omitempty"`
+	CondDrop        float64     `yaml:"cond_drop"`        // probability a label is dropped (to no label)
+	CondDropMode    string      `yaml:"cond_drop_mode"`   // sample: per image; batch: the whole batch at once
+	Guidance        float64     `yaml:"guidance"`         // γ for sample grids (and bin/sample's default); 1 = none
+	Sampler         string      `yaml:"sampler"`          // for sample grids (and bin/sample's default): see Samplers
+	SampleSteps     int         `yaml:"sample_steps"`     // steps of the grid's sampler (ddim)
+	Eta             float64     `yaml:"eta"`              // DDIM η: 0 deterministic
+	Spacing         string      `yaml:"spacing"`          // timestep spacing: leading (reference), trailing, linspace or karras
+	Precision       string      `yaml:"sample_precision"` // how sampling computes: fp32 (reference), tf32, bf16 or auto (torch.Precision)
 
 	ZeroTerminalSNR bool    `yaml:"zero_terminal_snr"` // rescale the schedule so that x_T is pure noise (needs prediction v or x0)
 	MinSNRGamma     float64 `yaml:"min_snr_gamma"`     // weigh the loss by min(SNR, γ) (Hang et al.; 5 is theirs); 0 = plain MSE
@@ -42,7 +63,7 @@ type Config struct {
 // image, grids by DDIM in 50 steps with guidance 3.
 func DefaultConfig() *Config {
 	return &Config{Timesteps: 1000, Schedule: "linear", BetaStart: 1e-4, BetaEnd: 0.02, Prediction: string(Eps),
-		Codec: "pixels", Conditional: true, CondDrop: 0.1, CondDropMode: "sample", Guidance: 3, Sampler: "ddim",
+		Codec: "pixels", Conditional: true, Conditioning: "label", WordDrop: 0.5, CondDrop: 0.1, CondDropMode: "sample", Guidance: 3, Sampler: "ddim",
 		SampleSteps: 50, Spacing: "leading", ClipX0: "none", ThresholdRatio: 0.995}
 }
 
@@ -88,8 +109,37 @@ func (c *Config) Validate() error {
 	if !(c.MinSNRGamma >= 0 && c.MinSNRGamma <= 1e6) {
 		bad("min_snr_gamma: must be 0 (off) or positive, got %g", c.MinSNRGamma)
 	}
-	if _, err := NewCodec(c.Codec); err != nil {
+	if err := CheckCodec(c.Codec); err != nil {
 		bad("codec: %v", err)
+	}
+	latent := c.Codec == "latent"
+	switch {
+	case latent && c.Autoencoder == "" && c.AutoencoderConfig == nil:
+		bad("autoencoder: codec latent needs the trained autoencoder's checkpoint or run folder (configs/mnist_autoencoder.yaml trains one)")
+	case !latent && (c.Autoencoder != "" || c.AutoencoderConfig != nil || c.LatentScale != 0):
+		bad("autoencoder, autoencoder_config and latent_scale are for codec latent, not %q", c.Codec)
+	}
+	if c.AutoencoderConfig != nil {
+		if err := c.AutoencoderConfig.Validate(); err != nil {
+			bad("autoencoder_config: %v", err)
+		}
+	}
+	if !(c.LatentScale >= 0 && c.LatentScale <= 1e6) {
+		bad("latent_scale: must be 0 (measure it) or positive, got %g", c.LatentScale)
+	}
+	switch {
+	case c.Conditioning != "label" && c.Conditioning != "prompt":
+		bad("conditioning: must be label or prompt, got %q", c.Conditioning)
+	case c.Conditioning == "prompt" && !c.Conditional:
+		bad("conditioning: prompt needs conditional: true")
+	case c.Conditioning != "prompt" && (c.Vocabulary != nil || c.StyleThresholds != nil):
+		bad("vocabulary and style_thresholds are for conditioning: prompt")
+	}
+	if !(c.WordDrop >= 0 && c.WordDrop <= 1) {
+		bad("word_drop: must be in [0, 1], got %g", c.WordDrop)
+	}
+	if len(c.Vocabulary) > 1<<16 || len(c.StyleThresholds) > 1<<16 {
+		bad("vocabulary, style_thresholds: at most 65536 entries")
 	}
 	if !(c.CondDrop >= 0 && c.CondDrop <= 1) {
 		bad("cond_drop: must be in [0, 1], got %g", c.CondDrop)
@@ -127,11 +177,14 @@ type Sampling struct {
 	GuidanceRescale float64
 	// GuidanceInterval is where guidance applies (Schedule.GuidedIn).
 	GuidanceInterval Interval
+	// Prompt is style words (package prompt) added to every image's class
+	// word, for a model conditioned on prompts; "" adds none.
+	Prompt string
 }
 
 // SamplingFlags are the names of the command-line flags (bin/sample,
 // bin/eval) that set a Sampling's fields.
-var SamplingFlags = []string{"guidance", "sampler", "steps", "eta", "spacing", "precision", "clip-x0", "threshold-ratio", "guidance-rescale", "guidance-interval"}
+var SamplingFlags = []string{"guidance", "sampler", "steps", "eta", "spacing", "precision", "clip-x0", "threshold-ratio", "guidance-rescale", "guidance-interval", "prompt"}
 
 // Over returns s with each field whose flag (SamplingFlags) is not in
 // given taken from def, a checkpoint config's sampling: a sampling job
@@ -167,6 +220,9 @@ func (s Sampling) Record(T int) map[string]any {
 	}
 	if !s.GuidanceInterval.Everywhere() {
 		r["guidance_interval"] = []float64{s.GuidanceInterval.Lo, s.GuidanceInterval.Hi}
+	}
+	if s.Prompt != "" {
+		r["prompt"] = s.Prompt
 	}
 	return r
 }

@@ -3,8 +3,10 @@ package diffusion
 import (
 	"fmt"
 	"math"
+	"strings"
 
 	"kakusan/models/nn"
+	"kakusan/models/prompt"
 	"kakusan/models/unet"
 	"kakusan/torch"
 )
@@ -20,11 +22,13 @@ type Model struct {
 	Shape []int64 // one image in the model's space, (C, H, W)
 	pred  Prediction
 	dev   torch.Device
+	style *torch.Tensor // a prompted model's style thresholds on the device (classes, 4), made at first use
 }
 
-// NewModel puts a network under a diffusion config for images of shape
-// (C, H, W) on dev. It takes the network over: Free releases it.
-func NewModel(net *unet.UNet, c *Config, shape []int64, dev torch.Device) (*Model, error) {
+// NewModel puts a network under a diffusion config on dev, working in
+// codec's space (nil: the config's codec of pixels), where one image has
+// shape (C, H, W). It takes the network over: Free releases it.
+func NewModel(net *unet.UNet, c *Config, codec Codec, shape []int64, dev torch.Device) (*Model, error) {
 	if err := c.Validate(); err != nil {
 		return nil, err
 	}
@@ -33,8 +37,70 @@ func NewModel(net *unet.UNet, c *Config, shape []int64, dev torch.Device) (*Mode
 		return nil, err
 	}
 	pred, _ := ParsePrediction(c.Prediction)
-	codec, _ := NewCodec(c.Codec)
+	if codec == nil {
+		if codec, err = NewCodec(c.Codec); err != nil {
+			return nil, err
+		}
+	}
 	return &Model{Net: net, Sched: s, Cfg: c, Codec: codec, Shape: shape, pred: pred, dev: dev}, nil
+}
+
+// Calibrate measures, before a fresh run's first step, what the model
+// takes from the training images and labels next yields (until it returns
+// nil) and records it in the config: for the latent codec whose scale is
+// still 0, 1/std of the unscaled latents; for a prompted model without
+// style thresholds, the tertiles of each class's ink mass and slant. It
+// returns lines for the log, "" when there was nothing to measure.
+func (m *Model) Calibrate(next func() (x, y *torch.Tensor)) (string, error) {
+	l, latent := m.Codec.(*Latent)
+	latent = latent && m.Cfg.LatentScale == 0
+	styles := m.Prompted() && m.Cfg.StyleThresholds == nil
+	if !latent && !styles {
+		return "", nil
+	}
+	var sum, sq, n float64
+	var ink, slant []float64
+	var labels []int64
+	torch.NoGrad(func() {
+		for x, y := next(); x != nil; x, y = next() {
+			torch.Scoped(func() {
+				if styles {
+					i, s := prompt.Measure(x)
+					ink, slant = append(ink, torch.Values[float64](i.To(torch.Float64))...), append(slant, torch.Values[float64](s.To(torch.Float64))...)
+					labels = append(labels, torch.Values[int64](y.To(torch.Int64))...)
+				}
+				if latent {
+					z, _ := l.AE.Encode(x)
+					z = z.To(torch.Float64)
+					sum += z.Sum().Item()
+					sq += z.Square().Sum().Item()
+					n += float64(z.Numel())
+				}
+			})
+		}
+	})
+	var lines []string
+	if styles {
+		th, err := prompt.Thresholds(ink, slant, labels, m.Classes())
+		if err != nil {
+			return "", fmt.Errorf("style_thresholds: %w", err)
+		}
+		m.Cfg.StyleThresholds = th
+		lines = append(lines, fmt.Sprintf("style thresholds: per-class tertiles of ink mass and slant of %d training images", len(labels)))
+	}
+	if !latent {
+		return strings.Join(lines, "\n"), nil
+	}
+	if n < 2 {
+		return "", fmt.Errorf("latent_scale: no training images to measure it on")
+	}
+	std := math.Sqrt(max(sq/n-(sum/n)*(sum/n), 0))
+	if !(std > 1e-12) || math.IsInf(std, 0) {
+		return "", fmt.Errorf("latent_scale: the autoencoder's latents have standard deviation %g; is it trained?", std)
+	}
+	m.Cfg.LatentScale = 1 / std
+	lines = append(lines, fmt.Sprintf("latent scale %.5g: 1/std of %.0f latent values (mean %.4g) of the training images", m.Cfg.LatentScale, n, sum/n))
+	return strings.Join(lines, "\n"), nil
 }
 
 // Module holds the network's parameters and buffers.
@@ -44,6 +110,26 @@ func (m *Model) Module() *nn.Module { return m.Net.Module }
 func (m *Model) Free() {
 	m.Net.Free()
 	m.Sched.Free()
+	if m.style != nil {
+		m.style.Free()
+	}
+}
+
+// Prompted reports whether the model is conditioned on prompts.
+func (m *Model) Prompted() bool { return m.Net.Prompted() }
+
+// styleThresholds is the config's style thresholds on the device.
+func (m *Model) styleThresholds() *torch.Tensor {
+	if m.style == nil {
+		var flat []float32
+		for _, r := range m.Cfg.StyleThresholds {
+			for _, v := range r {
+				flat = append(flat, float32(v))
+			}
+		}
+		m.style = torch.FromSlice(flat, []int64{int64(len(m.Cfg.StyleThresholds)), 4}, m.dev).Keep()
+	}
+	return m.style
 }
 
 // Conditional reports whether the network takes labels.
@@ -57,6 +143,9 @@ func (m *Model) Classes() int { return int(m.Net.Cfg.Classes) }
 // returns the mean squared error of the prediction against its target. It
 // reads nothing back from the device.
 func (m *Model) Loss(x, y *torch.Tensor) *torch.Tensor {
+	if m.Prompted() && y != nil { // the prompt's style words are measured on the pixels
+		y = prompt.Tokens(x, y, m.styleThresholds(), m.Net.Cfg.Classes, m.Cfg.WordDrop)
+	}
 	x = m.Codec.Encode(x)
 	n := x.Size(0)
 	t := torch.RandInt(1, int64(m.Sched.T)+1, []int64{n}, m.dev)
@@ -113,7 +202,15 @@ func (m *Model) Generate(images []int, labels []int64, seed uint64, s Sampling) 
 	defer m.Net.SetTraining(training)
 	var x *torch.Tensor
 	torch.NoGrad(func() {
-		if m.Conditional() {
+		switch {
+		case m.Prompted():
+			style := m.stylePrompt(s).StyleTokens(m.Classes())
+			tokens := make([]int64, 0, len(labels)*prompt.Context)
+			for _, l := range labels {
+				tokens = append(tokens, l+1, style[prompt.InkSlot], style[prompt.SlantSlot])
+			}
+			y = torch.FromSlice(tokens, []int64{int64(len(labels)), prompt.Context}, m.dev)
+		case m.Conditional():
 			y = torch.FromSlice(labels, nil, m.dev)
 		}
 		x = m.Codec.Decode(Run(sm, m.Predictor(y, s), ImageNoise(seed, images, m.Shape, m.dev)))
@@ -144,11 +241,30 @@ func (m *Model) codecRange() (lo, hi float64) {
 	return math.Inf(-1), math.Inf(1)
 }
 
+// stylePrompt is s.Prompt parsed (CheckSampling has checked it).
+func (m *Model) stylePrompt(s Sampling) prompt.Prompt {
+	p, _ := prompt.Parse(m.Cfg.Vocabulary, m.Classes(), s.Prompt)
+	return p
+}
+
 // CheckSampling validates s for this model: s.Validate for its timesteps,
-// and clipping only where the codec's space is bounded.
+// clipping only where the codec's space is bounded, a prompt of style
+// words only for a prompted model.
 func (m *Model) CheckSampling(s Sampling) error {
 	if err := s.Validate(m.Sched.T); err != nil {
 		return err
+	}
+	if s.Prompt != "" {
+		if !m.Prompted() {
+			return fmt.Errorf("prompt: the model is not conditioned on prompts (diffusion.conditioning: %s)", m.Cfg.Conditioning)
+		}
+		p, err := prompt.Parse(m.Cfg.Vocabulary, m.Classes(), s.Prompt)
+		if err != nil {
+			return fmt.Errorf("prompt %q: %w", s.Prompt, err)
+		}
+		if p.Class >= 0 {
+			return fmt.Errorf("prompt %q: the class word goes with the labels; the sampling prompt holds style words only", s.Prompt)
+		}
 	}
 	if _, ok := m.Codec.(Ranged); !ok && s.ClipX0 != "" && s.ClipX0 != "none" {
 		return fmt.Errorf("clip_x0: the codec %q has no bounded range to clip to", m.Cfg.Codec)

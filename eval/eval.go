@@ -14,6 +14,7 @@ import (
 	"kakusan/diffusion"
 	"kakusan/internal/files"
 	"kakusan/models"
+	"kakusan/models/prompt"
 	"kakusan/sample"
 	"kakusan/torch"
 )
@@ -85,6 +86,10 @@ type Reference struct {
 	TestGauss   Gaussian
 	Floor       float64 // FID of training against test images
 	Accuracy    float64 // the judge's accuracy on the test images
+	// StyleMedians are each class's median ink mass and slant over the
+	// training images (prompt.Measure): a prompt's style words are judged
+	// against them.
+	StyleMedians [][2]float64
 }
 
 // NewReference computes the judge's features of its dataset's real images.
@@ -118,7 +123,67 @@ func (j *Judge) NewReference() (*Reference, error) {
 		return nil, err
 	}
 	ref.Floor, err = FrechetDistance(trainGauss, ref.TestGauss)
+	ref.StyleMedians = styleMedians(tr)
 	return ref, err
+}
+
+// styleMedians is each class's median ink mass and slant over set.
+func styleMedians(set *datasets.Images) [][2]float64 {
+	ink, slant := measure(imagesTensor(set))
+	out := make([][2]float64, set.Classes)
+	for c := range out {
+		var in, sl []float64
+		for i, l := range set.Labels {
+			if int(l) == c {
+				in, sl = append(in, ink[i]), append(sl, slant[i])
+			}
+		}
+		if len(in) > 0 {
+			out[c] = [2]float64{prompt.Quantile(in, 0.5), prompt.Quantile(sl, 0.5)}
+		}
+	}
+	return out
+}
+
+// measure is prompt.Measure of images (N, C, H, W) in [0, 1], in chunks, on the host.
+func measure(imgs *torch.Tensor) (ink, slant []float64) {
+	n := imgs.Size(0)
+	torch.NoGrad(func() {
+		for start := int64(0); start < n; start += 5000 {
+			torch.Scoped(func() {
+				i, s := prompt.Measure(imgs.Narrow(0, start, min(5000, n-start)))
+				ink = append(ink, torch.Values[float64](i.To(torch.Float64))...)
+				slant = append(slant, torch.Values[float64](s.To(torch.Float64))...)
+			})
+		}
+	})
+	return ink, slant
+}
+
+// styleShares are the shares of images whose ink mass and whose slant are
+// above their class's training median: about one half each for images
+// drawn like the training set, near 1 for "bold" (or "slanted") prompts
+// that work, near 0 for "thin" (or "upright").
+func styleShares(ref *Reference, imgs *torch.Tensor, labels []int64) map[string]*Interval {
+	ink, slant := measure(imgs)
+	var inkHits, slantHits, n int
+	for i, l := range labels {
+		if l < 0 || int(l) >= len(ref.StyleMedians) {
+			continue
+		}
+		n++
+		if ink[i] > ref.StyleMedians[l][0] {
+			inkHits++
+		}
+		if slant[i] > ref.StyleMedians[l][1] {
+			slantHits++
+		}
+	}
+	if n == 0 {
+		return nil
+	}
+	a, b := Wilson(inkHits, n), Wilson(slantHits, n)
+	return map[string]*Interval{"ink_above_class_median": &a, "slant_above_class_median": &b}
 }
 
 func imagesTensor(s *datasets.Images) *torch.Tensor {
@@ -132,6 +197,9 @@ type Report struct {
 	Samples   int               `json:"samples"`
 	Accuracy  *Interval         `json:"conditional_accuracy,omitempty"`
 	PerClass  map[int]*Interval `json:"per_class_accuracy,omitempty"`
+	// Style: the shares of images above their class's training median in
+	// ink mass and in slant (styleShares), for labelled images.
+	Style map[string]*Interval `json:"style,omitempty"`
 	FID       float64           `json:"fid"`
 	Precision float64           `json:"precision"`
 	Recall    float64           `json:"recall"`
@@ -156,6 +224,7 @@ func (j *Judge) Evaluate(ref *Reference, imgs *torch.Tensor, labels []int64) (*R
 		}
 		acc := Wilson(hits, len(labels))
 		r.Accuracy, r.PerClass = &acc, map[int]*Interval{}
+		r.Style = styleShares(ref, imgs, labels)
 		for c, n := range perN {
 			w := Wilson(perHits[c], n)
 			r.PerClass[c] = &w

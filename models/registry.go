@@ -13,9 +13,11 @@ import (
 	"sort"
 
 	"kakusan/diffusion"
+	"kakusan/models/autoencoder"
 	"kakusan/models/classifier"
 	"kakusan/models/gaussian"
 	"kakusan/models/nn"
+	"kakusan/models/prompt"
 	"kakusan/models/unet"
 	"kakusan/models/vae"
 	"kakusan/torch"
@@ -97,8 +99,11 @@ type Entry struct {
 	// Check validates across sections (optional).
 	Check func(c *Config) error
 	// New builds the model for data of geometry g on dev; nil for the
-	// classical models, which are fitted in one go.
-	New func(c *Config, g Geometry, dev torch.Device) (Model, error)
+	// classical models, which are fitted in one go. from is the checkpoint
+	// the model is about to be loaded from (nil: a fresh model): a model
+	// with parts trained elsewhere (latent diffusion's autoencoder) reads
+	// them from their own files only when fresh.
+	New func(c *Config, g Geometry, dev torch.Device, from *Checkpoint) (Model, error)
 }
 
 var registry = map[string]Entry{}
@@ -138,7 +143,11 @@ func sectionOwners(key string) []string {
 }
 
 // New builds the configured neural model for geometry g on dev.
-func New(c *Config, g Geometry, dev torch.Device) (Model, error) {
+func New(c *Config, g Geometry, dev torch.Device) (Model, error) { return build(c, g, dev, nil) }
+
+// build is New for a model about to be loaded from the checkpoint from
+// (nil: fresh).
+func build(c *Config, g Geometry, dev torch.Device, from *Checkpoint) (Model, error) {
 	e, ok := registry[c.Model]
 	if !ok || e.New == nil {
 		return nil, fmt.Errorf("model %q is not a neural model (neural models: %v)", c.Model, neuralNames())
@@ -146,7 +155,7 @@ func New(c *Config, g Geometry, dev torch.Device) (Model, error) {
 	if err := g.Validate(); err != nil {
 		return nil, err
 	}
-	return e.New(c, g, dev)
+	return e.New(c, g, dev, from)
 }
 
 func neuralNames() []string {
@@ -175,6 +184,23 @@ func init() {
 		return &hvaeModel{m, g, dev}
 	}))
 	Register(Entry{
+		Name: "autoencoder",
+		Sections: func() map[string]any {
+			return map[string]any{"autoencoder": autoencoder.Defaults()}
+		},
+		Defaults: func(c *Config) {
+			c.Optimizer.LR = 1e-3
+			c.Train.BatchSize, c.Train.Epochs = 128, 3
+		},
+		New: func(c *Config, g Geometry, dev torch.Device, _ *Checkpoint) (Model, error) {
+			a, err := autoencoder.New(*Section[*autoencoder.Config](c, "autoencoder"), int64(g.C), int64(g.H), int64(g.W), dev)
+			if err != nil {
+				return nil, fmt.Errorf("autoencoder: %w", err)
+			}
+			return &aeModel{a}, nil
+		},
+	})
+	Register(Entry{
 		Name: "classifier",
 		Sections: func() map[string]any {
 			return map[string]any{"classifier": &classifier.Config{Hidden: 128, Dropout: 0.5}}
@@ -183,7 +209,7 @@ func init() {
 			c.Optimizer.LR = 1e-3
 			c.Train.BatchSize, c.Train.Epochs = 128, 3
 		},
-		New: func(c *Config, g Geometry, dev torch.Device) (Model, error) {
+		New: func(c *Config, g Geometry, dev torch.Device, _ *Checkpoint) (Model, error) {
 			if g.Classes < 2 {
 				return nil, fmt.Errorf("classifier: the data has %d classes; a classifier needs at least 2", g.Classes)
 			}
@@ -205,20 +231,42 @@ func init() {
 			c.Optimizer.LR = 1e-3
 			c.Train.BatchSize, c.Train.Epochs = 128, 10
 		},
-		New: func(c *Config, g Geometry, dev torch.Device) (Model, error) {
+		New: func(c *Config, g Geometry, dev torch.Device, from *Checkpoint) (Model, error) {
 			u, d := *Section[*unet.Config](c, "unet"), Section[*diffusion.Config](c, "diffusion")
-			u.Channels = int64(g.C)
+			var codec diffusion.Codec // of pixels, by name
+			shape := g.Shape()
+			var ae *autoencoder.AutoencoderKL
+			if d.Codec == "latent" {
+				var err error
+				if ae, err = latentAutoencoder(d, g, dev, from); err != nil {
+					return nil, err
+				}
+				codec, shape = diffusion.NewLatent(ae, d), ae.LatentShape()
+			}
+			u.Channels = shape[0]
 			if d.Conditional {
 				if g.Classes < 1 {
 					return nil, errors.New("diffusion.conditional: the data has no classes; set it to false")
 				}
 				u.Classes = int64(g.Classes)
 			}
+			if d.Conditioning == "prompt" {
+				if err := promptVocabulary(d, g, from); err != nil {
+					return nil, err
+				}
+				u.Vocab, u.Context = int64(len(d.Vocabulary)), prompt.Context
+			}
 			net, err := unet.New(u, dev)
 			if err != nil {
+				if ae != nil {
+					ae.Free()
+				}
 				return nil, fmt.Errorf("unet: %w", err)
 			}
-			m, err := diffusion.NewModel(net, d, g.Shape(), dev)
+			if ae != nil {
+				net.Freeze(FirstStagePrefix, ae.Module)
+			}
+			m, err := diffusion.NewModel(net, d, codec, shape, dev)
 			if err != nil {
 				net.Free()
 				return nil, fmt.Errorf("diffusion: %w", err)
@@ -241,7 +289,7 @@ func vaeEntry(name string, hidden int, lr float64, build func(*vae.Config, Geome
 				c.Optimizer.LR = lr
 			}
 		},
-		New: func(c *Config, g Geometry, dev torch.Device) (Model, error) {
+		New: func(c *Config, g Geometry, dev torch.Device, _ *Checkpoint) (Model, error) {
 			return build(Section[*vae.Config](c, name), g, dev), nil
 		},
 	}
@@ -280,6 +328,25 @@ type Reconstructor interface {
 	Reconstruct(x *torch.Tensor) *torch.Tensor
 }
 
+// ReconstructionRows passes images x (B, C, H, W) through r in eval mode
+// without gradients and interleaves them in rows of cols: originals, their
+// reconstructions below (clamped to [0, 1]), and so on.
+func ReconstructionRows(r Reconstructor, x *torch.Tensor, cols int64) *torch.Tensor {
+	var rec *torch.Tensor
+	if m, ok := r.(Model); ok {
+		training := m.Module().Training()
+		m.Module().SetTraining(false)
+		defer m.Module().SetTraining(training)
+	}
+	torch.NoGrad(func() { rec = r.Reconstruct(x).Clamp(0, 1) })
+	var rows []*torch.Tensor
+	for i := int64(0); i < x.Size(0); i += cols {
+		k := min(cols, x.Size(0)-i)
+		rows = append(rows, x.Narrow(0, i, k), rec.Narrow(0, i, k))
+	}
+	return torch.Cat(rows, 0)
+}
+
 // Reconstruct passes images (B, C, H, W) through a VAE's posterior mean.
 func (m *vaeModel) Reconstruct(x *torch.Tensor) *torch.Tensor {
 	return m.VAE.Reconstruct(x.Flatten(1, -1)).View(x.Shape()...)
@@ -294,6 +361,12 @@ func (m *hvaeModel) Reconstruct(x *torch.Tensor) *torch.Tensor {
 func (m *vaeModel) Interpolate(a, b *torch.Tensor, steps int64) *torch.Tensor {
 	return m.VAE.Interpolate(a.Flatten(1, -1), b.Flatten(1, -1), steps).View(append([]int64{steps}, m.g.Shape()...)...)
 }
+
+// aeModel trains the KL autoencoder of ladder step 9.
+type aeModel struct{ *autoencoder.AutoencoderKL }
+
+func (m *aeModel) Module() *nn.Module                    { return m.AutoencoderKL.Module }
+func (m *aeModel) Loss(x, _ *torch.Tensor) *torch.Tensor { return m.AutoencoderKL.Loss(x, nil) }
 
 // Judge is the classifier trained to judge samples.
 type Judge struct{ *classifier.CNN }

@@ -19,6 +19,9 @@ FIXTURES = {
     # Residual blocks (1x1 skips: every block changes its channel count) with
     # BatchNorm, so the train-mode output is checked too.
     'unet_residual_w4': dict(width=4, residual=True),
+    # Prompt conditioning (ladder step 9): token and position embeddings and
+    # a SpatialTransformer (self-, cross-attention, GEGLU) after every block.
+    'unet_prompt_w4': dict(width=4, levels=3, norm='group', groups=2, act='silu', vocab=15, context_dim=8, heads=2, transformer_from=0),
 }
 
 out_dir = os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', 'models', 'unet', 'testdata')
@@ -30,11 +33,12 @@ for name, kw in FIXTURES.items():
         for p in m.parameters():
             p.add_(0.05 * torch.randn_like(p))
         m.train()
+        cond = lambda n: torch.randint(0, kw['vocab'], (n, 3)) if kw.get('vocab') else torch.randint(0, 10, (n,))
         for _ in range(3):
-            m(torch.rand(6, 1, 28, 28), torch.randint(1, 1001, (6,)), torch.randint(0, 10, (6,)))
+            m(torch.rand(6, 1, 28, 28), torch.randint(1, 1001, (6,)), cond(6))
     x = torch.randn(4, 1, 28, 28)
     t = torch.tensor([1, 250, 640, 1000])
-    y = torch.tensor([3, 0, 9, 5])
+    y = cond(4) if kw.get('vocab') else torch.tensor([3, 0, 9, 5])
     keep = torch.tensor([1.0, 0.0, 1.0, 1.0])
     tensors = {'input.x': x, 'input.t': t, 'input.y': y, 'input.keep': keep}
     tensors.update({'model.' + k: v.clone() for k, v in m.state_dict().items()})

@@ -13,10 +13,10 @@ side to load and compare.
 import sys
 import torch
 sys.path.insert(0, __file__.rsplit('/', 1)[0])
-from pt_models import VAE, HVAE, load_safetensors, save_safetensors
+from pt_models import VAE, HVAE, AutoencoderKL, load_safetensors, save_safetensors
 
 kind, ckpt, inp, out = sys.argv[1:5]
-make = {'vae': VAE, 'hvae': HVAE}[kind]
+make = {'vae': VAE, 'hvae': HVAE, 'autoencoder': AutoencoderKL}[kind]
 sd, meta = load_safetensors(ckpt)
 assert meta['kakusan.model'] == kind, meta['kakusan.model']
 sd = {k: v for k, v in sd.items() if not k.startswith(('optimizer.', 'rng.'))}

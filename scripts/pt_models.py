@@ -54,6 +54,91 @@ class HVAE(nn.Module):
         return self.decoder1(self.encoder1(x)[0])
 
 
+class ResnetBlock(nn.Module):
+    """The latent diffusion repository's ResnetBlock without a time embedding."""
+
+    def __init__(self, cin, cout, groups):
+        super().__init__()
+        self.norm1, self.conv1 = nn.GroupNorm(groups, cin), nn.Conv2d(cin, cout, 3, padding=1)
+        self.norm2, self.conv2 = nn.GroupNorm(groups, cout), nn.Conv2d(cout, cout, 3, padding=1)
+        if cin != cout:
+            self.nin_shortcut = nn.Conv2d(cin, cout, 1)
+
+    def forward(self, x):
+        h = self.conv2(F.silu(self.norm2(self.conv1(F.silu(self.norm1(x))))))
+        return (self.nin_shortcut(x) if hasattr(self, 'nin_shortcut') else x) + h
+
+
+class AutoencoderKL(nn.Module):
+    """The twin of models/autoencoder: Stable Diffusion's KL autoencoder in
+    small (no attention, `blocks` residual blocks per level on both sides)."""
+
+    def __init__(self, c=1, side=28, channels=(16, 32, 64), blocks=1, latent=4, groups=8):
+        super().__init__()
+        self.latent, self.sides = latent, [side]
+        for _ in channels[1:]:
+            self.sides.append((self.sides[-1] + 1) // 2)
+        enc, dec = nn.Module(), nn.Module()
+        enc.conv_in = nn.Conv2d(c, channels[0], 3, padding=1)
+        enc.down, cin = nn.ModuleList(), channels[0]
+        for i, ch in enumerate(channels):
+            level = nn.Module()
+            level.block = nn.ModuleList()
+            for _ in range(blocks):
+                level.block.append(ResnetBlock(cin, ch, groups))
+                cin = ch
+            if i < len(channels) - 1:
+                level.downsample = nn.Module()
+                level.downsample.conv = nn.Conv2d(ch, ch, 3, stride=2, padding=1)
+            enc.down.append(level)
+        last = channels[-1]
+        enc.mid = nn.Module()
+        enc.mid.block_1 = ResnetBlock(last, last, groups)
+        enc.norm_out, enc.conv_out = nn.GroupNorm(groups, last), nn.Conv2d(last, 2 * latent, 3, padding=1)
+        self.quant_conv, self.post_quant_conv = nn.Conv2d(2 * latent, 2 * latent, 1), nn.Conv2d(latent, latent, 1)
+        dec.conv_in = nn.Conv2d(latent, last, 3, padding=1)
+        dec.mid = nn.Module()
+        dec.mid.block_1 = ResnetBlock(last, last, groups)
+        dec.up, cin = nn.ModuleList([nn.Module() for _ in channels]), last
+        for i in reversed(range(len(channels))):
+            dec.up[i].block = nn.ModuleList()
+            for _ in range(blocks):
+                dec.up[i].block.append(ResnetBlock(cin, channels[i], groups))
+                cin = channels[i]
+            if i > 0:
+                dec.up[i].upsample = nn.Module()
+                dec.up[i].upsample.conv = nn.Conv2d(cin, cin, 3, padding=1)
+        dec.norm_out, dec.conv_out = nn.GroupNorm(groups, channels[0]), nn.Conv2d(channels[0], c, 3, padding=1)
+        self.encoder, self.decoder = enc, dec
+
+    def encode(self, x):
+        """Mean and log-variance of q(z|x) for images in [0, 1]."""
+        e = self.encoder
+        h = e.conv_in(2 * x - 1)
+        for level in e.down:
+            for b in level.block:
+                h = b(h)
+            if hasattr(level, 'downsample'):
+                h = level.downsample.conv(h)
+        h = e.conv_out(F.silu(e.norm_out(e.mid.block_1(h))))
+        mean, logvar = self.quant_conv(h).chunk(2, 1)
+        return mean, logvar.clamp(-30, 20)
+
+    def decode(self, z):
+        """Images in [-1, 1] (not clamped)."""
+        d = self.decoder
+        h = d.mid.block_1(d.conv_in(self.post_quant_conv(z)))
+        for i in reversed(range(len(d.up))):
+            for b in d.up[i].block:
+                h = b(h)
+            if i > 0:
+                h = d.up[i].upsample.conv(F.interpolate(h, size=(self.sides[i - 1],) * 2, mode='nearest'))
+        return d.conv_out(F.silu(d.norm_out(h)))
+
+    def reconstruct(self, x):
+        return (self.decode(self.encode(x)[0]) + 1) / 2
+
+
 DTYPES = {'F32': (np.float32, torch.float32), 'F64': (np.float64, torch.float64),
           'I64': (np.int64, torch.int64), 'U8': (np.uint8, torch.uint8)}
 
@@ -134,13 +219,93 @@ class Attention(nn.Module):
         return x + self.proj(a.transpose(1, 2).reshape(b, c, h, w))
 
 
+class Attention2(nn.Module):
+    """diffusers' Attention: multi-head, projections without bias."""
+
+    def __init__(self, dim, ctx_dim, heads):
+        super().__init__()
+        self.heads = heads
+        self.to_q, self.to_k, self.to_v = nn.Linear(dim, dim, bias=False), nn.Linear(ctx_dim, dim, bias=False), nn.Linear(ctx_dim, dim, bias=False)
+        self.to_out = nn.ModuleList([nn.Linear(dim, dim)])
+
+    def forward(self, x, ctx=None):
+        ctx = x if ctx is None else ctx
+        b, n, d = x.shape
+        split = lambda t: t.view(b, t.shape[1], self.heads, d // self.heads).transpose(1, 2)
+        q, k, v = split(self.to_q(x)), split(self.to_k(ctx)), split(self.to_v(ctx))
+        a = torch.softmax(q @ k.transpose(-2, -1) / math.sqrt(d // self.heads), -1) @ v
+        return self.to_out[0](a.transpose(1, 2).reshape(b, n, d))
+
+
+class GEGLU(nn.Module):
+    def __init__(self, dim, out):
+        super().__init__()
+        self.proj = nn.Linear(dim, 2 * out)
+
+    def forward(self, x):
+        a, gate = self.proj(x).chunk(2, -1)
+        return a * F.gelu(gate)
+
+
+class FeedForward(nn.Module):
+    def __init__(self, dim):
+        super().__init__()
+        self.net = nn.ModuleList([GEGLU(dim, 4 * dim), nn.Identity(), nn.Linear(4 * dim, dim)])
+
+    def forward(self, x):
+        return self.net[2](self.net[0](x))
+
+
+class BasicTransformerBlock(nn.Module):
+    def __init__(self, dim, ctx_dim, heads):
+        super().__init__()
+        self.norm1, self.attn1 = nn.LayerNorm(dim), Attention2(dim, dim, heads)
+        self.norm2, self.attn2 = nn.LayerNorm(dim), Attention2(dim, ctx_dim, heads)
+        self.norm3, self.ff = nn.LayerNorm(dim), FeedForward(dim)
+
+    def forward(self, x, ctx):
+        x = x + self.attn1(self.norm1(x))
+        x = x + self.attn2(self.norm2(x), ctx)
+        return x + self.ff(self.norm3(x))
+
+
+class SpatialTransformer(nn.Module):
+    """diffusers' Transformer2DModel with linear projections, one block."""
+
+    def __init__(self, ch, ctx_dim, heads, groups):
+        super().__init__()
+        self.norm = nn.GroupNorm(groups if ch % groups == 0 else 1, ch)
+        self.proj_in, self.proj_out = nn.Linear(ch, ch), nn.Linear(ch, ch)
+        self.transformer_blocks = nn.ModuleList([BasicTransformerBlock(ch, ctx_dim, heads)])
+        nn.init.zeros_(self.proj_out.weight)
+        nn.init.zeros_(self.proj_out.bias)
+
+    def forward(self, x, ctx):
+        b, c, h, w = x.shape
+        t = self.proj_in(self.norm(x).view(b, c, h * w).transpose(1, 2))
+        t = self.proj_out(self.transformer_blocks[0](t, ctx))
+        return x + t.transpose(1, 2).reshape(b, c, h, w)
+
+
+class TextEmbedding(nn.Module):
+    def __init__(self, vocab, context, dim):
+        super().__init__()
+        self.token_embedding, self.position_embedding = nn.Embedding(vocab, dim), nn.Embedding(context, dim)
+
+    def forward(self, tokens):
+        return self.token_embedding(tokens) + self.position_embedding.weight[None]
+
+
 class UNet(nn.Module):
-    """The twin of models/unet: UNet() is the book's conditional U-Net."""
+    """The twin of models/unet: UNet() is the book's conditional U-Net; with
+    vocab > 0 it is conditioned on prompts of `context` tokens by
+    cross-attention (SpatialTransformers from level transformer_from down)."""
 
     def __init__(self, channels=1, width=64, levels=2, emb=100, classes=10, norm='batch', groups=8,
-                 act='relu', dropout=0.0, attention=False, residual=False):
+                 act='relu', dropout=0.0, attention=False, residual=False,
+                 vocab=0, context=3, context_dim=64, heads=4, transformer_from=1):
         super().__init__()
-        self.emb, self.levels = emb, levels
+        self.emb, self.levels, self.vocab, self.transformer_from = emb, levels, vocab, transformer_from
         kw = dict(norm=norm, groups=groups, act=act, dropout=dropout, residual=residual)
         w = lambda l: width << l
         cin = channels
@@ -153,25 +318,36 @@ class UNet(nn.Module):
         for i in reversed(range(levels)):
             setattr(self, f'up{i + 1}', ConvBlock(w(i + 1) + w(i), w(i), emb, **kw))
         self.out = nn.Conv2d(width, channels, 1)
-        if classes:
+        if vocab:
+            self.text = TextEmbedding(vocab, context, context_dim)
+            xf = lambda ch: SpatialTransformer(ch, context_dim, heads, groups)
+            for i in range(transformer_from, levels):
+                setattr(self, f'down{i + 1}_transformer', xf(w(i)))
+                setattr(self, f'up{i + 1}_transformer', xf(w(i)))
+            self.bot1_transformer = xf(w(levels))
+        elif classes:
             self.label_emb = nn.Embedding(classes, emb)
 
     def forward(self, x, t, y=None, keep=None):
-        v = pos_encoding(t, self.emb)
-        if y is not None and hasattr(self, 'label_emb'):
+        v, ctx = pos_encoding(t, self.emb), None
+        if self.vocab:
+            y = torch.zeros(len(x), self.text.position_embedding.num_embeddings, dtype=torch.long) if y is None else y
+            ctx = self.text(y if keep is None else y * keep.long()[:, None])
+        elif y is not None and hasattr(self, 'label_emb'):
             e = self.label_emb(y)
             v = v + (e if keep is None else e * keep[:, None])
+        attend = lambda name, h: getattr(self, name)(h, ctx) if hasattr(self, name) else h
         skips, h = [], x
         for i in range(self.levels):
             if i:
                 h = F.max_pool2d(h, 2)
-            h = getattr(self, f'down{i + 1}')(h, v)
+            h = attend(f'down{i + 1}_transformer', getattr(self, f'down{i + 1}')(h, v))
             skips.append(h)
-        h = self.bot1(F.max_pool2d(h, 2), v)
+        h = attend('bot1_transformer', self.bot1(F.max_pool2d(h, 2), v))
         if hasattr(self, 'attn'):
             h = self.attn(h)
         for i in reversed(range(self.levels)):
             h = F.interpolate(h, size=skips[i].shape[-2:], mode='bilinear', align_corners=False)
-            h = getattr(self, f'up{i + 1}')(torch.cat([h, skips[i]], 1), v)
+            h = attend(f'up{i + 1}_transformer', getattr(self, f'up{i + 1}')(torch.cat([h, skips[i]], 1), v))
         return self.out(h)
 

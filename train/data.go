@@ -114,13 +114,22 @@ func batchTensors(b datasets.Batch, set *datasets.Images, dev torch.Device) Batc
 	return Batch{X: x.To(dev), Y: y.To(dev)}
 }
 
-// evalLoss is the mean per-image loss over a set, and for a Scorer the
-// share it gets right, in eval mode without gradients.
-func evalLoss(m models.Model, set *datasets.Images, batch int, dev torch.Device) (loss, accuracy float64) {
+// testScores are a model's scores on the test set.
+type testScores struct {
+	loss     float64 // mean per-image loss
+	accuracy float64 // a Scorer's share right
+	mse      float64 // a Reconstructor's mean squared error per pixel, in [0, 1] units
+}
+
+// evalLoss scores m on a set in eval mode without gradients: the mean
+// per-image loss, for a Scorer the share it gets right, for a
+// Reconstructor the squared error of its reconstructions.
+func evalLoss(m models.Model, set *datasets.Images, batch int, dev torch.Device) testScores {
 	m.Module().SetTraining(false)
 	defer m.Module().SetTraining(true)
 	scorer, _ := m.(models.Scorer)
-	var total float64
+	rec, _ := m.(models.Reconstructor)
+	var total, sq float64
 	var correct int64
 	torch.NoGrad(func() {
 		for _, b := range (&datasets.Loader{Set: set, Batch: batch}).All() {
@@ -130,8 +139,12 @@ func evalLoss(m models.Model, set *datasets.Images, batch int, dev torch.Device)
 				if scorer != nil {
 					correct += scorer.Correct(t.X, t.Y)
 				}
+				if rec != nil {
+					sq += torch.MSELoss(rec.Reconstruct(t.X).Clamp(0, 1), t.X, torch.ReduceSum).Item()
+				}
 			})
 		}
 	})
-	return total / float64(set.N), float64(correct) / float64(set.N)
+	n := float64(set.N)
+	return testScores{total / n, float64(correct) / n, sq / n / float64(set.ImageSize())}
 }

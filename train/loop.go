@@ -128,6 +128,9 @@ func newLoop(ctx context.Context, r *Run, resume string) (*loop, error) {
 	if l.model, err = newModel(c, l.geo, dev); err != nil {
 		return l, err
 	}
+	if err := l.calibrate(); err != nil { // a no-op when resuming: the config has what was measured
+		return l, err
+	}
 	l.opt = newOptimizer(c.Optimizer, l.model.Module().ParamTensors())
 	var ema *EMA
 	if t.EMADecay > 0 {
@@ -181,6 +184,40 @@ func newLoop(ctx context.Context, r *Run, resume string) (*loop, error) {
 		c.Model, l.model.Module().NumParams(), dev, step.Precision, l.data.train.N, l.geo.C, l.geo.H, l.geo.W, l.data.spe, l.data.test.N, l.total)
 	l.lossSum = torch.Zeros([]int64{}, dev).Keep()
 	return l, nil
+}
+
+// calibrateImages bounds the training images a fresh run measures its
+// model's data-dependent constants on.
+const calibrateImages = 10000
+
+// calibrate lets a model measure what it takes from the training images
+// before the first step (latent diffusion's latent scale), and records it
+// in the run folder's config.
+func (l *loop) calibrate() error {
+	m, ok := l.model.(interface {
+		Calibrate(next func() (x, y *torch.Tensor)) (string, error)
+	})
+	if !ok {
+		return nil
+	}
+	batches := (&datasets.Loader{Set: l.data.train.Subset(calibrateImages), Batch: l.c.Train.BatchSize}).All()
+	i := 0
+	msg, err := m.Calibrate(func() (x, y *torch.Tensor) {
+		if i == len(batches) {
+			return nil, nil
+		}
+		i++
+		b := batchTensors(batches[i-1], l.data.train, l.dev)
+		return b.X, b.Y
+	})
+	if err != nil || msg == "" {
+		return err
+	}
+	fmt.Fprintln(l.r.Log, msg)
+	if !l.dist.leader() {
+		return nil
+	}
+	return atomic.WriteFile(l.r.Path("config.yaml"), l.c.Marshal())
 }
 
 // resume restores the model, moving average, optimizer and generators
@@ -464,7 +501,7 @@ func (l *loop) grid(name string) error {
 	}
 	gen, ok := l.generator()
 	if !ok {
-		return nil
+		return l.reconstructions(name)
 	}
 	n, classes := l.c.Samples, 0
 	if models.Conditional(l.model) {
@@ -501,26 +538,61 @@ func (l *loop) grid(name string) error {
 	return sample.SavePNG(l.r.Path(filepath.Join("samples", name)), imgs.Grid(cols, 2))
 }
 
+// reconstructions draws samples/name for a model that reconstructs rather
+// than generates (the autoencoders): the first test images in rows of 8,
+// each row followed by its reconstructions; nothing for other models.
+func (l *loop) reconstructions(name string) error {
+	m := l.model
+	if l.ema != nil {
+		m = l.ema
+	}
+	r, ok := m.(models.Reconstructor)
+	n := min(l.c.Samples/2, l.data.test.N)
+	if !ok || n < 1 {
+		return nil
+	}
+	var imgs *sample.Images
+	err := l.interruptible(func() error {
+		b := (&datasets.Loader{Set: l.data.test.Subset(n), Batch: n}).All()[0]
+		var err error
+		imgs, err = sample.FromTensor(models.ReconstructionRows(r, batchTensors(b, l.data.test, l.dev).X, 8))
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("reconstruction grid: %w", err)
+	}
+	if err := os.MkdirAll(l.r.Path("samples"), 0o755); err != nil {
+		return err
+	}
+	return sample.SavePNG(l.r.Path(filepath.Join("samples", name)), imgs.Grid(8, 2))
+}
+
 // evaluate logs the test loss (and a scorer's accuracy) at an epoch's end.
 func (l *loop) evaluate(epoch int) error {
 	if !l.dist.leader() {
 		return nil
 	}
-	var loss, acc float64
+	var s testScores
 	err := l.interruptible(func() error {
-		torch.WithSeed(l.c.Seed+uint64(epoch), func() { loss, acc = evalLoss(l.model, l.data.test, l.c.Train.BatchSize, l.dev) })
+		torch.WithSeed(l.c.Seed+uint64(epoch), func() { s = evalLoss(l.model, l.data.test, l.c.Train.BatchSize, l.dev) })
 		return nil
 	})
 	if err != nil {
 		return err
 	}
+	loss := s.loss
 	fields := map[string]any{"epoch": epoch, "test_loss": loss}
+	msg := fmt.Sprintf("epoch %d (step %d): test loss %.4f", epoch, l.n, loss)
 	if _, ok := l.model.(models.Scorer); ok {
-		fields["test_accuracy"] = acc
-		l.logf("epoch %d (step %d): test loss %.4f, accuracy %.4f\n", epoch, l.n, loss, acc)
-	} else {
-		l.logf("epoch %d (step %d): test loss %.4f\n", epoch, l.n, loss)
+		fields["test_accuracy"] = s.accuracy
+		msg += fmt.Sprintf(", accuracy %.4f", s.accuracy)
 	}
+	if _, ok := l.model.(models.Reconstructor); ok && s.mse > 0 && s.mse <= 1 {
+		psnr := -10 * math.Log10(s.mse)
+		fields["test_mse"], fields["test_psnr"] = s.mse, psnr
+		msg += fmt.Sprintf(", reconstruction MSE %.5f (PSNR %.2f dB)", s.mse, psnr)
+	}
+	l.logf("%s\n", msg)
 	if math.IsNaN(loss) || math.IsInf(loss, 0) {
 		return nanError(l.n, l.lastCk)
 	}

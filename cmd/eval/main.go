@@ -255,8 +255,8 @@ func (src *source) evaluate(ctx context.Context, o *options, judge *eval.Judge, 
 
 func printTable(r result) {
 	fmt.Printf("judge accuracy on test images %.4f; floor FID (train vs test) %.3f\n", r.JudgeAccuracy, r.FloorFID)
-	fmt.Println("| guidance | images | conditional accuracy (95% CI) | FID | precision | recall |")
-	fmt.Println("| --- | --- | --- | --- | --- | --- |")
+	fmt.Println("| guidance | images | conditional accuracy (95% CI) | FID | precision | recall | ink > class median | slant > class median |")
+	fmt.Println("| --- | --- | --- | --- | --- | --- | --- | --- |")
 	for _, rep := range r.Reports {
 		g, acc := "-", "-"
 		if rep.Guidance != nil {
@@ -265,6 +265,13 @@ func printTable(r result) {
 		if rep.Accuracy != nil {
 			acc = fmt.Sprintf("%.4f (%.4f-%.4f)", rep.Accuracy.Value, rep.Accuracy.Low, rep.Accuracy.High)
 		}
-		fmt.Printf("| %s | %d | %s | %.3f | %.3f | %.3f |\n", g, rep.Samples, acc, rep.FID, rep.Precision, rep.Recall)
+		share := func(key string) string {
+			if v := rep.Style[key]; v != nil {
+				return fmt.Sprintf("%.3f (%.3f-%.3f)", v.Value, v.Low, v.High)
+			}
+			return "-"
+		}
+		fmt.Printf("| %s | %d | %s | %.3f | %.3f | %.3f | %s | %s |\n", g, rep.Samples, acc, rep.FID, rep.Precision, rep.Recall,
+			share("ink_above_class_median"), share("slant_above_class_median"))
 	}
 }

@@ -242,3 +242,53 @@ func TestSamplingJobErrors(t *testing.T) {
 		}
 	}
 }
+
+// --prompt (ladder step 9): a class word sets every image's label, the
+// style words are the job's prompt; a prompt the model cannot take is
+// refused by name.
+func TestPromptFlag(t *testing.T) {
+	c, err := models.LoadConfig("../../configs/mnist_cond.yaml", []string{"data.subset=256", "data.test_subset=64", "device=cpu",
+		"unet.width=4", "unet.heads=2", "diffusion.conditioning=prompt", "train.batch_size=32", "train.max_steps=2", "samples=10", "diffusion.sample_steps=2"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := train.Train(c, train.Options{Out: filepath.Join(t.TempDir(), "run")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := t.TempDir()
+	j := job(r.Dir, out, 0, 1)
+	j.labels, j.sampling.Prompt, j.set = "all", "slanted BOLD seven", append(j.set, "prompt")
+	if err := runNeural(context.Background(), j); err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(filepath.Join(out, "manifest.jsonl"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := strings.Count(string(b), `"label":7`); n != 10 {
+		t.Errorf("%d of 10 images labelled 7:\n%s", n, b)
+	}
+	meta, _ := os.ReadFile(filepath.Join(out, "job.json"))
+	if !strings.Contains(string(meta), `"prompt": "bold slanted"`) {
+		t.Errorf("job.json does not record the style words:\n%s", meta)
+	}
+	for _, c := range []struct {
+		ck, prompt string
+		labels     bool
+		want       string
+	}{
+		{r.Dir, "bold seven", true, "names a class and --labels gives the classes"},
+		{r.Dir, "purple seven", false, `unknown word "purple" (known: zero, one,`},
+		{tinyCheckpoint(t), "bold", false, "not conditioned on prompts"},
+	} {
+		j := job(c.ck, t.TempDir(), 0, 1)
+		j.sampling.Prompt, j.set = c.prompt, append(j.set, "prompt")
+		if c.labels {
+			j.set = append(j.set, "labels")
+		}
+		if err := runNeural(context.Background(), j); err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("--prompt %q: %v, want an error containing %q", c.prompt, err, c.want)
+		}
+	}
+}

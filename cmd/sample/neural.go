@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"time"
 
 	"github.com/schollz/progressbar/v3"
@@ -16,6 +17,7 @@ import (
 	"kakusan/datasets"
 	"kakusan/diffusion"
 	"kakusan/models"
+	"kakusan/models/prompt"
 	"kakusan/sample"
 	"kakusan/torch"
 )
@@ -51,8 +53,18 @@ func runNeural(ctx context.Context, j neuralJob) error {
 		if err := j.flagsApply(m); err != nil {
 			return fmt.Errorf("%s: %w", ck.Path, err)
 		}
+		if err := j.promptClass(m); err != nil {
+			return fmt.Errorf("%s: %w", ck.Path, err)
+		}
 		s := j.samplingFor(ck.Config)
 		gen, err := models.NewGenerator(m, s)
+		if _, ok := m.(models.Reconstructor); ok && err != nil { // an autoencoder: it reconstructs, it draws nothing
+			if err := os.MkdirAll(j.out, 0o755); err != nil {
+				return err
+			}
+			fmt.Fprintf(os.Stderr, "sample: %s is an autoencoder's: it draws nothing; writing its reconstructions of test images\n", ck.Path)
+			return vaeExtras(ck.Config, m, dev, j.out)
+		}
 		if err != nil {
 			return fmt.Errorf("%s: %w", ck.Path, err)
 		}
@@ -107,6 +119,27 @@ func (j neuralJob) flagsApply(m models.Model) error {
 			return fmt.Errorf("--eta is for ddim: %s is deterministic", sampler)
 		}
 	}
+	return nil
+}
+
+// promptClass moves the class word of --prompt into the labels: "bold
+// seven" draws sevens, bold; the style words stay the sampling's prompt.
+func (j *neuralJob) promptClass(m models.Model) error {
+	dm, ok := m.(*diffusion.Model)
+	if j.sampling.Prompt == "" || !ok || !dm.Prompted() {
+		return nil // the model's CheckSampling refuses a prompt it cannot take
+	}
+	p, err := prompt.Parse(dm.Cfg.Vocabulary, dm.Classes(), j.sampling.Prompt)
+	if err != nil {
+		return fmt.Errorf("--prompt %q: %w", j.sampling.Prompt, err)
+	}
+	if p.Class >= 0 {
+		if slices.Contains(j.set, "labels") {
+			return fmt.Errorf("--prompt %q names a class and --labels gives the classes: one or the other", j.sampling.Prompt)
+		}
+		j.labels = strconv.Itoa(p.Class)
+	}
+	j.sampling.Prompt = p.Words()
 	return nil
 }
 
@@ -167,21 +200,15 @@ func vaeExtras(c *models.Config, m models.Model, dev torch.Device, out string) e
 	}
 	b := (&datasets.Loader{Set: test.Subset(32), Batch: 32}).All()[0]
 	x := torch.FromSlice(b.Pixels, test.Shape(b.N)).To(dev)
-	var rec, line *torch.Tensor
+	var line *torch.Tensor
 	torch.NoGrad(func() {
-		rec = r.Reconstruct(x)
 		if v, ok := m.(interface {
 			Interpolate(a, b *torch.Tensor, steps int64) *torch.Tensor
 		}); ok {
 			line = v.Interpolate(x.Narrow(0, 0, 1), x.Narrow(0, 1, 1), 10)
 		}
 	})
-	// Rows of 8: originals, then their reconstructions.
-	var rows []*torch.Tensor
-	for i := int64(0); i < 4; i++ {
-		rows = append(rows, x.Narrow(0, 8*i, 8), rec.Narrow(0, 8*i, 8))
-	}
-	if err := savePNG(filepath.Join(out, "reconstructions.png"), torch.Cat(rows, 0), 8); err != nil || line == nil {
+	if err := savePNG(filepath.Join(out, "reconstructions.png"), models.ReconstructionRows(r, x, 8), 8); err != nil || line == nil {
 		return err
 	}
 	return savePNG(filepath.Join(out, "interpolation.png"), line, 10)

@@ -22,6 +22,7 @@ type Named struct {
 // as batch-norm running statistics), in registration order.
 type Module struct {
 	params, buffers []Named
+	frozen          []Named // another module's tensors, saved and loaded with this one, never trained (Freeze)
 	training        bool
 	sync            *torch.Group // batch norm's statistics over this group in training; nil: this process's batch
 }
@@ -41,6 +42,24 @@ func (m *Module) Buffer(name string, t *torch.Tensor) *torch.Tensor {
 	return t
 }
 
+// Freeze makes sub part of m under prefix (its tensors are saved and
+// loaded with m's, as "prefix" + their names) without training it: its
+// parameters stop requiring gradients and are neither m's parameters nor
+// its buffers, so optimizers, moving averages and all-reduces leave them
+// alone. m takes sub over: m.Free frees it.
+func (m *Module) Freeze(prefix string, sub *Module) {
+	for _, n := range append(append(append([]Named(nil), sub.params...), sub.buffers...), sub.frozen...) {
+		n.T.SetRequiresGrad(false)
+		m.frozen = append(m.frozen, Named{prefix + n.Name, n.T})
+	}
+	sub.training = false
+}
+
+// all is every tensor of the module: parameters, buffers, frozen.
+func (m *Module) all() []Named {
+	return append(append(append([]Named(nil), m.params...), m.buffers...), m.frozen...)
+}
+
 // Params are the trainable tensors.
 func (m *Module) Params() []Named { return m.params }
 
@@ -56,10 +75,10 @@ func (m *Module) ParamTensors() []*torch.Tensor {
 	return out
 }
 
-// StateDict is every parameter and buffer by name.
+// StateDict is every parameter, buffer and frozen tensor by name.
 func (m *Module) StateDict() map[string]*torch.Tensor {
 	out := map[string]*torch.Tensor{}
-	for _, n := range append(append([]Named(nil), m.params...), m.buffers...) {
+	for _, n := range m.all() {
 		out[n.Name] = n.T
 	}
 	return out
@@ -72,7 +91,7 @@ func (m *Module) StateDict() map[string]*torch.Tensor {
 func (m *Module) NonFinite() string {
 	bad := ""
 	torch.NoGrad(func() {
-		for _, n := range append(append([]Named(nil), m.params...), m.buffers...) {
+		for _, n := range m.all() {
 			if n.T.DType().IsFloat() && !n.T.IsFinite().All() {
 				bad = n.Name
 				return
@@ -156,12 +175,9 @@ func (m *Module) NumParams() int64 {
 	return n
 }
 
-// Free releases every parameter and buffer.
+// Free releases every parameter, buffer and frozen tensor.
 func (m *Module) Free() {
-	for _, n := range m.params {
-		n.T.Free()
-	}
-	for _, n := range m.buffers {
+	for _, n := range m.all() {
 		n.T.Free()
 	}
 }
@@ -183,6 +199,13 @@ func NewLinear(m *Module, name string, in, out int64, dev torch.Device) *Linear 
 		l.W = m.Param(name+".weight", uniform([]int64{out, in}, bound, dev))
 		l.B = m.Param(name+".bias", uniform([]int64{out}, bound, dev))
 	})
+	return &l
+}
+
+// NewLinearNoBias is NewLinear with bias=False: name.weight only.
+func NewLinearNoBias(m *Module, name string, in, out int64, dev torch.Device) *Linear {
+	var l Linear
+	torch.NoGrad(func() { l.W = m.Param(name+".weight", uniform([]int64{out, in}, 1/math.Sqrt(float64(in)), dev)) })
 	return &l
 }
 

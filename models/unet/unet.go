@@ -34,12 +34,23 @@ type Config struct {
 	// (torch.channels_last), the layout oneDNN's and cuDNN's fastest
 	// convolutions use; values and checkpoints are the same either way.
 	ChannelsLast bool `yaml:"channels_last"`
+	// Cross-attention conditioning on prompts (ladder step 9): with Vocab
+	// words (set by the model from its prompt vocabulary) the network embeds
+	// a prompt's tokens into a context of ContextDim-wide vectors, and a
+	// SpatialTransformer of Heads heads after each block from level
+	// TransformerFrom down (0: every level, the bottleneck always) attends
+	// to it, in place of the label embedding.
+	ContextDim      int64 `yaml:"context_dim"`
+	Heads           int64 `yaml:"heads"`
+	TransformerFrom int64 `yaml:"transformer_from"`
+	Vocab           int64 `yaml:"-"`
+	Context         int64 `yaml:"-"` // tokens per prompt
 }
 
 // Defaults is the reference network's section, before the data fills in
 // channels and classes.
 func Defaults() *Config {
-	return &Config{Width: 64, Levels: 2, EmbDim: 100, Norm: "batch", Groups: 8, Act: "relu"}
+	return &Config{Width: 64, Levels: 2, EmbDim: 100, Norm: "batch", Groups: 8, Act: "relu", ContextDim: 64, Heads: 4, TransformerFrom: 1}
 }
 
 // Validate reports a section the network cannot be built from, a line
@@ -64,6 +75,15 @@ func (c *Config) Validate() error {
 	}
 	if c.Act != "relu" && c.Act != "silu" {
 		bad("act: must be relu or silu, got %q", c.Act)
+	}
+	if c.ContextDim < 1 || c.ContextDim > 4096 {
+		bad("context_dim: must be between 1 and 4096, got %d", c.ContextDim)
+	}
+	if c.Heads < 1 || c.Heads > 256 {
+		bad("heads: must be between 1 and 256, got %d", c.Heads)
+	}
+	if c.TransformerFrom < 0 || c.TransformerFrom > c.Levels {
+		bad("transformer_from: must be a level from 0 to levels (%d), got %d", c.Levels, c.TransformerFrom)
 	}
 	if !(c.Dropout >= 0 && c.Dropout < 1) {
 		bad("dropout: must be in [0, 1), got %g", c.Dropout)
@@ -180,6 +200,11 @@ type UNet struct {
 	ups      []*ConvBlock
 	out      *nn.Conv2d
 	labelEmb *nn.Embedding
+	// Prompt conditioning: token and position embeddings, and a
+	// transformer after each block from level TransformerFrom down (nil above).
+	tokenEmb, posEmb *nn.Embedding
+	downX, upX       []*SpatialTransformer
+	botX             *SpatialTransformer
 }
 
 // New builds a U-Net on dev.
@@ -187,8 +212,14 @@ func New(c Config, dev torch.Device) (*UNet, error) {
 	if err := c.Validate(); err != nil {
 		return nil, err
 	}
-	if c.Channels < 1 || c.Channels > 4 || c.Classes < 0 || c.Classes > 1<<16 {
-		return nil, fmt.Errorf("%d channels and %d classes: want 1-4 channels and 0-65536 classes", c.Channels, c.Classes)
+	if c.Channels < 1 || c.Channels > 64 || c.Classes < 0 || c.Classes > 1<<16 {
+		return nil, fmt.Errorf("%d channels and %d classes: want 1-64 channels and 0-65536 classes", c.Channels, c.Classes)
+	}
+	if c.Vocab < 0 || c.Vocab > 1<<16 || (c.Vocab > 0 && (c.Context < 1 || c.Context > 256)) {
+		return nil, fmt.Errorf("a vocabulary of %d words and prompts of %d tokens: want at most 65536 words and 1-256 tokens", c.Vocab, c.Context)
+	}
+	if c.Vocab > 0 && (c.Width<<c.TransformerFrom)%c.Heads != 0 {
+		return nil, fmt.Errorf("heads: %d heads must divide the transformers' channels (%d from level %d)", c.Heads, c.Width<<c.TransformerFrom, c.TransformerFrom)
 	}
 	m := nn.NewModule()
 	u := &UNet{Module: m, Cfg: c}
@@ -207,7 +238,10 @@ func New(c Config, dev torch.Device) (*UNet, error) {
 		u.ups[i] = newConvBlock(m, fmt.Sprintf("up%d", i+1), width(i+1)+width(i), width(i), c, dev)
 	}
 	u.out = nn.NewConv2d(m, "out", c.Width, c.Channels, 1, 0, dev)
-	if c.Classes > 0 {
+	switch {
+	case c.Vocab > 0:
+		u.prompted(m, dev)
+	case c.Classes > 0:
 		u.labelEmb = nn.NewEmbedding(m, "label_emb", c.Classes, c.EmbDim, dev)
 	}
 	if c.ChannelsLast {
@@ -218,11 +252,57 @@ func New(c Config, dev torch.Device) (*UNet, error) {
 	return u, nil
 }
 
+// prompted adds the prompt conditioning: the text embeddings, and a
+// transformer after every block from level TransformerFrom down.
+func (u *UNet) prompted(m *nn.Module, dev torch.Device) {
+	c := u.Cfg
+	u.tokenEmb = nn.NewEmbedding(m, "text.token_embedding", c.Vocab, c.ContextDim, dev)
+	u.posEmb = nn.NewEmbedding(m, "text.position_embedding", c.Context, c.ContextDim, dev)
+	width := func(level int64) int64 { return c.Width << level }
+	xf := func(name string, ch int64) *SpatialTransformer {
+		return newSpatialTransformer(m, name+"_transformer", ch, c.ContextDim, c.Heads, c.Groups, dev)
+	}
+	u.downX, u.upX = make([]*SpatialTransformer, c.Levels), make([]*SpatialTransformer, c.Levels)
+	for i := c.TransformerFrom; i < c.Levels; i++ {
+		u.downX[i] = xf(fmt.Sprintf("down%d", i+1), width(i))
+	}
+	u.botX = xf("bot1", width(c.Levels))
+	for i := c.Levels - 1; i >= c.TransformerFrom; i-- {
+		u.upX[i] = xf(fmt.Sprintf("up%d", i+1), width(i))
+	}
+}
+
+// Prompted reports whether the network is conditioned on prompts.
+func (u *UNet) Prompted() bool { return u.tokenEmb != nil }
+
+// context embeds prompts y (B, Context) of int64 tokens, each replaced by
+// the empty prompt (all 0) where keep is 0; y nil is the empty prompt.
+func (u *UNet) context(y, keep *torch.Tensor, b int64, dev torch.Device) *torch.Tensor {
+	if y == nil {
+		y = torch.Zeros([]int64{b, u.Cfg.Context}, torch.Int64, dev)
+	} else if keep != nil {
+		y = y.Mul(keep.To(torch.Int64).View(-1, 1))
+	}
+	pos := torch.Arange(0, float64(u.Cfg.Context), 1, dev).To(torch.Int64)
+	return u.tokenEmb.Forward(y).Add(u.posEmb.Forward(pos).Unsqueeze(0))
+}
+
 // Forward predicts for x (B, C, H, W) at timesteps t (B). For a conditional
 // network y holds int64 labels and keep is 1 where the label is used and 0
-// where it is dropped (nil keeps every label); y nil drops them all.
+// where it is dropped (nil keeps every label); y nil drops them all. For a
+// prompted network y holds prompts, (B, Context) tokens, dropped alike.
 func (u *UNet) Forward(x, t, y, keep *torch.Tensor) *torch.Tensor {
 	v := PosEncoding(t, u.Cfg.EmbDim)
+	var ctx *torch.Tensor
+	if u.Prompted() {
+		ctx = u.context(y, keep, x.Size(0), x.Device())
+	}
+	attend := func(s *SpatialTransformer, h *torch.Tensor) *torch.Tensor {
+		if s == nil {
+			return h
+		}
+		return s.Forward(h, ctx)
+	}
 	if u.labelEmb != nil && y != nil {
 		e := u.labelEmb.Forward(y)
 		if keep != nil {
@@ -246,12 +326,15 @@ func (u *UNet) Forward(x, t, y, keep *torch.Tensor) *torch.Tensor {
 			if i > 0 {
 				in = torch.MaxPool2d(in, 2, 0, 0)
 			}
+			if u.downX != nil {
+				return attend(u.downX[i], d.Forward(in, v))
+			}
 			return d.Forward(in, v)
 		})
 		skips[i] = h
 	}
 	h = torch.ScopedValue(func() *torch.Tensor {
-		h := u.bot.Forward(torch.MaxPool2d(h, 2, 0, 0), v)
+		h := attend(u.botX, u.bot.Forward(torch.MaxPool2d(h, 2, 0, 0), v))
 		if u.attn != nil {
 			h = u.attn.Forward(h)
 		}
@@ -270,7 +353,11 @@ func (u *UNet) Forward(x, t, y, keep *torch.Tensor) *torch.Tensor {
 				in = in.To(torch.Float32)
 			}
 			up := torch.UpsampleBilinear(in, s[2], s[3], false).To(skips[i].DType())
-			return u.ups[i].Forward(torch.Cat([]*torch.Tensor{up, skips[i]}, 1), v)
+			h := u.ups[i].Forward(torch.Cat([]*torch.Tensor{up, skips[i]}, 1), v)
+			if u.upX != nil {
+				return attend(u.upX[i], h)
+			}
+			return h
 		})
 	}
 	return u.out.Forward(h)

@@ -113,6 +113,51 @@ func TestForwardMatchesPyTorchWithResidualBlocks(t *testing.T) {
 	})
 }
 
+// promptConfig is the prompted fixture's network (scripts/make_unet_fixture.py).
+func promptConfig() Config {
+	return Config{Channels: 1, Width: 4, Levels: 3, EmbDim: 100, Classes: 10, Norm: "group", Groups: 2, Act: "silu",
+		ContextDim: 8, Heads: 2, TransformerFrom: 0, Vocab: 15, Context: 3}
+}
+
+// Cross-attention to prompts (ladder step 9): token and position
+// embeddings, a SpatialTransformer after every block, prompts dropped to
+// the empty prompt where keep is 0, as the PyTorch twin computes them.
+func TestForwardMatchesPyTorchWithPromptConditioning(t *testing.T) {
+	fixture(t, "unet_prompt_w4.safetensors", promptConfig())
+	c := promptConfig()
+	c.ChannelsLast = true
+	fixture(t, "unet_prompt_w4.safetensors", c)
+	on(t, func() {
+		u, err := New(promptConfig(), torch.CPU)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer u.Free()
+		sd := u.StateDict()
+		if _, ok := sd["label_emb.weight"]; ok {
+			t.Error("a prompted network has a label embedding too")
+		}
+		for _, name := range []string{"text.token_embedding.weight", "down1_transformer.transformer_blocks.0.attn2.to_k.weight", "bot1_transformer.proj_out.bias", "up3_transformer.transformer_blocks.0.ff.net.0.proj.weight"} {
+			if _, ok := sd[name]; !ok {
+				t.Errorf("no %s", name)
+			}
+		}
+		// A new transformer starts as the identity (proj_out zero), and the
+		// prompt then changes nothing: the output cannot depend on it yet.
+		x, ts := torch.Randn([]int64{2, 1, 28, 28}), torch.FromSlice([]int64{10, 500}, nil)
+		a := u.Forward(x, ts, torch.FromSlice([]int64{1, 11, 13, 2, 12, 14}, []int64{2, 3}), nil)
+		b := u.Forward(x, ts, nil, nil)
+		if !a.AllClose(b, 0, 0) {
+			t.Error("a fresh network's output depends on the prompt: proj_out does not start at zero")
+		}
+	})
+	bad := promptConfig()
+	bad.Heads = 3
+	if _, err := New(bad, torch.CPU); err == nil || !strings.Contains(err.Error(), "heads") {
+		t.Errorf("3 heads over 4 channels: %v", err)
+	}
+}
+
 // Channels-last changes the layout, not the values: the same fixtures.
 func TestChannelsLastMatchesPyTorch(t *testing.T) {
 	cfg := Reference()

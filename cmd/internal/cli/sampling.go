@@ -25,6 +25,7 @@ func SamplingFlags(fs *pflag.FlagSet, s *diffusion.Sampling) {
 	fs.StringVar(&s.ClipX0, "clip-x0", "", "diffusion: limit each step's x̂₀ to the data's range: none, clip or dynamic (default: the checkpoint config's clip_x0)")
 	fs.Float64Var(&s.ThresholdRatio, "threshold-ratio", 0, "diffusion: the quantile of dynamic thresholding (default: the checkpoint config's threshold_ratio, 0.995)")
 	fs.Float64Var(&s.GuidanceRescale, "guidance-rescale", 0, "diffusion: φ of guidance rescale, 0-1 (default: the checkpoint config's guidance_rescale)")
+	fs.StringVar(&s.Prompt, "prompt", "", "diffusion conditioned on prompts: `words` for every image, e.g. \"bold slanted\" (thin/bold, upright/slanted); in bin/sample a class word (\"bold seven\") also sets every image's class")
 	fs.Var((*intervalFlag)(&s.GuidanceInterval), "guidance-interval", "diffusion: LO,HI: guide only at noise levels σ in (LO, HI]; all = every step (default: the checkpoint config's guidance_interval)")
 }
 

@@ -1,0 +1,250 @@
+package train
+
+import (
+	"encoding/json"
+	"math"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+
+	"kakusan/datasets"
+	"kakusan/diffusion"
+	"kakusan/models"
+	"kakusan/models/prompt"
+	"kakusan/torch"
+)
+
+// ladder9Config is a small run of configs/mnist_<name>.yaml on 2,000 images.
+func ladder9Config(t *testing.T, name string, sets ...string) *models.Config {
+	t.Helper()
+	base := []string{"data.subset=2000", "data.test_subset=256", "device=cpu", "train.batch_size=64", "train.log_every=10", "samples=10"}
+	if name != "autoencoder" {
+		base = append(base, "unet.width=16", "diffusion.sample_steps=5", "train.sample_every=100000")
+	}
+	if dir := os.Getenv("KAKUSAN_TEST_MNIST"); dir != "" {
+		base = append(base, "data.dir="+dir)
+	}
+	c, err := models.LoadConfig("../configs/mnist_"+name+".yaml", append(base, sets...))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+// trainAutoencoder trains the KL autoencoder for two epochs of 2,000
+// images; its reconstruction error must fall well below the blank image's.
+func trainAutoencoder(t *testing.T, dir string) *Run {
+	t.Helper()
+	r, err := Train(ladder9Config(t, "autoencoder", "train.epochs=2", "train.batch_size=32"), Options{Out: filepath.Join(dir, "ae")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var mse []float64
+	for _, m := range readMetricLines(t, r.Dir) {
+		if v, ok := m["test_mse"].(float64); ok {
+			mse = append(mse, v)
+		}
+	}
+	// A blank reconstruction's error is the mean squared pixel, about 0.1 on MNIST.
+	if len(mse) != 2 || mse[1] > 0.03 || mse[1] >= mse[0] {
+		t.Errorf("reconstruction MSE by epoch %v: want it falling, below 0.03", mse)
+	}
+	if _, err := os.Stat(r.Path("samples/final.png")); err != nil {
+		t.Errorf("no reconstruction grid: %v", err)
+	}
+	return r
+}
+
+// Latent diffusion (ladder step 9): the U-Net trains on the autoencoder's
+// latents with the autoencoder frozen and saved inside its checkpoints;
+// the latent scale is 1/std of the training images' latents, measured and
+// recorded; the checkpoint samples without the autoencoder's own files.
+func TestLatentDiffusion(t *testing.T) {
+	dir := t.TempDir()
+	ae := trainAutoencoder(t, dir)
+	r, err := Train(ladder9Config(t, "latent", "train.max_steps=20", "diffusion.autoencoder="+ae.Dir), Options{Out: filepath.Join(dir, "latent")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	saved, err := models.LoadConfig(r.Path("config.yaml"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := models.Section[*diffusion.Config](saved, "diffusion")
+	if d.AutoencoderConfig == nil || !slices.Equal(d.AutoencoderConfig.Channels, []int64{16, 32, 64}) {
+		t.Errorf("config.yaml records the autoencoder as %+v", d.AutoencoderConfig)
+	}
+	err = torch.Do(func() error {
+		aeModel, _, err := models.Load(ae.Dir, torch.CPU, false)
+		if err != nil {
+			return err
+		}
+		defer models.Free(aeModel)
+		// The scale, measured again: 1/std of the latent means of the 2,000 training images.
+		set, err := datasets.Load("mnist", os.Getenv("KAKUSAN_TEST_MNIST"), 0, "train")
+		if err != nil {
+			return err
+		}
+		set = set.Subset(2000)
+		x := torch.FromSlice((&datasets.Loader{Set: set, Batch: set.N}).All()[0].Pixels, set.Shape(set.N))
+		var z []float64
+		torch.NoGrad(func() {
+			mean, _ := aeModel.(interface {
+				Encode(*torch.Tensor) (*torch.Tensor, *torch.Tensor)
+			}).Encode(x)
+			z = torch.Values[float64](mean.To(torch.Float64))
+		})
+		var s, sq float64
+		for _, v := range z {
+			s, sq = s+v, sq+v*v
+		}
+		n := float64(len(z))
+		want := 1 / math.Sqrt(sq/n-(s/n)*(s/n))
+		if math.Abs(d.LatentScale-want) > 1e-4*want {
+			t.Errorf("latent_scale %g, want 1/std = %g", d.LatentScale, want)
+		}
+		// Frozen: the checkpoint's first stage (and its moving average's)
+		// is the autoencoder's weights, bit for bit, after 20 steps.
+		ck, err := models.ReadCheckpoint(r.Dir, torch.CPU)
+		if err != nil {
+			return err
+		}
+		defer ck.Free()
+		for name, w := range aeModel.Module().StateDict() {
+			for _, key := range []string{models.FirstStagePrefix + name, models.EMAPrefix + models.FirstStagePrefix + name} {
+				if got, ok := ck.Tensors[key]; !ok || !got.AllClose(w, 0, 0) {
+					t.Fatalf("%s: missing or trained (present %v)", key, ok)
+				}
+			}
+		}
+		if _, ok := ck.Tensors[models.OptimPrefix+"exp_avg."+models.FirstStagePrefix+"quant_conv.weight"]; ok {
+			t.Error("the optimizer holds state for the frozen autoencoder")
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The checkpoint is whole: it samples with the autoencoder's run gone.
+	if err := os.Rename(ae.Dir, ae.Dir+"-moved"); err != nil {
+		t.Fatal(err)
+	}
+	err = torch.Do(func() error {
+		m, ck, err := models.Load(r.Dir, torch.CPU, true)
+		if err != nil {
+			return err
+		}
+		defer models.Free(m)
+		dm := m.(*diffusion.Model)
+		if !slices.Equal(dm.Shape, []int64{4, 7, 7}) {
+			t.Errorf("the model works on %v, want 4x7x7 latents", dm.Shape)
+		}
+		x, err := dm.Generate([]int{0, 1, 2}, []int64{3, 4, 5}, 1, models.GridSampling(ck.Config))
+		if err != nil {
+			return err
+		}
+		if !slices.Equal(x.Shape(), []int64{3, 1, 28, 28}) || !x.IsFinite().All() {
+			t.Errorf("decoded samples %v, finite %v", x.Shape(), x.IsFinite().All())
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Training a new one needs the autoencoder: its absence, or a
+	// checkpoint of another model, is an error naming the key.
+	for path, want := range map[string]string{ae.Dir: "diffusion.autoencoder", r.Dir: "is a diffusion checkpoint"} {
+		_, err := Train(ladder9Config(t, "latent", "train.max_steps=2", "diffusion.autoencoder="+path), Options{Out: filepath.Join(dir, "again")})
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("diffusion.autoencoder=%s: error %v, want one containing %q", path, err, want)
+		}
+	}
+}
+
+// Prompt conditioning (ladder step 9): the vocabulary comes from the
+// data's class names, the style thresholds are the tertiles measured on
+// the training images, and sampling takes style words.
+func TestPromptDiffusion(t *testing.T) {
+	dir := t.TempDir()
+	ae := trainAutoencoder(t, dir)
+	r, err := Train(ladder9Config(t, "prompt", "train.max_steps=20", "diffusion.autoencoder="+ae.Dir), Options{Out: filepath.Join(dir, "prompt")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	saved, err := models.LoadConfig(r.Path("config.yaml"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := models.Section[*diffusion.Config](saved, "diffusion")
+	if d.Vocabulary[8] != "seven" || len(d.Vocabulary) != 15 {
+		t.Errorf("vocabulary %q", d.Vocabulary)
+	}
+	err = torch.Do(func() error {
+		set, err := datasets.Load("mnist", os.Getenv("KAKUSAN_TEST_MNIST"), 0, "train")
+		if err != nil {
+			return err
+		}
+		set = set.Subset(2000)
+		ink, slant := prompt.Measure(torch.FromSlice((&datasets.Loader{Set: set, Batch: set.N}).All()[0].Pixels, set.Shape(set.N)))
+		labels := make([]int64, set.N)
+		for i, l := range set.Labels {
+			labels[i] = int64(l)
+		}
+		want, err := prompt.Thresholds(torch.Values[float64](ink.To(torch.Float64)), torch.Values[float64](slant.To(torch.Float64)), labels, 10)
+		if err != nil {
+			return err
+		}
+		for c := range want {
+			for i := range want[c] {
+				if math.Abs(d.StyleThresholds[c][i]-want[c][i]) > 1e-4*(1+want[c][i]) {
+					t.Fatalf("style_thresholds %v, want %v", d.StyleThresholds, want)
+				}
+			}
+		}
+		m, ck, err := models.Load(r.Dir, torch.CPU, true)
+		if err != nil {
+			return err
+		}
+		defer models.Free(m)
+		dm := m.(*diffusion.Model)
+		s := models.GridSampling(ck.Config)
+		s.Prompt = "slanted bold"
+		x, err := dm.Generate([]int{0, 1}, []int64{7, 1}, 1, s)
+		if err != nil {
+			return err
+		}
+		if !slices.Equal(x.Shape(), []int64{2, 1, 28, 28}) || !x.IsFinite().All() {
+			t.Errorf("prompted samples %v", x.Shape())
+		}
+		for p, want := range map[string]string{"seven": "style words only", "purple": `unknown word "purple"`} {
+			s.Prompt = p
+			if err := dm.CheckSampling(s); err == nil || !strings.Contains(err.Error(), want) {
+				t.Errorf("prompt %q: %v, want an error containing %q", p, err, want)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+// readMetricLines is every line of a run's metrics.jsonl as a map.
+func readMetricLines(t *testing.T, dir string) []map[string]any {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(dir, "metrics.jsonl"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []map[string]any
+	for _, line := range strings.Split(strings.TrimSpace(string(b)), "\n") {
+		var m map[string]any
+		if err := json.Unmarshal([]byte(line), &m); err != nil {
+			t.Fatalf("metrics.jsonl: %v", err)
+		}
+		out = append(out, m)
+	}
+	return out
+}
