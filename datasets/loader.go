@@ -101,6 +101,10 @@ func (l *Loader) All() []Batch {
 	return out
 }
 
+// Gather is the batch of the set's images index, in that order, pixels
+// included unless IndicesOnly.
+func (l *Loader) Gather(index []int) Batch { return l.batch(index, !l.IndicesOnly) }
+
 // batch gathers the set's images index into a batch: labels always,
 // pixels scaled to [0, 1] when asked.
 func (l *Loader) batch(index []int, pixels bool) Batch {

@@ -82,17 +82,23 @@ func (l *Latent) scale() float64 {
 	return l.cfg.LatentScale
 }
 
-// Encode is scale·mean(q(z|x)), float32, without gradients (the
-// autoencoder is frozen).
+// Encode is scale·mean(q(z|x)), without gradients (the autoencoder is
+// frozen) and in float32 whatever the training precision, so the latents
+// trained on are the ones the scale was measured on and sampling decodes.
 func (l *Latent) Encode(x *torch.Tensor) (z *torch.Tensor) {
 	torch.NoGrad(func() {
-		mean, _ := l.AE.Encode(x)
-		z = mean.To(torch.Float32).MulScalar(l.scale())
+		torch.WithoutAutocast(x.Device().Type, func() {
+			mean, _ := l.AE.Encode(x.To(torch.Float32))
+			z = mean.MulScalar(l.scale())
+		})
 	})
 	return z
 }
 
-// Decode is the decoder's image of z/scale, mapped to [0, 1].
-func (l *Latent) Decode(z *torch.Tensor) *torch.Tensor {
-	return l.AE.Decode(z.DivScalar(l.scale())).AddScalar(1).DivScalar(2)
+// Decode is the decoder's image of z/scale, mapped to [0, 1], in float32.
+func (l *Latent) Decode(z *torch.Tensor) (x *torch.Tensor) {
+	torch.WithoutAutocast(z.Device().Type, func() {
+		x = l.AE.Decode(z.To(torch.Float32).DivScalar(l.scale())).AddScalar(1).DivScalar(2)
+	})
+	return x
 }

@@ -45,12 +45,21 @@ func NewModel(net *unet.UNet, c *Config, codec Codec, shape []int64, dev torch.D
 	return &Model{Net: net, Sched: s, Cfg: c, Codec: codec, Shape: shape, pred: pred, dev: dev}, nil
 }
 
-// Calibrate measures, before a fresh run's first step, what the model
-// takes from the training images and labels next yields (until it returns
-// nil) and records it in the config: for the latent codec whose scale is
-// still 0, 1/std of the unscaled latents; for a prompted model without
-// style thresholds, the tertiles of each class's ink mass and slant. It
-// returns lines for the log, "" when there was nothing to measure.
+// Uncalibrated reports whether the model has still to measure something on
+// its training images before training (Calibrate): the latent codec's scale,
+// a prompted model's style thresholds.
+func (m *Model) Uncalibrated() bool {
+	_, latent := m.Codec.(*Latent)
+	return (latent && m.Cfg.LatentScale == 0) || (m.Prompted() && m.Cfg.StyleThresholds == nil)
+}
+
+// Calibrate measures, before a run's first step, what the model takes from
+// the training images and labels next yields (until it returns nil; each
+// pair lives in a scope of its own) and records it in the config: for the
+// latent codec whose scale is still 0, 1/std of the unscaled latents; for a
+// prompted model without style thresholds, the tertiles of each class's ink
+// mass and slant. It returns lines for the log, "" when there was nothing
+// to measure.
 func (m *Model) Calibrate(next func() (x, y *torch.Tensor)) (string, error) {
 	l, latent := m.Codec.(*Latent)
 	latent = latent && m.Cfg.LatentScale == 0
@@ -62,19 +71,25 @@ func (m *Model) Calibrate(next func() (x, y *torch.Tensor)) (string, error) {
 	var ink, slant []float64
 	var labels []int64
 	torch.NoGrad(func() {
-		for x, y := next(); x != nil; x, y = next() {
+		for done := false; !done; {
 			torch.Scoped(func() {
+				x, y := next()
+				if done = x == nil; done {
+					return
+				}
 				if styles {
-					i, s := prompt.Measure(x)
-					ink, slant = append(ink, torch.Values[float64](i.To(torch.Float64))...), append(slant, torch.Values[float64](s.To(torch.Float64))...)
+					i, s := prompt.MeasureValues(x)
+					ink, slant = append(ink, i...), append(slant, s...)
 					labels = append(labels, torch.Values[int64](y.To(torch.Int64))...)
 				}
 				if latent {
-					z, _ := l.AE.Encode(x)
-					z = z.To(torch.Float64)
-					sum += z.Sum().Item()
-					sq += z.Square().Sum().Item()
-					n += float64(z.Numel())
+					torch.WithoutAutocast(x.Device().Type, func() {
+						z, _ := l.AE.Encode(x.To(torch.Float32))
+						z = z.To(torch.Float64)
+						sum += z.Sum().Item()
+						sq += z.Square().Sum().Item()
+						n += float64(z.Numel())
+					})
 				}
 			})
 		}
@@ -83,7 +98,7 @@ func (m *Model) Calibrate(next func() (x, y *torch.Tensor)) (string, error) {
 	if styles {
 		th, err := prompt.Thresholds(ink, slant, labels, m.Classes())
 		if err != nil {
-			return "", fmt.Errorf("style_thresholds: %w", err)
+			return "", fmt.Errorf("style_thresholds, measured on %d training images: %w", len(labels), err)
 		}
 		m.Cfg.StyleThresholds = th
 		lines = append(lines, fmt.Sprintf("style thresholds: per-class tertiles of ink mass and slant of %d training images", len(labels)))

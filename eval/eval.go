@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"math"
 	"path/filepath"
 	"sort"
 	"strings"
@@ -127,19 +128,21 @@ func (j *Judge) NewReference() (*Reference, error) {
 	return ref, err
 }
 
-// styleMedians is each class's median ink mass and slant over set.
+// styleMedians is each class's median ink mass and slant over the first
+// 10,000 images of set (NaN for a class without images).
 func styleMedians(set *datasets.Images) [][2]float64 {
+	set = set.Subset(floorImages)
 	ink, slant := measure(imagesTensor(set))
+	labels := make([]int64, set.N)
+	for i, l := range set.Labels[:set.N] {
+		labels[i] = int64(l)
+	}
+	inks, slants := prompt.ByClass(ink, labels, set.Classes), prompt.ByClass(slant, labels, set.Classes)
 	out := make([][2]float64, set.Classes)
 	for c := range out {
-		var in, sl []float64
-		for i, l := range set.Labels {
-			if int(l) == c {
-				in, sl = append(in, ink[i]), append(sl, slant[i])
-			}
-		}
-		if len(in) > 0 {
-			out[c] = [2]float64{prompt.Quantile(in, 0.5), prompt.Quantile(sl, 0.5)}
+		out[c] = [2]float64{math.NaN(), math.NaN()}
+		if len(inks[c]) > 0 {
+			out[c] = [2]float64{prompt.Quantile(inks[c], 0.5), prompt.Quantile(slants[c], 0.5)}
 		}
 	}
 	return out
@@ -151,9 +154,8 @@ func measure(imgs *torch.Tensor) (ink, slant []float64) {
 	torch.NoGrad(func() {
 		for start := int64(0); start < n; start += 5000 {
 			torch.Scoped(func() {
-				i, s := prompt.Measure(imgs.Narrow(0, start, min(5000, n-start)))
-				ink = append(ink, torch.Values[float64](i.To(torch.Float64))...)
-				slant = append(slant, torch.Values[float64](s.To(torch.Float64))...)
+				i, s := prompt.MeasureValues(imgs.Narrow(0, start, min(5000, n-start)))
+				ink, slant = append(ink, i...), append(slant, s...)
 			})
 		}
 	})
@@ -168,7 +170,7 @@ func styleShares(ref *Reference, imgs *torch.Tensor, labels []int64) map[string]
 	ink, slant := measure(imgs)
 	var inkHits, slantHits, n int
 	for i, l := range labels {
-		if l < 0 || int(l) >= len(ref.StyleMedians) {
+		if l < 0 || int(l) >= len(ref.StyleMedians) || math.IsNaN(ref.StyleMedians[l][0]) {
 			continue
 		}
 		n++
@@ -193,16 +195,16 @@ func imagesTensor(s *datasets.Images) *torch.Tensor {
 
 // Report is one evaluated set of generated images.
 type Report struct {
-	Guidance  *float64          `json:"guidance,omitempty"`
-	Samples   int               `json:"samples"`
-	Accuracy  *Interval         `json:"conditional_accuracy,omitempty"`
-	PerClass  map[int]*Interval `json:"per_class_accuracy,omitempty"`
+	Guidance *float64          `json:"guidance,omitempty"`
+	Samples  int               `json:"samples"`
+	Accuracy *Interval         `json:"conditional_accuracy,omitempty"`
+	PerClass map[int]*Interval `json:"per_class_accuracy,omitempty"`
 	// Style: the shares of images above their class's training median in
 	// ink mass and in slant (styleShares), for labelled images.
-	Style map[string]*Interval `json:"style,omitempty"`
-	FID       float64           `json:"fid"`
-	Precision float64           `json:"precision"`
-	Recall    float64           `json:"recall"`
+	Style     map[string]*Interval `json:"style,omitempty"`
+	FID       float64              `json:"fid"`
+	Precision float64              `json:"precision"`
+	Recall    float64              `json:"recall"`
 }
 
 // Evaluate measures images (N, C, H, W) in [0, 1]; labels (one per

@@ -183,7 +183,7 @@ func Load(path string, dev torch.Device, ema bool) (Model, *Checkpoint, error) {
 		return nil, nil, err
 	}
 	defer ck.Free()
-	m, err := build(ck.Config, ck.Geometry, dev, ck)
+	m, err := Build(ck.Config, ck.Geometry, dev, ck)
 	if err != nil {
 		return nil, nil, fmt.Errorf("%s: %w", ck.Path, err)
 	}

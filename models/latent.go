@@ -2,6 +2,7 @@ package models
 
 import (
 	"fmt"
+	"slices"
 
 	"kakusan/diffusion"
 	"kakusan/models/autoencoder"
@@ -50,8 +51,9 @@ func latentAutoencoder(d *diffusion.Config, g Geometry, dev torch.Device, from *
 }
 
 // promptVocabulary sets a fresh prompted model's vocabulary from the
-// data's class names, or checks the vocabulary and style thresholds a
-// model about to be loaded from the checkpoint from recorded.
+// data's class names, or checks the vocabulary a model about to be loaded
+// from the checkpoint from recorded; and checks the style thresholds
+// wherever they come from (a checkpoint, a config, a resume).
 func promptVocabulary(d *diffusion.Config, g Geometry, from *Checkpoint) error {
 	if from == nil {
 		names := g.ClassNames
@@ -65,13 +67,84 @@ func promptVocabulary(d *diffusion.Config, g Geometry, from *Checkpoint) error {
 		if err := prompt.CheckVocabulary(d.Vocabulary, g.Classes); err != nil {
 			return fmt.Errorf("the data's class names as prompt words: %w", err)
 		}
-		return nil
+		if d.StyleThresholds == nil {
+			return nil // measured before training (diffusion.Model.Calibrate)
+		}
 	}
-	if err := prompt.CheckVocabulary(d.Vocabulary, g.Classes); err != nil {
-		return fmt.Errorf("diffusion.vocabulary: %w", err)
+	if from != nil {
+		if err := prompt.CheckVocabulary(d.Vocabulary, g.Classes); err != nil {
+			return fmt.Errorf("diffusion.vocabulary: %w", err)
+		}
 	}
 	if err := prompt.CheckThresholds(d.StyleThresholds, g.Classes); err != nil {
 		return fmt.Errorf("diffusion.style_thresholds: %w", err)
 	}
 	return nil
+}
+
+// Adopt gives c, the config a run resumes with, what the checkpoint ck it
+// resumes from recorded when its run started (a latent model's autoencoder
+// architecture and latent scale, a prompted model's vocabulary and style
+// thresholds), so the run goes on with the model it trained; a config that
+// sets another value is refused, naming the key.
+func Adopt(c *Config, ck *Checkpoint) error {
+	d, ok := c.Sections["diffusion"].(*diffusion.Config)
+	old, ok2 := ck.Config.Sections["diffusion"].(*diffusion.Config)
+	if !ok || !ok2 {
+		return nil
+	}
+	conflict := func(key string, ours, theirs any) error {
+		return fmt.Errorf("diffusion.%s: the config says %v, but %s was trained with %v; leave it out (or as measured) to resume", key, ours, ck.Path, theirs)
+	}
+	if old.LatentScale != 0 {
+		if d.LatentScale != 0 && d.LatentScale != old.LatentScale {
+			return conflict("latent_scale", d.LatentScale, old.LatentScale)
+		}
+		d.LatentScale = old.LatentScale
+	}
+	if old.AutoencoderConfig != nil {
+		a := *old.AutoencoderConfig
+		d.AutoencoderConfig = &a
+	}
+	if old.Vocabulary != nil {
+		if d.Vocabulary != nil && !slices.Equal(d.Vocabulary, old.Vocabulary) {
+			return conflict("vocabulary", d.Vocabulary, old.Vocabulary)
+		}
+		d.Vocabulary = slices.Clone(old.Vocabulary)
+	}
+	if old.StyleThresholds != nil {
+		if d.StyleThresholds != nil && !slices.EqualFunc(d.StyleThresholds, old.StyleThresholds, slices.Equal[[]float64]) {
+			return conflict("style_thresholds", d.StyleThresholds, old.StyleThresholds)
+		}
+		d.StyleThresholds = old.StyleThresholds
+	}
+	return nil
+}
+
+// Recorded are the values c's model measured on its training data when its
+// run started, flattened: the latent scale and the style thresholds (none
+// for other models). A data-parallel run sends rank 0's to every rank
+// (SetRecorded), so that every rank trains the model rank 0 records.
+func Recorded(c *Config) []float64 {
+	d, ok := c.Sections["diffusion"].(*diffusion.Config)
+	if !ok {
+		return nil
+	}
+	out := []float64{d.LatentScale}
+	for _, r := range d.StyleThresholds {
+		out = append(out, r...)
+	}
+	return out
+}
+
+// SetRecorded sets what Recorded returns from v, of the same length.
+func SetRecorded(c *Config, v []float64) {
+	d, ok := c.Sections["diffusion"].(*diffusion.Config)
+	if !ok || len(v) == 0 {
+		return
+	}
+	d.LatentScale, v = v[0], v[1:]
+	for _, r := range d.StyleThresholds {
+		v = v[copy(r, v):]
+	}
 }

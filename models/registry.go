@@ -143,11 +143,12 @@ func sectionOwners(key string) []string {
 }
 
 // New builds the configured neural model for geometry g on dev.
-func New(c *Config, g Geometry, dev torch.Device) (Model, error) { return build(c, g, dev, nil) }
+func New(c *Config, g Geometry, dev torch.Device) (Model, error) { return Build(c, g, dev, nil) }
 
-// build is New for a model about to be loaded from the checkpoint from
-// (nil: fresh).
-func build(c *Config, g Geometry, dev torch.Device, from *Checkpoint) (Model, error) {
+// Build is New for a model about to be loaded from the checkpoint from
+// (nil: a fresh model); the parts it records (a latent model's autoencoder)
+// come from it rather than from their own files.
+func Build(c *Config, g Geometry, dev torch.Device, from *Checkpoint) (Model, error) {
 	e, ok := registry[c.Model]
 	if !ok || e.New == nil {
 		return nil, fmt.Errorf("model %q is not a neural model (neural models: %v)", c.Model, neuralNames())
@@ -233,17 +234,6 @@ func init() {
 		},
 		New: func(c *Config, g Geometry, dev torch.Device, from *Checkpoint) (Model, error) {
 			u, d := *Section[*unet.Config](c, "unet"), Section[*diffusion.Config](c, "diffusion")
-			var codec diffusion.Codec // of pixels, by name
-			shape := g.Shape()
-			var ae *autoencoder.AutoencoderKL
-			if d.Codec == "latent" {
-				var err error
-				if ae, err = latentAutoencoder(d, g, dev, from); err != nil {
-					return nil, err
-				}
-				codec, shape = diffusion.NewLatent(ae, d), ae.LatentShape()
-			}
-			u.Channels = shape[0]
 			if d.Conditional {
 				if g.Classes < 1 {
 					return nil, errors.New("diffusion.conditional: the data has no classes; set it to false")
@@ -256,6 +246,17 @@ func init() {
 				}
 				u.Vocab, u.Context = int64(len(d.Vocabulary)), prompt.Context
 			}
+			var codec diffusion.Codec // of pixels, by name
+			shape := g.Shape()
+			var ae *autoencoder.AutoencoderKL
+			if d.Codec == "latent" {
+				var err error
+				if ae, err = latentAutoencoder(d, g, dev, from); err != nil {
+					return nil, err
+				}
+				codec, shape = diffusion.NewLatent(ae, d), ae.LatentShape()
+			}
+			u.Channels = shape[0]
 			net, err := unet.New(u, dev)
 			if err != nil {
 				if ae != nil {
@@ -364,6 +365,13 @@ func (m *vaeModel) Interpolate(a, b *torch.Tensor, steps int64) *torch.Tensor {
 
 // aeModel trains the KL autoencoder of ladder step 9.
 type aeModel struct{ *autoencoder.AutoencoderKL }
+
+// IsAutoencoder reports whether m is the KL autoencoder, which encodes and
+// decodes but draws nothing of its own.
+func IsAutoencoder(m Model) bool {
+	_, ok := m.(*aeModel)
+	return ok
+}
 
 func (m *aeModel) Module() *nn.Module                    { return m.AutoencoderKL.Module }
 func (m *aeModel) Loss(x, _ *torch.Tensor) *torch.Tensor { return m.AutoencoderKL.Loss(x, nil) }

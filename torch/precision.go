@@ -16,7 +16,7 @@ import (
 // Autocast runs f with automatic mixed precision for devices of type dev,
 // as torch.autocast(dev, dtype): inside f, matrix products and
 // convolutions on such a device compute in dtype (BFloat16, or Float16 on
-// CUDA) while precision-sensitive ops stay in float32, by the lists
+// CUDA; Float32 turns autocast off, see WithoutAutocast) while precision-sensitive ops stay in float32, by the lists
 // libtorch keeps for each device. Parameters stay float32 (their casts are
 // cached until the outermost Autocast returns) and gradients reach them in
 // float32. Regions nest; the previous state is restored however f returns.
@@ -32,6 +32,12 @@ func Autocast(dev DeviceType, dtype DType, f func()) {
 	}()
 	f()
 }
+
+// WithoutAutocast runs f with autocast off for devices of type dev, as
+// torch.autocast(dev, enabled=False): a float32 island inside a
+// mixed-precision region (a frozen encoder whose outputs must not depend
+// on the training precision). The previous state is restored after.
+func WithoutAutocast(dev DeviceType, f func()) { Autocast(dev, Float32, f) }
 
 // SetTF32 allows (or forbids) TensorFloat-32 in CUDA's float32 matrix
 // products and convolutions, as torch.backends.cuda.matmul.allow_tf32 and

@@ -24,6 +24,14 @@ func TestAutocastComputesInBFloat16(t *testing.T) {
 			if got := Linear(x, w, nil).DType(); got != BFloat16 {
 				t.Errorf("after a nested region: %v, want bfloat16", got)
 			}
+			WithoutAutocast(dev.Type, func() { // a float32 island, exact
+				if got := Linear(x, w, nil); got.DType() != Float32 || !got.AllClose(FromSlice(want, got.Shape(), dev).To(Float32), 0, 0) {
+					t.Errorf("WithoutAutocast: %v, want float32 as outside", got.DType())
+				}
+			})
+			if got := Linear(x, w, nil).DType(); got != BFloat16 {
+				t.Errorf("after a float32 island: %v, want bfloat16 again", got)
+			}
 			// Precision-sensitive ops stay float32 (libtorch's lists).
 			if got := Softmax(out, 1).DType(); got == BFloat16 && dev.Type == CUDADevice {
 				t.Errorf("softmax under CUDA autocast: %v, want float32", got)
@@ -48,7 +56,7 @@ func TestAutocastComputesInBFloat16(t *testing.T) {
 	})
 }
 
-func TestAutocastRestoresAfterPanicAndRefusesFloat32(t *testing.T) {
+func TestAutocastRestoresAfterPanicAndRefusesOtherTypes(t *testing.T) {
 	on(t, func() {
 		err := Try(func() error {
 			Autocast(dev.Type, BFloat16, func() { fail("test", "boom") })
@@ -61,9 +69,9 @@ func TestAutocastRestoresAfterPanicAndRefusesFloat32(t *testing.T) {
 		if got := Matmul(x, x).DType(); got != Float32 {
 			t.Fatalf("after a panicking region: %v, want float32", got)
 		}
-		err = Try(func() error { Autocast(dev.Type, Float32, func() {}); return nil })
-		if err == nil || !strings.Contains(err.Error(), "bfloat16 or float16") {
-			t.Fatalf("autocast to float32: err = %v", err)
+		err = Try(func() error { Autocast(dev.Type, Int64, func() {}); return nil })
+		if err == nil || !strings.Contains(err.Error(), "bfloat16, float16 or float32 (off)") {
+			t.Fatalf("autocast to int64: err = %v", err)
 		}
 	})
 }

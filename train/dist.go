@@ -188,7 +188,7 @@ func (l *loop) broadcastState(optimizer torch.Optimizer) error {
 		if m == nil {
 			continue
 		}
-		for _, p := range m.Module().Params() {
+		for _, p := range append(m.Module().Params(), m.Module().Frozen()...) {
 			ts = append(ts, p.T)
 		}
 		ts = append(ts, buffers(m)...)
@@ -205,17 +205,23 @@ func (l *loop) broadcastState(optimizer torch.Optimizer) error {
 	// Every rank must train the same model on the same data in the same
 	// steps, or the collectives below would pair tensors of other shapes:
 	// rank 0's description is compared with each rank's first.
-	desc := []float64{float64(len(ts)), float64(l.data.train.N), float64(l.data.spe), float64(l.total), float64(l.c.Train.BatchSize)}
+	recorded := models.Recorded(l.c)
+	desc := []float64{float64(len(ts)), float64(l.data.train.N), float64(l.data.spe), float64(l.total), float64(l.c.Train.BatchSize), float64(len(recorded))}
 	for _, t := range ts {
 		desc = append(desc, float64(t.Numel()))
 	}
 	theirs := torch.FromSlice(desc, nil).To(l.dev)
 	d.g.Broadcast([]*torch.Tensor{theirs}, 0)
 	if got := theirs.Float64s(); !slices.Equal(got, desc) {
-		return fmt.Errorf("rank %d trains another model or data than rank 0 (tensors, training images, steps an epoch, steps, batch: %v against rank 0's %v): every rank needs the same config and dataset",
-			d.env.Rank, desc[:5], got[:5])
+		return fmt.Errorf("rank %d trains another model or data than rank 0 (tensors, training images, steps an epoch, steps, batch, measured values: %v against rank 0's %v): every rank needs the same config and dataset",
+			d.env.Rank, desc[:6], got[:6])
 	}
 	torch.NoGrad(func() { d.g.Broadcast(ts, 0) })
+	if len(recorded) > 0 { // what rank 0 measured on its data, or resumed with
+		r := torch.FromSlice(recorded, nil).To(l.dev)
+		d.g.Broadcast([]*torch.Tensor{r}, 0)
+		models.SetRecorded(l.c, r.Float64s())
+	}
 	counts := torch.FromSlice([]float64{float64(l.n), float64(optStep)}, nil).To(l.dev)
 	d.g.Broadcast([]*torch.Tensor{counts}, 0)
 	c := counts.Float64s()

@@ -19,8 +19,9 @@ import (
 	"kakusan/torch"
 )
 
-// newModel builds the model to train; tests swap it.
-var newModel = models.New
+// newModel builds the model to train (to be loaded from the checkpoint
+// from when resuming); tests swap it.
+var newModel = models.Build
 
 // afterTrain, when set (by tests), sees a finished run's loop before it is
 // freed.
@@ -125,16 +126,30 @@ func newLoop(ctx context.Context, r *Run, resume string) (*loop, error) {
 	if t.MaxSteps > 0 && (t.Epochs < 1 || t.MaxSteps < l.total) {
 		l.total = t.MaxSteps
 	}
-	if l.model, err = newModel(c, l.geo, dev); err != nil {
+	// Rank 0 resumes from a checkpoint: read first, so that the model is
+	// built from what it records (a latent model's autoencoder comes with
+	// it, not from its own files) and the config takes the values it was
+	// trained with (the latent scale, the style thresholds).
+	var from *models.Checkpoint
+	if resume != "" && l.dist.leader() {
+		if from, err = models.ReadCheckpoint(resume, dev); err != nil {
+			return l, err
+		}
+		defer from.Free()
+		if err := models.Adopt(c, from); err != nil {
+			return l, err
+		}
+	}
+	if l.model, err = newModel(c, l.geo, dev, from); err != nil {
 		return l, err
 	}
-	if err := l.calibrate(); err != nil { // a no-op when resuming: the config has what was measured
+	if err := l.calibrate(from != nil); err != nil {
 		return l, err
 	}
 	l.opt = newOptimizer(c.Optimizer, l.model.Module().ParamTensors())
 	var ema *EMA
 	if t.EMADecay > 0 {
-		if l.ema, err = newModel(c, l.geo, dev); err != nil {
+		if l.ema, err = newModel(c, l.geo, dev, from); err != nil {
 			return l, err
 		}
 		if err := l.ema.Module().Load(l.model.Module().StateDict()); err != nil {
@@ -162,8 +177,8 @@ func newLoop(ctx context.Context, r *Run, resume string) (*loop, error) {
 		}
 		l.step = g
 	}
-	if resume != "" && l.dist.leader() {
-		if err := l.resume(resume, ema); err != nil {
+	if from != nil {
+		if err := l.resume(from, ema); err != nil {
 			return l, err
 		}
 	}
@@ -186,52 +201,51 @@ func newLoop(ctx context.Context, r *Run, resume string) (*loop, error) {
 	return l, nil
 }
 
-// calibrateImages bounds the training images a fresh run measures its
-// model's data-dependent constants on.
+// calibrateImages bounds the training images a run measures its model's
+// data-dependent constants on.
 const calibrateImages = 10000
 
-// calibrate lets a model measure what it takes from the training images
-// before the first step (latent diffusion's latent scale), and records it
-// in the run folder's config.
-func (l *loop) calibrate() error {
-	m, ok := l.model.(interface {
-		Calibrate(next func() (x, y *torch.Tensor)) (string, error)
-	})
-	if !ok {
-		return nil
-	}
-	batches := (&datasets.Loader{Set: l.data.train.Subset(calibrateImages), Batch: l.c.Train.BatchSize}).All()
-	i := 0
-	msg, err := m.Calibrate(func() (x, y *torch.Tensor) {
-		if i == len(batches) {
-			return nil, nil
+// calibrator is a model that measures constants on its training data
+// before training (diffusion.Model: the latent scale, style thresholds).
+type calibrator interface {
+	Uncalibrated() bool
+	Calibrate(next func() (x, y *torch.Tensor)) (string, error)
+}
+
+// calibrate lets the model measure what it takes from the training images
+// (a seeded random 10,000 of them, streamed) and, on rank 0 of a fresh run,
+// writes the config again: it now records what the model was built with
+// and measured (the autoencoder's architecture, the prompt vocabulary, the
+// latent scale, the style thresholds).
+func (l *loop) calibrate(resuming bool) error {
+	if m, ok := l.model.(calibrator); ok && m.Uncalibrated() {
+		loader := &datasets.Loader{Set: l.data.train, Seed: l.c.Seed, Shuffle: true}
+		order := loader.Order(0)
+		order = order[:min(len(order), calibrateImages)]
+		msg, err := m.Calibrate(func() (x, y *torch.Tensor) {
+			if len(order) == 0 {
+				return nil, nil
+			}
+			n := min(len(order), l.c.Train.BatchSize)
+			t := batchTensors(loader.Gather(order[:n]), l.data.train, l.dev)
+			order = order[n:]
+			return t.X, t.Y
+		})
+		if err != nil {
+			return err
 		}
-		i++
-		b := batchTensors(batches[i-1], l.data.train, l.dev)
-		return b.X, b.Y
-	})
-	if err != nil || msg == "" {
-		return err
+		fmt.Fprintln(l.r.Log, msg)
 	}
-	fmt.Fprintln(l.r.Log, msg)
-	if !l.dist.leader() {
-		return nil
+	if resuming || !l.dist.leader() {
+		return nil // a resume writes the config once the checkpoint is restored
 	}
 	return atomic.WriteFile(l.r.Path("config.yaml"), l.c.Marshal())
 }
 
 // resume restores the model, moving average, optimizer and generators
 // from a run's latest checkpoint and drops the metrics logged after it.
-func (l *loop) resume(path string, ema *EMA) error {
-	var ck *models.Checkpoint
-	err := torch.Try(func() error { // the checkpoint's tensors are freed once copied
-		var err error
-		if ck, err = models.ReadCheckpoint(path, l.dev); err != nil {
-			return err
-		}
-		return restore(ck, l.c.Model, l.geo, l.model, l.ema, l.opt)
-	})
-	if err != nil {
+func (l *loop) resume(ck *models.Checkpoint, ema *EMA) error {
+	if err := restore(ck, l.c.Model, l.geo, l.model, l.ema, l.opt); err != nil {
 		return err
 	}
 	// The folder's config becomes the one the run goes on with (--set on
@@ -548,14 +562,16 @@ func (l *loop) reconstructions(name string) error {
 	}
 	r, ok := m.(models.Reconstructor)
 	n := min(l.c.Samples/2, l.data.test.N)
+	cols := min(8, n)
 	if !ok || n < 1 {
 		return nil
 	}
+	n -= n % cols // whole rows: each over its reconstructions
 	var imgs *sample.Images
 	err := l.interruptible(func() error {
 		b := (&datasets.Loader{Set: l.data.test.Subset(n), Batch: n}).All()[0]
 		var err error
-		imgs, err = sample.FromTensor(models.ReconstructionRows(r, batchTensors(b, l.data.test, l.dev).X, 8))
+		imgs, err = sample.FromTensor(models.ReconstructionRows(r, batchTensors(b, l.data.test, l.dev).X, int64(cols)))
 		return err
 	})
 	if err != nil {
@@ -564,7 +580,7 @@ func (l *loop) reconstructions(name string) error {
 	if err := os.MkdirAll(l.r.Path("samples"), 0o755); err != nil {
 		return err
 	}
-	return sample.SavePNG(l.r.Path(filepath.Join("samples", name)), imgs.Grid(8, 2))
+	return sample.SavePNG(l.r.Path(filepath.Join("samples", name)), imgs.Grid(cols, 2))
 }
 
 // evaluate logs the test loss (and a scorer's accuracy) at an epoch's end.

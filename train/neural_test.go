@@ -221,9 +221,9 @@ func (m *nanModel) Loss(x, y *torch.Tensor) *torch.Tensor {
 }
 
 func TestNaNLossStopsAndKeepsLastCheckpoint(t *testing.T) {
-	defer func(f func(*models.Config, models.Geometry, torch.Device) (models.Model, error)) { newModel = f }(newModel)
-	newModel = func(c *models.Config, g models.Geometry, d torch.Device) (models.Model, error) {
-		m, err := models.New(c, g, d)
+	defer func(f func(*models.Config, models.Geometry, torch.Device, *models.Checkpoint) (models.Model, error)) { newModel = f }(newModel)
+	newModel = func(c *models.Config, g models.Geometry, d torch.Device, from *models.Checkpoint) (models.Model, error) {
+		m, err := models.Build(c, g, d, from)
 		return &nanModel{Model: m, at: 45}, err
 	}
 	// Checkpoints every 15 steps, logs every 10: the NaN from step 45 on

@@ -58,7 +58,10 @@ func runNeural(ctx context.Context, j neuralJob) error {
 		}
 		s := j.samplingFor(ck.Config)
 		gen, err := models.NewGenerator(m, s)
-		if _, ok := m.(models.Reconstructor); ok && err != nil { // an autoencoder: it reconstructs, it draws nothing
+		if models.IsAutoencoder(m) { // it reconstructs, it draws nothing
+			if j.of > 1 {
+				return fmt.Errorf("%s is an autoencoder's: it draws nothing to shard (its reconstructions are one small job)", ck.Path)
+			}
 			if err := os.MkdirAll(j.out, 0o755); err != nil {
 				return err
 			}
@@ -110,7 +113,7 @@ func (j neuralJob) flagsApply(m models.Model) error {
 	for _, name := range j.set {
 		switch {
 		case name != "labels" && !isDiffusion:
-			return fmt.Errorf("--%s is for diffusion models; this one draws from its prior", name)
+			return fmt.Errorf("--%s is for diffusion models; this one does not sample by diffusion", name)
 		case (name == "labels" || name == "guidance") && !models.Conditional(m):
 			return fmt.Errorf("--%s: the model is unconditional", name)
 		case ddpm && (name == "steps" || name == "eta" || name == "spacing"):

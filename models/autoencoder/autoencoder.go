@@ -65,7 +65,51 @@ func (c *Config) Validate() error {
 	if !(c.KLWeight >= 0 && c.KLWeight <= 1) {
 		bad("kl_weight: must be in [0, 1], got %g", c.KLWeight)
 	}
+	if len(errs) == 0 && c.Params(4) > maxParams {
+		bad("channels, blocks: %d parameters (for 4-channel images) is more than %d", c.Params(4), int64(maxParams))
+	}
 	return errors.Join(errs...)
+}
+
+// maxParams bounds an autoencoder's size (a GiB of float32 weights), so
+// that a config or checkpoint cannot make the loader allocate without end.
+const maxParams = 1 << 28
+
+// Params is the number of parameters of the autoencoder for images of
+// channels channels, counted from the config as New builds it.
+func (c *Config) Params(channels int64) int64 {
+	conv := func(in, out, k int64) int64 { return in*out*k*k + out }
+	gn := func(ch int64) int64 { return 2 * ch }
+	res := func(in, out int64) int64 {
+		n := gn(in) + conv(in, out, 3) + gn(out) + conv(out, out, 3)
+		if in != out {
+			n += conv(in, out, 1)
+		}
+		return n
+	}
+	ch, l := c.Channels, c.Latent
+	last := ch[len(ch)-1]
+	n := conv(channels, ch[0], 3) + res(last, last) + gn(last) + conv(last, 2*l, 3) + conv(2*l, 2*l, 1) + // encoder
+		conv(l, l, 1) + conv(l, last, 3) + res(last, last) + gn(ch[0]) + conv(ch[0], channels, 3) // decoder
+	in := ch[0]
+	for i, out := range ch {
+		for range c.Blocks {
+			n, in = n+res(in, out), out
+		}
+		if i < len(ch)-1 {
+			n += conv(out, out, 3)
+		}
+	}
+	in = last
+	for i := len(ch) - 1; i >= 0; i-- {
+		for range c.Blocks {
+			n, in = n+res(in, ch[i]), ch[i]
+		}
+		if i > 0 {
+			n += conv(in, in, 3)
+		}
+	}
+	return n
 }
 
 // Sides are the feature maps' heights (or widths) at each level for an

@@ -24,6 +24,9 @@ func TestShapes(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
+			if got, want := a.NumParams(), Defaults().Params(1); got != want {
+				t.Errorf("%d parameters, the config counts %d", got, want)
+			}
 			if got := a.LatentShape(); !slices.Equal(got, c.latent) {
 				t.Errorf("%dx%d: latent %v, want %v", c.h, c.w, got, c.latent)
 			}
@@ -84,6 +87,7 @@ func TestValidate(t *testing.T) {
 		{func(c *Config) { c.KLWeight = -1 }, "kl_weight"},
 		{func(c *Config) { c.KLWeight = math.NaN() }, "kl_weight"},
 		{func(c *Config) { c.Blocks = 100 }, "blocks"},
+		{func(c *Config) { c.Channels, c.Blocks = []int64{4096, 4096, 4096, 4096, 4096}, 8 }, "parameters (for 4-channel images) is more than"},
 	} {
 		cfg := Defaults()
 		c.edit(cfg)

@@ -45,8 +45,9 @@ func (m *Module) Buffer(name string, t *torch.Tensor) *torch.Tensor {
 // Freeze makes sub part of m under prefix (its tensors are saved and
 // loaded with m's, as "prefix" + their names) without training it: its
 // parameters stop requiring gradients and are neither m's parameters nor
-// its buffers, so optimizers, moving averages and all-reduces leave them
-// alone. m takes sub over: m.Free frees it.
+// its buffers, so optimizers, moving averages and the gradients'
+// all-reduce leave them alone (a data-parallel run broadcasts them once,
+// with the starting state). m takes sub over: m.Free frees it.
 func (m *Module) Freeze(prefix string, sub *Module) {
 	for _, n := range append(append(append([]Named(nil), sub.params...), sub.buffers...), sub.frozen...) {
 		n.T.SetRequiresGrad(false)
@@ -59,6 +60,9 @@ func (m *Module) Freeze(prefix string, sub *Module) {
 func (m *Module) all() []Named {
 	return append(append(append([]Named(nil), m.params...), m.buffers...), m.frozen...)
 }
+
+// Frozen are the tensors of the modules frozen into m (Freeze).
+func (m *Module) Frozen() []Named { return m.frozen }
 
 // Params are the trainable tensors.
 func (m *Module) Params() []Named { return m.params }

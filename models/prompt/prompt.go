@@ -64,10 +64,12 @@ func CheckVocabulary(v []string, classes int) error {
 	if len(v) != 1+classes+4 || v[0] != "" {
 		return fmt.Errorf("want the empty word, %d class words and the 4 style words, got %d words", classes, len(v))
 	}
+	seen := make(map[string]bool, len(v))
 	for i, w := range v[1:] {
-		if w == "" || strings.ContainsAny(w, " \t\n") || slices.Index(v[1:], w) != i {
+		if w == "" || strings.ContainsAny(w, " \t\n") || seen[w] {
 			return fmt.Errorf("word %d (%q) is empty, has spaces or repeats", i+1, w)
 		}
+		seen[w] = true
 	}
 	if want := Vocabulary(make([]string, 0))[1:]; !slices.Equal(v[1+classes:], want) {
 		return fmt.Errorf("the style words must be %v, got %v", want, v[1+classes:])
@@ -101,10 +103,14 @@ func Parse(v []string, classes int, text string) (Prompt, error) {
 	}
 	var errs []error
 	for _, w := range strings.Fields(norm) {
+		if len(errs) == 3 {
+			errs = append(errs, errors.New("..."))
+			break
+		}
 		tok := slices.Index(v, w)
 		switch {
 		case tok < 1:
-			errs = append(errs, fmt.Errorf("unknown word %q (known: %s)", w, strings.Join(v[1:], ", ")))
+			errs = append(errs, fmt.Errorf("unknown word %q (known: %s)", w, known(v[1:])))
 		case tok <= classes:
 			if p.Class >= 0 {
 				errs = append(errs, fmt.Errorf("two classes: %q and %q", v[1+p.Class], w))
@@ -119,6 +125,14 @@ func Parse(v []string, classes int, text string) (Prompt, error) {
 		}
 	}
 	return p, errors.Join(errs...)
+}
+
+// known lists a vocabulary for an error message, the first 30 words.
+func known(words []string) string {
+	if len(words) > 30 {
+		return strings.Join(words[:30], ", ") + fmt.Sprintf(" and %d more", len(words)-30)
+	}
+	return strings.Join(words, ", ")
 }
 
 // StyleTokens are the tokens of p's style slots for a vocabulary of
@@ -164,19 +178,33 @@ func Measure(x *torch.Tensor) (ink, slant *torch.Tensor) {
 	return ink, mu11.Div(mu02).Abs()
 }
 
+// MeasureValues is Measure read back to the host, as float64s.
+func MeasureValues(x *torch.Tensor) (ink, slant []float64) {
+	i, s := Measure(x)
+	return torch.Values[float64](i.To(torch.Float64)), torch.Values[float64](s.To(torch.Float64))
+}
+
+// ByClass groups values by their labels: out[c] holds the values of label
+// c, in order; labels outside 0..classes-1 are left out.
+func ByClass(values []float64, labels []int64, classes int) [][]float64 {
+	out := make([][]float64, classes)
+	for i, l := range labels {
+		if l >= 0 && int(l) < classes {
+			out[l] = append(out[l], values[i])
+		}
+	}
+	return out
+}
+
 // Thresholds are, per class, the lower and upper tertiles of the training
 // images' ink mass and slant: rows {ink 1/3, ink 2/3, slant 1/3, slant 2/3}.
 // An image earns the first style word of a slot below the lower tertile
 // and the second above the upper one.
 func Thresholds(ink, slant []float64, labels []int64, classes int) ([][]float64, error) {
 	rows := make([][]float64, classes)
+	inks, slants := ByClass(ink, labels, classes), ByClass(slant, labels, classes)
 	for c := range classes {
-		var in, sl []float64
-		for i, l := range labels {
-			if int(l) == c {
-				in, sl = append(in, ink[i]), append(sl, slant[i])
-			}
-		}
+		in, sl := inks[c], slants[c]
 		if len(in) < 3 {
 			return nil, fmt.Errorf("class %d has %d images: the style words need at least 3 to measure tertiles", c, len(in))
 		}

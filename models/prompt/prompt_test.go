@@ -1,6 +1,7 @@
 package prompt
 
 import (
+	"fmt"
 	"math"
 	"slices"
 	"strings"
@@ -72,6 +73,15 @@ func TestParse(t *testing.T) {
 		if _, err := Parse(v, 10, text); err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("%.30q: error %v, want one containing %q", text, err, want)
 		}
+	}
+	// An error lists the vocabulary once, shortened, for a few words at most.
+	huge := make([]string, 0, 70000)
+	huge = append(huge, "")
+	for i := range 70000 {
+		huge = append(huge, fmt.Sprint("w", i))
+	}
+	if _, err := Parse(huge, 69996, strings.Repeat("x ", 400)); err == nil || len(err.Error()) > 2000 || !strings.Contains(err.Error(), "and 69970 more") {
+		t.Errorf("%d unknown words in a vocabulary of 70,000: an error of %d bytes", 400, len(fmt.Sprint(err)))
 	}
 	p, _ := Parse(v, 10, "slanted bold")
 	if p.Words() != "bold slanted" {

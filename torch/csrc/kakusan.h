@@ -23,7 +23,7 @@ extern "C" {
 #endif
 #pragma GCC visibility push(default)
 
-#define KK_ABI_VERSION 6
+#define KK_ABI_VERSION 7
 
 typedef struct kk_tensor_s *kk_tensor;
 
@@ -233,7 +233,8 @@ void kk_clip_grad_norm_t(const kk_tensor *params, int n, double max_norm,
 /* ---- precision and memory format ----
  * Autocast is per thread and per device type (KK_CPU, KK_CUDA), as
  * torch.autocast: kk_autocast_push enables it with dtype (a reduced floating
- * type: bfloat16, or float16 on CUDA) and returns the state it replaced;
+ * type: bfloat16, or float16 on CUDA), or with float32 turns it off as
+ * torch.autocast(enabled=False) does, and returns the state it replaced;
  * kk_autocast_pop restores that state, clearing the cache of cast weights
  * when the outermost region ends. */
 void kk_autocast_push(int dev, int dtype, int *prev_on, int *prev_dtype, char **err);

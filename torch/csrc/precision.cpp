@@ -33,12 +33,12 @@ extern "C" {
 
 void kk_autocast_push(int dev, int dtype, int *prev_on, int *prev_dtype, char **err) {
   KK_TRY(at::DeviceType d = autocast_device(dev); at::ScalarType t = kk::dtype(dtype);
-         if (t != at::kBFloat16 && t != at::kHalf)
-           throw std::invalid_argument("autocast: dtype must be bfloat16 or float16");
+         if (t != at::kBFloat16 && t != at::kHalf && t != at::kFloat)
+           throw std::invalid_argument("autocast: dtype must be bfloat16, float16 or float32 (off)");
          *prev_on = kk::autocast_enabled(d);
          *prev_dtype = static_cast<int>(kk::autocast_dtype(d));
-         kk::set_autocast_dtype(d, t);
-         kk::set_autocast_enabled(d, true);
+         if (t != at::kFloat) kk::set_autocast_dtype(d, t);
+         kk::set_autocast_enabled(d, t != at::kFloat);
          at::autocast::increment_nesting();)
 }
 
