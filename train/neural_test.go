@@ -221,7 +221,9 @@ func (m *nanModel) Loss(x, y *torch.Tensor) *torch.Tensor {
 }
 
 func TestNaNLossStopsAndKeepsLastCheckpoint(t *testing.T) {
-	defer func(f func(*models.Config, models.Geometry, torch.Device, *models.Checkpoint) (models.Model, error)) { newModel = f }(newModel)
+	defer func(f func(*models.Config, models.Geometry, torch.Device, *models.Checkpoint) (models.Model, error)) {
+		newModel = f
+	}(newModel)
 	newModel = func(c *models.Config, g models.Geometry, d torch.Device, from *models.Checkpoint) (models.Model, error) {
 		m, err := models.Build(c, g, d, from)
 		return &nanModel{Model: m, at: 45}, err
