@@ -205,6 +205,9 @@ type Report struct {
 	FID       float64              `json:"fid"`
 	Precision float64              `json:"precision"`
 	Recall    float64              `json:"recall"`
+	// SamplingRate is the images a second the sampling job drew them at
+	// (bin/eval --checkpoint), 0 when they were read from a folder.
+	SamplingRate float64 `json:"sampling_images_per_s,omitempty"`
 }
 
 // Evaluate measures images (N, C, H, W) in [0, 1]; labels (one per

@@ -162,7 +162,7 @@ func TestDiffusionCheckpointMismatchesAreNamed(t *testing.T) {
 		"diffusion.prediction=x1":        `diffusion.prediction: unknown prediction "x1"`,
 		"diffusion.sampler=lms":          `diffusion.sampler: unknown sampler "lms" (known: ddim, ddpm, dpm++2m, euler, heun)`,
 		"diffusion.spacing=even":         `unknown spacing "even"`,
-		"diffusion.codec=jpeg":           `diffusion.codec: unknown codec "jpeg" (known: centered, pixels)`,
+		"diffusion.codec=jpeg":           `diffusion.codec: unknown codec "jpeg" (known: centered, latent, pixels)`,
 		"unet.norm=layer":                "unet.norm: must be batch or group",
 		"diffusion.schedule=sqrt":        `diffusion.schedule: unknown schedule "sqrt" (known: cosine, linear)`,
 		"diffusion.beta_end=2":           "betas must satisfy",
@@ -172,6 +172,11 @@ func TestDiffusionCheckpointMismatchesAreNamed(t *testing.T) {
 		"unet=null":                      "unet: empty section",
 		"train=null":                     "train: empty section",
 		"vae.hidden=3":                   `vae: section given for model "diffusion"; it belongs to model vae`,
+		"diffusion.codec=latent":         "diffusion.autoencoder: codec latent needs the trained autoencoder's checkpoint",
+		"diffusion.latent_scale=2":       "autoencoder, autoencoder_config and latent_scale are for codec latent",
+		"diffusion.conditioning=text":    "diffusion.conditioning: must be label or prompt",
+		"diffusion.word_drop=2":          "diffusion.word_drop: must be in [0, 1]",
+		"unet.transformer_from=5":        "unet.transformer_from: must be a level from 0 to levels",
 	} {
 		if _, err := models.LoadConfig("../configs/mnist_cond.yaml", []string{set}); err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("--set %s: %v", set, err)

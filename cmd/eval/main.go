@@ -242,11 +242,12 @@ func (src *source) evaluate(ctx context.Context, o *options, judge *eval.Judge, 
 		if err != nil {
 			return err
 		}
+		rate := float64(o.n) / time.Since(t1).Seconds()
 		r, err := judge.Evaluate(ref, imgs, labels)
 		if err != nil {
 			return err
 		}
-		r.Guidance = &g
+		r.Guidance, r.SamplingRate = &g, rate
 		res.Reports = append(res.Reports, r)
 		fmt.Fprintf(os.Stderr, "eval: guidance %g: %d images in %.1f s\n", g, o.n, time.Since(t1).Seconds())
 	}

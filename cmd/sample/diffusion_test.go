@@ -292,3 +292,47 @@ func TestPromptFlag(t *testing.T) {
 		}
 	}
 }
+
+// An autoencoder's sampling job is its reconstructions of the first n
+// training images, labelled with their labels (for bin/eval: what the
+// autoencoder loses); it shards as any job.
+func TestAutoencoderJobReconstructsTrainingImages(t *testing.T) {
+	c, err := models.LoadConfig("../../configs/mnist_autoencoder.yaml", []string{"data.subset=256", "data.test_subset=64", "device=cpu",
+		"train.batch_size=32", "train.max_steps=2", "samples=16"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := train.Train(c, train.Options{Out: filepath.Join(t.TempDir(), "run")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := t.TempDir()
+	j := neuralJob{checkpoint: r.Dir, out: out, device: "cpu", n: 10, batch: 4, seed: 1, labels: "all", shard: 1, of: 2}
+	if err := runNeural(context.Background(), j); err != nil {
+		t.Fatal(err)
+	}
+	j.shard = 0
+	if err := runNeural(context.Background(), j); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := sample.Merge(out); err != nil {
+		t.Fatal(err)
+	}
+	b, _ := os.ReadFile(filepath.Join(out, "manifest.jsonl"))
+	// MNIST's first ten training labels.
+	want := []int{5, 0, 4, 1, 9, 2, 1, 3, 1, 4}
+	lines := strings.Split(strings.TrimSpace(string(b)), "\n")
+	if len(lines) != 10 {
+		t.Fatalf("%d manifest lines:\n%s", len(lines), b)
+	}
+	for i, line := range lines {
+		var e struct{ Label int }
+		if json.Unmarshal([]byte(line), &e) != nil || e.Label != want[i] {
+			t.Errorf("image %d: %s, want label %d", i, line, want[i])
+		}
+	}
+	j.set = []string{"labels"}
+	if err := runNeural(context.Background(), j); err == nil || !strings.Contains(err.Error(), "with their own labels") {
+		t.Errorf("--labels on an autoencoder: %v", err)
+	}
+}

@@ -57,23 +57,16 @@ func runNeural(ctx context.Context, j neuralJob) error {
 			return fmt.Errorf("%s: %w", ck.Path, err)
 		}
 		s := j.samplingFor(ck.Config)
-		gen, err := models.NewGenerator(m, s)
-		if models.IsAutoencoder(m) { // it reconstructs, it draws nothing
-			if j.of > 1 {
-				return fmt.Errorf("%s is an autoencoder's: it draws nothing to shard (its reconstructions are one small job)", ck.Path)
-			}
-			if err := os.MkdirAll(j.out, 0o755); err != nil {
-				return err
-			}
-			fmt.Fprintf(os.Stderr, "sample: %s is an autoencoder's: it draws nothing; writing its reconstructions of test images\n", ck.Path)
-			return vaeExtras(ck.Config, m, dev, j.out)
-		}
-		if err != nil {
-			return fmt.Errorf("%s: %w", ck.Path, err)
-		}
 		job := &sample.Job{N: j.n, Batch: j.batch, Seed: j.seed, Shard: j.shard, Of: j.of}
 		if err := job.Check(); err != nil { // before sizing anything by n
 			return err
+		}
+		gen, err := models.NewGenerator(m, s)
+		if models.IsAutoencoder(m) { // it draws nothing: its images are reconstructions
+			gen, job.Labels, err = reconstructions(ck.Config, m, j.n, dev)
+		}
+		if err != nil {
+			return fmt.Errorf("%s: %w", ck.Path, err)
 		}
 		if models.Conditional(m) {
 			if job.Labels, err = sample.ParseLabels(j.labels, j.n, ck.Geometry.Classes, j.seed); err != nil {
@@ -112,6 +105,8 @@ func (j neuralJob) flagsApply(m models.Model) error {
 	ddpm := sampler == "ddpm"
 	for _, name := range j.set {
 		switch {
+		case name == "labels" && models.IsAutoencoder(m):
+			return fmt.Errorf("--labels: an autoencoder reconstructs the first --n training images, with their own labels")
 		case name != "labels" && !isDiffusion:
 			return fmt.Errorf("--%s is for diffusion models; this one does not sample by diffusion", name)
 		case (name == "labels" || name == "guidance") && !models.Conditional(m):
@@ -188,6 +183,42 @@ func runJob(ctx context.Context, job *sample.Job, gen sample.Generator, out *sam
 		fmt.Fprintf(os.Stderr, "sample: %d images in %.1f s (%.1f images/s) into %s\n", made, time.Since(began).Seconds(), float64(made)/time.Since(began).Seconds(), out.Dir)
 	}
 	return out.Finish()
+}
+
+// reconstructor is an autoencoder's sampling job: image k is its
+// reconstruction of training image k, so that bin/eval measures what the
+// autoencoder loses (the ceiling of a latent diffusion model on it).
+type reconstructor struct {
+	r   models.Reconstructor
+	set *datasets.Images
+	dev torch.Device
+}
+
+// reconstructions is the generator and labels of a job reconstructing the
+// first n training images of c's data.
+func reconstructions(c *models.Config, m models.Model, n int, dev torch.Device) (sample.Generator, []int64, error) {
+	set, err := datasets.Load(c.Data.Dataset, c.Data.Dir, c.Data.Size, "train")
+	if err != nil {
+		return nil, nil, err
+	}
+	if n > set.N {
+		return nil, nil, fmt.Errorf("--n %d: an autoencoder reconstructs training images, and %s has %d", n, c.Data.Source(), set.N)
+	}
+	labels := make([]int64, n)
+	for i := range labels {
+		labels[i] = int64(set.Labels[i])
+	}
+	return reconstructor{m.(models.Reconstructor), set, dev}, labels, nil
+}
+
+func (g reconstructor) Generate(b sample.Batch) (x *torch.Tensor, err error) {
+	if len(b.Images) == 0 {
+		return nil, fmt.Errorf("an empty batch")
+	}
+	loader := &datasets.Loader{Set: g.set}
+	in := torch.FromSlice(loader.Gather(b.Images).Pixels, g.set.Shape(len(b.Images))).To(g.dev)
+	torch.NoGrad(func() { x = g.r.Reconstruct(in) })
+	return x, nil
 }
 
 // vaeExtras writes reconstructions.png (test images on odd rows, their

@@ -76,10 +76,10 @@ func (c *Config) Validate() error {
 	if c.Act != "relu" && c.Act != "silu" {
 		bad("act: must be relu or silu, got %q", c.Act)
 	}
-	if c.ContextDim < 1 || c.ContextDim > 4096 {
+	if c.ContextDim < 0 || c.ContextDim > 4096 {
 		bad("context_dim: must be between 1 and 4096, got %d", c.ContextDim)
 	}
-	if c.Heads < 1 || c.Heads > 256 {
+	if c.Heads < 0 || c.Heads > 256 {
 		bad("heads: must be between 1 and 256, got %d", c.Heads)
 	}
 	if c.TransformerFrom < 0 || c.TransformerFrom > c.Levels {
@@ -217,6 +217,9 @@ func New(c Config, dev torch.Device) (*UNet, error) {
 	}
 	if c.Vocab < 0 || c.Vocab > 1<<16 || (c.Vocab > 0 && (c.Context < 1 || c.Context > 256)) {
 		return nil, fmt.Errorf("a vocabulary of %d words and prompts of %d tokens: want at most 65536 words and 1-256 tokens", c.Vocab, c.Context)
+	}
+	if c.Vocab > 0 && (c.ContextDim < 1 || c.Heads < 1) {
+		return nil, fmt.Errorf("context_dim and heads: a network conditioned on prompts needs both, got %d and %d", c.ContextDim, c.Heads)
 	}
 	if c.Vocab > 0 && (c.Width<<c.TransformerFrom)%c.Heads != 0 {
 		return nil, fmt.Errorf("heads: %d heads must divide the transformers' channels (%d from level %d)", c.Heads, c.Width<<c.TransformerFrom, c.TransformerFrom)
