@@ -124,8 +124,11 @@ func (c *Config) Validate() error {
 			bad("autoencoder_config: %v", err)
 		}
 	}
-	if !(c.LatentScale >= 0 && c.LatentScale <= 1e6) {
-		bad("latent_scale: must be 0 (measure it) or positive, got %g", c.LatentScale)
+	if !(c.LatentScale == 0 || (c.LatentScale >= 1e-6 && c.LatentScale <= 1e6)) {
+		bad("latent_scale: must be 0 (measure it) or between 1e-6 and 1e6, got %g", c.LatentScale)
+	}
+	if latent && c.ClipX0 != "" && c.ClipX0 != "none" {
+		bad("clip_x0: the latent codec has no bounded range to clip to; use none")
 	}
 	switch {
 	case c.Conditioning != "label" && c.Conditioning != "prompt":

@@ -275,10 +275,10 @@ func (m *Model) CheckSampling(s Sampling) error {
 		}
 		p, err := prompt.Parse(m.Cfg.Vocabulary, m.Classes(), s.Prompt)
 		if err != nil {
-			return fmt.Errorf("prompt %q: %w", s.Prompt, err)
+			return fmt.Errorf("prompt %.60q: %w", s.Prompt, err)
 		}
 		if p.Class >= 0 {
-			return fmt.Errorf("prompt %q: the class word goes with the labels; the sampling prompt holds style words only", s.Prompt)
+			return fmt.Errorf("prompt %.60q: the class word goes with the labels; the sampling prompt holds style words only", s.Prompt)
 		}
 	}
 	if _, ok := m.Codec.(Ranged); !ok && s.ClipX0 != "" && s.ClipX0 != "none" {

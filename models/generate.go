@@ -46,6 +46,10 @@ func NewGenerator(m Model, s diffusion.Sampling) (sample.Generator, error) {
 		return diffusionGenerator{g, s}, nil
 	case Sampler:
 		return priorGenerator{g}, nil
+	case *aeModel:
+		return nil, fmt.Errorf("an autoencoder reconstructs images, it does not generate them (bin/sample writes its reconstructions of training images)")
+	case *Judge:
+		return nil, fmt.Errorf("a classifier does not generate images")
 	}
 	return nil, fmt.Errorf("a %T does not generate images", m)
 }

@@ -2,6 +2,7 @@ package models
 
 import (
 	"fmt"
+	"reflect"
 	"slices"
 
 	"kakusan/diffusion"
@@ -46,6 +47,10 @@ func latentAutoencoder(d *diffusion.Config, g Geometry, dev torch.Device, from *
 		return nil, fmt.Errorf("diffusion.autoencoder: %s was trained on %dx%dx%d images; the data has %dx%dx%d", ck.Path, a.C, a.H, a.W, g.C, g.H, g.W)
 	}
 	cfg := *Section[*autoencoder.Config](ck.Config, "autoencoder")
+	if d.AutoencoderConfig != nil && !reflect.DeepEqual(*d.AutoencoderConfig, cfg) {
+		Free(m)
+		return nil, fmt.Errorf("diffusion.autoencoder_config: the config says %+v, but %s is %+v; leave it out (it is recorded from the checkpoint)", *d.AutoencoderConfig, ck.Path, cfg)
+	}
 	d.AutoencoderConfig = &cfg
 	return ae.AutoencoderKL, nil
 }
@@ -55,26 +60,26 @@ func latentAutoencoder(d *diffusion.Config, g Geometry, dev torch.Device, from *
 // from the checkpoint from recorded; and checks the style thresholds
 // wherever they come from (a checkpoint, a config, a resume).
 func promptVocabulary(d *diffusion.Config, g Geometry, from *Checkpoint) error {
-	if from == nil {
-		names := g.ClassNames
-		if len(names) != g.Classes {
-			names = make([]string, g.Classes)
-			for i := range names {
-				names[i] = fmt.Sprint(i)
-			}
-		}
-		d.Vocabulary = prompt.Vocabulary(names)
-		if err := prompt.CheckVocabulary(d.Vocabulary, g.Classes); err != nil {
-			return fmt.Errorf("the data's class names as prompt words: %w", err)
-		}
-		if d.StyleThresholds == nil {
-			return nil // measured before training (diffusion.Model.Calibrate)
+	names := g.ClassNames
+	if len(names) != g.Classes {
+		names = make([]string, g.Classes)
+		for i := range names {
+			names[i] = fmt.Sprint(i)
 		}
 	}
-	if from != nil {
-		if err := prompt.CheckVocabulary(d.Vocabulary, g.Classes); err != nil {
-			return fmt.Errorf("diffusion.vocabulary: %w", err)
-		}
+	words := prompt.Vocabulary(names)
+	if err := prompt.CheckVocabulary(words, g.Classes); err != nil {
+		return fmt.Errorf("the data's class names as prompt words: %w", err)
+	}
+	switch {
+	case from != nil && prompt.CheckVocabulary(d.Vocabulary, g.Classes) != nil:
+		return fmt.Errorf("diffusion.vocabulary: %w", prompt.CheckVocabulary(d.Vocabulary, g.Classes))
+	case d.Vocabulary != nil && !slices.Equal(d.Vocabulary, words):
+		return fmt.Errorf("diffusion.vocabulary: %.200q does not name the data's classes %v in order (want %.200q); leave it out, it is recorded from the data", d.Vocabulary, names, words)
+	}
+	d.Vocabulary = words
+	if from == nil && d.StyleThresholds == nil {
+		return nil // measured before training (diffusion.Model.Calibrate)
 	}
 	if err := prompt.CheckThresholds(d.StyleThresholds, g.Classes); err != nil {
 		return fmt.Errorf("diffusion.style_thresholds: %w", err)
@@ -103,8 +108,12 @@ func Adopt(c *Config, ck *Checkpoint) error {
 		d.LatentScale = old.LatentScale
 	}
 	if old.AutoencoderConfig != nil {
+		if d.AutoencoderConfig != nil && !reflect.DeepEqual(*d.AutoencoderConfig, *old.AutoencoderConfig) {
+			return conflict("autoencoder_config", *d.AutoencoderConfig, *old.AutoencoderConfig)
+		}
 		a := *old.AutoencoderConfig
 		d.AutoencoderConfig = &a
+		d.Autoencoder = old.Autoencoder // the weights are the checkpoint's: so is their provenance
 	}
 	if old.Vocabulary != nil {
 		if d.Vocabulary != nil && !slices.Equal(d.Vocabulary, old.Vocabulary) {

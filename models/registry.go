@@ -9,6 +9,7 @@ package models
 import (
 	"errors"
 	"fmt"
+	"math/bits"
 	"slices"
 	"sort"
 
@@ -257,6 +258,12 @@ func init() {
 				codec, shape = diffusion.NewLatent(ae, d), ae.LatentShape()
 			}
 			u.Channels = shape[0]
+			if side := min(shape[1], shape[2]); side>>u.Levels < 1 {
+				if ae != nil {
+					ae.Free()
+				}
+				return nil, fmt.Errorf("unet.levels: %d levels halve the model's %dx%d inputs below one pixel (at most %d)", u.Levels, shape[1], shape[2], bitsLen(side)-1)
+			}
 			net, err := unet.New(u, dev)
 			if err != nil {
 				if ae != nil {
@@ -386,3 +393,6 @@ func (j *Judge) Loss(x, y *torch.Tensor) *torch.Tensor {
 func (j *Judge) Correct(x, y *torch.Tensor) int64 {
 	return int64(j.Logits(x).Argmax(1, false).Eq(y).To(torch.Int64).Sum().Item())
 }
+
+// bitsLen is the number of bits of n > 0.
+func bitsLen(n int64) int64 { return int64(bits.Len64(uint64(n))) }

@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 
 	"kakusan/datasets"
@@ -58,13 +59,47 @@ func trainAutoencoder(t *testing.T, dir string, sets ...string) *Run {
 	return r
 }
 
+// shared is one autoencoder for the step-9 tests, trained once per test
+// binary (TestMain removes it).
+var shared struct {
+	once sync.Once
+	dir  string
+	run  *Run
+}
+
+// sharedAutoencoder is trainAutoencoder's run, made by the first test
+// that asks.
+func sharedAutoencoder(t *testing.T) *Run {
+	t.Helper()
+	shared.once.Do(func() {
+		dir, err := os.MkdirTemp("", "kakusan-ae-")
+		if err != nil {
+			t.Fatal(err)
+		}
+		shared.dir = dir
+		shared.run = trainAutoencoder(t, dir)
+	})
+	if shared.run == nil {
+		t.Fatal("the shared autoencoder failed to train (see the first test that asked for it)")
+	}
+	return shared.run
+}
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if shared.dir != "" {
+		os.RemoveAll(shared.dir)
+	}
+	os.Exit(code)
+}
+
 // Latent diffusion (ladder step 9): the U-Net trains on the autoencoder's
 // latents with the autoencoder frozen and saved inside its checkpoints;
 // the latent scale is 1/std of the training images' latents, measured and
 // recorded; the checkpoint samples without the autoencoder's own files.
 func TestLatentDiffusion(t *testing.T) {
 	dir := t.TempDir()
-	ae := trainAutoencoder(t, dir)
+	ae := trainAutoencoder(t, dir) // its own: the test moves it away
 	r, err := Train(ladder9Config(t, "latent", "train.max_steps=20", "diffusion.autoencoder="+ae.Dir), Options{Out: filepath.Join(dir, "latent")})
 	if err != nil {
 		t.Fatal(err)
@@ -178,6 +213,28 @@ func TestLatentDiffusion(t *testing.T) {
 			t.Errorf("diffusion.autoencoder=%s: error %v, want one containing %q", path, err, want)
 		}
 	}
+	if err := os.Rename(ae.Dir+"-moved", ae.Dir); err != nil {
+		t.Fatal(err)
+	}
+	// A U-Net too deep for 7x7 latents, or an architecture that is not the
+	// autoencoder's, is refused by name before anything trains.
+	for set, want := range map[string]string{
+		"unet.levels=3": "unet.levels: 3 levels halve the model's 7x7 inputs below one pixel (at most 2)",
+		"diffusion.autoencoder_config={channels: [8, 16], blocks: 1, latent_channels: 4, groups: 8, kl_weight: 0}": "diffusion.autoencoder_config: the config says",
+	} {
+		_, err := Train(ladder9Config(t, "latent", "train.max_steps=2", "diffusion.autoencoder="+ae.Dir, set), Options{Out: filepath.Join(dir, "again")})
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("--set %s: error %v, want one containing %q", set, err, want)
+		}
+	}
+	for set, want := range map[string]string{
+		"diffusion.clip_x0=clip":        "diffusion.clip_x0: the latent codec has no bounded range",
+		"diffusion.latent_scale=1e-300": "diffusion.latent_scale: must be 0 (measure it) or between 1e-6 and 1e6",
+	} {
+		if _, err := models.LoadConfig("../configs/mnist_latent.yaml", []string{set}); err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("--set %s: error %v, want one containing %q", set, err, want)
+		}
+	}
 }
 
 // Prompt conditioning (ladder step 9): the vocabulary comes from the
@@ -185,7 +242,7 @@ func TestLatentDiffusion(t *testing.T) {
 // the training images, and sampling takes style words.
 func TestPromptDiffusion(t *testing.T) {
 	dir := t.TempDir()
-	ae := trainAutoencoder(t, dir)
+	ae := sharedAutoencoder(t)
 	r, err := Train(ladder9Config(t, "prompt", "train.max_steps=20", "diffusion.autoencoder="+ae.Dir), Options{Out: filepath.Join(dir, "prompt")})
 	if err != nil {
 		t.Fatal(err)
@@ -197,6 +254,12 @@ func TestPromptDiffusion(t *testing.T) {
 	d := models.Section[*diffusion.Config](saved, "diffusion")
 	if len(d.Vocabulary) != 15 || d.Vocabulary[8] != "seven" || len(d.StyleThresholds) != 10 {
 		t.Fatalf("vocabulary %q, %d rows of style thresholds", d.Vocabulary, len(d.StyleThresholds))
+	}
+	// A vocabulary that does not name the data's classes in order is refused.
+	swapped := `diffusion.vocabulary=["", one, zero, two, three, four, five, six, seven, eight, nine, thin, bold, upright, slanted]`
+	if _, err := Train(ladder9Config(t, "prompt", "train.max_steps=2", "diffusion.autoencoder="+ae.Dir, swapped), Options{Out: filepath.Join(dir, "swapped")}); err == nil ||
+		!strings.Contains(err.Error(), "does not name the data's classes") {
+		t.Errorf("a vocabulary with two class words swapped: %v", err)
 	}
 	err = torch.Do(func() error {
 		set, err := datasets.Load("mnist", os.Getenv("KAKUSAN_TEST_MNIST"), 0, "train")
@@ -272,7 +335,7 @@ func readMetricLines(t *testing.T, dir string) []map[string]any {
 // style thresholds reach every rank.
 func TestDataParallelLatentPromptRanksAgree(t *testing.T) {
 	dir := t.TempDir()
-	ae0, ae1 := trainAutoencoder(t, filepath.Join(dir, "a")), trainAutoencoder(t, filepath.Join(dir, "b"), "seed=7")
+	ae0, ae1 := sharedAutoencoder(t), trainAutoencoder(t, dir, "seed=7")
 	j := distJob{config: "../configs/mnist_prompt.yaml", out: filepath.Join(dir, "run"), dump: dir,
 		sets:  append([]string{"train.max_steps=4", "train.batch_size=16", "unet.width=16", "diffusion.autoencoder=" + ae0.Dir}, distSmall...),
 		rank1: []string{"diffusion.autoencoder=" + ae1.Dir}}

@@ -208,13 +208,17 @@ func (s *source) load(o *options, judge *eval.Judge, dev torch.Device) error {
 		return fmt.Errorf("the judge %s was trained on %v (%s)", judge.Path, err, s.ck.Path)
 	}
 	if _, ok := s.model.(*diffusion.Model); !ok && len(o.set) > 0 {
-		return fmt.Errorf("--%s is for diffusion models; %s draws from its prior", o.set[0], s.ck.Path)
+		return fmt.Errorf("--%s is for diffusion models; %s does not sample by diffusion", o.set[0], s.ck.Path)
 	}
 	if def := models.GridSampling(s.ck.Config); def.Sampler != "" {
 		o.sampling = o.sampling.Over(def, o.set) // as bin/sample would sample it
 		if len(o.gammas) == 0 {
 			o.gammas = []float64{o.sampling.Guidance}
 		}
+	}
+	// The sampling is checked now, not after the reference's minute.
+	if _, err := models.NewGenerator(s.model, o.sampling); err != nil {
+		return fmt.Errorf("%s: %w", s.ck.Path, err)
 	}
 	return nil
 }

@@ -63,7 +63,7 @@ func runNeural(ctx context.Context, j neuralJob) error {
 		}
 		gen, err := models.NewGenerator(m, s)
 		if models.IsAutoencoder(m) { // it draws nothing: its images are reconstructions
-			gen, job.Labels, err = reconstructions(ck.Config, m, j.n, dev)
+			gen, job.Labels, err = reconstructions(ck, m, j.n, dev)
 		}
 		if err != nil {
 			return fmt.Errorf("%s: %w", ck.Path, err)
@@ -129,11 +129,11 @@ func (j *neuralJob) promptClass(m models.Model) error {
 	}
 	p, err := prompt.Parse(dm.Cfg.Vocabulary, dm.Classes(), j.sampling.Prompt)
 	if err != nil {
-		return fmt.Errorf("--prompt %q: %w", j.sampling.Prompt, err)
+		return fmt.Errorf("--prompt %.60q: %w", j.sampling.Prompt, err)
 	}
 	if p.Class >= 0 {
 		if slices.Contains(j.set, "labels") {
-			return fmt.Errorf("--prompt %q names a class and --labels gives the classes: one or the other", j.sampling.Prompt)
+			return fmt.Errorf("--prompt %.60q names a class and --labels gives the classes: one or the other", j.sampling.Prompt)
 		}
 		j.labels = strconv.Itoa(p.Class)
 	}
@@ -195,14 +195,18 @@ type reconstructor struct {
 }
 
 // reconstructions is the generator and labels of a job reconstructing the
-// first n training images of c's data.
-func reconstructions(c *models.Config, m models.Model, n int, dev torch.Device) (sample.Generator, []int64, error) {
+// first n training images of the data of the autoencoder's checkpoint ck.
+func reconstructions(ck *models.Checkpoint, m models.Model, n int, dev torch.Device) (sample.Generator, []int64, error) {
+	c := ck.Config
 	set, err := datasets.Load(c.Data.Dataset, c.Data.Dir, c.Data.Size, "train")
 	if err != nil {
 		return nil, nil, err
 	}
 	if n > set.N {
 		return nil, nil, fmt.Errorf("--n %d: an autoencoder reconstructs training images, and %s has %d", n, c.Data.Source(), set.N)
+	}
+	if err := ck.Geometry.SameAs(models.GeometryOf(set)); err != nil {
+		return nil, nil, fmt.Errorf("%s: the autoencoder was trained on %w", c.Data.Source(), err)
 	}
 	labels := make([]int64, n)
 	for i := range labels {
