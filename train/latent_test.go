@@ -35,6 +35,21 @@ func ladder9Config(t *testing.T, name string, sets ...string) *models.Config {
 	return c
 }
 
+// trainLadder9 trains configs/mnist_<name>.yaml (small) into out and
+// returns the run and the diffusion section its config.yaml recorded.
+func trainLadder9(t *testing.T, name, out string, sets ...string) (*Run, *diffusion.Config) {
+	t.Helper()
+	r, err := Train(ladder9Config(t, name, sets...), Options{Out: out})
+	if err != nil {
+		t.Fatal(err)
+	}
+	saved, err := models.LoadConfig(r.Path("config.yaml"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r, models.Section[*diffusion.Config](saved, "diffusion")
+}
+
 // trainAutoencoder trains the KL autoencoder for two epochs of 2,000
 // images; its reconstruction error must fall well below the blank image's.
 func trainAutoencoder(t *testing.T, dir string, sets ...string) *Run {
@@ -100,19 +115,11 @@ func TestMain(m *testing.M) {
 func TestLatentDiffusion(t *testing.T) {
 	dir := t.TempDir()
 	ae := trainAutoencoder(t, dir) // its own: the test moves it away
-	r, err := Train(ladder9Config(t, "latent", "train.max_steps=20", "diffusion.autoencoder="+ae.Dir), Options{Out: filepath.Join(dir, "latent")})
-	if err != nil {
-		t.Fatal(err)
-	}
-	saved, err := models.LoadConfig(r.Path("config.yaml"), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	d := models.Section[*diffusion.Config](saved, "diffusion")
+	r, d := trainLadder9(t, "latent", filepath.Join(dir, "latent"), "train.max_steps=20", "diffusion.autoencoder="+ae.Dir)
 	if d.AutoencoderConfig == nil || !slices.Equal(d.AutoencoderConfig.Channels, []int64{16, 32, 64}) {
 		t.Errorf("config.yaml records the autoencoder as %+v", d.AutoencoderConfig)
 	}
-	err = torch.Do(func() error {
+	err := torch.Do(func() error {
 		aeModel, _, err := models.Load(ae.Dir, torch.CPU, false)
 		if err != nil {
 			return err
@@ -243,15 +250,7 @@ func TestLatentDiffusion(t *testing.T) {
 func TestPromptDiffusion(t *testing.T) {
 	dir := t.TempDir()
 	ae := sharedAutoencoder(t)
-	r, err := Train(ladder9Config(t, "prompt", "train.max_steps=20", "diffusion.autoencoder="+ae.Dir), Options{Out: filepath.Join(dir, "prompt")})
-	if err != nil {
-		t.Fatal(err)
-	}
-	saved, err := models.LoadConfig(r.Path("config.yaml"), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	d := models.Section[*diffusion.Config](saved, "diffusion")
+	r, d := trainLadder9(t, "prompt", filepath.Join(dir, "prompt"), "train.max_steps=20", "diffusion.autoencoder="+ae.Dir)
 	if len(d.Vocabulary) != 15 || d.Vocabulary[8] != "seven" || len(d.StyleThresholds) != 10 {
 		t.Fatalf("vocabulary %q, %d rows of style thresholds", d.Vocabulary, len(d.StyleThresholds))
 	}
@@ -261,7 +260,7 @@ func TestPromptDiffusion(t *testing.T) {
 		!strings.Contains(err.Error(), "does not name the data's classes") {
 		t.Errorf("a vocabulary with two class words swapped: %v", err)
 	}
-	err = torch.Do(func() error {
+	err := torch.Do(func() error {
 		set, err := datasets.Load("mnist", os.Getenv("KAKUSAN_TEST_MNIST"), 0, "train")
 		if err != nil {
 			return err

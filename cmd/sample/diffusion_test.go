@@ -20,10 +20,17 @@ import (
 )
 
 // tinyCheckpoint trains a width-4 conditional diffusion model for 2 steps.
-func tinyCheckpoint(t *testing.T) string {
+func tinyCheckpoint(t *testing.T, sets ...string) string {
 	t.Helper()
-	c, err := models.LoadConfig("../../configs/mnist_cond.yaml", []string{"data.subset=256", "data.test_subset=64", "device=cpu",
-		"unet.width=4", "train.batch_size=32", "train.max_steps=2", "samples=10", "diffusion.sample_steps=2"})
+	return tinyRun(t, "mnist_cond.yaml", append([]string{"unet.width=4", "diffusion.sample_steps=2"}, sets...)...)
+}
+
+// tinyRun trains configs/<config> for 2 steps of 32 of 256 images and
+// returns the run folder.
+func tinyRun(t *testing.T, config string, sets ...string) string {
+	t.Helper()
+	c, err := models.LoadConfig("../../configs/"+config, append([]string{"data.subset=256", "data.test_subset=64", "device=cpu",
+		"train.batch_size=32", "train.max_steps=2", "samples=10"}, sets...))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -247,17 +254,9 @@ func TestSamplingJobErrors(t *testing.T) {
 // style words are the job's prompt; a prompt the model cannot take is
 // refused by name.
 func TestPromptFlag(t *testing.T) {
-	c, err := models.LoadConfig("../../configs/mnist_cond.yaml", []string{"data.subset=256", "data.test_subset=64", "device=cpu",
-		"unet.width=4", "unet.heads=2", "diffusion.conditioning=prompt", "train.batch_size=32", "train.max_steps=2", "samples=10", "diffusion.sample_steps=2"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	r, err := train.Train(c, train.Options{Out: filepath.Join(t.TempDir(), "run")})
-	if err != nil {
-		t.Fatal(err)
-	}
+	run := tinyCheckpoint(t, "unet.heads=2", "diffusion.conditioning=prompt")
 	out := t.TempDir()
-	j := job(r.Dir, out, 0, 1)
+	j := job(run, out, 0, 1)
 	j.labels, j.sampling.Prompt, j.set = "all", "slanted BOLD seven", append(j.set, "prompt")
 	if err := runNeural(context.Background(), j); err != nil {
 		t.Fatal(err)
@@ -278,8 +277,8 @@ func TestPromptFlag(t *testing.T) {
 		labels     bool
 		want       string
 	}{
-		{r.Dir, "bold seven", true, "names a class and --labels gives the classes"},
-		{r.Dir, "purple seven", false, `unknown word "purple" (known: zero, one,`},
+		{run, "bold seven", true, "names a class and --labels gives the classes"},
+		{run, "purple seven", false, `unknown word "purple" (known: zero, one,`},
 		{tinyCheckpoint(t), "bold", false, "not conditioned on prompts"},
 	} {
 		j := job(c.ck, t.TempDir(), 0, 1)
@@ -297,17 +296,8 @@ func TestPromptFlag(t *testing.T) {
 // training images, labelled with their labels (for bin/eval: what the
 // autoencoder loses); it shards as any job.
 func TestAutoencoderJobReconstructsTrainingImages(t *testing.T) {
-	c, err := models.LoadConfig("../../configs/mnist_autoencoder.yaml", []string{"data.subset=256", "data.test_subset=64", "device=cpu",
-		"train.batch_size=32", "train.max_steps=2", "samples=16"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	r, err := train.Train(c, train.Options{Out: filepath.Join(t.TempDir(), "run")})
-	if err != nil {
-		t.Fatal(err)
-	}
 	out := t.TempDir()
-	j := neuralJob{checkpoint: r.Dir, out: out, device: "cpu", n: 10, batch: 4, seed: 1, labels: "all", shard: 1, of: 2}
+	j := neuralJob{checkpoint: tinyRun(t, "mnist_autoencoder.yaml"), out: out, device: "cpu", n: 10, batch: 4, seed: 1, labels: "all", shard: 1, of: 2}
 	if err := runNeural(context.Background(), j); err != nil {
 		t.Fatal(err)
 	}
