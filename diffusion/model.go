@@ -49,8 +49,15 @@ func NewModel(net *unet.UNet, c *Config, codec Codec, shape []int64, dev torch.D
 // its training images before training (Calibrate): the latent codec's scale,
 // a prompted model's style thresholds.
 func (m *Model) Uncalibrated() bool {
+	scale, styles := m.toMeasure()
+	return scale || styles
+}
+
+// toMeasure is what Calibrate has still to measure: the latent codec's
+// scale, a prompted model's style thresholds.
+func (m *Model) toMeasure() (scale, styles bool) {
 	_, latent := m.Codec.(*Latent)
-	return (latent && m.Cfg.LatentScale == 0) || (m.Prompted() && m.Cfg.StyleThresholds == nil)
+	return latent && m.Cfg.LatentScale == 0, m.Prompted() && m.Cfg.StyleThresholds == nil
 }
 
 // Calibrate measures, before a run's first step, what the model takes from
@@ -61,9 +68,7 @@ func (m *Model) Uncalibrated() bool {
 // mass and slant. It returns lines for the log, "" when there was nothing
 // to measure.
 func (m *Model) Calibrate(next func() (x, y *torch.Tensor)) (string, error) {
-	l, latent := m.Codec.(*Latent)
-	latent = latent && m.Cfg.LatentScale == 0
-	styles := m.Prompted() && m.Cfg.StyleThresholds == nil
+	latent, styles := m.toMeasure()
 	if !latent && !styles {
 		return "", nil
 	}
@@ -84,7 +89,7 @@ func (m *Model) Calibrate(next func() (x, y *torch.Tensor)) (string, error) {
 				}
 				if latent {
 					torch.WithoutAutocast(x.Device().Type, func() {
-						z, _ := l.AE.Encode(x.To(torch.Float32))
+						z, _ := m.Codec.(*Latent).AE.Encode(x.To(torch.Float32))
 						z = z.To(torch.Float64)
 						sum += z.Sum().Item()
 						sq += z.Square().Sum().Item()

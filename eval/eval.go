@@ -88,8 +88,8 @@ type Reference struct {
 	Floor       float64 // FID of training against test images
 	Accuracy    float64 // the judge's accuracy on the test images
 	// StyleMedians are each class's median ink mass and slant over the
-	// training images (prompt.Measure): a prompt's style words are judged
-	// against them.
+	// floor's training images (prompt.Measure): a prompt's style words are
+	// judged against them.
 	StyleMedians [][2]float64
 }
 
@@ -107,7 +107,9 @@ func (j *Judge) NewReference() (*Reference, error) {
 	ref := &Reference{}
 	var preds []int64
 	ref.Test, preds = j.Apply(imagesTensor(test))
-	ref.Train, _ = j.Apply(imagesTensor(tr.Subset(floorImages)))
+	floor := tr.Subset(floorImages)
+	floorImgs := imagesTensor(floor)
+	ref.Train, _ = j.Apply(floorImgs)
 	hits := 0
 	for i, p := range preds {
 		if p == int64(test.Labels[i]) {
@@ -124,15 +126,14 @@ func (j *Judge) NewReference() (*Reference, error) {
 		return nil, err
 	}
 	ref.Floor, err = FrechetDistance(trainGauss, ref.TestGauss)
-	ref.StyleMedians = styleMedians(tr)
+	ref.StyleMedians = styleMedians(floor, floorImgs)
 	return ref, err
 }
 
-// styleMedians is each class's median ink mass and slant over the first
-// 10,000 images of set (NaN for a class without images).
-func styleMedians(set *datasets.Images) [][2]float64 {
-	set = set.Subset(floorImages)
-	ink, slant := measure(imagesTensor(set))
+// styleMedians is each class's median ink mass and slant over set, whose
+// images are imgs (NaN for a class without images).
+func styleMedians(set *datasets.Images, imgs *torch.Tensor) [][2]float64 {
+	ink, slant := measure(imgs)
 	labels := make([]int64, set.N)
 	for i, l := range set.Labels[:set.N] {
 		labels[i] = int64(l)

@@ -71,10 +71,12 @@ func promptVocabulary(d *diffusion.Config, g Geometry, from *Checkpoint) error {
 	if err := prompt.CheckVocabulary(words, g.Classes); err != nil {
 		return fmt.Errorf("the data's class names as prompt words: %w", err)
 	}
-	switch {
-	case from != nil && prompt.CheckVocabulary(d.Vocabulary, g.Classes) != nil:
-		return fmt.Errorf("diffusion.vocabulary: %w", prompt.CheckVocabulary(d.Vocabulary, g.Classes))
-	case d.Vocabulary != nil && !slices.Equal(d.Vocabulary, words):
+	if from != nil {
+		if err := prompt.CheckVocabulary(d.Vocabulary, g.Classes); err != nil {
+			return fmt.Errorf("diffusion.vocabulary: %w", err)
+		}
+	}
+	if d.Vocabulary != nil && !slices.Equal(d.Vocabulary, words) {
 		return fmt.Errorf("diffusion.vocabulary: %.200q does not name the data's classes %v in order (want %.200q); leave it out, it is recorded from the data", d.Vocabulary, names, words)
 	}
 	d.Vocabulary = words

@@ -61,9 +61,11 @@ func runNeural(ctx context.Context, j neuralJob) error {
 		if err := job.Check(); err != nil { // before sizing anything by n
 			return err
 		}
-		gen, err := models.NewGenerator(m, s)
+		var gen sample.Generator
 		if models.IsAutoencoder(m) { // it draws nothing: its images are reconstructions
 			gen, job.Labels, err = reconstructions(ck, m, j.n, dev)
+		} else {
+			gen, err = models.NewGenerator(m, s)
 		}
 		if err != nil {
 			return fmt.Errorf("%s: %w", ck.Path, err)

@@ -49,7 +49,7 @@ func (m *Module) Buffer(name string, t *torch.Tensor) *torch.Tensor {
 // all-reduce leave them alone (a data-parallel run broadcasts them once,
 // with the starting state). m takes sub over: m.Free frees it.
 func (m *Module) Freeze(prefix string, sub *Module) {
-	for _, n := range append(append(append([]Named(nil), sub.params...), sub.buffers...), sub.frozen...) {
+	for _, n := range sub.all() {
 		n.T.SetRequiresGrad(false)
 		m.frozen = append(m.frozen, Named{prefix + n.Name, n.T})
 	}

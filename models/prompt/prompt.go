@@ -135,13 +135,17 @@ func known(words []string) string {
 	return strings.Join(words, ", ")
 }
 
+// styleToken is the token of style slot slot's word which (1: the lower
+// third's, 2: the upper third's) in a vocabulary of classes classes.
+func styleToken(classes, slot, which int64) int64 { return classes + 2*(slot-InkSlot) + which }
+
 // StyleTokens are the tokens of p's style slots for a vocabulary of
 // classes classes (0 where p has no word).
 func (p Prompt) StyleTokens(classes int) [Context]int64 {
 	var t [Context]int64
 	for _, s := range []int{InkSlot, SlantSlot} {
 		if p.Style[s] > 0 {
-			t[s] = int64(1 + classes + 2*(s-InkSlot) + p.Style[s] - 1)
+			t[s] = styleToken(int64(classes), int64(s), int64(p.Style[s]))
 		}
 	}
 	return t
@@ -249,9 +253,8 @@ func Tokens(x, y, th *torch.Tensor, classes int64, drop float64) *torch.Tensor {
 	word := func(v *torch.Tensor, col, slot int64) *torch.Tensor {
 		lo := v.Lt(t.Narrow(1, col, 1).SqueezeDim(1))
 		hi := v.Gt(t.Narrow(1, col+1, 1).SqueezeDim(1))
-		first := 1 + classes + 2*(slot-InkSlot) // the slot's first style word
-		tok := torch.Where(lo, torch.Scalar(float64(first), x.Device()), torch.Scalar(0, x.Device()))
-		tok = torch.Where(hi, torch.Scalar(float64(first+1), x.Device()), tok)
+		tok := torch.Where(lo, torch.Scalar(float64(styleToken(classes, slot, 1)), x.Device()), torch.Scalar(0, x.Device()))
+		tok = torch.Where(hi, torch.Scalar(float64(styleToken(classes, slot, 2)), x.Device()), tok)
 		kept := torch.Rand([]int64{y.Size(0)}, x.Device()).GeScalar(drop).To(torch.Float32)
 		return tok.Mul(kept).To(torch.Int64)
 	}
