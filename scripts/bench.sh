@@ -27,6 +27,12 @@ if [[ -f $ref ]]; then
 else
   echo "bench: $ref not found; skipping the U-Net (set REF_UNET)" >&2
 fi
+# The CPU default's network (GroupNorm, SiLU, three levels, channels-last)
+# against its PyTorch twin, alternating likewise, in float32 and bf16.
+for r in $(seq "${ROUNDS:-3}"); do
+  go test -run '^$' -bench 'CPUDefault' -benchtime 10x -count 1 ./train/ | tee -a "$log/unet.txt"
+  "$py" scripts/bench_cpu_default.py --steps 10 --sample-batch "$BENCH_UNET_SAMPLE_BATCH" | tee -a "$log/cpu_default.json"
+done
 "$py" - "$log" <<'PY'
 import json, re, sys
 d = sys.argv[1]
@@ -61,6 +67,21 @@ if os.path.exists(d + '/ref_unet.json'):
         for mode in peer:
             ours = ns(f'{bench}/{mode}') / 1e6
             unet.append((f'U-Net {what}, {shape}, {size}, {mode}', ours, med(mode, key), f'ref_unet.py {mode}',
+                         'ms', ours / med(best, key), best))
+if os.path.exists(d + '/cpu_default.json'):
+    peer = {}
+    for line in open(d + '/cpu_default.json'):
+        if line.startswith('{'):
+            r = json.loads(line)
+            peer.setdefault(r['mode'], []).append(r)
+    med = lambda mode, k: statistics.median(r[k] for r in peer[mode])
+    for what, bench, key, size in [('training step', 'BenchmarkCPUDefaultTrainStep', 'train_ms_per_step', 'batch 128'),
+                                   ('guided sampling step', 'BenchmarkCPUDefaultSampleStep', 'sample_ms_per_step',
+                                    f"{peer['fp32-cl'][0]['sample_batch']} images")]:
+        best = min(peer, key=lambda m: med(m, key))
+        for mode in peer:
+            ours = ns(f"{bench}/{mode.split('-')[0]}") / 1e6
+            unet.append((f'CPU default {what}, {size}, {mode}', ours, med(mode, key), f'bench_cpu_default.py {mode}',
                          'ms', ours / med(best, key), best))
 print('| benchmark | kakusan | peer | ratio |')
 print('| --- | --- | --- | --- |')

@@ -72,10 +72,17 @@ if [[ -n "$graphflags" ]]; then
     if [[ -f $d/nccl.h ]]; then ncclflags="-DUSE_C10D_NCCL -I$d ${graphflags#-DKK_CUDA_GRAPHS }"; break; fi
   done
 fi
+# norm.cpp holds the shim's own CPU kernels: -O3 vectorises their loops
+# (for each instruction set its target_clones name), and -fopenmp makes
+# at::parallel_for, inlined from libtorch's headers, the OpenMP loop
+# libtorch's own kernels run (without it the header compiles to a serial
+# loop).
 pids=()
 for f in "$src"/*.cpp; do
   [[ $(basename "$f") == graph.cpp || $(basename "$f") == dist.cpp ]] && continue
-  ${CXX:-g++} $flags -c "$f" -o "$obj/$(basename "$f" .cpp).o" & pids+=($!)
+  extra=""
+  [[ $(basename "$f") == norm.cpp ]] && extra="-O3 -fopenmp"
+  ${CXX:-g++} $flags $extra -c "$f" -o "$obj/$(basename "$f" .cpp).o" & pids+=($!)
 done
 if [[ -n "$graphflags" ]] && ${CXX:-g++} $flags $graphflags -c "$src/graph.cpp" -o "$obj/graph.o" 2>"$obj/graph.log"; then
   echo "build_shim: CUDA graphs on" >&2
@@ -91,6 +98,6 @@ else
   ${CXX:-g++} $flags $distflags -c "$src/dist.cpp" -o "$obj/dist.o"
 fi
 for p in "${pids[@]}"; do wait "$p"; done
-${CXX:-g++} -shared -o "$out/libkakusan_torch.so.tmp" "$obj"/*.o $rpath $libs
+${CXX:-g++} -shared -fopenmp -o "$out/libkakusan_torch.so.tmp" "$obj"/*.o $rpath $libs
 mv "$out/libkakusan_torch.so.tmp" "$out/libkakusan_torch.so"
 echo "build_shim: wrote $out/libkakusan_torch.so" >&2

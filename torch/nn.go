@@ -76,11 +76,39 @@ func BatchNorm(x, w, b, runningMean, runningVar *Tensor, training bool, momentum
 	return wrap("BatchNorm", out, err)
 }
 
-// GroupNorm normalises channel groups (w and b may be nil).
+// Act is an activation a normalisation may be fused with.
+type Act int
+
+const (
+	ActNone Act = C.KK_ACT_NONE
+	ActReLU Act = C.KK_ACT_RELU
+	ActSiLU Act = C.KK_ACT_SILU
+)
+
+// Apply applies the activation alone.
+func (a Act) Apply(x *Tensor) *Tensor {
+	switch a {
+	case ActReLU:
+		return x.Relu()
+	case ActSiLU:
+		return x.Silu()
+	}
+	return x
+}
+
+// GroupNorm normalises channel groups (w and b may be nil). The result has
+// x's dtype; a bfloat16 x is normalised in float32 or better.
 func GroupNorm(x *Tensor, groups int64, w, b *Tensor, eps float64) *Tensor {
+	return GroupNormAct(x, groups, w, b, eps, ActNone)
+}
+
+// GroupNormAct is act(GroupNorm(x, ...)) in one pass: on the CPU one kernel
+// per image normalises and activates forward, and one computes the
+// gradients, with no intermediate tensor (the shim's norm.cpp).
+func GroupNormAct(x *Tensor, groups int64, w, b *Tensor, eps float64, act Act) *Tensor {
 	var out C.kk_tensor
 	var err *C.char
-	C.kk_group_norm(x.handle("GroupNorm"), C.int64_t(groups), w.opt("GroupNorm"), b.opt("GroupNorm"), C.double(eps), &out, &err)
+	C.kk_group_norm(x.handle("GroupNorm"), C.int64_t(groups), w.opt("GroupNorm"), b.opt("GroupNorm"), C.double(eps), C.int(act), &out, &err)
 	return wrap("GroupNorm", out, err)
 }
 

@@ -159,19 +159,20 @@ func TestPrecisionPolicies(t *testing.T) {
 
 // TestNormsTakeBFloat16Activations runs GroupNorm and LayerNorm on a bf16
 // activation with float32 affine parameters, as a bf16 convolution feeds
-// them under autocast: they compute in float32 (CUDA autocast's policy;
-// libtorch 1.13's CPU kernels refuse the mix) and match the float32 norm
-// of the same rounded input.
+// them under autocast: they compute in float32 (libtorch 1.13's CPU
+// kernels refuse the mix) and match the float32 norm of the same rounded
+// input, GroupNorm rounded back to the input's bf16 (what the convolution
+// after it would cast it to), LayerNorm kept in float32.
 func TestNormsTakeBFloat16Activations(t *testing.T) {
 	on(t, func() {
 		x := Randn([]int64{2, 4, 3, 3}, dev).To(BFloat16)
 		w, b := Randn([]int64{4}, dev), Randn([]int64{4}, dev)
 		xf := x.To(Float32)
 		got := GroupNorm(x, 2, w, b, 1e-5)
-		if got.DType() != Float32 {
-			t.Errorf("group norm of bf16: %v, want float32", got.DType())
+		if got.DType() != BFloat16 {
+			t.Errorf("group norm of bf16: %v, want bfloat16", got.DType())
 		}
-		near(t, "group norm", got.Float64s(), GroupNorm(xf, 2, w, b, 1e-5).Float64s(), 1e-6)
+		near(t, "group norm", got.Float64s(), GroupNorm(xf, 2, w, b, 1e-5).To(BFloat16).Float64s(), 1e-6)
 		lw, lb := Randn([]int64{3}, dev), Randn([]int64{3}, dev)
 		near(t, "layer norm", LayerNorm(x, []int64{3}, lw, lb, 1e-5).Float64s(), LayerNorm(xf, []int64{3}, lw, lb, 1e-5).Float64s(), 1e-6)
 	})

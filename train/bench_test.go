@@ -117,14 +117,14 @@ func BenchmarkVAETrainStep(b *testing.B) {
 func BenchmarkUNetSampleStep(b *testing.B) {
 	for _, m := range unetModes {
 		b.Run(m.name, func(b *testing.B) {
-			benchSampleStep(b, unetSets("diffusion.sample_precision", m.precision, m.channelsLast))
+			benchSampleStep(b, "../configs/mnist_cond.yaml", unetSets("diffusion.sample_precision", m.precision, m.channelsLast))
 		})
 	}
 }
 
-func benchSampleStep(b *testing.B, sets []string) {
+func benchSampleStep(b *testing.B, config string, sets []string) {
 	n := envInt("BENCH_UNET_SAMPLE_BATCH", 500)
-	benchModel(b, "../configs/mnist_cond.yaml", sets, func(m models.Model, c *models.Config, dev torch.Device) {
+	benchModel(b, config, sets, func(m models.Model, c *models.Config, dev torch.Device) {
 		dm := m.(*diffusion.Model)
 		dm.Net.SetTraining(false)
 		torch.NoGrad(func() {
@@ -151,4 +151,22 @@ func benchSampleStep(b *testing.B, sets []string) {
 		})
 		b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "steps/s")
 	})
+}
+
+// The CPU default (configs/mnist_cond_cpu.yaml, the README's first
+// command: GroupNorm, SiLU, three levels, channels-last), batch 128 for
+// training and a guided step of BENCH_UNET_SAMPLE_BATCH images for
+// sampling, in float32 and in bf16 autocast.
+func BenchmarkCPUDefaultTrainStep(b *testing.B) {
+	for _, p := range []string{"fp32", "bf16"} {
+		b.Run(p, func(b *testing.B) { benchStep(b, "../configs/mnist_cond_cpu.yaml", 128, "train.precision="+p) })
+	}
+}
+
+func BenchmarkCPUDefaultSampleStep(b *testing.B) {
+	for _, p := range []string{"fp32", "bf16"} {
+		b.Run(p, func(b *testing.B) {
+			benchSampleStep(b, "../configs/mnist_cond_cpu.yaml", []string{"diffusion.sample_precision=" + p})
+		})
+	}
 }

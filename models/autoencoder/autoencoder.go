@@ -147,8 +147,8 @@ func newResBlock(m *nn.Module, name string, in, out, groups int64, dev torch.Dev
 
 // Forward applies the block.
 func (b *ResBlock) Forward(x *torch.Tensor) *torch.Tensor {
-	h := b.conv1.Forward(b.norm1.Forward(x).Silu())
-	h = b.conv2.Forward(b.norm2.Forward(h).Silu())
+	h := b.conv1.Forward(b.norm1.ForwardAct(x, torch.ActSiLU))
+	h = b.conv2.Forward(b.norm2.ForwardAct(h, torch.ActSiLU))
 	if b.shortcut != nil {
 		x = b.shortcut.Forward(x)
 	}
@@ -249,7 +249,7 @@ func (a *AutoencoderKL) Encode(x *torch.Tensor) (mean, logvar *torch.Tensor) {
 			h = a.downsample[i].Forward(h)
 		}
 	}
-	h = a.encOut.Forward(a.encNorm.Forward(a.encMid.Forward(h)).Silu())
+	h = a.encOut.Forward(a.encNorm.ForwardAct(a.encMid.Forward(h), torch.ActSiLU))
 	moments := a.quant.Forward(h)
 	l := a.Cfg.Latent
 	return moments.Narrow(1, 0, l), moments.Narrow(1, l, l).Clamp(-30, 20)
@@ -267,7 +267,7 @@ func (a *AutoencoderKL) Decode(z *torch.Tensor) *torch.Tensor {
 			h = a.upsample[i].Forward(torch.UpsampleNearest(h, a.sidesH[i-1], a.sidesW[i-1]))
 		}
 	}
-	return a.decOut.Forward(a.decNorm.Forward(h).Silu())
+	return a.decOut.Forward(a.decNorm.ForwardAct(h, torch.ActSiLU))
 }
 
 // Loss is the negative ELBO up to constants, per image: the summed squared

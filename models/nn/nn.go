@@ -295,6 +295,15 @@ func ConvNorm(x *torch.Tensor, c *Conv2d, n Norm) *torch.Tensor {
 	return torch.Conv2d(x, c.W.Mul(s.View(-1, 1, 1, 1)), bias, c.Opts)
 }
 
+// ConvNormAct is act(n(c(x))): ConvNorm, with the activation fused into a
+// GroupNorm (one pass over the activations, forward and backward).
+func ConvNormAct(x *torch.Tensor, c *Conv2d, n Norm, act torch.Act) *torch.Tensor {
+	if g, ok := n.(*GroupNorm); ok {
+		return g.ForwardAct(c.Forward(x), act)
+	}
+	return act.Apply(ConvNorm(x, c, n))
+}
+
 // GroupNorm is torch.nn.GroupNorm.
 type GroupNorm struct {
 	W, B   *torch.Tensor
@@ -309,6 +318,11 @@ func NewGroupNorm(m *Module, name string, groups, ch int64, dev torch.Device) *G
 // Forward normalises x.
 func (g *GroupNorm) Forward(x *torch.Tensor) *torch.Tensor {
 	return torch.GroupNorm(x, g.Groups, g.W, g.B, normEps)
+}
+
+// ForwardAct is act(g.Forward(x)), computed in one pass.
+func (g *GroupNorm) ForwardAct(x *torch.Tensor, act torch.Act) *torch.Tensor {
+	return torch.GroupNormAct(x, g.Groups, g.W, g.B, normEps, act)
 }
 
 // Embedding is torch.nn.Embedding, initialised N(0, 1).

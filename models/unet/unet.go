@@ -91,11 +91,11 @@ func (c *Config) Validate() error {
 	return errors.Join(errs...)
 }
 
-func (c Config) act(x *torch.Tensor) *torch.Tensor {
+func (c Config) act() torch.Act {
 	if c.Act == "silu" {
-		return x.Silu()
+		return torch.ActSiLU
 	}
-	return x.Relu()
+	return torch.ActReLU
 }
 
 // PosEncoding is the sinusoidal embedding of timesteps t (B, any dtype) of
@@ -153,11 +153,11 @@ func (b *ConvBlock) Forward(x, v *torch.Tensor) *torch.Tensor {
 	t := b.mlp2.Forward(b.mlp1.Forward(v).Relu()).To(x.DType()).Unsqueeze(-1).Unsqueeze(-1)
 	in := x
 	x = x.Add(t)
-	h := b.cfg.act(nn.ConvNorm(x, b.conv1, b.norm1))
+	h := nn.ConvNormAct(x, b.conv1, b.norm1, b.cfg.act())
 	if b.cfg.Dropout > 0 {
 		h = torch.Dropout(h, b.cfg.Dropout, b.m.Training())
 	}
-	h = b.cfg.act(nn.ConvNorm(h, b.conv2, b.norm2))
+	h = nn.ConvNormAct(h, b.conv2, b.norm2, b.cfg.act())
 	switch {
 	case b.skip != nil:
 		return h.Add(b.skip.Forward(in))

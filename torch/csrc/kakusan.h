@@ -23,7 +23,7 @@ extern "C" {
 #endif
 #pragma GCC visibility push(default)
 
-#define KK_ABI_VERSION 7
+#define KK_ABI_VERSION 8
 
 typedef struct kk_tensor_s *kk_tensor;
 
@@ -179,8 +179,12 @@ void kk_conv_transpose2d(kk_tensor x, kk_tensor w, kk_tensor b,
 void kk_batch_norm(kk_tensor x, kk_tensor w, kk_tensor b, kk_tensor running_mean,
                    kk_tensor running_var, int training, double momentum,
                    double eps, kk_tensor *out, char **err);
+/* Activations a group normalisation may be fused with. */
+enum { KK_ACT_NONE = 0, KK_ACT_RELU = 1, KK_ACT_SILU = 2 };
+/* act(group_norm(x)), in x's dtype (computed in float32 or better when x is
+ * bfloat16); w and b may be NULL (norm.cpp). */
 void kk_group_norm(kk_tensor x, int64_t groups, kk_tensor w, kk_tensor b,
-                   double eps, kk_tensor *out, char **err);
+                   double eps, int act, kk_tensor *out, char **err);
 void kk_layer_norm(kk_tensor x, const int64_t *shape, int nd, kk_tensor w,
                    kk_tensor b, double eps, kk_tensor *out, char **err);
 void kk_pool2d(int avg, kk_tensor x, const int64_t *kernel, const int64_t *stride,

@@ -64,16 +64,11 @@ void kk_batch_norm(kk_tensor x, kk_tensor w, kk_tensor b, kk_tensor running_mean
 // A norm whose input's dtype differs from its affine parameters' (a bf16
 // activation under CPU autocast, whose libtorch 1.13 kernels refuse mixed
 // dtypes) computes in the parameters' dtype, float32: CUDA autocast's policy
-// for the norms.
+// for the norms. (Group normalisation is in norm.cpp.)
 static at::Tensor norm_input(kk_tensor x, kk_tensor w) {
   const at::Tensor &in = T(x);
   if (w != nullptr && T(w).scalar_type() != in.scalar_type()) return in.to(T(w).scalar_type());
   return in;
-}
-
-void kk_group_norm(kk_tensor x, int64_t groups, kk_tensor w, kk_tensor b, double eps,
-                   kk_tensor *out, char **err) {
-  KK_OUT(at::group_norm(norm_input(x, w), groups, Opt(w), Opt(b), eps, /*cudnn_enabled=*/true))
 }
 
 void kk_layer_norm(kk_tensor x, const int64_t *shape, int nd, kk_tensor w, kk_tensor b,

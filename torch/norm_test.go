@@ -1,0 +1,193 @@
+package torch
+
+import (
+	"fmt"
+	"math"
+	"strings"
+	"testing"
+)
+
+// groupNormRef is act(GroupNorm(x)) written out in float64 from primitive
+// ops, the definition the shim's fused kernels are checked against: mean
+// and biased variance over each image's group of channels, then the affine
+// per channel.
+func groupNormRef(x *Tensor, groups int64, w, b *Tensor, eps float64, act Act) *Tensor {
+	s := x.Shape()
+	g := x.Reshape(s[0], groups, -1)
+	mean := g.MeanDims(true, 2)
+	c := g.Sub(mean)
+	v := c.Square().MeanDims(true, 2)
+	y := c.Div(v.AddScalar(eps).Sqrt()).Reshape(s...)
+	aff := make([]int64, len(s))
+	for i := range aff {
+		aff[i] = 1
+	}
+	aff[1] = s[1]
+	if w != nil {
+		y = y.Mul(w.View(aff...))
+	}
+	if b != nil {
+		y = y.Add(b.View(aff...))
+	}
+	switch act {
+	case ActReLU:
+		return y.Relu()
+	case ActSiLU:
+		return y.Silu()
+	}
+	return y
+}
+
+// TestGroupNormActMatchesDefinition checks the fused group normalisation,
+// forward and all three gradients, against the float64 definition, for
+// float32 and bfloat16 activations in both layouts, odd spatial sizes
+// (NCHW rows that are no multiple of the kernels' lanes), 3-d input, one
+// group, a group per channel, no affine, and each activation.
+func TestGroupNormActMatchesDefinition(t *testing.T) {
+	cases := []struct {
+		shape  []int64
+		groups int64
+		cl     bool
+		affine bool
+	}{
+		{[]int64{3, 8, 5, 7}, 2, false, true},
+		{[]int64{3, 8, 5, 7}, 2, true, true},
+		{[]int64{2, 16, 6, 6}, 8, true, true},
+		{[]int64{2, 6, 9, 4}, 1, false, true},
+		{[]int64{2, 6, 9, 4}, 6, true, true},
+		{[]int64{4, 4, 3, 3}, 2, true, false},
+		{[]int64{3, 4, 11}, 2, false, true},
+		{[]int64{1, 32, 28, 28}, 8, true, true},
+	}
+	acts := []struct {
+		name string
+		a    Act
+	}{{"none", ActNone}, {"relu", ActReLU}, {"silu", ActSiLU}}
+	on(t, func() {
+		ManualSeed(3)
+		for _, c := range cases {
+			for _, dt := range []DType{Float32, BFloat16} {
+				for _, a := range acts {
+					name := fmt.Sprintf("%v groups %d cl %v affine %v %v %s", c.shape, c.groups, c.cl, c.affine, dt, a.name)
+					Scoped(func() { checkGroupNormAct(t, name, c.shape, c.groups, c.cl, c.affine, dt, a.a) })
+				}
+			}
+		}
+	})
+}
+
+func checkGroupNormAct(t *testing.T, name string, shape []int64, groups int64, cl, affine bool, dt DType, act Act) {
+	t.Helper()
+	ch := shape[1]
+	// An offset mean, as convolution outputs have: the variance must not
+	// come from a cancelling E[x²] - E[x]².
+	x := Randn(shape, dev).MulScalar(3).AddScalar(20).To(dt)
+	if cl {
+		x = x.ContiguousAs(ChannelsLast)
+	}
+	var w, b *Tensor
+	if affine {
+		w, b = Randn([]int64{ch}, dev), Randn([]int64{ch}, dev)
+		w.SetRequiresGrad(true)
+		b.SetRequiresGrad(true)
+	}
+	x.SetRequiresGrad(true)
+	y := GroupNormAct(x, groups, w, b, 1e-5, act)
+	if y.DType() != dt {
+		t.Fatalf("%s: result dtype %v, want the input's", name, y.DType())
+	}
+	if cl && !y.IsContiguousAs(ChannelsLast) {
+		t.Fatalf("%s: result is not channels-last", name)
+	}
+	r := RandnLike(y.Detach().To(Float32))
+	y.To(Float32).Mul(r).Sum().Backward()
+
+	// The reference sees the input as the kernel did (rounded to dt).
+	xd := x.Detach().To(Float64)
+	xd.SetRequiresGrad(true)
+	var wd, bd *Tensor
+	if affine {
+		wd, bd = w.Detach().To(Float64), b.Detach().To(Float64)
+		wd.SetRequiresGrad(true)
+		bd.SetRequiresGrad(true)
+	}
+	yd := groupNormRef(xd, groups, wd, bd, 1e-5, act)
+	yd.Mul(r.To(Float64)).Sum().Backward()
+
+	// bf16 results are rounded to 8 bits of mantissa; gradients are sums
+	// of such terms, so they get a scale-relative bound.
+	tol := 2e-5
+	if dt == BFloat16 {
+		tol = 1e-2
+	}
+	closeTo(t, name+" forward", y.To(Float64).Float64s(), yd.Float64s(), tol)
+	closeTo(t, name+" dx", x.Grad().To(Float64).Float64s(), xd.Grad().Float64s(), tol)
+	if affine {
+		closeTo(t, name+" dw", w.Grad().To(Float64).Float64s(), wd.Grad().Float64s(), tol)
+		closeTo(t, name+" db", b.Grad().To(Float64).Float64s(), bd.Grad().Float64s(), tol)
+	}
+}
+
+// closeTo fails when any |got - want| exceeds tol times the largest |want|
+// (the scale of the values: single elements of a gradient may sit near 0).
+func closeTo(t *testing.T, what string, got, want []float64, tol float64) {
+	t.Helper()
+	if len(got) != len(want) {
+		t.Fatalf("%s: %d values, want %d", what, len(got), len(want))
+	}
+	scale := 0.0
+	for _, v := range want {
+		scale = math.Max(scale, math.Abs(v))
+	}
+	for i := range got {
+		if d := math.Abs(got[i] - want[i]); math.IsNaN(got[i]) || d > tol*math.Max(scale, 1e-30) {
+			t.Fatalf("%s[%d] = %.8g, want %.8g (scale %.3g)", what, i, got[i], want[i], scale)
+		}
+	}
+}
+
+// TestGroupNormActNonFinite: a NaN or an infinity in an image's group
+// makes that group's outputs NaN and leaves the other groups and images
+// alone, as the definition does; the fused kernels do not hide it.
+func TestGroupNormActNonFinite(t *testing.T) {
+	on(t, func() {
+		for _, dt := range []DType{Float32, BFloat16} {
+			for _, bad := range []float64{math.NaN(), math.Inf(1)} {
+				x := Randn([]int64{2, 4, 3, 3}, dev)
+				v := x.Float64s()
+				v[5] = bad // image 0, channel 0 (group 0)
+				x = FromSlice(v, []int64{2, 4, 3, 3}, dev).To(Float32).To(dt).ContiguousAs(ChannelsLast)
+				y := GroupNormAct(x, 2, nil, nil, 1e-5, ActSiLU).To(Float64).Float64s()
+				for i, got := range y {
+					img, c := i/36, (i%36)/9
+					if wantNaN := img == 0 && c < 2; wantNaN != math.IsNaN(got) {
+						t.Fatalf("%v with %v at [0,0,1,2]: output %d (image %d, channel %d) = %g", dt, bad, i, img, c, got)
+					}
+				}
+			}
+		}
+	})
+}
+
+// TestGroupNormActErrors: shapes and arguments the op cannot take are
+// errors naming the op, not crashes.
+func TestGroupNormActErrors(t *testing.T) {
+	cases := []struct {
+		name string
+		f    func()
+		want string
+	}{
+		{"groups not dividing channels", func() { GroupNorm(Zeros([]int64{2, 6, 3, 3}, dev), 4, nil, nil, 1e-5) }, "groups must divide"},
+		{"no groups", func() { GroupNorm(Zeros([]int64{2, 6, 3, 3}, dev), 0, nil, nil, 1e-5) }, "groups must divide"},
+		{"1-d input", func() { GroupNorm(Zeros([]int64{6}, dev), 2, nil, nil, 1e-5) }, "groups must divide"},
+		{"unknown activation", func() { GroupNormAct(Zeros([]int64{2, 6, 3, 3}, dev), 2, nil, nil, 1e-5, Act(9)) }, "unknown activation"},
+		{"negative eps", func() { GroupNorm(Zeros([]int64{2, 6, 3, 3}, dev), 2, nil, nil, -1) }, "eps"},
+		{"weight of the wrong size", func() { GroupNorm(Zeros([]int64{2, 6, 3, 3}, dev), 2, Ones([]int64{5}, dev), nil, 1e-5) }, "GroupNorm"},
+	}
+	for _, c := range cases {
+		err := Do(func() error { return Try(func() error { c.f(); return nil }) })
+		if err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%s: err = %v, want one containing %q", c.name, err, c.want)
+		}
+	}
+}
