@@ -72,16 +72,16 @@ if [[ -n "$graphflags" ]]; then
     if [[ -f $d/nccl.h ]]; then ncclflags="-DUSE_C10D_NCCL -I$d ${graphflags#-DKK_CUDA_GRAPHS }"; break; fi
   done
 fi
-# norm.cpp holds the shim's own CPU kernels: -O3 vectorises their loops
-# (for each instruction set its target_clones name), and -fopenmp makes
-# at::parallel_for, inlined from libtorch's headers, the OpenMP loop
-# libtorch's own kernels run (without it the header compiles to a serial
-# loop).
+# norm.cpp and upsample.cpp hold the shim's own CPU kernels (kernels.h):
+# -O3 vectorises their loops (for each instruction set its target_clones
+# name), and -fopenmp makes at::parallel_for, inlined from libtorch's
+# headers, the OpenMP loop libtorch's own kernels run (without it the
+# header compiles to a serial loop).
 pids=()
 for f in "$src"/*.cpp; do
   [[ $(basename "$f") == graph.cpp || $(basename "$f") == dist.cpp ]] && continue
   extra=""
-  [[ $(basename "$f") == norm.cpp ]] && extra="-O3 -fopenmp"
+  [[ $(basename "$f") == norm.cpp || $(basename "$f") == upsample.cpp ]] && extra="-O3 -fopenmp"
   ${CXX:-g++} $flags $extra -c "$f" -o "$obj/$(basename "$f" .cpp).o" & pids+=($!)
 done
 if [[ -n "$graphflags" ]] && ${CXX:-g++} $flags $graphflags -c "$src/graph.cpp" -o "$obj/graph.o" 2>"$obj/graph.log"; then

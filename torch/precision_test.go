@@ -76,6 +76,26 @@ func TestAutocastRestoresAfterPanicAndRefusesOtherTypes(t *testing.T) {
 	})
 }
 
+// TestOneChannelChannelsLast: an image of one channel is contiguous in
+// both layouts, so contiguous() leaves its NCHW strides, and a convolution
+// of it (with a one-channel weight) wrote NCHW through oneDNN's reorders.
+// ContiguousAs and SetMemoryFormat give such tensors channels-last strides,
+// so the first convolution of a channels-last U-Net writes channels-last.
+func TestOneChannelChannelsLast(t *testing.T) {
+	on(t, func() {
+		x := Randn([]int64{2, 1, 6, 6}, dev)
+		w := Param(Randn([]int64{8, 1, 3, 3}, dev))
+		defer w.Free()
+		want := Conv2d(x, w, nil, Conv2dOpts{Padding: [2]int64{1, 1}}).Float64s()
+		w.SetMemoryFormat(ChannelsLast)
+		y := Conv2d(x.ContiguousAs(ChannelsLast), w, nil, Conv2dOpts{Padding: [2]int64{1, 1}})
+		if !y.IsContiguousAs(ChannelsLast) || y.IsContiguousAs(ContiguousFormat) {
+			t.Fatal("the convolution of a one-channel channels-last image is not channels-last")
+		}
+		near(t, "values", y.Float64s(), want, 1e-5)
+	})
+}
+
 func TestSetMemoryFormatKeepsTheParameter(t *testing.T) {
 	on(t, func() {
 		w := Param(Randn([]int64{4, 3, 3, 3}, dev))

@@ -154,12 +154,14 @@ func benchSampleStep(b *testing.B, config string, sets []string) {
 }
 
 // The CPU default (configs/mnist_cond_cpu.yaml, the README's first
-// command: GroupNorm, SiLU, three levels, channels-last), batch 128 for
+// command: GroupNorm, SiLU, three levels, channels-last), BENCH_UNET_BATCH (128) for
 // training and a guided step of BENCH_UNET_SAMPLE_BATCH images for
 // sampling, in float32 and in bf16 autocast.
 func BenchmarkCPUDefaultTrainStep(b *testing.B) {
 	for _, p := range []string{"fp32", "bf16"} {
-		b.Run(p, func(b *testing.B) { benchStep(b, "../configs/mnist_cond_cpu.yaml", 128, "train.precision="+p) })
+		b.Run(p, func(b *testing.B) {
+			benchStep(b, "../configs/mnist_cond_cpu.yaml", envInt("BENCH_UNET_BATCH", 128), "train.precision="+p)
+		})
 	}
 }
 

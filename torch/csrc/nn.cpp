@@ -82,19 +82,6 @@ void kk_pool2d(int avg, kk_tensor x, const int64_t *kernel, const int64_t *strid
              : at::max_pool2d(T(x), pair(kernel), pair(stride), pair(padding)))
 }
 
-void kk_upsample2d(int bilinear, kk_tensor x, int64_t out_h, int64_t out_w, int align_corners,
-                   kk_tensor *out, char **err) {
-  KK_TRY(const at::Tensor &in = T(x);
-         if (in.dim() != 4) throw std::invalid_argument("upsample2d expects NCHW input");
-         // Pass the scales PyTorch's F.interpolate(scale_factor=...) passes, so
-         // results match it bit for bit when the factor is whole.
-         double sh = static_cast<double>(out_h) / in.size(2);
-         double sw = static_cast<double>(out_w) / in.size(3);
-         std::vector<int64_t> size{out_h, out_w};
-         *out = kk::wrap(bilinear ? at::upsample_bilinear2d(in, size, align_corners != 0, sh, sw)
-                                  : at::upsample_nearest2d(in, size, sh, sw));)
-}
-
 void kk_embedding(kk_tensor w, kk_tensor idx, kk_tensor *out, char **err) {
   KK_OUT(at::embedding(T(w), T(idx)))
 }

@@ -23,6 +23,7 @@
 #include <cstring>
 
 #include "internal.h"
+#include "kernels.h"
 
 using kk::Opt;
 using kk::T;
@@ -30,26 +31,6 @@ using kk::T;
 namespace {
 
 enum Act : int64_t { kNone = KK_ACT_NONE, kReLU = KK_ACT_RELU, kSiLU = KK_ACT_SILU };
-
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
-#define KK_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
-#else
-#define KK_CLONES
-#endif
-#define KK_INLINE inline __attribute__((always_inline))
-
-// bfloat16 to float32 and back (round to nearest even, as c10::BFloat16
-// does; NaN stays NaN), as whole rows so the loops vectorise.
-KK_INLINE void to_float(const uint16_t *__restrict p, float *__restrict f, int64_t n) {
-  for (int64_t i = 0; i < n; i++) f[i] = __builtin_bit_cast(float, static_cast<uint32_t>(p[i]) << 16);
-}
-KK_INLINE void to_bf16(const float *__restrict f, uint16_t *__restrict p, int64_t n) {
-  for (int64_t i = 0; i < n; i++) {
-    uint32_t u = __builtin_bit_cast(uint32_t, f[i]);
-    u = f[i] != f[i] ? 0x7fc00000u : u + 0x7fffu + ((u >> 16) & 1u);
-    p[i] = static_cast<uint16_t>(u >> 16);
-  }
-}
 
 // expf in a form the compiler vectorises (Cephes' polynomial on a
 // Cody-Waite reduction, within 2 ulp of expf over the clamped range); the
@@ -297,9 +278,9 @@ KK_INLINE void backward(const float *__restrict x, const float *__restrict dy,
   KK_CLONES void NAME##_fwd_bf16(const uint16_t *x, uint16_t *y, const float *w, const float *b, \
                                  float *mean, float *rstd, Geo g, double eps, Scratch &sc) {     \
     int64_t n = g.C * g.S;                                                                       \
-    to_float(x, sc.img0.data(), n);                                                              \
+    kk::to_float(x, sc.img0.data(), n);                                                              \
     forward<CL, A>(sc.img0.data(), sc.img1.data(), w, b, mean, rstd, g, eps, sc);                \
-    to_bf16(sc.img1.data(), y, n);                                                               \
+    kk::to_bf16(sc.img1.data(), y, n);                                                               \
   }                                                                                              \
   KK_CLONES void NAME##_bwd_f32(const float *x, const float *dy, float *dx, const float *w,      \
                                 const float *b, const float *mean, const float *rstd,            \
@@ -311,11 +292,11 @@ KK_INLINE void backward(const float *__restrict x, const float *__restrict dy,
                                  const float *rstd, double *dw, double *db, Geo g,               \
                                  Scratch &sc) {                                                  \
     int64_t n = g.C * g.S;                                                                       \
-    to_float(x, sc.img0.data(), n);                                                              \
-    to_float(dy, sc.img1.data(), n);                                                             \
+    kk::to_float(x, sc.img0.data(), n);                                                              \
+    kk::to_float(dy, sc.img1.data(), n);                                                             \
     backward<CL, A>(sc.img0.data(), sc.img1.data(), sc.img3.data(), w, b, mean, rstd, dw, db, g, \
                     sc);                                                                         \
-    to_bf16(sc.img3.data(), dx, n);                                                              \
+    kk::to_bf16(sc.img3.data(), dx, n);                                                              \
   }
 #define KK_GN_ACTS(NAME, CL)             \
   KK_GN_KERNELS(NAME##_none, CL, kNone) \
@@ -354,16 +335,6 @@ template <>
 Kernels<uint16_t> kernels<uint16_t>(bool cl, int64_t a) {
   if (cl) KK_PICK(nhwc, bf16)
   KK_PICK(nchw, bf16)
-}
-
-// Layout of x the CPU kernels take: NHWC (true) or NCHW (false); the
-// caller makes anything else one of them.
-bool channels_last(const at::Tensor &x) {
-  return x.dim() == 4 && !x.is_contiguous() && x.is_contiguous(at::MemoryFormat::ChannelsLast);
-}
-
-at::MemoryFormat format(bool cl) {
-  return cl ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous;
 }
 
 Geo geometry(const at::Tensor &x, int64_t groups) {
@@ -426,10 +397,10 @@ bool cpu_kernels(const at::Tensor &x, const at::Tensor &w, const at::Tensor &b) 
 struct GroupNormAct : public torch::autograd::Function<GroupNormAct> {
   static at::Tensor forward(torch::autograd::AutogradContext *ctx, at::Tensor x, at::Tensor w,
                             at::Tensor b, int64_t groups, double eps, int64_t a) {
-    bool cl = channels_last(x);
-    x = x.contiguous(format(cl));
+    bool cl = kk::channels_last(x);
+    x = x.contiguous(kk::format(cl));
     at::Tensor wc = w.defined() ? w.contiguous() : w, bc = b.defined() ? b.contiguous() : b;
-    at::Tensor y = at::empty_like(x, format(cl));
+    at::Tensor y = at::empty_like(x, kk::format(cl));
     auto st = x.options().dtype(at::kFloat);
     at::Tensor mean = at::empty({x.size(0), groups}, st), rstd = at::empty({x.size(0), groups}, st);
     if (x.scalar_type() == at::kFloat)
@@ -449,8 +420,8 @@ struct GroupNormAct : public torch::autograd::Function<GroupNormAct> {
     at::Tensor x = s[0], w = s[1], b = s[2], mean = s[3], rstd = s[4];
     int64_t groups = ctx->saved_data["groups"].toInt(), a = ctx->saved_data["act"].toInt();
     bool cl = ctx->saved_data["cl"].toBool();
-    at::Tensor dy = grads[0].to(x.scalar_type()).contiguous(format(cl));
-    at::Tensor dx = at::empty_like(x, format(cl));
+    at::Tensor dy = grads[0].to(x.scalar_type()).contiguous(kk::format(cl));
+    at::Tensor dx = at::empty_like(x, kk::format(cl));
     auto d = x.options().dtype(at::kDouble);
     at::Tensor dw = at::empty({x.size(0), x.size(1)}, d), db = at::empty({x.size(0), x.size(1)}, d);
     if (x.scalar_type() == at::kFloat)

@@ -75,8 +75,19 @@ int kk_set_cudnn_benchmark(int on) {
   return prev;
 }
 
+// laid_out reports whether x's strides say format m. A tensor with one
+// channel (or a 1×1 image) is contiguous in both formats, and contiguous()
+// leaves it as it is; libtorch then takes its strides for NCHW, and a
+// convolution of it writes NCHW, reordered on the way in and out of oneDNN.
+// Such a tensor gets channels-last strides of its own (clone).
+static bool laid_out(const at::Tensor &x, at::MemoryFormat m) {
+  return x.is_contiguous(m) && (m != at::MemoryFormat::ChannelsLast ||
+                                x.suggest_memory_format() == at::MemoryFormat::ChannelsLast);
+}
+
 void kk_contiguous_as(kk_tensor t, int f, kk_tensor *out, char **err) {
-  KK_OUT(T(t).contiguous(format_for(T(t), f)))
+  KK_TRY(const at::Tensor &x = T(t); at::MemoryFormat m = format_for(x, f);
+         *out = kk::wrap(laid_out(x, m) ? x : x.clone(m));)
 }
 
 int kk_is_contiguous_as(kk_tensor t, int f, char **err) {
@@ -87,7 +98,7 @@ int kk_is_contiguous_as(kk_tensor t, int f, char **err) {
 void kk_set_memory_format_(kk_tensor t, int f, char **err) {
   KK_TRY(at::Tensor &x = kk::M(t); at::NoGradGuard g;
          at::MemoryFormat m = format_for(x, f);
-         if (!x.is_contiguous(m)) x.set_data(x.contiguous(m));)
+         if (!laid_out(x, m)) x.set_data(x.clone(m));)
 }
 
 void kk_pin_memory(kk_tensor t, kk_tensor *out, char **err) { KK_OUT(T(t).pin_memory()) }
