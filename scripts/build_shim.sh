@@ -77,6 +77,15 @@ fi
 # name), and -fopenmp makes at::parallel_for, inlined from libtorch's
 # headers, the OpenMP loop libtorch's own kernels run (without it the
 # header compiles to a serial loop).
+# The OpenMP runtime is libtorch's own: a pip torch or a libtorch archive
+# bundles a libgomp under a hashed name, and a second runtime beside it
+# would run its own threads, deaf to torch.set_num_threads. Debian's
+# libtorch uses the system's (-fopenmp links it).
+omp="-fopenmp"
+if [[ -n "$libdir" ]]; then
+  bundled=$(ls "$libdir"/libgomp*.so* 2>/dev/null | head -1 || true)
+  [[ -n "$bundled" ]] && omp="$bundled"
+fi
 pids=()
 for f in "$src"/*.cpp; do
   [[ $(basename "$f") == graph.cpp || $(basename "$f") == dist.cpp ]] && continue
@@ -98,6 +107,6 @@ else
   ${CXX:-g++} $flags $distflags -c "$src/dist.cpp" -o "$obj/dist.o"
 fi
 for p in "${pids[@]}"; do wait "$p"; done
-${CXX:-g++} -shared -fopenmp -o "$out/libkakusan_torch.so.tmp" "$obj"/*.o $rpath $libs
+${CXX:-g++} -shared -o "$out/libkakusan_torch.so.tmp" "$obj"/*.o $rpath $libs $omp
 mv "$out/libkakusan_torch.so.tmp" "$out/libkakusan_torch.so"
 echo "build_shim: wrote $out/libkakusan_torch.so" >&2
