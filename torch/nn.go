@@ -152,6 +152,17 @@ func UpsampleBilinear(x *Tensor, h, w int64, alignCorners bool) *Tensor {
 	return upsample("UpsampleBilinear", true, x, h, w, alignCorners)
 }
 
+// UpsampleCat is a U-Net up block's input, cat([UpsampleBilinear(x, skip's
+// H×W, false), skip], 1) plus bias (B, C_x + C_skip; nil: none) broadcast
+// over the pixels: on the CPU, for channels-last tensors of one dtype, one
+// pass forward and one backward (the shim's upsample.cpp).
+func UpsampleCat(x, skip, bias *Tensor) *Tensor {
+	var out C.kk_tensor
+	var err *C.char
+	C.kk_upsample_cat(x.handle("UpsampleCat"), skip.handle("UpsampleCat"), bias.opt("UpsampleCat"), &out, &err)
+	return wrap("UpsampleCat", out, err)
+}
+
 // UpsampleNearest resizes NCHW input to h×w, as F.interpolate(mode="nearest").
 func UpsampleNearest(x *Tensor, h, w int64) *Tensor {
 	return upsample("UpsampleNearest", false, x, h, w, false)

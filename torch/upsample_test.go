@@ -2,6 +2,7 @@ package torch
 
 import (
 	"fmt"
+	"strings"
 	"testing"
 )
 
@@ -41,4 +42,83 @@ func TestUpsampleBilinearChannelsLast(t *testing.T) {
 			}
 		}
 	})
+}
+
+// TestUpsampleCat checks a U-Net up block's input in one op,
+// cat([upsample(x), skip], 1) + bias, forward and the three gradients,
+// against libtorch's upsampling, concatenation and add in float32 (NCHW),
+// for channels-last float32 and bf16 tensors, with and without the bias;
+// and that NCHW tensors (libtorch's ops) give the same.
+func TestUpsampleCat(t *testing.T) {
+	on(t, func() {
+		ManualSeed(9)
+		for _, dt := range []DType{Float32, BFloat16} {
+			for _, withBias := range []bool{true, false} {
+				for _, cl := range []bool{true, false} {
+					Scoped(func() {
+						name := fmt.Sprintf("%v bias %v channels-last %v", dt, withBias, cl)
+						x := Randn([]int64{2, 6, 7, 7}, dev).To(dt)
+						skip := Randn([]int64{2, 3, 14, 14}, dev).To(dt)
+						var bias, br *Tensor
+						if withBias {
+							bias = Randn([]int64{2, 9}, dev)
+							br = bias.Detach()
+							bias.SetRequiresGrad(true)
+							br.SetRequiresGrad(true)
+						}
+						if cl {
+							x, skip = x.ContiguousAs(ChannelsLast), skip.ContiguousAs(ChannelsLast)
+						}
+						x.SetRequiresGrad(true)
+						skip.SetRequiresGrad(true)
+						y := UpsampleCat(x, skip, bias)
+						if y.DType() != dt || (cl && !y.IsContiguousAs(ChannelsLast)) {
+							t.Fatalf("%s: result %v, channels-last %v", name, y.DType(), y.IsContiguousAs(ChannelsLast))
+						}
+						xr, sr := x.Detach().To(Float32).Contiguous(), skip.Detach().To(Float32).Contiguous()
+						xr.SetRequiresGrad(true)
+						sr.SetRequiresGrad(true)
+						want := Cat([]*Tensor{UpsampleBilinear(xr, 14, 14, false), sr}, 1)
+						if withBias {
+							want = want.Add(br.View(2, 9, 1, 1))
+						}
+						r := RandnLike(want.Detach()).To(dt)
+						y.Mul(r).Sum().Backward()
+						want.Mul(r.To(Float32)).Sum().Backward()
+						tol := 1e-6
+						if dt == BFloat16 {
+							tol = 1e-2
+						}
+						closeTo(t, name+" forward", y.To(Float64).Float64s(), want.To(Float64).Float64s(), tol)
+						closeTo(t, name+" dx", x.Grad().To(Float64).Float64s(), xr.Grad().To(Float64).Float64s(), tol)
+						closeTo(t, name+" dskip", skip.Grad().To(Float64).Float64s(), sr.Grad().To(Float64).Float64s(), tol)
+						if withBias {
+							closeTo(t, name+" dbias", bias.Grad().To(Float64).Float64s(), br.Grad().To(Float64).Float64s(), tol)
+						}
+					})
+				}
+			}
+		}
+	})
+}
+
+// TestUpsampleCatErrors: tensors that do not fit are errors naming the op.
+func TestUpsampleCatErrors(t *testing.T) {
+	cases := []struct {
+		name string
+		f    func()
+		want string
+	}{
+		{"batch mismatch", func() { UpsampleCat(Zeros([]int64{2, 4, 3, 3}, dev), Zeros([]int64{3, 2, 6, 6}, dev), nil) }, "one batch"},
+		{"3-d input", func() { UpsampleCat(Zeros([]int64{2, 4, 3}, dev), Zeros([]int64{2, 2, 6, 6}, dev), nil) }, "(N, C, H, W)"},
+		{"bias of the wrong width", func() {
+			UpsampleCat(Zeros([]int64{2, 4, 3, 3}, dev), Zeros([]int64{2, 2, 6, 6}, dev), Zeros([]int64{2, 4}, dev))
+		}, "bias"},
+	}
+	for _, c := range cases {
+		err := Do(func() error { return Try(func() error { c.f(); return nil }) })
+		if err == nil || !strings.Contains(err.Error(), "UpsampleCat") || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%s: err = %v, want one naming UpsampleCat and %q", c.name, err, c.want)
+		}
+	}
 }

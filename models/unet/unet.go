@@ -146,13 +146,33 @@ func newConvBlock(m *nn.Module, name string, in, out int64, c Config, dev torch.
 	return b
 }
 
+// embedding is the block's projection of the embedding v (B, emb) to its
+// input channels (B, in), in dtype: bfloat16 under autocast while the
+// input image may be float32, and one dtype, or the add broadcasts through
+// a slow mixed loop.
+func (b *ConvBlock) embedding(v *torch.Tensor, dtype torch.DType) *torch.Tensor {
+	return b.mlp2.Forward(b.mlp1.Forward(v).Relu()).To(dtype)
+}
+
 // Forward applies the block to x (B, in, H, W) with the embedding v (B, emb).
 func (b *ConvBlock) Forward(x, v *torch.Tensor) *torch.Tensor {
-	// t is bfloat16 under autocast while x, the input image, may be
-	// float32: one dtype, or the add broadcasts through a slow mixed loop.
-	t := b.mlp2.Forward(b.mlp1.Forward(v).Relu()).To(x.DType()).Unsqueeze(-1).Unsqueeze(-1)
-	in := x
-	x = x.Add(t)
+	return b.body(x.Add(b.embedding(v, x.DType()).Unsqueeze(-1).Unsqueeze(-1)), x)
+}
+
+// ForwardUp applies an up block to cat([upsample(h), skip], 1), the
+// upsampling to the skip's size, the concatenation and the embedding's
+// add in one op (torch.UpsampleCat: one pass over the block's largest
+// tensor each way instead of three).
+func (b *ConvBlock) ForwardUp(h, skip, v *torch.Tensor) *torch.Tensor {
+	if b.cfg.Residual { // the shortcut takes the input without the embedding
+		return b.Forward(torch.UpsampleCat(h, skip, nil), v)
+	}
+	return b.body(torch.UpsampleCat(h, skip, b.embedding(v, skip.DType())), nil)
+}
+
+// body is the block after the embedding's add: x is its input with the
+// embedding added, in without it (for the residual shortcut).
+func (b *ConvBlock) body(x, in *torch.Tensor) *torch.Tensor {
 	h := nn.ConvNormAct(x, b.conv1, b.norm1, b.cfg.act())
 	if b.cfg.Dropout > 0 {
 		h = torch.Dropout(h, b.cfg.Dropout, b.m.Training())
@@ -345,18 +365,7 @@ func (u *UNet) Forward(x, t, y, keep *torch.Tensor) *torch.Tensor {
 	})
 	for i := len(u.ups) - 1; i >= 0; i-- {
 		h = torch.ScopedValue(func() *torch.Tensor {
-			s := skips[i].Shape()
-			// Under autograd on the CPU the upsampling runs in float32:
-			// libtorch's CPU backward of a bfloat16 bilinear upsampling was
-			// 40% of a bf16 training step (124 -> 66 ms at width 16, batch
-			// 128); its forward is fast in bfloat16. The block goes on in
-			// the skip's dtype (bfloat16 under autocast).
-			in := h
-			if in.Device().Type == torch.CPUDevice && torch.GradEnabled() {
-				in = in.To(torch.Float32)
-			}
-			up := torch.UpsampleBilinear(in, s[2], s[3], false).To(skips[i].DType())
-			h := u.ups[i].Forward(torch.Cat([]*torch.Tensor{up, skips[i]}, 1), v)
+			h := u.ups[i].ForwardUp(h, skips[i], v)
 			if u.upX != nil {
 				return attend(u.upX[i], h)
 			}

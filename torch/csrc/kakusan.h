@@ -23,7 +23,7 @@ extern "C" {
 #endif
 #pragma GCC visibility push(default)
 
-#define KK_ABI_VERSION 8
+#define KK_ABI_VERSION 9
 
 typedef struct kk_tensor_s *kk_tensor;
 
@@ -191,6 +191,10 @@ void kk_pool2d(int avg, kk_tensor x, const int64_t *kernel, const int64_t *strid
                const int64_t *padding, kk_tensor *out, char **err);
 void kk_upsample2d(int bilinear, kk_tensor x, int64_t out_h, int64_t out_w,
                    int align_corners, kk_tensor *out, char **err);
+/* cat([upsample_bilinear(x, skip's H×W), skip], 1) + bias[:, :, None, None]
+ * (align_corners=False; bias (N, C_x + C_skip) may be NULL) (upsample.cpp). */
+void kk_upsample_cat(kk_tensor x, kk_tensor skip, kk_tensor bias, kk_tensor *out,
+                     char **err);
 void kk_embedding(kk_tensor w, kk_tensor idx, kk_tensor *out, char **err);
 void kk_dropout(kk_tensor x, double p, int train, kk_tensor *out, char **err);
 void kk_softmax(kk_tensor x, int64_t dim, int log, kk_tensor *out, char **err);
