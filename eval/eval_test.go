@@ -6,6 +6,7 @@ import (
 	"image"
 	"image/png"
 	"math"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"strings"
@@ -75,6 +76,76 @@ func TestFrechetDistanceNearDeadFeatures(t *testing.T) {
 	d, err := FrechetDistance(a, b)
 	if want := 1 + 1 + 4.0; err != nil || math.Abs(d-want) > 1e-9 {
 		t.Errorf("FD = %g (err %v), want %g", d, err, want)
+	}
+}
+
+// TestFrechetDistanceDeadFeatures fits features of which 8 of 20 are
+// always 0 (dead ReLUs, as a Fashion-MNIST judge had 51 of 128): against
+// the same features shifted, the distance is the shift's squared length
+// (equal covariances), and against themselves 0. gonum's eigensolver gave
+// a floor FID of -7e65 on such a judge.
+func TestFrechetDistanceDeadFeatures(t *testing.T) {
+	on(t, func() {
+		torch.ManualSeed(4)
+		x := torch.Randn([]int64{300, 20}, torch.Float64).Mul(torch.Randn([]int64{20, 20}, torch.Float64).Narrow(0, 0, 1)).Relu()
+		live := make([]float64, 20)
+		for i := range live {
+			if i < 6 || i >= 14 {
+				live[i] = 1
+			}
+		}
+		x = x.Mul(torch.FromSlice(live, []int64{1, 20}))
+		shift := torch.Full([]int64{1, 20}, 0.5, torch.Float64).Mul(torch.FromSlice(live, []int64{1, 20}))
+		a, err := Fit(x)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := Fit(x.Add(shift))
+		if d, err := FrechetDistance(a, a); err != nil || math.Abs(d) > 1e-9 {
+			t.Errorf("FD with itself = %g (err %v)", d, err)
+		}
+		if d, err := FrechetDistance(a, b); err != nil || math.Abs(d-12*0.25) > 1e-9 {
+			t.Errorf("FD against the shifted copy = %g (err %v), want 3", d, err)
+		}
+	})
+}
+
+// TestEigSym: the Jacobi eigendecomposition of a random symmetric matrix
+// satisfies A v = λ v with orthonormal v, and tr A = Σ λ.
+func TestEigSym(t *testing.T) {
+	const n = 30
+	r := rand.New(rand.NewPCG(1, 2))
+	a := make([]float64, n*n)
+	for i := range n {
+		for j := i; j < n; j++ {
+			a[i*n+j] = r.NormFloat64()
+			a[j*n+i] = a[i*n+j]
+		}
+	}
+	orig := append([]float64(nil), a...)
+	vals, v, err := eigSym(a, n, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for k := range n {
+		for i := range n {
+			av := 0.0
+			for j := range n {
+				av += orig[i*n+j] * v[j*n+k]
+			}
+			if math.Abs(av-vals[k]*v[i*n+k]) > 1e-10 {
+				t.Fatalf("(A v)[%d] = %g, λ v = %g for eigenpair %d", i, av, vals[k]*v[i*n+k], k)
+			}
+		}
+		for l := range n {
+			dot := 0.0
+			for i := range n {
+				dot += v[i*n+k] * v[i*n+l]
+			}
+			if want := map[bool]float64{true: 1, false: 0}[k == l]; math.Abs(dot-want) > 1e-10 {
+				t.Fatalf("v%d·v%d = %g", k, l, dot)
+			}
+		}
 	}
 }
 
