@@ -1,7 +1,7 @@
 // Command nfeplot draws sample quality against sampling cost from bin/eval
 // outputs: FID and conditional accuracy against network evaluations, one
-// line per sampler and spacing, as a PNG, and prints the same numbers as a
-// Markdown table.
+// line per sampler and spacing, as a PNG, and prints the same numbers, with
+// the rate each sampling ran at, as a Markdown table.
 //
 //	go run ./scripts/nfeplot -o docs/quality_vs_nfe.png runs/nfe/*.json
 //
@@ -13,6 +13,7 @@ import (
 	"encoding/json"
 	"flag"
 	"fmt"
+	"io"
 	"os"
 	"slices"
 	"strings"
@@ -49,6 +50,7 @@ type evalFile struct {
 		FID       float64 `json:"fid"`
 		Precision float64 `json:"precision"`
 		Recall    float64 `json:"recall"`
+		Rate      float64 `json:"sampling_images_per_s"`
 	} `json:"reports"`
 }
 
@@ -58,6 +60,7 @@ type point struct {
 	guidance               float64
 	acc, lo, hi            float64
 	fid, precision, recall float64
+	rate                   float64 // sampling images/s, 0 when unknown
 	n                      int
 }
 
@@ -77,19 +80,33 @@ func main() {
 		fmt.Fprintln(os.Stderr, "usage: nfeplot -o PNG EVAL.json...")
 		os.Exit(2)
 	}
+	pts, err := readPoints(flag.Args())
+	if err != nil {
+		fatal(err)
+	}
+	table(os.Stdout, pts)
+	if err := draw2(pts, *out); err != nil {
+		fatal(err)
+	}
+}
+
+// readPoints reads bin/eval's eval.json files, a point per report, sorted
+// by line then cost. A point measured on another number of images than
+// most gets a line of its own: FID depends on the number of images.
+func readPoints(paths []string) ([]point, error) {
 	var pts []point
-	for _, path := range flag.Args() {
+	for _, path := range paths {
 		b, err := os.ReadFile(path)
 		if err != nil {
-			fatal(err)
+			return nil, err
 		}
 		var f evalFile
 		if err := json.Unmarshal(b, &f); err != nil {
-			fatal(fmt.Errorf("%s: %w", path, err))
+			return nil, fmt.Errorf("%s: %w", path, err)
 		}
 		s := f.Sampler
 		if s.Sampler == "" {
-			fatal(fmt.Errorf("%s: no sampler: bin/eval --checkpoint writes one", path))
+			return nil, fmt.Errorf("%s: no sampler: bin/eval --checkpoint writes one", path)
 		}
 		line := s.Sampler
 		if s.Sampler != "ddpm" {
@@ -111,7 +128,8 @@ func main() {
 			line += fmt.Sprintf(", guided at σ in (%g, %g]", s.Interval[0], s.Interval[1])
 		}
 		for _, r := range f.Reports {
-			p := point{line: line, nfe: nfe(s.Sampler, s.Steps), fid: r.FID, precision: r.Precision, recall: r.Recall, n: s.N}
+			p := point{line: line, nfe: nfe(s.Sampler, s.Steps), fid: r.FID, precision: r.Precision, recall: r.Recall,
+				rate: r.Rate, n: s.N}
 			if r.Guidance != nil {
 				p.guidance = *r.Guidance
 				p.line += fmt.Sprintf(", γ %g", p.guidance)
@@ -122,8 +140,9 @@ func main() {
 			pts = append(pts, p)
 		}
 	}
-	// Points measured on fewer or more images than most get lines of their
-	// own: FID depends on the number of images.
+	if len(pts) == 0 {
+		return nil, fmt.Errorf("no reports in %s", strings.Join(paths, ", "))
+	}
 	count := map[int]int{}
 	for _, p := range pts {
 		count[p.n]++
@@ -145,13 +164,21 @@ func main() {
 		}
 		return a.nfe - b.nfe
 	})
-	fmt.Println("| sampler | network evaluations | γ | images | conditional accuracy (95% CI) | FID | precision | recall |")
-	fmt.Println("| --- | --- | --- | --- | --- | --- | --- | --- |")
+	return pts, nil
+}
+
+// table writes pts as the README's Markdown table; the sampling rate is
+// blank for images read from a folder.
+func table(w io.Writer, pts []point) {
+	fmt.Fprintln(w, "| sampler | network evaluations | γ | images | sampling, images/s | conditional accuracy (95% CI) | FID | precision | recall |")
+	fmt.Fprintln(w, "| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
 	for _, p := range pts {
-		fmt.Printf("| %s | %d | %g | %d | %.4f (%.4f-%.4f) | %.2f | %.3f | %.3f |\n", p.line, p.nfe, p.guidance, p.n, p.acc, p.lo, p.hi, p.fid, p.precision, p.recall)
-	}
-	if err := draw2(pts, *out); err != nil {
-		fatal(err)
+		rate := ""
+		if p.rate > 0 {
+			rate = fmt.Sprintf("%.1f", p.rate)
+		}
+		fmt.Fprintf(w, "| %s | %d | %g | %d | %s | %.4f (%.4f-%.4f) | %.2f | %.3f | %.3f |\n",
+			p.line, p.nfe, p.guidance, p.n, rate, p.acc, p.lo, p.hi, p.fid, p.precision, p.recall)
 	}
 }
 
