@@ -22,8 +22,20 @@ func init() { register("dpm++2m", checkSpaced, newDPMSolver) }
 //
 // with D₀ = x̂₀(x_s), r = h_prev/h and D₁ = (D₀ - x̂₀ of the step before)/r.
 // The first-order step is DDIM's (η = 0). The last step, to t = 0 where
-// σ = 0 and λ = ∞, returns D₀, and below 15 steps the one before it is
-// first order, as diffusers' lower_order_final has them.
+// σ = 0 and λ = ∞, returns D₀. A step is first order too where r < 1/2,
+// and below 15 steps so is the step into the last visited timestep
+// (diffusers' lower_order_final), and the step after Restart (the
+// predictor changed: guidance switching on or off at an interval's edge).
+//
+// Second order follows the line through the two latest x̂₀ in λ; a step
+// more than twice as long as the one before (r < 1/2) follows it far past
+// the points that drew it, and overshoots. Leading and linspace spacings
+// end so: the λ of the last visited timesteps, …, 51, 1 at 20 steps, grows
+// fast near t = 1 (a jump of 2.9 after one of 0.65). On Gaussian data
+// (TestSolversOnGaussianData) leading spacing's endpoint error at 15, 20
+// and 50 steps falls from 0.56, 0.42 and 0.100 to 0.15, 0.073 and 0.005
+// (DDIM: 0.32, 0.25, 0.10); trailing and Karras spacings do not step so
+// at 10 to 80 steps.
 type dpmSolver struct {
 	s      *Schedule
 	ts     []int
@@ -69,11 +81,8 @@ func (d *dpmSolver) Step(x, eps *torch.Tensor, i int, _ func() *torch.Tensor) *t
 	h := d.s.lambda(t) - d.s.lambda(sT)
 	alphaT, ratio := math.Sqrt(abT), math.Sqrt((1-abT)/(1-ab))
 	D := x0
-	// Below 15 steps the step into the last visited timestep is first
-	// order too (diffusers' lower_order_final): its λ jump is the largest,
-	// and second-order extrapolation over it overshoots.
 	lowerOrderFinal := len(d.ts) < 15 && i+2 == len(d.ts)
-	if d.prevX0 != nil && !lowerOrderFinal {
+	if d.prevX0 != nil && !lowerOrderFinal && d.prevH >= h/2 {
 		r := d.prevH / h
 		D = x0.Add(x0.Sub(d.prevX0).MulScalar(0.5 / r))
 	}
@@ -82,6 +91,10 @@ func (d *dpmSolver) Step(x, eps *torch.Tensor, i int, _ func() *torch.Tensor) *t
 	d.prevX0, d.prevH = x0.Keep(), h
 	return out
 }
+
+// Restart makes the next step first order: the predictor changed, and the
+// previous step's x̂₀ is no earlier value of the new one (Run calls it).
+func (d *dpmSolver) Restart() { d.Free() }
 
 // Free releases the state kept between steps (Run calls it at the end).
 func (d *dpmSolver) Free() {

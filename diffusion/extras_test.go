@@ -85,7 +85,7 @@ func TestClippingKeepsSamplesInRange(t *testing.T) {
 				if name == "ddpm" {
 					o = Options{}
 				}
-				x := Run(newSampler(t, name, s, o), s.Clipped(wild, mode, 0.9, 0, 1), noise)
+				x := Run(newSampler(t, name, s, o), s.Clipped(wild, mode, 0.9, 0, 1), nil, noise)
 				lo, hi := x.Min().Item(), x.Max().Item()
 				inside := lo >= -1e-9 && hi <= 1+1e-9
 				if name == "ddpm" && mode != "none" {
@@ -263,6 +263,7 @@ func TestGuidedInAnInterval(t *testing.T) {
 		}
 		iv := Interval{Lo: 0.28, Hi: 5.42}
 		p := s.GuidedIn(counting, y, 3, 0, iv)
+		pieces := s.GuidancePieces(y, 3, iv)
 		inside := 0
 		for _, tt := range []int{1, 60, 82, 83, 300, 579, 580, 1000} { // σ crosses 0.28 between 82 and 83, 5.42 between 579 and 580
 			sigma := math.Sqrt((1 - s.AlphaBars[tt-1]) / s.AlphaBars[tt-1])
@@ -276,6 +277,9 @@ func TestGuidedInAnInterval(t *testing.T) {
 			}
 			if !identical(got, want) {
 				t.Errorf("t = %d (σ %.4g, inside %v): not the expected prediction", tt, sigma, in)
+			}
+			if (pieces(tt) == guidedPiece) != in {
+				t.Errorf("t = %d (inside %v): GuidancePieces says piece %d", tt, in, pieces(tt))
 			}
 			n := x.Size(0) // one conditional pass outside, both passes in one batch inside
 			if in {
@@ -291,6 +295,13 @@ func TestGuidedInAnInterval(t *testing.T) {
 		batches = batches[:0]
 		if !identical(s.GuidedIn(counting, y, 3, 0, Interval{})(x, 1000), Guided(fakeNet, y, 3, 0)(x, 1000)) || len(batches) != 1 || batches[0] != 4 {
 			t.Errorf("the zero Interval does not guide everywhere")
+		}
+		// One piece, so no sampler restarts: guidance everywhere, none, or no labels.
+		for name, p := range map[string]Pieces{"everywhere": s.GuidancePieces(y, 3, Interval{}),
+			"gamma 1": s.GuidancePieces(y, 1, iv), "unconditional": s.GuidancePieces(nil, 3, iv)} {
+			if p != nil {
+				t.Errorf("%s: GuidancePieces is not nil", name)
+			}
 		}
 	})
 }

@@ -83,18 +83,38 @@ func (iv Interval) Validate() error {
 }
 
 // GuidedIn is Guided at the timesteps whose σ_t lies in iv and the
-// conditional prediction alone elsewhere, one network pass instead of two.
+// conditional prediction alone elsewhere, one network pass instead of two;
+// GuidancePieces tells which is which.
 func (s *Schedule) GuidedIn(net Net, y *torch.Tensor, gamma, rescale float64, iv Interval) Predictor {
 	guided := Guided(net, y, gamma, rescale)
-	if iv.Everywhere() || y == nil || gamma == 1 {
+	pieces := s.GuidancePieces(y, gamma, iv)
+	if pieces == nil {
 		return guided
 	}
 	plain := Conditional(net, y)
 	return func(x *torch.Tensor, t int) *torch.Tensor {
-		if sigma := s.sigma(t); sigma > iv.Lo && sigma <= iv.Hi {
+		if pieces(t) == guidedPiece {
 			return guided(x, t)
 		}
 		return plain(x, t)
+	}
+}
+
+// guidedPiece is GuidancePieces' number for the guided timesteps.
+const guidedPiece = 1
+
+// GuidancePieces is the Pieces of GuidedIn's predictor: 1 at the timesteps
+// whose σ_t lies in iv, which it guides, 0 at the others; nil when it is
+// one piece (guidance everywhere, or no guidance).
+func (s *Schedule) GuidancePieces(y *torch.Tensor, gamma float64, iv Interval) Pieces {
+	if iv.Everywhere() || y == nil || gamma == 1 {
+		return nil
+	}
+	return func(t int) int {
+		if sigma := s.sigma(t); sigma > iv.Lo && sigma <= iv.Hi {
+			return guidedPiece
+		}
+		return 0
 	}
 }
 

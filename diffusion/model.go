@@ -233,7 +233,8 @@ func (m *Model) Generate(images []int, labels []int64, seed uint64, s Sampling) 
 		case m.Conditional():
 			y = torch.FromSlice(labels, nil, m.dev)
 		}
-		x = m.Codec.Decode(Run(sm, m.Predictor(y, s), ImageNoise(seed, images, m.Shape, m.dev)))
+		pieces := m.Sched.GuidancePieces(y, s.Guidance, s.GuidanceInterval)
+		x = m.Codec.Decode(Run(sm, m.Predictor(y, s), pieces, ImageNoise(seed, images, m.Shape, m.dev)))
 	})
 	return x, nil
 }

@@ -77,16 +77,36 @@ func NewSampler(name string, s *Schedule, o Options) (Sampler, error) {
 	return registry[name].build(s, o), nil
 }
 
+// Pieces numbers the pieces of a predictor made of several: Pieces(t) is
+// the one that serves timestep t. Guidance limited to an interval has two,
+// guided and not (Schedule.GuidancePieces); a nil Pieces is one piece.
+type Pieces func(t int) int
+
+// A restarter is a sampler that extrapolates each step from the
+// predictions of the steps before it (a multistep solver). Restart drops
+// them, so that its next step is first order, as its first one is: Run
+// calls it where the predictor changes from one piece to another between
+// two visited timesteps, since the difference of two pieces' predictions
+// is no derivative of either (extrapolated, the jump from guided to
+// unguided would steer against the guidance).
+type restarter interface{ Restart() }
+
 // Run is the sampling loop: x = noise(0), then for each visited timestep
-// t_i, x = Step(x, pred(x, t_i), i, noise(i+1)). Each step's temporaries
-// are freed at its end, and so is the state it replaces (noise(0)
-// included); the result belongs to the caller's scope.
-func Run(sm Sampler, pred Predictor, noise Noise) *torch.Tensor {
+// t_i, x = Step(x, pred(x, t_i), i, noise(i+1)), restarting a multistep
+// sampler where pieces changes between t_{i-1} and t_i. Each step's
+// temporaries are freed at its end, and so is the state it replaces
+// (noise(0) included); the result belongs to the caller's scope.
+func Run(sm Sampler, pred Predictor, pieces Pieces, noise Noise) *torch.Tensor {
 	if f, ok := sm.(interface{ Free() }); ok {
 		defer f.Free() // state a multistep sampler kept between steps
 	}
+	r, multistep := sm.(restarter)
 	x := noise(0)
-	for i, t := range sm.Timesteps() {
+	ts := sm.Timesteps()
+	for i, t := range ts {
+		if multistep && pieces != nil && i > 0 && pieces(t) != pieces(ts[i-1]) {
+			r.Restart()
+		}
 		x = advance(x, func() *torch.Tensor {
 			return sm.Step(x, pred(x, t), i, func() *torch.Tensor { return noise(i + 1) })
 		})

@@ -165,7 +165,7 @@ func TestDDIMEtaZeroIsTheODEStep(t *testing.T) {
 			}
 			return torch.FromSlice(start, []int64{3, 1, 1, 1}, torch.Float64)
 		}
-		got := Run(newSampler(t, "ddim", s, Options{Steps: s.T}), pred, noise)
+		got := Run(newSampler(t, "ddim", s, Options{Steps: s.T}), pred, nil, noise)
 		// The deterministic step in float64, element by element:
 		// x_{t-1} = √ᾱ_{t-1} (x_t - √(1-ᾱ_t) ε̂)/√ᾱ_t + √(1-ᾱ_{t-1}) ε̂.
 		want := append([]float64(nil), start...)
@@ -222,13 +222,13 @@ func TestRunIsBitIdenticalToTheOldLoops(t *testing.T) {
 				steps int
 				eta   float64
 			}{{50, 0}, {50, 0.5}, {4, 1}, {5, 0.3}, {3, 0}} {
-				got := Run(newSampler(t, "ddim", s, Options{Steps: c.steps, Eta: c.eta}), pred, noise())
+				got := Run(newSampler(t, "ddim", s, Options{Steps: c.steps, Eta: c.eta}), pred, nil, noise())
 				want := oldDDIM(s, old, noise(), c.steps, c.eta)
 				if !identical(got, want) {
 					t.Errorf("%s: ddim %d steps η %g differs from the old loop", kind, c.steps, c.eta)
 				}
 			}
-			got := Run(newSampler(t, "ddpm", s, Options{}), pred, noise())
+			got := Run(newSampler(t, "ddpm", s, Options{}), pred, nil, noise())
 			if want := oldDDPM(s, old, noise()); !identical(got, want) {
 				t.Errorf("%s: ddpm differs from the old loop", kind)
 			}
@@ -243,7 +243,7 @@ func TestRunFreesEachStep(t *testing.T) {
 		for _, name := range []string{"dpm++2m", "heun"} {
 			before := torch.LiveTensors()
 			Run(newSampler(t, name, s, Options{Steps: 7}), func(x *torch.Tensor, _ int) *torch.Tensor { return x.MulScalar(0.1) },
-				func(int) *torch.Tensor { return torch.Randn([]int64{2, 3}) }).Free()
+				nil, func(int) *torch.Tensor { return torch.Randn([]int64{2, 3}) }).Free()
 			if got := torch.LiveTensors() - before; got != 0 {
 				t.Errorf("%s: %d tensors left after Run", name, got)
 			}
@@ -260,7 +260,7 @@ func TestRunFreesEachStep(t *testing.T) {
 			return x.MulScalar(0.5).Sin().AddScalar(0.1)
 		}
 		before := torch.LiveTensors()
-		x := Run(sm, pred, noise)
+		x := Run(sm, pred, nil, noise)
 		if got := torch.LiveTensors() - before; got != 1 {
 			t.Errorf("%d tensors live after Run, want the result alone", got)
 		}
