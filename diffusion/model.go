@@ -233,16 +233,17 @@ func (m *Model) Generate(images []int, labels []int64, seed uint64, s Sampling) 
 		case m.Conditional():
 			y = torch.FromSlice(labels, nil, m.dev)
 		}
-		pieces := m.Sched.GuidancePieces(y, s.Guidance, s.GuidanceInterval)
-		x = m.Codec.Decode(Run(sm, m.Predictor(y, s), pieces, ImageNoise(seed, images, m.Shape, m.dev)))
+		pred, pieces := m.Predictor(y, s)
+		x = m.Codec.Decode(Run(sm, pred, pieces, ImageNoise(seed, images, m.Shape, m.dev)))
 	})
 	return x, nil
 }
 
 // Predictor is what the samplers call: ε̂ at x_t, guided by s.Guidance
 // towards the labels y (nil for an unconditional model), the network run
-// under s.Precision (checked by s.Validate) with a float32 output.
-func (m *Model) Predictor(y *torch.Tensor, s Sampling) Predictor {
+// under s.Precision (checked by s.Validate) with a float32 output; and its
+// pieces, guided and not where s.GuidanceInterval limits guidance, for Run.
+func (m *Model) Predictor(y *torch.Tensor, s Sampling) (Predictor, Pieces) {
 	p, _ := torch.ParsePrecision(s.Precision)
 	net := func(x, t, y, keep *torch.Tensor) (out *torch.Tensor) {
 		p.Run(m.dev, func() { out = m.Net.Forward(x, t, y, keep) })
@@ -250,7 +251,7 @@ func (m *Model) Predictor(y *torch.Tensor, s Sampling) Predictor {
 	}
 	eps := m.Sched.AsEps(m.Sched.GuidedIn(net, y, s.Guidance, s.GuidanceRescale, s.GuidanceInterval), m.pred)
 	lo, hi := m.codecRange()
-	return m.Sched.Clipped(eps, s.ClipX0, s.ThresholdRatio, lo, hi)
+	return m.Sched.Clipped(eps, s.ClipX0, s.ThresholdRatio, lo, hi), m.Sched.GuidancePieces(y, s.Guidance, s.GuidanceInterval)
 }
 
 // codecRange is the bounds of the model's space, for clipping x̂₀; an

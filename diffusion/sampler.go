@@ -88,7 +88,9 @@ type Pieces func(t int) int
 // calls it where the predictor changes from one piece to another between
 // two visited timesteps, since the difference of two pieces' predictions
 // is no derivative of either (extrapolated, the jump from guided to
-// unguided would steer against the guidance).
+// unguided would steer against the guidance). Heun's corrector is not
+// restarted: within one step it averages the two pieces' slopes, as the
+// guidance interval's authors' own sampler (EDM's Heun) does.
 type restarter interface{ Restart() }
 
 // Run is the sampling loop: x = noise(0), then for each visited timestep

@@ -238,13 +238,14 @@ func TestSolversOnGaussianData(t *testing.T) {
 	}
 	// With leading spacing, the default, whose last step (into t = 1) is
 	// over twice as long in λ as the one before it, DPM-Solver++ takes that
-	// step at first order and lands closer than DDIM at every count; at
-	// second order it overshot, 1.7x DDIM's error at 15 and 20 steps.
+	// step at first order and lands closer than DDIM at every count, and
+	// from 15 steps within half its error; at second order it overshot,
+	// 1.4-1.8x DDIM's error at 15, 20 and 30 steps.
 	for _, n := range []int{10, 15, 20, 30, 50, 80} {
 		ddim, dpm := errOf("ddim", n, "leading"), errOf("dpm++2m", n, "leading")
 		t.Logf("leading, %d steps: ddim %.2e, dpm++2m %.2e", n, ddim, dpm)
-		if !(dpm < ddim*0.75) {
-			t.Errorf("leading, %d steps: dpm++2m's error %.2e is not under 3/4 of ddim's %.2e", n, dpm, ddim)
+		if bound := map[bool]float64{true: 1, false: 0.5}[n < 15]; !(dpm < ddim*bound) {
+			t.Errorf("leading, %d steps: dpm++2m's error %.2e is not under %g of ddim's %.2e", n, dpm, bound, ddim)
 		}
 	}
 	for _, c := range []struct {

@@ -132,7 +132,7 @@ func benchSampleStep(b *testing.B, config string, sets []string) {
 			defer z.Free()
 			y := torch.RandInt(0, 10, []int64{int64(n)}, dev).Keep()
 			defer y.Free()
-			pred := dm.Predictor(y, models.GridSampling(c))
+			pred, _ := dm.Predictor(y, models.GridSampling(c))
 			step := func() {
 				torch.Scoped(func() {
 					z.AddInPlace(pred(z, 500), -0.001)

@@ -62,6 +62,7 @@ type point struct {
 	fid, precision, recall float64
 	rate                   float64 // sampling images/s, 0 when unknown
 	n                      int
+	guided, hasAcc         bool // a guidance scale, a conditional accuracy
 }
 
 // nfe is the network evaluations a sampler makes in steps steps: Heun's
@@ -131,11 +132,11 @@ func readPoints(paths []string) ([]point, error) {
 			p := point{line: line, nfe: nfe(s.Sampler, s.Steps), fid: r.FID, precision: r.Precision, recall: r.Recall,
 				rate: r.Rate, n: s.N}
 			if r.Guidance != nil {
-				p.guidance = *r.Guidance
+				p.guidance, p.guided = *r.Guidance, true
 				p.line += fmt.Sprintf(", γ %g", p.guidance)
 			}
 			if r.Accuracy != nil {
-				p.acc, p.lo, p.hi = r.Accuracy.Value, r.Accuracy.Low, r.Accuracy.High
+				p.acc, p.lo, p.hi, p.hasAcc = r.Accuracy.Value, r.Accuracy.Low, r.Accuracy.High, true
 			}
 			pts = append(pts, p)
 		}
@@ -158,7 +159,7 @@ func readPoints(paths []string) ([]point, error) {
 			pts[i].line += fmt.Sprintf(" (%d images)", pts[i].n)
 		}
 	}
-	slices.SortFunc(pts, func(a, b point) int {
+	slices.SortStableFunc(pts, func(a, b point) int {
 		if c := strings.Compare(a.line, b.line); c != 0 {
 			return c
 		}
@@ -167,23 +168,30 @@ func readPoints(paths []string) ([]point, error) {
 	return pts, nil
 }
 
-// table writes pts as the README's Markdown table; the sampling rate is
-// blank for images read from a folder.
+// table writes pts as the README's Markdown table; a rate or an accuracy
+// the eval.json does not hold (older bin/eval, an unconditional model) is
+// blank, a missing γ is "-".
 func table(w io.Writer, pts []point) {
 	fmt.Fprintln(w, "| sampler | network evaluations | γ | images | sampling, images/s | conditional accuracy (95% CI) | FID | precision | recall |")
 	fmt.Fprintln(w, "| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
 	for _, p := range pts {
-		rate := ""
-		if p.rate > 0 {
-			rate = fmt.Sprintf("%.1f", p.rate)
+		gamma, rate, acc := "-", "", ""
+		if p.guided {
+			gamma = fmt.Sprintf("%g", p.guidance)
 		}
-		fmt.Fprintf(w, "| %s | %d | %g | %d | %s | %.4f (%.4f-%.4f) | %.2f | %.3f | %.3f |\n",
-			p.line, p.nfe, p.guidance, p.n, rate, p.acc, p.lo, p.hi, p.fid, p.precision, p.recall)
+		if p.rate > 0 {
+			rate = fmt.Sprintf("%.3g", p.rate)
+		}
+		if p.hasAcc {
+			acc = fmt.Sprintf("%.4f (%.4f-%.4f)", p.acc, p.lo, p.hi)
+		}
+		fmt.Fprintf(w, "| %s | %d | %s | %d | %s | %s | %.2f | %.3f | %.3f |\n",
+			p.line, p.nfe, gamma, p.n, rate, acc, p.fid, p.precision, p.recall)
 	}
 }
 
-// draw2 writes FID (left) and conditional accuracy (right) against network
-// evaluations on a log axis, a line per sampler.
+// draw2 writes FID (left) and conditional accuracy (right, when the points
+// have one) against network evaluations on a log axis, a line per sampler.
 func draw2(pts []point, path string) error {
 	fid, acc := plot.New(), plot.New()
 	fid.Title.Text, acc.Title.Text = "FID (judge space) against cost", "conditional accuracy against cost"
@@ -206,13 +214,18 @@ func draw2(pts []point, path string) error {
 		for _, p := range pts {
 			if p.line == l {
 				f = append(f, plotter.XY{X: float64(p.nfe), Y: p.fid})
-				a = append(a, plotter.XY{X: float64(p.nfe), Y: p.acc})
+				if p.hasAcc {
+					a = append(a, plotter.XY{X: float64(p.nfe), Y: p.acc})
+				}
 			}
 		}
 		for _, c := range []struct {
 			p   *plot.Plot
 			xys plotter.XYs
 		}{{fid, f}, {acc, a}} {
+			if len(c.xys) == 0 { // no accuracy: an unconditional model
+				continue
+			}
 			ln, sc, err := plotter.NewLinePoints(c.xys)
 			if err != nil {
 				return err
@@ -224,12 +237,19 @@ func draw2(pts []point, path string) error {
 			c.p.Legend.Add(l, ln, sc)
 		}
 	}
-	img := vgimg.New(12*vg.Inch, 4.5*vg.Inch)
+	// Without any accuracy (unconditional models) the FID panel is drawn
+	// alone: an empty panel has no range for its log axis.
+	panels := []*plot.Plot{fid, acc}
+	if !slices.ContainsFunc(pts, func(p point) bool { return p.hasAcc }) {
+		panels = panels[:1]
+	}
+	img := vgimg.New(vg.Length(len(panels))*6*vg.Inch, 4.5*vg.Inch)
 	dc := draw.New(img)
-	tiles := draw.Tiles{Rows: 1, Cols: 2, PadX: vg.Inch / 4}
-	canvases := plot.Align([][]*plot.Plot{{fid, acc}}, tiles, dc)
-	fid.Draw(canvases[0][0])
-	acc.Draw(canvases[0][1])
+	tiles := draw.Tiles{Rows: 1, Cols: len(panels), PadX: vg.Inch / 4}
+	canvases := plot.Align([][]*plot.Plot{panels}, tiles, dc)
+	for i, p := range panels {
+		p.Draw(canvases[0][i])
+	}
 	var buf bytes.Buffer
 	if _, err := (vgimg.PngCanvas{Canvas: img}).WriteTo(&buf); err != nil {
 		return err

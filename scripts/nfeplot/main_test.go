@@ -27,7 +27,7 @@ func TestReadPointsAndTable(t *testing.T) {
 		"ddim-10.json":      evalJSON("ddim", 10, 0, 2000, 11.25, 110),
 		"heun-10.json":      evalJSON("heun", 10, 0, 2000, 10, 60),
 		"ddim-eta1-20.json": evalJSON("ddim", 20, 1, 2000, 12, 55),
-		"ddpm-1000.json":    evalJSON("ddpm", 1000, 0, 500, 9, 1.2),
+		"ddpm-1000.json":    evalJSON("ddpm", 1000, 0, 500, 9, 1.24),
 	}
 	var paths []string
 	for name, body := range files {
@@ -46,13 +46,13 @@ func TestReadPointsAndTable(t *testing.T) {
 	rows := strings.Split(strings.TrimSpace(b.String()), "\n")
 	g := ", guided at σ in (0.28, 5.42], γ 1.875"
 	want := []string{
-		"| ddim, leading" + g + " | 10 | 1.875 | 2000 | 110.0 | 0.9800 (0.9700-0.9900) | 11.25 | 0.800 | 0.750 |",
+		"| ddim, leading" + g + " | 10 | 1.875 | 2000 | 110 | 0.9800 (0.9700-0.9900) | 11.25 | 0.800 | 0.750 |",
 		"| ddim, leading" + g + " | 50 | 1.875 | 2000 | 24.7 | 0.9800 (0.9700-0.9900) | 9.50 | 0.800 | 0.750 |",
-		"| ddim, leading, η = 1" + g + " | 20 | 1.875 | 2000 | 55.0 | 0.9800 (0.9700-0.9900) | 12.00 | 0.800 | 0.750 |",
+		"| ddim, leading, η = 1" + g + " | 20 | 1.875 | 2000 | 55 | 0.9800 (0.9700-0.9900) | 12.00 | 0.800 | 0.750 |",
 		// another number of images: a line of its own; ddpm has no spacing
-		"| ddpm" + g + " (500 images) | 1000 | 1.875 | 500 | 1.2 | 0.9800 (0.9700-0.9900) | 9.00 | 0.800 | 0.750 |",
+		"| ddpm" + g + " (500 images) | 1000 | 1.875 | 500 | 1.24 | 0.9800 (0.9700-0.9900) | 9.00 | 0.800 | 0.750 |",
 		// Heun's corrector: 2N-1 evaluations
-		"| heun, leading" + g + " | 19 | 1.875 | 2000 | 60.0 | 0.9800 (0.9700-0.9900) | 10.00 | 0.800 | 0.750 |",
+		"| heun, leading" + g + " | 19 | 1.875 | 2000 | 60 | 0.9800 (0.9700-0.9900) | 10.00 | 0.800 | 0.750 |",
 	}
 	if len(rows) != 2+len(want) {
 		t.Fatalf("table has %d rows, want %d:\n%s", len(rows), 2+len(want), b.String())
@@ -81,6 +81,31 @@ func TestReadPointsAndTable(t *testing.T) {
 	}
 	if r := img.Bounds(); r.Dx() <= r.Dy() || r.Dy() < 100 {
 		t.Errorf("plot is %dx%d, want two panels side by side", r.Dx(), r.Dy())
+	}
+}
+
+// An unconditional model's eval.json has no guidance and no accuracy:
+// blanks in the table, no point on the accuracy panel, and still a plot.
+func TestUnconditional(t *testing.T) {
+	dir := t.TempDir()
+	p := filepath.Join(dir, "ddim-20.json")
+	body := `{"sampler": {"sampler": "ddim", "steps": 20, "eta": 0, "spacing": "leading", "n": 1000},
+ "reports": [{"samples": 1000, "fid": 12.5, "precision": 0.7, "recall": 0.6, "sampling_images_per_s": 80.25}]}`
+	if err := os.WriteFile(p, []byte(body), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	pts, err := readPoints([]string{p})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var b bytes.Buffer
+	table(&b, pts)
+	want := "| ddim, leading | 20 | - | 1000 | 80.2 |  | 12.50 | 0.700 | 0.600 |"
+	if rows := strings.Split(strings.TrimSpace(b.String()), "\n"); rows[2] != want {
+		t.Errorf("row:\n got %s\nwant %s", rows[2], want)
+	}
+	if err := draw2(pts, filepath.Join(dir, "plot.png")); err != nil {
+		t.Errorf("plot: %v", err)
 	}
 }
 
