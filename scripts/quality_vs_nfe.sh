@@ -6,7 +6,7 @@
 # DPM-Solver++(2M); then DDPM over all 1000 timesteps and DDIM in 1000
 # steps (the ODE's limit); then the table (stdout, with each sampling's
 # images/s) and docs/quality_vs_nfe.png. Each eval.json is kept, so a rerun
-# resumes.
+# resumes (and refuses one made on another number of images).
 #
 #   scripts/quality_vs_nfe.sh RUN_FOLDER [IMAGES] [LONG_IMAGES]
 #
@@ -29,10 +29,21 @@ judge=${JUDGE:-runs/mnist_classifier}
 out=${OUT:-$run/nfe}
 mkdir -p "$out"
 
-ev() { # name images flags...
-	local name=$1 images=$2
+# ev NAME IMAGES FLAGS...: one point, kept in OUT/NAME.json; a rerun reuses
+# it if it was made on as many images, and refuses to mix counts.
+files=()
+ev() {
+	local name=$1 images=$2 have
 	shift 2
-	[ -s "$out/$name.json" ] && return
+	files+=("$out/$name.json")
+	if [ -s "$out/$name.json" ]; then
+		have=$(grep -o '"n": *[0-9]*' "$out/$name.json" | grep -o '[0-9]*$' || true)
+		if [ "$have" != "$images" ]; then
+			echo "quality_vs_nfe: $out/$name.json was made on ${have:-an unknown number of} images, not $images: set OUT to another folder" >&2
+			exit 1
+		fi
+		return
+	fi
 	echo "== $name ($images images) $(date +%T)" >&2
 	bin/eval --judge "$judge" --checkpoint "$run" --n "$images" -o "$out/$name.json" "$@" >/dev/null
 }
@@ -52,4 +63,4 @@ if [ "${LONG:-1}" = 1 ]; then
 	ev "ddpm-1000$suffix" "$nlong" --sampler ddpm
 	ev "ddim-1000$suffix" "$nlong" --sampler ddim --steps 1000 --eta 0
 fi
-go run ./scripts/nfeplot -o "${PLOT:-docs/quality_vs_nfe.png}" "$out"/*.json
+go run ./scripts/nfeplot -o "${PLOT:-docs/quality_vs_nfe.png}" "${files[@]}"
