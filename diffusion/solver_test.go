@@ -138,17 +138,7 @@ func TestDPMSolverRestartsWherePiecesChange(t *testing.T) {
 // default's guidance interval ends between t = 101 and 81.
 func TestDPMSolverAcrossPieces(t *testing.T) {
 	s := ref(t)
-	const muA, muB, sd = 0.3, -0.2, 0.5
-	exact := func(mu float64) Predictor {
-		return func(x *torch.Tensor, tt int) *torch.Tensor {
-			ab := s.AlphaBar(tt)
-			return x.SubScalar(math.Sqrt(ab) * mu).MulScalar(math.Sqrt(1-ab) / (ab*sd*sd + 1 - ab))
-		}
-	}
-	z := func(x *torch.Tensor, tt int, mu float64) *torch.Tensor {
-		ab := s.AlphaBar(tt)
-		return x.SubScalar(math.Sqrt(ab) * mu).DivScalar(math.Sqrt(ab*sd*sd + 1 - ab))
-	}
+	A, B := gaussian{s, 0.3, 0.5}, gaussian{s, -0.2, 0.5}
 	on(t, func() {
 		for _, c := range []struct {
 			steps, b  int
@@ -166,22 +156,19 @@ func TestDPMSolverAcrossPieces(t *testing.T) {
 				}
 				return 0
 			}
-			A, B := exact(muA), exact(muB)
 			pred := func(x *torch.Tensor, tt int) *torch.Tensor {
 				if pieces(tt) == 1 {
-					return A(x, tt)
+					return A.eps(x, tt)
 				}
-				return B(x, tt)
+				return B.eps(x, tt)
 			}
 			torch.ManualSeed(1)
 			xT := torch.Randn([]int64{256, 1, 1, 1}, torch.Float64).Keep()
 			noise := func(int) *torch.Tensor { return xT.Clone() }
 			// The exact endpoint: A's flow from ts[0] to t_b, then B's to the last
 			// visited timestep, whose x̂₀ every sampler returns.
-			abB := s.AlphaBar(tb)
-			xb := z(xT, ts[0], muA).MulScalar(math.Sqrt(abB*sd*sd + 1 - abB)).AddScalar(math.Sqrt(abB) * muA)
-			abL := s.AlphaBar(ts[len(ts)-1])
-			want := z(xb, tb, muB).MulScalar(math.Sqrt(abL) * sd * sd / math.Sqrt(abL*sd*sd+1-abL)).AddScalar(muB)
+			xb := A.at(A.z(xT, ts[0]), tb)
+			want := B.x0(B.z(xb, tb), ts[len(ts)-1])
 			errOf := func(name string, p Pieces) float64 {
 				return Run(newSampler(t, name, s, Options{Steps: c.steps}), pred, p, noise).Sub(want).Abs().Max().Item()
 			}
@@ -284,11 +271,7 @@ func TestSolversFromZeroTerminalSNR(t *testing.T) {
 // gaussianError returns the max error against the exact endpoint for a
 // sampler, steps and spacing on s (see TestSolversOnGaussianData).
 func gaussianError(t *testing.T, s *Schedule) func(name string, steps int, spacing string) float64 {
-	const mu, sd = 0.3, 0.5
-	exact := func(x *torch.Tensor, tt int) *torch.Tensor {
-		ab := s.AlphaBar(tt)
-		return x.SubScalar(math.Sqrt(ab) * mu).MulScalar(math.Sqrt(1-ab) / (ab*sd*sd + 1 - ab))
-	}
+	g := gaussian{s, 0.3, 0.5}
 	return func(name string, steps int, spacing string) float64 {
 		var e float64
 		on(t, func() {
@@ -297,15 +280,46 @@ func gaussianError(t *testing.T, s *Schedule) func(name string, steps int, spaci
 			torch.ManualSeed(1)
 			xT := torch.Randn([]int64{256, 1, 1, 1}, torch.Float64).Keep()
 			defer xT.Free()
-			got := Run(sm, exact, nil, func(int) *torch.Tensor { return xT.Clone() })
-			ab := s.AlphaBar(ts[0])
-			z := xT.SubScalar(math.Sqrt(ab) * mu).DivScalar(math.Sqrt(ab*sd*sd + 1 - ab))
-			ab = s.AlphaBar(ts[len(ts)-1])
-			want := z.MulScalar(math.Sqrt(ab) * sd * sd / math.Sqrt(ab*sd*sd+1-ab)).AddScalar(mu)
-			e = got.Sub(want).Abs().Max().Item()
+			got := Run(sm, g.eps, nil, func(int) *torch.Tensor { return xT.Clone() })
+			e = got.Sub(g.x0(g.z(xT, ts[0]), ts[len(ts)-1])).Abs().Max().Item()
 		})
 		return e
 	}
+}
+
+// gaussian is data x₀ ~ N(mu, sd²) under schedule s, whose exact noise
+// predictor and probability-flow ODE are known (TestSolversOnGaussianData).
+type gaussian struct {
+	s      *Schedule
+	mu, sd float64
+}
+
+// spread is √(α_t² s² + σ_t²), the standard deviation of x_t.
+func (g gaussian) spread(t int) float64 {
+	ab := g.s.AlphaBar(t)
+	return math.Sqrt(ab*g.sd*g.sd + 1 - ab)
+}
+
+// eps is the exact noise predictor ε*(x_t) = σ_t (x_t - α_t μ)/(α_t² s² + σ_t²).
+func (g gaussian) eps(x *torch.Tensor, t int) *torch.Tensor {
+	ab, d := g.s.AlphaBar(t), g.spread(t)
+	return x.SubScalar(math.Sqrt(ab) * g.mu).MulScalar(math.Sqrt(1-ab) / (d * d))
+}
+
+// z is (x_t - α_t μ)/√(α_t² s² + σ_t²), which the ODE keeps constant.
+func (g gaussian) z(x *torch.Tensor, t int) *torch.Tensor {
+	return x.SubScalar(math.Sqrt(g.s.AlphaBar(t)) * g.mu).DivScalar(g.spread(t))
+}
+
+// at is the x_t whose z is z.
+func (g gaussian) at(z *torch.Tensor, t int) *torch.Tensor {
+	return z.MulScalar(g.spread(t)).AddScalar(math.Sqrt(g.s.AlphaBar(t)) * g.mu)
+}
+
+// x0 is E[x₀ | x_t] at the x_t whose z is z: μ + α_t s² z/√(α_t² s² + σ_t²),
+// what every sampler returns from its last visited timestep t.
+func (g gaussian) x0(z *torch.Tensor, t int) *torch.Tensor {
+	return z.MulScalar(math.Sqrt(g.s.AlphaBar(t)) * g.sd * g.sd / g.spread(t)).AddScalar(g.mu)
 }
 
 func TestHeunVisitsEachTimestepAfterTheFirstTwice(t *testing.T) {
