@@ -262,8 +262,7 @@ func TestGuidedInAnInterval(t *testing.T) {
 			return fakeNet(x, ts, y, keep)
 		}
 		iv := Interval{Lo: 0.28, Hi: 5.42}
-		p := s.GuidedIn(counting, y, 3, 0, iv)
-		pieces := s.GuidancePieces(y, 3, iv)
+		p, pieces := s.GuidedIn(counting, y, 3, 0, iv)
 		inside := 0
 		for _, tt := range []int{1, 60, 82, 83, 300, 579, 580, 1000} { // σ crosses 0.28 between 82 and 83, 5.42 between 579 and 580
 			sigma := math.Sqrt((1 - s.AlphaBars[tt-1]) / s.AlphaBars[tt-1])
@@ -279,7 +278,7 @@ func TestGuidedInAnInterval(t *testing.T) {
 				t.Errorf("t = %d (σ %.4g, inside %v): not the expected prediction", tt, sigma, in)
 			}
 			if (pieces(tt) == guidedPiece) != in {
-				t.Errorf("t = %d (inside %v): GuidancePieces says piece %d", tt, in, pieces(tt))
+				t.Errorf("t = %d (inside %v): GuidedIn's pieces say %d", tt, in, pieces(tt))
 			}
 			n := x.Size(0) // one conditional pass outside, both passes in one batch inside
 			if in {
@@ -293,14 +292,18 @@ func TestGuidedInAnInterval(t *testing.T) {
 			t.Fatalf("%d of the timesteps inside: the test does not straddle the bounds", inside)
 		}
 		batches = batches[:0]
-		if !identical(s.GuidedIn(counting, y, 3, 0, Interval{})(x, 1000), Guided(fakeNet, y, 3, 0)(x, 1000)) || len(batches) != 1 || batches[0] != 4 {
+		everywhere, _ := s.GuidedIn(counting, y, 3, 0, Interval{})
+		if !identical(everywhere(x, 1000), Guided(fakeNet, y, 3, 0)(x, 1000)) || len(batches) != 1 || batches[0] != 4 {
 			t.Errorf("the zero Interval does not guide everywhere")
 		}
 		// One piece, so no sampler restarts: guidance everywhere, none, or no labels.
-		for name, p := range map[string]Pieces{"everywhere": s.GuidancePieces(y, 3, Interval{}),
-			"gamma 1": s.GuidancePieces(y, 1, iv), "unconditional": s.GuidancePieces(nil, 3, iv)} {
-			if p != nil {
-				t.Errorf("%s: GuidancePieces is not nil", name)
+		for name, c := range map[string]struct {
+			y     *torch.Tensor
+			gamma float64
+			iv    Interval
+		}{"everywhere": {y, 3, Interval{}}, "gamma 1": {y, 1, iv}, "unconditional": {nil, 3, iv}} {
+			if _, p := s.GuidedIn(fakeNet, c.y, c.gamma, 0, c.iv); p != nil {
+				t.Errorf("%s: GuidedIn's pieces are not nil", name)
 			}
 		}
 	})

@@ -83,40 +83,31 @@ func (iv Interval) Validate() error {
 }
 
 // GuidedIn is Guided at the timesteps whose σ_t lies in iv and the
-// conditional prediction alone elsewhere, one network pass instead of two;
-// GuidancePieces tells which is which.
-func (s *Schedule) GuidedIn(net Net, y *torch.Tensor, gamma, rescale float64, iv Interval) Predictor {
+// conditional prediction alone elsewhere, one network pass instead of two.
+// Its Pieces say which is which: guidedPiece where it guides, 0 elsewhere,
+// nil when it is one piece (guidance everywhere, or no guidance).
+func (s *Schedule) GuidedIn(net Net, y *torch.Tensor, gamma, rescale float64, iv Interval) (Predictor, Pieces) {
 	guided := Guided(net, y, gamma, rescale)
-	pieces := s.GuidancePieces(y, gamma, iv)
-	if pieces == nil {
-		return guided
+	if iv.Everywhere() || y == nil || gamma == 1 {
+		return guided, nil
 	}
 	plain := Conditional(net, y)
-	return func(x *torch.Tensor, t int) *torch.Tensor {
-		if pieces(t) == guidedPiece {
-			return guided(x, t)
-		}
-		return plain(x, t)
-	}
-}
-
-// guidedPiece is GuidancePieces' number for the guided timesteps.
-const guidedPiece = 1
-
-// GuidancePieces is the Pieces of GuidedIn's predictor: 1 at the timesteps
-// whose σ_t lies in iv, which it guides, 0 at the others; nil when it is
-// one piece (guidance everywhere, or no guidance).
-func (s *Schedule) GuidancePieces(y *torch.Tensor, gamma float64, iv Interval) Pieces {
-	if iv.Everywhere() || y == nil || gamma == 1 {
-		return nil
-	}
-	return func(t int) int {
+	pieces := func(t int) int {
 		if sigma := s.sigma(t); sigma > iv.Lo && sigma <= iv.Hi {
 			return guidedPiece
 		}
 		return 0
 	}
+	return func(x *torch.Tensor, t int) *torch.Tensor {
+		if pieces(t) == guidedPiece {
+			return guided(x, t)
+		}
+		return plain(x, t)
+	}, pieces
 }
+
+// guidedPiece is the piece GuidedIn guides at.
+const guidedPiece = 1
 
 // AsEps turns p's outputs, predictions of the given kind, into ε̂ (Convert).
 func (s *Schedule) AsEps(p Predictor, kind Prediction) Predictor {

@@ -249,9 +249,9 @@ func (m *Model) Predictor(y *torch.Tensor, s Sampling) (Predictor, Pieces) {
 		p.Run(m.dev, func() { out = m.Net.Forward(x, t, y, keep) })
 		return out.To(torch.Float32)
 	}
-	eps := m.Sched.AsEps(m.Sched.GuidedIn(net, y, s.Guidance, s.GuidanceRescale, s.GuidanceInterval), m.pred)
+	guided, pieces := m.Sched.GuidedIn(net, y, s.Guidance, s.GuidanceRescale, s.GuidanceInterval)
 	lo, hi := m.codecRange()
-	return m.Sched.Clipped(eps, s.ClipX0, s.ThresholdRatio, lo, hi), m.Sched.GuidancePieces(y, s.Guidance, s.GuidanceInterval)
+	return m.Sched.Clipped(m.Sched.AsEps(guided, m.pred), s.ClipX0, s.ThresholdRatio, lo, hi), pieces
 }
 
 // codecRange is the bounds of the model's space, for clipping x̂₀; an

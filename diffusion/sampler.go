@@ -79,7 +79,7 @@ func NewSampler(name string, s *Schedule, o Options) (Sampler, error) {
 
 // Pieces numbers the pieces of a predictor made of several: Pieces(t) is
 // the one that serves timestep t. Guidance limited to an interval has two,
-// guided and not (Schedule.GuidancePieces); a nil Pieces is one piece.
+// guided and not (Schedule.GuidedIn); a nil Pieces is one piece.
 type Pieces func(t int) int
 
 // A restarter is a sampler that extrapolates each step from the

@@ -14,8 +14,8 @@
 # 1000-step points: when it differs, DDIM-50 is measured again at that
 # count so the two compare (FID falls as the number of images grows). On 2
 # cores a 1000-step point of the CPU default takes about 14 minutes at
-# 2,000 images (an AMD EPYC), the whole run about 40. Guidance, its interval, precision and clipping are the
-# checkpoint config's. Environment: STEPS (default "10 15 20 50 100"; 15 is
+# 2,000 images (an AMD EPYC), the whole run about 40. Guidance, its
+# interval, precision and clipping are the checkpoint config's. Environment: STEPS (default "10 15 20 50 100"; 15 is
 # the bound for DPM-Solver++), ETA1=0 to skip DDPM at fewer steps,
 # LONG=0 to skip the 1000-step points, JUDGE (default
 # runs/mnist_classifier), OUT (default RUN_FOLDER/nfe), PLOT (default
