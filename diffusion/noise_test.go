@@ -3,18 +3,9 @@ package diffusion
 import (
 	"testing"
 
+	"kakusan/internal/splitmix"
 	"kakusan/torch"
 )
-
-func TestSplitMix(t *testing.T) {
-	// splitmix64's first outputs from states 0 and 1.
-	if got := SplitMix(0); got != 0xe220a8397b1dcdaf {
-		t.Errorf("SplitMix(0) = %#x", got)
-	}
-	if got := SplitMix(0x9e3779b97f4a7c15); got != 0x6e789e6aa1b965f4 {
-		t.Errorf("SplitMix(γ) = %#x", got)
-	}
-}
 
 func TestImageNoiseIsPerImage(t *testing.T) {
 	on(t, func() {
@@ -30,10 +21,10 @@ func TestImageNoiseIsPerImage(t *testing.T) {
 		if c.Index(torch.At(0)).AllClose(b.Index(torch.At(0)), 0, 0) {
 			t.Error("steps share noise")
 		}
-		// Image k at step i of seed s is the row of SplitMix(SplitMix(s ^ SplitMix(k)) + i).
-		want := torch.RandnRows([]uint64{SplitMix(SplitMix(5^SplitMix(9)) + 7)}, []int64{1, 2, 2})
+		// Image k at step i of seed s is the row of Mix(Mix(s ^ Mix(k)) + i).
+		want := torch.RandnRows([]uint64{splitmix.Mix(splitmix.Mix(5^splitmix.Mix(9)) + 7)}, []int64{1, 2, 2})
 		if !identical(b.Narrow(0, 1, 1), want) {
-			t.Error("image 9's seed is not SplitMix(SplitMix(s ^ SplitMix(9)) + step)")
+			t.Error("image 9's seed is not Mix(Mix(s ^ Mix(9)) + step)")
 		}
 	})
 }

@@ -6,12 +6,12 @@ package sample
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"strconv"
 	"strings"
 
-	"kakusan/diffusion"
+	"kakusan/internal/signals"
+	"kakusan/internal/splitmix"
 	"kakusan/torch"
 )
 
@@ -97,14 +97,11 @@ type Sink interface {
 	Put(b Batch, imgs *Images) error
 }
 
-// ErrInterrupted reports a job stopped by its context (a signal): the
-// batches it finished are written whole, so running the job again
-// completes it.
-var ErrInterrupted = errors.New("interrupted")
-
 // Run makes this shard's missing batches with gen and hands them to out;
 // it returns how many images it made. When ctx ends (a signal), it stops
-// within one torch operation and returns ErrInterrupted.
+// within one torch operation and returns signals.ErrInterrupted: the
+// batches it finished are written whole, so running the job again
+// completes it.
 func (j *Job) Run(ctx context.Context, gen Generator, out Sink) (int, error) {
 	if err := j.Check(); err != nil {
 		return 0, err
@@ -131,7 +128,7 @@ func (j *Job) Run(ctx context.Context, gen Generator, out Sink) (int, error) {
 			return err
 		})
 		if ctx.Err() != nil {
-			return made, ErrInterrupted
+			return made, signals.ErrInterrupted
 		}
 		if err == nil {
 			err = imgs.finite()
@@ -167,7 +164,7 @@ func ParseLabels(spec string, n, classes int, seed uint64) ([]int64, error) {
 	out := make([]int64, n)
 	if spec == "random" {
 		for k := range out {
-			out[k] = int64(diffusion.SplitMix(diffusion.SplitMix(seed^0x6c6162656c)^uint64(k)) % uint64(classes))
+			out[k] = int64(splitmix.Mix(splitmix.Mix(seed^0x6c6162656c)^uint64(k)) % uint64(classes))
 		}
 		return out, nil
 	}

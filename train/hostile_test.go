@@ -9,6 +9,7 @@ import (
 	"strings"
 	"testing"
 
+	"kakusan/internal/signals"
 	"kakusan/models"
 	"kakusan/torch"
 )
@@ -164,7 +165,7 @@ func TestSignalDuringAGridCheckpoints(t *testing.T) {
 		}
 		return l.interrupted(0)
 	})
-	if !errors.Is(err, ErrInterrupted) {
+	if !errors.Is(err, signals.ErrInterrupted) {
 		t.Fatalf("err = %v", err)
 	}
 	if _, err := os.Stat(filepath.Join(r.Dir, "checkpoints", "step-00000000.safetensors")); err != nil {

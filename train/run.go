@@ -285,7 +285,7 @@ func Train(c *models.Config, o Options) (*Run, error) {
 	default:
 		err = fitClassical(r)
 	}
-	if err != nil && !errors.Is(err, ErrInterrupted) {
+	if err != nil && !errors.Is(err, signals.ErrInterrupted) {
 		r.discard()
 	}
 	if cerr := r.Close(); err == nil {
@@ -301,7 +301,7 @@ func follow(c *models.Config, o Options) error {
 	ctx, stop := signals.Context()
 	defer stop()
 	err := torch.Do(func() error { return trainNeural(ctx, r, "") })
-	if errors.Is(err, ErrInterrupted) {
+	if errors.Is(err, signals.ErrInterrupted) {
 		return err
 	}
 	if err != nil {

@@ -98,7 +98,7 @@ func main() {
 		cli.Fatal("train", err)
 	}
 	r, err := train.Train(c, train.Options{Out: f.out, Overwrite: f.overwrite, Resume: f.resume, Log: os.Stdout, Dist: dist})
-	if errors.Is(err, train.ErrInterrupted) {
+	if errors.Is(err, signals.ErrInterrupted) {
 		os.Exit(signals.ExitCode)
 	}
 	if err != nil {

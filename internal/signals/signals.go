@@ -5,6 +5,7 @@ package signals
 
 import (
 	"context"
+	"errors"
 	"os"
 	"os/signal"
 	"syscall"
@@ -13,6 +14,12 @@ import (
 // ExitCode is the status a command exits with after an interruption, as
 // shells report a process ended by SIGINT.
 const ExitCode = 130
+
+// ErrInterrupted reports work stopped by a signal after leaving what it
+// wrote whole: a training run that saved a checkpoint, a sampling job whose
+// finished batches are written (running it again completes it). Commands
+// exit with ExitCode on it.
+var ErrInterrupted = errors.New("signals: interrupted")
 
 // Context is cancelled by the first SIGINT or SIGTERM; a second one kills
 // the process as usual. stop releases the signals.

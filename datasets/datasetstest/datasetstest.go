@@ -1,4 +1,6 @@
-package datasets
+// Package datasetstest writes synthetic datasets for the tests of the
+// packages that read them.
+package datasetstest
 
 import (
 	"bytes"
@@ -10,10 +12,12 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+
+	"kakusan/datasets"
 )
 
-// WriteTestFolder writes a small synthetic image folder into dir, for tests
-// of code that trains on image folders (LoadFolder, Load): classes class
+// WriteFolder writes a small synthetic image folder into dir, for tests
+// of code that trains on image folders (datasets.LoadFolder, datasets.Load): classes class
 // folders named class0, class1, ... (zero-padded so that they sort in label
 // order), each holding perClass side×side PNG images 0000.png, 0001.png, ...
 // An image of class k is a dark, faintly noisy background with a bright
@@ -24,14 +28,21 @@ import (
 // false writes 8-bit grey PNGs (loaded with C = 1), true RGB ones (C = 3).
 // The files depend only on the arguments. LoadFolder's test split is every
 // 10th image of a class, so perClass >= 10 gives every class test images.
-func WriteTestFolder(dir string, classes, perClass, side int, rgb bool) error {
+// Bounds of what WriteFolder writes: the labels a folder can number, and
+// images enough for any test.
+const (
+	maxClasses = 256
+	maxImages  = 100_000
+)
+
+func WriteFolder(dir string, classes, perClass, side int, rgb bool) error {
 	switch {
 	case classes < 1 || classes > maxClasses:
-		return fmt.Errorf("WriteTestFolder: %d classes (want 1 to %d)", classes, maxClasses)
-	case perClass < 1 || classes*perClass > maxFolderFiles:
-		return fmt.Errorf("WriteTestFolder: %d images per class (want 1 to %d in all)", perClass, maxFolderFiles)
-	case side < MinFolderSize || side > MaxFolderSize:
-		return fmt.Errorf("WriteTestFolder: side %d (want %d to %d)", side, MinFolderSize, MaxFolderSize)
+		return fmt.Errorf("WriteFolder: %d classes (want 1 to %d)", classes, maxClasses)
+	case perClass < 1 || classes*perClass > maxImages:
+		return fmt.Errorf("WriteFolder: %d images per class (want 1 to %d in all)", perClass, maxImages)
+	case side < datasets.MinFolderSize || side > datasets.MaxFolderSize:
+		return fmt.Errorf("WriteFolder: side %d (want %d to %d)", side, datasets.MinFolderSize, datasets.MaxFolderSize)
 	}
 	digits := len(fmt.Sprint(classes - 1))
 	for k := range classes {
