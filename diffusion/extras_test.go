@@ -1,6 +1,7 @@
 package diffusion
 
 import (
+	"encoding"
 	"math"
 	"slices"
 	"sort"
@@ -8,6 +9,8 @@ import (
 	"testing"
 
 	"kakusan/torch"
+
+	"go.yaml.in/yaml/v3"
 )
 
 // TestClippedAgainstHandComputation checks static clipping and dynamic
@@ -25,7 +28,7 @@ func TestClippedAgainstHandComputation(t *testing.T) {
 		pred := func(*torch.Tensor, int) *torch.Tensor { return e }
 		per := len(xs) / 3
 		for _, c := range []struct {
-			mode       string
+			mode       Clip
 			ratio      float64
 			lo, hi     float64
 			wantChange bool
@@ -80,7 +83,7 @@ func TestClippingKeepsSamplesInRange(t *testing.T) {
 		wild := func(x *torch.Tensor, tt int) *torch.Tensor { return x.MulScalar(0.3).Sin().MulScalar(-3) }
 		noise := func(int) *torch.Tensor { return torch.Randn([]int64{2, 1, 6, 6}, torch.Float64) }
 		for _, name := range []string{"ddim", "dpm++2m", "euler", "heun", "ddpm"} {
-			for _, mode := range []string{"none", "clip", "dynamic"} {
+			for _, mode := range []Clip{None, Clamp, Dynamic} {
 				o := Options{Steps: 10}
 				if name == "ddpm" {
 					o = Options{}
@@ -227,7 +230,7 @@ func TestMinSNRWeights(t *testing.T) {
 
 // TestSamplingExtrasValidate names each bad setting's key.
 func TestSamplingExtrasValidate(t *testing.T) {
-	good := DefaultConfig().Sampling()
+	good := DefaultConfig().Sampling
 	for key, mod := range map[string]func(*Sampling){
 		"clip_x0":          func(s *Sampling) { s.ClipX0 = "clamp" },
 		"threshold_ratio":  func(s *Sampling) { s.ClipX0, s.ThresholdRatio = "dynamic", 1.5 },
@@ -310,22 +313,95 @@ func TestGuidedInAnInterval(t *testing.T) {
 }
 
 // TestGuidanceIntervalKey refuses guidance_interval lists that are not an
-// ordered pair of finite, non-negative noise levels, naming the key.
+// ordered pair of finite, non-negative noise levels where the config is
+// read, naming the line, and writes the interval back as the list.
 func TestGuidanceIntervalKey(t *testing.T) {
-	for _, iv := range [][]float64{{1}, {1, 2, 3}, {2, 1}, {-1, 2}, {0, math.Inf(1)}, {math.NaN(), 1}} {
+	for _, iv := range []string{"[1]", "[1, 2, 3]", "[2, 1]", "[-1, 2]", "[0, .inf]", "[.nan, 1]", "[a, b]"} {
 		c := DefaultConfig()
-		c.GuidanceInterval = iv
-		if err := c.Validate(); err == nil || !strings.Contains(err.Error(), "guidance_interval") {
-			t.Errorf("guidance_interval %v: %v", iv, err)
+		err := yaml.Unmarshal([]byte("timesteps: 1000\nguidance_interval: "+iv+"\n"), c)
+		if err == nil || !strings.Contains(err.Error(), "line 2") {
+			t.Errorf("guidance_interval %s: %v", iv, err)
 		}
 	}
 	c := DefaultConfig()
-	c.GuidanceInterval = []float64{0, 5.42}
+	if err := yaml.Unmarshal([]byte("guidance_interval: [0, 5.42]"), c); err != nil || c.GuidanceInterval != (Interval{0, 5.42}) {
+		t.Errorf("guidance_interval [0, 5.42]: %+v %v", c.GuidanceInterval, err)
+	}
 	if err := c.Validate(); err != nil {
 		t.Errorf("guidance_interval [0, 5.42]: %v", err)
 	}
-	if got := c.Sampling().GuidanceInterval; got != (Interval{0, 5.42}) {
-		t.Errorf("Sampling's interval %+v", got)
+	for iv, want := range map[Interval]string{{0, 5.42}: "guidance_interval: [0, 5.42]\n", {}: "guidance_interval: []\n"} {
+		b, err := yaml.Marshal(struct {
+			I Interval `yaml:"guidance_interval,flow"`
+		}{iv})
+		if err != nil || string(b) != want {
+			t.Errorf("%+v marshals as %q (%v), want %q", iv, b, err, want)
+		}
+	}
+	for _, bad := range []Interval{{2, 1}, {-1, 2}, {0, math.Inf(1)}, {math.NaN(), 1}} {
+		if err := bad.Validate(); err == nil || !strings.Contains(err.Error(), "guidance_interval") {
+			t.Errorf("%+v: %v", bad, err)
+		}
+	}
+}
+
+// TestSamplingTypesParse refuses unknown names of every enumerated setting
+// where the text is read, naming the known names.
+func TestSamplingTypesParse(t *testing.T) {
+	for _, c := range []struct {
+		v        encoding.TextUnmarshaler
+		good     []string
+		bad, key string
+	}{
+		{new(Spacing), []string{"", "leading", "trailing", "linspace", "karras"}, "even", `unknown spacing "even" (known: karras, leading, linspace, trailing)`},
+		{new(Clip), []string{"", "none", "clip", "dynamic"}, "clamp", `unknown mode "clamp" (known: none, clip, dynamic)`},
+		{new(Prediction), []string{"eps", "v", "x0"}, "epsilon", `unknown prediction "epsilon" (known: eps, v, x0)`},
+		{new(Prediction), nil, "", "(known: eps, v, x0)"},
+		{new(torch.Precision), []string{"", "fp32", "tf32", "bf16", "auto"}, "fp16", `unknown precision "fp16"`},
+		{new(Interval), []string{"all", "", "0.28,5.42", " 1 , 2 "}, "2,1", "0 <= lo < hi"},
+		{new(Interval), nil, "1;2", "want LO,HI or all"},
+	} {
+		for _, g := range c.good {
+			if err := c.v.UnmarshalText([]byte(g)); err != nil {
+				t.Errorf("%T %q: %v", c.v, g, err)
+			}
+		}
+		if err := c.v.UnmarshalText([]byte(c.bad)); err == nil || !strings.Contains(err.Error(), c.key) {
+			t.Errorf("%T %q: %v", c.v, c.bad, err)
+		}
+	}
+}
+
+// TestSamplingTable declares every setting once: a flag and help each, a
+// config key for all but the prompt, and a record of every setting under
+// its flag's name.
+func TestSamplingTable(t *testing.T) {
+	var keys []string
+	for _, f := range SamplingFields() {
+		if f.Flag == "" || f.Help == "" {
+			t.Errorf("%+v: no flag or help", f)
+		}
+		if f.Key != "" {
+			keys = append(keys, f.Key)
+		}
+	}
+	want := []string{"sampler", "sample_steps", "eta", "spacing", "guidance", "sample_precision", "clip_x0", "threshold_ratio", "guidance_rescale", "guidance_interval"}
+	if !slices.Equal(keys, want) {
+		t.Errorf("config keys %v, want %v", keys, want)
+	}
+	s := Sampling{Sampler: "ddpm", Steps: 5, Spacing: Karras, Guidance: 2, ClipX0: Dynamic, ThresholdRatio: 0.9, GuidanceInterval: Interval{1, 2}, Prompt: "bold"}
+	r := s.Record(1000)
+	if r["steps"] != 1000 || r["threshold_ratio"] != 0.9 || r["prompt"] != "bold" || !slices.Equal(r["guidance_interval"].([]float64), []float64{1, 2}) || len(r) != 11 {
+		t.Errorf("ddpm's record %v", r)
+	}
+	r = Sampling{Sampler: "ddim", Steps: 5, ClipX0: Clamp, ThresholdRatio: 0.9}.Record(1000)
+	for _, gone := range []string{"threshold_ratio", "guidance_interval", "prompt"} {
+		if _, ok := r[gone]; ok {
+			t.Errorf("ddim's record has %s: %v", gone, r)
+		}
+	}
+	if r["steps"] != 5 || r["clip_x0"] != Clamp || len(r) != 8 {
+		t.Errorf("ddim's record %v", r)
 	}
 }
 
@@ -333,17 +409,17 @@ func TestGuidanceIntervalKey(t *testing.T) {
 // flags given, so bin/sample and bin/eval sample a checkpoint as its
 // config says unless told otherwise.
 func TestSamplingOver(t *testing.T) {
-	def := Sampling{Sampler: "dpm++2m", Steps: 15, Eta: 0, Spacing: "karras", Guidance: 2, Precision: "auto", ClipX0: "dynamic", ThresholdRatio: 0.99, GuidanceRescale: 0.5, GuidanceInterval: Interval{0.3, 5}}
-	flags := Sampling{Sampler: "ddim", Steps: 50, Eta: 0.3, Spacing: "leading", Guidance: 3, Precision: "fp32", ClipX0: "clip", ThresholdRatio: 0.9, GuidanceRescale: 0.1, GuidanceInterval: Interval{1, 2}}
+	def := Sampling{Sampler: "dpm++2m", Steps: 15, Eta: 0, Spacing: Karras, Guidance: 2, Precision: "auto", ClipX0: Dynamic, ThresholdRatio: 0.99, GuidanceRescale: 0.5, GuidanceInterval: Interval{0.3, 5}, Prompt: "thin"}
+	flags := Sampling{Sampler: "ddim", Steps: 50, Eta: 0.3, Spacing: Leading, Guidance: 3, Precision: "fp32", ClipX0: Clamp, ThresholdRatio: 0.9, GuidanceRescale: 0.1, GuidanceInterval: Interval{1, 2}, Prompt: "bold"}
 	if got := flags.Over(def, nil); got != def {
 		t.Errorf("no flags: %+v, want the config's %+v", got, def)
 	}
-	if got := flags.Over(def, SamplingFlags); got != flags {
+	if got := flags.Over(def, SamplingFlags()); got != flags {
 		t.Errorf("every flag: %+v, want the flags' %+v", got, flags)
 	}
 	got := flags.Over(def, []string{"steps", "clip-x0"})
 	want := def
-	want.Steps, want.ClipX0 = 50, "clip"
+	want.Steps, want.ClipX0 = 50, Clamp
 	if got != want {
 		t.Errorf("--steps --clip-x0: %+v, want %+v", got, want)
 	}

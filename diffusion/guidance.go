@@ -1,9 +1,6 @@
 package diffusion
 
 import (
-	"fmt"
-	"math"
-
 	"kakusan/torch"
 )
 
@@ -59,27 +56,6 @@ func Guided(net Net, y *torch.Tensor, gamma, rescale float64) Predictor {
 		ratio := cond.Std(false, true, dims...).Div(out.Std(false, true, dims...))
 		return out.Lerp(out.Mul(ratio), rescale)
 	}
-}
-
-// Interval is the band of noise levels σ_t = √((1-ᾱ_t)/ᾱ_t) in (Lo, Hi]
-// where guidance applies (Kynkäänniemi et al. 2024, "Applying guidance in a
-// limited interval"): guidance at high noise narrows the samples' variety
-// towards a few prototypes, and at low noise it no longer changes the
-// class. The zero Interval means everywhere.
-type Interval struct{ Lo, Hi float64 }
-
-// Everywhere reports whether iv is the zero Interval, guidance at every step.
-func (iv Interval) Everywhere() bool { return iv == Interval{} }
-
-// Validate checks 0 <= Lo < Hi < ∞.
-func (iv Interval) Validate() error {
-	if iv.Everywhere() {
-		return nil
-	}
-	if !(iv.Lo >= 0 && iv.Hi > iv.Lo) || math.IsInf(iv.Hi, 0) {
-		return fmt.Errorf("guidance_interval: want [lo, hi] with 0 <= lo < hi (noise levels σ), got [%g, %g]", iv.Lo, iv.Hi)
-	}
-	return nil
 }
 
 // GuidedIn is Guided at the timesteps whose σ_t lies in iv and the

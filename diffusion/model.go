@@ -36,13 +36,12 @@ func NewModel(net *unet.UNet, c *Config, codec Codec, shape []int64, dev torch.D
 	if err != nil {
 		return nil, err
 	}
-	pred, _ := ParsePrediction(c.Prediction)
 	if codec == nil {
 		if codec, err = NewCodec(c.Codec); err != nil {
 			return nil, err
 		}
 	}
-	return &Model{Net: net, Sched: s, Cfg: c, Codec: codec, Shape: shape, pred: pred, dev: dev}, nil
+	return &Model{Net: net, Sched: s, Cfg: c, Codec: codec, Shape: shape, pred: c.Prediction, dev: dev}, nil
 }
 
 // Uncalibrated reports whether the model has still to measure something on
@@ -137,6 +136,15 @@ func (m *Model) Free() {
 
 // Prompted reports whether the model is conditioned on prompts.
 func (m *Model) Prompted() bool { return m.Net.Prompted() }
+
+// Vocabulary is a prompted model's words, by token (package prompt); nil
+// for a model that takes no prompts.
+func (m *Model) Vocabulary() []string {
+	if !m.Prompted() {
+		return nil
+	}
+	return m.Cfg.Vocabulary
+}
 
 // styleThresholds is the config's style thresholds on the device.
 func (m *Model) styleThresholds() *torch.Tensor {
@@ -244,9 +252,8 @@ func (m *Model) Generate(images []int, labels []int64, seed uint64, s Sampling) 
 // under s.Precision (checked by s.Validate) with a float32 output; and its
 // pieces, guided and not where s.GuidanceInterval limits guidance, for Run.
 func (m *Model) Predictor(y *torch.Tensor, s Sampling) (Predictor, Pieces) {
-	p, _ := torch.ParsePrecision(s.Precision)
 	net := func(x, t, y, keep *torch.Tensor) (out *torch.Tensor) {
-		p.Run(m.dev, func() { out = m.Net.Forward(x, t, y, keep) })
+		s.Precision.Run(m.dev, func() { out = m.Net.Forward(x, t, y, keep) })
 		return out.To(torch.Float32)
 	}
 	guided, pieces := m.Sched.GuidedIn(net, y, s.Guidance, s.GuidanceRescale, s.GuidanceInterval)
@@ -288,7 +295,7 @@ func (m *Model) CheckSampling(s Sampling) error {
 			return fmt.Errorf("prompt %.60q: the class word goes with the labels; the sampling prompt holds style words only", s.Prompt)
 		}
 	}
-	if _, ok := m.Codec.(Ranged); !ok && s.ClipX0 != "" && s.ClipX0 != "none" {
+	if _, ok := m.Codec.(Ranged); !ok && s.ClipX0 != "" && s.ClipX0 != None {
 		return fmt.Errorf("clip_x0: the codec %q has no bounded range to clip to", m.Cfg.Codec)
 	}
 	return nil

@@ -16,13 +16,14 @@ const (
 	X0  Prediction = "x0"  // the clean image x_0
 )
 
-// ParsePrediction checks a prediction's name.
-func ParsePrediction(s string) (Prediction, error) {
-	switch p := Prediction(s); p {
-	case Eps, V, X0:
-		return p, nil
+var predictions = []Prediction{Eps, V, X0}
+
+// UnmarshalText parses a prediction's name.
+func (p *Prediction) UnmarshalText(b []byte) error {
+	if len(b) == 0 {
+		return fmt.Errorf("empty prediction (known: eps, v, x0)")
 	}
-	return "", fmt.Errorf("unknown prediction %q (known: eps, v, x0)", s)
+	return parseEnum(p, string(b), predictions, "prediction")
 }
 
 func badPrediction(op string, p Prediction) {

@@ -11,19 +11,6 @@ import (
 
 var kinds = []Prediction{Eps, V, X0}
 
-func TestParsePrediction(t *testing.T) {
-	for _, k := range kinds {
-		if p, err := ParsePrediction(string(k)); err != nil || p != k {
-			t.Errorf("%q: %v %v", k, p, err)
-		}
-	}
-	for _, bad := range []string{"", "epsilon", "V", "sample"} {
-		if _, err := ParsePrediction(bad); err == nil || !strings.Contains(err.Error(), "eps, v, x0") {
-			t.Errorf("%q: %v", bad, err)
-		}
-	}
-}
-
 // triple is x_0, ε, v and x_t at timestep t of s, in float64 computed in Go.
 func triple(s *Schedule, t int, x0, eps []float64) (xt, v []float64) {
 	a, b := math.Sqrt(s.AlphaBar(t)), math.Sqrt(1-s.AlphaBar(t))

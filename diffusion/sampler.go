@@ -22,7 +22,7 @@ type Sampler interface {
 type Options struct {
 	Steps   int     // timesteps visited, 1..T (all but ddpm)
 	Eta     float64 // η in [0, 1]: 0 deterministic, 1 DDPM's variance (ddim)
-	Spacing string  // leading (""), trailing, linspace or karras: see Schedule.Timesteps (all but ddpm)
+	Spacing Spacing // see Schedule.Timesteps (all but ddpm)
 }
 
 // A registration is a sampler's entry in the registry: check validates the

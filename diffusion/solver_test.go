@@ -275,7 +275,7 @@ func gaussianError(t *testing.T, s *Schedule) func(name string, steps int, spaci
 	return func(name string, steps int, spacing string) float64 {
 		var e float64
 		on(t, func() {
-			sm := newSampler(t, name, s, Options{Steps: steps, Spacing: spacing})
+			sm := newSampler(t, name, s, Options{Steps: steps, Spacing: Spacing(spacing)})
 			ts := sm.Timesteps()
 			torch.ManualSeed(1)
 			xT := torch.Randn([]int64{256, 1, 1, 1}, torch.Float64).Keep()

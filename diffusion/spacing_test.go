@@ -40,7 +40,7 @@ func TestTimestepsByHand(t *testing.T) {
 	}
 	for _, c := range cases {
 		s := &Schedule{T: c.T}
-		got, err := s.Timesteps(c.N, c.spacing)
+		got, err := s.Timesteps(c.N, Spacing(c.spacing))
 		if err != nil || !slices.Equal(got, c.want) {
 			t.Errorf("T=%d N=%d %q: %v %v, want %v", c.T, c.N, c.spacing, got, err, c.want)
 		}
@@ -63,7 +63,7 @@ func TestLeadingIsTheOldDDIMSequence(t *testing.T) {
 
 func TestTimestepsDescendWithinRange(t *testing.T) {
 	check := func(T, n int, spacing string) {
-		ts, err := timesteps(T, n, spacing)
+		ts, err := timesteps(T, n, Spacing(spacing))
 		if err != nil {
 			t.Fatalf("T=%d N=%d %s: %v", T, n, spacing, err)
 		}

@@ -1,15 +1,13 @@
 package diffusion
 
 import (
-	"fmt"
 	"math"
-	"strings"
 
 	"kakusan/torch"
 )
 
 // How a sampler's estimate of the clean image x̂₀ is kept within the data's
-// range at every step (Options of Sampling.ClipX0):
+// range at every step (Sampling.ClipX0, a Clip):
 //
 //	none     the network's estimate as it is (the reference)
 //	clip     clamped to the codec's range (DDPM's and diffusers' clip_sample)
@@ -22,7 +20,6 @@ import (
 // Every sampler sees the result as ε̂ = (x_t - √ᾱ_t x̂₀)/√(1-ᾱ_t), so each
 // of them (DDPM's posterior mean, DDIM's and DPM-Solver++'s x̂₀, Euler's
 // denoised image) steps from the limited estimate.
-var clipModes = []string{"none", "clip", "dynamic"}
 
 // Ranged is a codec whose space is bounded, so that x̂₀ can be limited to it.
 type Ranged interface {
@@ -32,31 +29,17 @@ type Ranged interface {
 func (pixels) Range() (lo, hi float64)   { return 0, 1 }
 func (centered) Range() (lo, hi float64) { return -1, 1 }
 
-// checkClip validates a clipping mode and its quantile.
-func checkClip(mode string, ratio float64) error {
-	switch mode {
-	case "", "none", "clip":
-	case "dynamic":
-		if !(ratio > 0 && ratio <= 1) {
-			return fmt.Errorf("threshold_ratio: must be in (0, 1], got %g", ratio)
-		}
-	default:
-		return fmt.Errorf("clip_x0: unknown mode %q (known: %s)", mode, strings.Join(clipModes, ", "))
-	}
-	return nil
-}
-
 // Clipped limits the x̂₀ implied by p, a predictor of ε̂, to [lo, hi] as
-// mode says (see clipModes), and returns the ε̂ of the limited estimate.
+// mode says (see Clip), and returns the ε̂ of the limited estimate.
 // Modes none and "" return p itself.
-func (s *Schedule) Clipped(p Predictor, mode string, ratio, lo, hi float64) Predictor {
-	if mode == "" || mode == "none" {
+func (s *Schedule) Clipped(p Predictor, mode Clip, ratio, lo, hi float64) Predictor {
+	if mode == "" || mode == None {
 		return p
 	}
 	mid, half := (lo+hi)/2, (hi-lo)/2
 	return func(x *torch.Tensor, t int) *torch.Tensor {
 		z := s.Convert(p(x, t), x, t, Eps, X0).SubScalar(mid).DivScalar(half)
-		if mode == "dynamic" {
+		if mode == Dynamic {
 			n := z.Size(0)
 			flat := z.Abs().Reshape(n, -1)
 			k := max(1, int64(math.Ceil(ratio*float64(flat.Size(1)))))

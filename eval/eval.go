@@ -22,7 +22,7 @@ import (
 
 // Judge is a trained classifier checkpoint.
 type Judge struct {
-	*models.Judge
+	models.Classifier
 	Config   *models.Config
 	Geometry models.Geometry
 	Path     string
@@ -36,12 +36,11 @@ func LoadJudge(path string, dev torch.Device) (*Judge, error) {
 	if err != nil {
 		return nil, err
 	}
-	judge, ok := m.(*models.Judge)
-	if !ok {
+	if !ck.Entry().Does(models.Classifies) {
 		models.Free(m)
 		return nil, fmt.Errorf("--judge %s: a %q checkpoint; the judge must be a classifier (train one with configs/mnist_classifier.yaml)", ck.Path, ck.Config.Model)
 	}
-	return &Judge{Judge: judge, Config: ck.Config, Geometry: ck.Geometry, Path: ck.Path, dev: dev}, nil
+	return &Judge{Classifier: m.(models.Classifier), Config: ck.Config, Geometry: ck.Geometry, Path: ck.Path, dev: dev}, nil
 }
 
 // Protocol is what makes numbers comparable, written with them: the judge
@@ -49,10 +48,11 @@ func LoadJudge(path string, dev torch.Device) (*Judge, error) {
 func (j *Judge) Protocol() string {
 	data := j.Config.Data.Source()
 	g := j.Geometry
-	return fmt.Sprintf("judge: %s, a models/classifier CNN (conv32-pool-conv64-pool-fc%d-fc%d) on %dx%dx%d images of %s; "+
-		"features = its %d-d fc1 ReLU layer; FID and precision/recall against the test images of that dataset; floor = FID of the "+
+	network, features := j.Describe()
+	return fmt.Sprintf("judge: %s, %s on %dx%dx%d images of %s; "+
+		"features = %s; FID and precision/recall against the test images of that dataset; floor = FID of the "+
 		"first %d training images against the test images; precision/recall with k = %d nearest neighbours; generated images "+
-		"through 8-bit pixels", j.Path, j.Hidden, j.Classes, g.C, g.H, g.W, data, j.Hidden, floorImages, k)
+		"through 8-bit pixels", j.Path, network, g.C, g.H, g.W, data, features, floorImages, k)
 }
 
 // Free releases the judge's weights.
@@ -348,13 +348,14 @@ func readManifests(dir string) ([]entry, error) {
 	return entries, nil
 }
 
-// Sample generates n images from a model (models.Load) with a sampling
-// job, through 8-bit pixels as bin/sample's PNGs are: a conditional model's
-// labels cycle over its classes (as bin/sample --labels 0-N does). It
-// returns the images and their labels (nil for unconditional models).
-// Progress, when not nil, hears after each batch how many images are done.
-func Sample(ctx context.Context, m models.Model, g models.Geometry, n int, seed uint64, s diffusion.Sampling, batch int, progress func(done, total int)) (*torch.Tensor, []int64, error) {
-	gen, err := models.NewGenerator(m, s)
+// Sample generates n images from a model of entry e (models.Load) with a
+// sampling job, through 8-bit pixels as bin/sample's PNGs are: a
+// conditional model's labels cycle over its classes (as bin/sample
+// --labels 0-N does). It returns the images and their labels (nil for
+// unconditional models). Progress, when not nil, hears after each batch
+// how many images are done.
+func Sample(ctx context.Context, e models.Entry, m models.Model, g models.Geometry, n int, seed uint64, s diffusion.Sampling, batch int, progress func(done, total int)) (*torch.Tensor, []int64, error) {
+	gen, err := e.NewGenerator(m, s)
 	if err != nil {
 		return nil, nil, err
 	}

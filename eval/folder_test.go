@@ -10,7 +10,7 @@ import (
 	"path/filepath"
 	"testing"
 
-	"kakusan/datasets"
+	"kakusan/datasets/datasetstest"
 	"kakusan/models"
 	"kakusan/sample"
 	"kakusan/torch"
@@ -24,7 +24,7 @@ import (
 // writes RGB PNGs with a row per class; and the classifier judges them.
 func TestImageFolderEndToEnd(t *testing.T) {
 	data := filepath.Join(t.TempDir(), "shapes")
-	if err := datasets.WriteTestFolder(data, 4, 40, 24, true); err != nil {
+	if err := datasetstest.WriteFolder(data, 4, 40, 24, true); err != nil {
 		t.Fatal(err)
 	}
 	runs := map[string]string{}
@@ -58,7 +58,7 @@ func TestImageFolderEndToEnd(t *testing.T) {
 		if g := ck.Geometry; g.C != 3 || g.H != 16 || g.W != 16 || g.Classes != 4 || g.ClassNames[3] != "class3" {
 			t.Errorf("checkpoint geometry %+v", g)
 		}
-		gen, err := models.NewGenerator(m, models.GridSampling(ck.Config))
+		gen, err := ck.Entry().NewGenerator(m, models.GridSampling(ck.Config))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -108,7 +108,7 @@ func TestImageFolderEndToEnd(t *testing.T) {
 			t.Errorf("report %+v", rep)
 		}
 		// The same job in memory (as bin/eval --checkpoint runs it) measures the same images.
-		mem, memLabels, err := Sample(context.Background(), m, ck.Geometry, 12, 1, models.GridSampling(ck.Config), 5, nil)
+		mem, memLabels, err := Sample(context.Background(), ck.Entry(), m, ck.Geometry, 12, 1, models.GridSampling(ck.Config), 5, nil)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -137,6 +137,10 @@ func (c *Checkpoint) Weights(ema bool) map[string]*torch.Tensor {
 	return c.Tensors
 }
 
+// Entry is the registry entry of the checkpoint's model (ReadCheckpoint
+// checked that it has one).
+func (c *Checkpoint) Entry() Entry { return registry[c.Config.Model] }
+
 // HasEMA reports whether the checkpoint carries a moving average.
 func (c *Checkpoint) HasEMA() bool { return c.ema }
 

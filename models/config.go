@@ -2,6 +2,7 @@ package models
 
 import (
 	"bytes"
+	"encoding"
 	"errors"
 	"fmt"
 	"io"
@@ -72,20 +73,20 @@ func (d Data) Name(i int) string {
 
 // TrainConfig drives the neural training loop.
 type TrainConfig struct {
-	BatchSize       int     `yaml:"batch_size"`
-	Epochs          int     `yaml:"epochs"`
-	MaxSteps        int     `yaml:"max_steps"`        // stop at this step even before the epochs end; 0 = no limit
-	LogEvery        int     `yaml:"log_every"`        // steps between metrics lines
-	CheckpointEvery int     `yaml:"checkpoint_every"` // steps between checkpoints; 0 = at the end of each epoch
-	SampleEvery     int     `yaml:"sample_every"`     // steps between sample grids; 0 = at the end of each epoch
-	KeepCheckpoints int     `yaml:"keep_checkpoints"` // how many recent checkpoints to keep
-	GradClip        float64 `yaml:"grad_clip"`        // max gradient L2 norm; 0 = off
-	EMADecay        float64 `yaml:"ema_decay"`        // exponential moving average of the weights, used for sampling; 0 = off
-	EMAWarmup       bool    `yaml:"ema_warmup"`       // ramp the decay up as min(decay, (1+n)/(10+n))
-	WarmupSteps     int     `yaml:"warmup_steps"`     // linear learning-rate warm-up
-	Cosine          bool    `yaml:"cosine"`           // cosine decay from lr to min_lr over the run
-	MinLR           float64 `yaml:"min_lr"`
-	Precision       string  `yaml:"precision"` // fp32, tf32, bf16 or auto (torch.Precision): how the forward pass computes
+	BatchSize       int             `yaml:"batch_size"`
+	Epochs          int             `yaml:"epochs"`
+	MaxSteps        int             `yaml:"max_steps"`        // stop at this step even before the epochs end; 0 = no limit
+	LogEvery        int             `yaml:"log_every"`        // steps between metrics lines
+	CheckpointEvery int             `yaml:"checkpoint_every"` // steps between checkpoints; 0 = at the end of each epoch
+	SampleEvery     int             `yaml:"sample_every"`     // steps between sample grids; 0 = at the end of each epoch
+	KeepCheckpoints int             `yaml:"keep_checkpoints"` // how many recent checkpoints to keep
+	GradClip        float64         `yaml:"grad_clip"`        // max gradient L2 norm; 0 = off
+	EMADecay        float64         `yaml:"ema_decay"`        // exponential moving average of the weights, used for sampling; 0 = off
+	EMAWarmup       bool            `yaml:"ema_warmup"`       // ramp the decay up as min(decay, (1+n)/(10+n))
+	WarmupSteps     int             `yaml:"warmup_steps"`     // linear learning-rate warm-up
+	Cosine          bool            `yaml:"cosine"`           // cosine decay from lr to min_lr over the run
+	MinLR           float64         `yaml:"min_lr"`
+	Precision       torch.Precision `yaml:"precision"` // fp32, tf32, bf16 or auto: how the forward pass computes
 	// CuDNNBenchmark lets cuDNN time its algorithms for each new shape and
 	// keep the fastest (torch.backends.cudnn.benchmark); false for resumes
 	// that repeat a run bit for bit on CUDA. Nothing on the CPU.
@@ -246,7 +247,7 @@ func (c *Config) decode(b []byte) error {
 	v, keys := c.shape()
 	var root yaml.Node
 	if err := yaml.Unmarshal(b, &root); err == nil && len(root.Content) > 0 {
-		if err := wholeNumbers(root.Content[0], v.Type(), ""); err != nil {
+		if err := checkScalars(root.Content[0], v.Type(), ""); err != nil {
 			return err
 		}
 	}
@@ -264,35 +265,53 @@ func (c *Config) decode(b []byte) error {
 	return nil
 }
 
-// wholeNumbers refuses a number with a fraction where the field is an
-// integer (yaml.v3 would truncate 32.9 to 32 without a word), as a
-// yaml.TypeError so that explain names the file, line and key.
-func wholeNumbers(n *yaml.Node, t reflect.Type, path string) error {
+// checkScalars refuses, as a *fieldError naming the line and the key,
+// what yaml.v3 would take without a word or report without a key: a
+// number with a fraction where the field is an integer (it would truncate
+// 32.9 to 32), and a value a field's type refuses to parse (an
+// encoding.TextUnmarshaler's error would stop the decoding with neither).
+func checkScalars(n *yaml.Node, t reflect.Type, path string) error {
 	for t.Kind() == reflect.Pointer {
 		t = t.Elem()
 	}
 	switch {
+	case n.Kind == yaml.ScalarNode && reflect.PointerTo(t).Implements(textUnmarshaler):
+		if err := reflect.New(t).Interface().(encoding.TextUnmarshaler).UnmarshalText([]byte(n.Value)); err != nil {
+			return &fieldError{n.Line, path, err.Error()}
+		}
 	case n.Kind == yaml.MappingNode && t.Kind() == reflect.Struct:
 		for i := 0; i+1 < len(n.Content); i += 2 {
-			if f, ok := fieldByKey(t, n.Content[i].Value); ok {
-				if err := wholeNumbers(n.Content[i+1], f.Type, path+"."+n.Content[i].Value); err != nil {
+			key := n.Content[i].Value
+			if f, ok := fieldByKey(t, key); ok {
+				if err := checkScalars(n.Content[i+1], f.Type, strings.TrimPrefix(path+"."+key, ".")); err != nil {
 					return err
 				}
 			}
 		}
 	case n.Kind == yaml.SequenceNode && (t.Kind() == reflect.Slice || t.Kind() == reflect.Array):
 		for _, e := range n.Content {
-			if err := wholeNumbers(e, t.Elem(), path); err != nil {
+			if err := checkScalars(e, t.Elem(), path); err != nil {
 				return err
 			}
 		}
 	case n.Kind == yaml.ScalarNode && n.ShortTag() == "!!float" && (t.Kind() >= reflect.Int && t.Kind() <= reflect.Uint64):
 		if f, err := strconv.ParseFloat(n.Value, 64); err != nil || f != math.Trunc(f) {
-			return &yaml.TypeError{Errors: []string{fmt.Sprintf("line %d: cannot unmarshal !!float `%s` into %s", n.Line, n.Value, t)}}
+			return &fieldError{n.Line, path, fmt.Sprintf("expected %s, got float %q", kindName(t.String()), n.Value)}
 		}
 	}
 	return nil
 }
+
+// fieldError is a bad value at a line and key of a config.
+type fieldError struct {
+	line    int
+	key     string
+	problem string
+}
+
+func (e *fieldError) Error() string { return fmt.Sprintf("line %d: %s: %s", e.line, e.key, e.problem) }
+
+var textUnmarshaler = reflect.TypeFor[encoding.TextUnmarshaler]()
 
 // fieldByKey finds the field a YAML key decodes into, inline fields
 // included.
@@ -419,6 +438,13 @@ var (
 
 // explain rewrites yaml's decoding errors as "file:line: key: problem".
 func explain(where string, root *yaml.Node, err error) error {
+	var fe *fieldError
+	if errors.As(err, &fe) {
+		if strings.HasPrefix(where, "--set") {
+			return fmt.Errorf("%s: %s: %s", where, fe.key, fe.problem)
+		}
+		return fmt.Errorf("%s:%d: %s: %s", where, fe.line, fe.key, fe.problem)
+	}
 	var te *yaml.TypeError
 	if !errors.As(err, &te) {
 		return fmt.Errorf("%s: %s", where, strings.TrimPrefix(err.Error(), "yaml: "))
@@ -603,7 +629,7 @@ func (t *TrainConfig) validate(bad *problems) {
 	if !(t.EMADecay >= 0 && t.EMADecay < 1) {
 		bad.add("train.ema_decay", "must be in [0, 1), got %g", t.EMADecay)
 	}
-	if _, err := torch.ParsePrecision(t.Precision); err != nil {
+	if _, err := torch.ParsePrecision(string(t.Precision)); err != nil {
 		bad.add("train.precision", "%v", err)
 	}
 	switch t.DistBackend {

@@ -106,6 +106,13 @@ func TestHostileConfigs(t *testing.T) {
 		{"huge epochs", body + "train: {epochs: 2000000000}\n", nil, "train.epochs: must be between 1 and 1000000"},
 		{"bad precision", body + "train: {precision: fp8}\n", nil, `train.precision: unknown precision "fp8"`},
 		{"bad size", body, []string{"data.size=3"}, "data.size: must be between 4 and 1024"},
+		// Typed settings parse where they are read, naming the line and key.
+		{"bad spacing", body + "diffusion:\n  sampler: ddim\n  spacing: even\n", nil, `cfg.yaml:5: diffusion.spacing: unknown spacing "even" (known: karras, leading, linspace, trailing)`},
+		{"bad clip mode", body + "diffusion: {clip_x0: clamp}\n", nil, `cfg.yaml:3: diffusion.clip_x0: unknown mode "clamp" (known: none, clip, dynamic)`},
+		{"bad prediction by --set", body, []string{"diffusion.prediction=epsilon"}, `--set diffusion.prediction=epsilon: diffusion.prediction: unknown prediction "epsilon"`},
+		{"bad sample precision", body + "diffusion: {sample_precision: fp16}\n", nil, `cfg.yaml:3: diffusion.sample_precision: unknown precision "fp16"`},
+		{"three noise levels", body + "diffusion:\n  guidance_interval: [1, 2, 3]\n", nil, "cfg.yaml:4: diffusion.guidance_interval: want two noise levels [lo, hi], got 3 values"},
+		{"unordered noise levels", body, []string{"diffusion.guidance_interval=[5, 1]"}, "diffusion.guidance_interval: want [lo, hi] with 0 <= lo < hi"},
 		{"other model's section", body + "gmm: {components: 2}\n", nil, `gmm: section given for model "diffusion"; it belongs to model gmm`},
 	} {
 		_, err := ParseConfig("cfg.yaml", []byte(c.body), c.sets)

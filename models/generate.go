@@ -4,6 +4,7 @@ import (
 	"fmt"
 
 	"kakusan/diffusion"
+	"kakusan/internal/splitmix"
 	"kakusan/sample"
 	"kakusan/torch"
 )
@@ -24,48 +25,72 @@ func Conditional(m Model) bool {
 	return ok && c.Conditional()
 }
 
+// Vocabulary is the words of a model conditioned on prompts, by token
+// (package prompt); nil for a model that takes none.
+func Vocabulary(m Model) []string {
+	if p, ok := m.(interface{ Vocabulary() []string }); ok {
+		return p.Vocabulary()
+	}
+	return nil
+}
+
 // GridSampling is how the training grids of c's model sample (and the
-// sampling jobs' default): the diffusion section's sampler and guidance.
+// sampling jobs' default): the diffusion section's sampling settings; the
+// zero Sampling for a model that does not diffuse.
 func GridSampling(c *Config) diffusion.Sampling {
 	if d, ok := c.Sections["diffusion"].(*diffusion.Config); ok {
-		return d.Sampling()
+		return d.Sampling
 	}
 	return diffusion.Sampling{}
 }
 
-// NewGenerator wraps a model as a sampling job's generator: a diffusion
-// model samples with s (validated here, for the model's timesteps); a VAE
-// decodes draws from its prior, the generator seeded for each batch from
-// (seed, first image), so fixed batches make the same images in any shard.
-func NewGenerator(m Model, s diffusion.Sampling) (sample.Generator, error) {
-	switch g := m.(type) {
-	case *diffusion.Model:
-		if err := g.CheckSampling(s); err != nil {
-			return nil, err
-		}
-		return diffusionGenerator{g, s}, nil
-	case Sampler:
-		return priorGenerator{g}, nil
-	case *aeModel:
-		return nil, fmt.Errorf("an autoencoder reconstructs images, it does not generate them (bin/sample writes its reconstructions of training images)")
-	case *Judge:
-		return nil, fmt.Errorf("a classifier does not generate images")
+// SamplingRecord is s as a sampling job of c's model records it
+// (diffusion.Sampling.Record, for the model's timesteps); nil for a model
+// that does not diffuse.
+func SamplingRecord(c *Config, s diffusion.Sampling) map[string]any {
+	if d, ok := c.Sections["diffusion"].(*diffusion.Config); ok {
+		return s.Record(d.Timesteps)
 	}
-	return nil, fmt.Errorf("a %T does not generate images", m)
+	return nil
 }
 
-type diffusionGenerator struct {
+// diffusionGenerator is the diffusion entry's Generator: the model samples
+// with s, validated here for the model's timesteps and codec.
+func diffusionGenerator(m Model, s diffusion.Sampling) (sample.Generator, error) {
+	dm := m.(*diffusion.Model)
+	if err := dm.CheckSampling(s); err != nil {
+		return nil, err
+	}
+	return diffusionBatches{dm, s}, nil
+}
+
+type diffusionBatches struct {
 	m *diffusion.Model
 	s diffusion.Sampling
 }
 
-func (g diffusionGenerator) Generate(b sample.Batch) (*torch.Tensor, error) {
+func (g diffusionBatches) Generate(b sample.Batch) (*torch.Tensor, error) {
 	return g.m.Generate(b.Images, b.Labels, b.Seed, g.s)
 }
 
-type priorGenerator struct{ m Sampler }
+// priorModel is a model that draws images from the current generator: the
+// VAEs, whose grids and sampling jobs seed it.
+type priorModel interface {
+	Model
+	// Sample draws n images (n, C, H, W) in [0, 1].
+	Sample(n int64) *torch.Tensor
+}
 
-func (g priorGenerator) Generate(b sample.Batch) (*torch.Tensor, error) {
+// priorGenerator is the VAEs' Generator: they decode draws from their
+// prior, the generator seeded for each batch from (seed, first image), so
+// fixed batches make the same images in any shard. s does not apply.
+func priorGenerator(m Model, _ diffusion.Sampling) (sample.Generator, error) {
+	return priorBatches{m.(priorModel)}, nil
+}
+
+type priorBatches struct{ m priorModel }
+
+func (g priorBatches) Generate(b sample.Batch) (*torch.Tensor, error) {
 	if len(b.Images) == 0 {
 		return nil, fmt.Errorf("an empty batch")
 	}
@@ -73,8 +98,25 @@ func (g priorGenerator) Generate(b sample.Batch) (*torch.Tensor, error) {
 	training := g.m.Module().Training()
 	g.m.Module().SetTraining(false)
 	defer g.m.Module().SetTraining(training)
-	torch.WithSeed(diffusion.SplitMix(b.Seed^diffusion.SplitMix(uint64(b.Images[0]))), func() {
+	torch.WithSeed(splitmix.Mix(b.Seed^splitmix.Mix(uint64(b.Images[0]))), func() {
 		torch.NoGrad(func() { x = g.m.Sample(int64(len(b.Images))) })
 	})
 	return x, nil
+}
+
+// ReconstructionRows passes images x (B, C, H, W) through r in eval mode
+// without gradients and interleaves them in rows of cols: originals, their
+// reconstructions below (clamped to [0, 1]), and so on.
+func ReconstructionRows(r Reconstructor, x *torch.Tensor, cols int64) *torch.Tensor {
+	var rec *torch.Tensor
+	training := r.Module().Training()
+	r.Module().SetTraining(false)
+	defer r.Module().SetTraining(training)
+	torch.NoGrad(func() { rec = r.Reconstruct(x).Clamp(0, 1) })
+	var rows []*torch.Tensor
+	for i := int64(0); i < x.Size(0); i += cols {
+		k := min(cols, x.Size(0)-i)
+		rows = append(rows, x.Narrow(0, i, k), rec.Narrow(0, i, k))
+	}
+	return torch.Cat(rows, 0)
 }

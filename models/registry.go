@@ -1,26 +1,25 @@
-// Package models is the registry of kakusan's models: a model's name maps to
-// its config sections (its own config types, which the YAML fills) and its
-// constructor. Training, the sampling jobs and the evaluation build models
-// through it, from a config or from a checkpoint, so adding a model is one
-// entry here. The models themselves live in the sub-packages (gaussian, vae,
-// unet, classifier) and in package diffusion.
+// Package models is the registry of kakusan's models and what every
+// command shares about them: a model's name maps to an Entry (what it is
+// and can do, its config sections of its own config types, which the YAML
+// fills, and its constructor); configs are read and checked here
+// (LoadConfig), and checkpoints read and written (ReadCheckpoint,
+// Checkpoint.Write). Training, the sampling jobs and the evaluation build
+// models only through the registry, from a config or from a checkpoint,
+// and ask an entry what its model can do instead of switching on types:
+// adding a model is one entry (entries.go). The models themselves live in
+// the sub-packages (gaussian, vae, unet, autoencoder, classifier, prompt)
+// and in package diffusion.
 package models
 
 import (
-	"errors"
 	"fmt"
-	"math/bits"
 	"slices"
 	"sort"
+	"strings"
 
 	"kakusan/diffusion"
-	"kakusan/models/autoencoder"
-	"kakusan/models/classifier"
-	"kakusan/models/gaussian"
 	"kakusan/models/nn"
-	"kakusan/models/prompt"
-	"kakusan/models/unet"
-	"kakusan/models/vae"
+	"kakusan/sample"
 	"kakusan/torch"
 )
 
@@ -33,17 +32,30 @@ type Model interface {
 	Loss(x, y *torch.Tensor) *torch.Tensor
 }
 
-// Sampler is a model that draws images from the current generator: the
-// VAEs, whose grids and sampling jobs seed it.
-type Sampler interface {
+// Reconstructor is a model that encodes and decodes images: an entry that
+// Can Reconstructs builds one.
+type Reconstructor interface {
 	Model
-	// Sample draws n images (n, C, H, W) in [0, 1].
-	Sample(n int64) *torch.Tensor
+	// Reconstruct passes images (B, C, H, W) in [0, 1] through the
+	// model's code and back.
+	Reconstruct(x *torch.Tensor) *torch.Tensor
 }
 
-// Scorer is a model whose test evaluation also counts correct answers.
-type Scorer interface {
+// Classifier is a model that classifies images: an entry that Can
+// Classifies builds one. Its features are the space bin/eval measures
+// samples in.
+type Classifier interface {
+	Model
+	// Features are the activations (B, D) the classes are read from, for
+	// images (B, C, H, W) in [0, 1].
+	Features(x *torch.Tensor) *torch.Tensor
+	// Head maps features to class scores (B, classes).
+	Head(features *torch.Tensor) *torch.Tensor
+	// Correct counts the images of x the model classifies as y.
 	Correct(x, y *torch.Tensor) int64
+	// Describe is the network and its feature layer in words, for the
+	// evaluation's protocol.
+	Describe() (network, features string)
 }
 
 // Geometry is the shape of a dataset's images and its classes: models are
@@ -88,9 +100,50 @@ func (g Geometry) Validate() error {
 	return nil
 }
 
-// Entry registers a model.
+// Capability is something a model can do. Its registry entry declares
+// them, and the commands ask the entry (Entry.Can) rather than the model's
+// type: what a sampling job makes of a checkpoint, which flags apply, what
+// can judge samples.
+type Capability uint
+
+const (
+	// FitsPoints: fitted in one go to a table of points (no libtorch);
+	// bin/sample --run draws points from its params.json.
+	FitsPoints Capability = 1 << iota
+	// DrawsImages: draws images of its own (Entry.NewGenerator): the
+	// training grids, bin/sample's jobs, bin/eval --checkpoint.
+	DrawsImages
+	// Diffuses: draws by a diffusion sampler, tuned by the sampling
+	// settings (diffusion.Sampling: the sampling flags apply).
+	Diffuses
+	// Reconstructs: encodes and decodes images (the model is a
+	// Reconstructor); one that does not draw images makes sampling jobs
+	// of its reconstructions of training images.
+	Reconstructs
+	// Classifies: classifies images (the model is a Classifier): a judge
+	// for bin/eval.
+	Classifies
+)
+
+var capabilityNames = []string{"fits points", "draws images", "diffuses", "reconstructs", "classifies"}
+
+// String names the capabilities, comma-separated.
+func (c Capability) String() string {
+	var names []string
+	for i, n := range capabilityNames {
+		if c&(1<<i) != 0 {
+			names = append(names, n)
+		}
+	}
+	return strings.Join(names, ", ")
+}
+
+// Entry registers a model: what it is and can do, its config sections and
+// its constructor.
 type Entry struct {
-	Name string
+	Name  string
+	About string     // what the model is, in a line
+	Can   Capability // what the commands may ask of it
 	// Sections makes the model's own config sections, by YAML key, each a
 	// pointer to a config type holding its defaults; a type with a
 	// Validate() error method is validated with it.
@@ -105,16 +158,49 @@ type Entry struct {
 	// with parts trained elsewhere (latent diffusion's autoencoder) reads
 	// them from their own files only when fresh.
 	New func(c *Config, g Geometry, dev torch.Device, from *Checkpoint) (Model, error)
+	// Generator wraps a model New built as a sampling job's generator,
+	// drawing with s (validated for the model); set where Can has
+	// DrawsImages.
+	Generator func(m Model, s diffusion.Sampling) (sample.Generator, error)
+}
+
+// Does reports whether the entry declares every capability in c.
+func (e Entry) Does(c Capability) bool { return e.Can&c == c }
+
+// NewGenerator wraps m, a model of this entry, as a sampling job's
+// generator drawing with s; a model that does not draw images is an
+// error saying what it does instead.
+func (e Entry) NewGenerator(m Model, s diffusion.Sampling) (sample.Generator, error) {
+	if e.Generator != nil {
+		return e.Generator(m, s)
+	}
+	switch {
+	case e.Does(Reconstructs):
+		return nil, fmt.Errorf("a %s model reconstructs images, it does not generate them (bin/sample writes its reconstructions of training images)", e.Name)
+	case e.Does(Classifies):
+		return nil, fmt.Errorf("a %s model classifies images, it does not generate them", e.Name)
+	}
+	return nil, fmt.Errorf("a %s model does not generate images", e.Name)
 }
 
 var registry = map[string]Entry{}
 
-// Register adds a model; registering a name twice is a programming error.
+// Register adds a model; registering a name twice, or an entry whose
+// capabilities and functions disagree, is a programming error.
 func Register(e Entry) {
 	if _, dup := registry[e.Name]; dup {
 		panic("models: " + e.Name + " registered twice")
 	}
+	if (e.Generator != nil) != e.Does(DrawsImages) || (e.New == nil) != e.Does(FitsPoints) {
+		panic("models: " + e.Name + ": Can does not match Generator and New")
+	}
 	registry[e.Name] = e
+}
+
+// Lookup is the entry of a registered model.
+func Lookup(name string) (Entry, bool) {
+	e, ok := registry[name]
+	return e, ok
 }
 
 // Names are the registered models, sorted.
@@ -169,230 +255,3 @@ func neuralNames() []string {
 	}
 	return out
 }
-
-func init() {
-	for _, name := range []string{"normal", "mvn"} {
-		Register(Entry{Name: name})
-	}
-	Register(Entry{Name: "gmm", Sections: func() map[string]any { return map[string]any{"gmm": gaussian.DefaultEM()} }})
-	Register(vaeEntry("vae", 200, 0, func(c *vae.Config, g Geometry, dev torch.Device) Model {
-		m := vae.NewVAE(g.Pixels(), int64(c.Hidden), int64(c.Latent), dev)
-		m.KLWeight = c.KLWeight
-		return &vaeModel{m, g, dev}
-	}))
-	Register(vaeEntry("hvae", 100, 1e-3, func(c *vae.Config, g Geometry, dev torch.Device) Model {
-		m := vae.NewHVAE(g.Pixels(), int64(c.Hidden), int64(c.Latent), dev)
-		m.KLWeight = c.KLWeight
-		return &hvaeModel{m, g, dev}
-	}))
-	Register(Entry{
-		Name: "autoencoder",
-		Sections: func() map[string]any {
-			return map[string]any{"autoencoder": autoencoder.Defaults()}
-		},
-		Defaults: func(c *Config) {
-			c.Optimizer.LR = 1e-3
-			c.Train.BatchSize, c.Train.Epochs = 128, 3
-		},
-		New: func(c *Config, g Geometry, dev torch.Device, _ *Checkpoint) (Model, error) {
-			a, err := autoencoder.New(*Section[*autoencoder.Config](c, "autoencoder"), int64(g.C), int64(g.H), int64(g.W), dev)
-			if err != nil {
-				return nil, fmt.Errorf("autoencoder: %w", err)
-			}
-			return &aeModel{a}, nil
-		},
-	})
-	Register(Entry{
-		Name: "classifier",
-		Sections: func() map[string]any {
-			return map[string]any{"classifier": &classifier.Config{Hidden: 128, Dropout: 0.5}}
-		},
-		Defaults: func(c *Config) {
-			c.Optimizer.LR = 1e-3
-			c.Train.BatchSize, c.Train.Epochs = 128, 3
-		},
-		New: func(c *Config, g Geometry, dev torch.Device, _ *Checkpoint) (Model, error) {
-			if g.Classes < 2 {
-				return nil, fmt.Errorf("classifier: the data has %d classes; a classifier needs at least 2", g.Classes)
-			}
-			net, err := classifier.New(*Section[*classifier.Config](c, "classifier"), g.Shape(), int64(g.Classes), dev)
-			if err != nil {
-				return nil, err
-			}
-			return &Judge{net}, nil
-		},
-	})
-	Register(Entry{
-		Name: "diffusion",
-		Sections: func() map[string]any {
-			return map[string]any{"unet": unet.Defaults(), "diffusion": diffusion.DefaultConfig()}
-		},
-		Defaults: func(c *Config) {
-			// The reference: batch 128, 10 epochs, Adam lr 1e-3.
-			c.Samples = 100
-			c.Optimizer.LR = 1e-3
-			c.Train.BatchSize, c.Train.Epochs = 128, 10
-		},
-		New: func(c *Config, g Geometry, dev torch.Device, from *Checkpoint) (Model, error) {
-			u, d := *Section[*unet.Config](c, "unet"), Section[*diffusion.Config](c, "diffusion")
-			if d.Conditional {
-				if g.Classes < 1 {
-					return nil, errors.New("diffusion.conditional: the data has no classes; set it to false")
-				}
-				u.Classes = int64(g.Classes)
-			}
-			if d.Conditioning == "prompt" {
-				if err := promptVocabulary(d, g, from); err != nil {
-					return nil, err
-				}
-				u.Vocab, u.Context = int64(len(d.Vocabulary)), prompt.Context
-			}
-			var codec diffusion.Codec // of pixels, by name
-			shape := g.Shape()
-			var ae *autoencoder.AutoencoderKL
-			if d.Codec == "latent" {
-				var err error
-				if ae, err = latentAutoencoder(d, g, dev, from); err != nil {
-					return nil, err
-				}
-				codec, shape = diffusion.NewLatent(ae, d), ae.LatentShape()
-			}
-			u.Channels = shape[0]
-			if side := min(shape[1], shape[2]); side>>u.Levels < 1 {
-				if ae != nil {
-					ae.Free()
-				}
-				return nil, fmt.Errorf("unet.levels: %d levels halve the model's %dx%d inputs below one pixel (at most %d)", u.Levels, shape[1], shape[2], bitsLen(side)-1)
-			}
-			net, err := unet.New(u, dev)
-			if err != nil {
-				if ae != nil {
-					ae.Free()
-				}
-				return nil, fmt.Errorf("unet: %w", err)
-			}
-			if ae != nil {
-				net.Freeze(FirstStagePrefix, ae.Module)
-			}
-			m, err := diffusion.NewModel(net, d, codec, shape, dev)
-			if err != nil {
-				net.Free()
-				return nil, fmt.Errorf("diffusion: %w", err)
-			}
-			return m, nil
-		},
-	})
-}
-
-// vaeEntry registers a (hierarchical) VAE under its own section name with
-// the book's defaults: latent 20, the given hidden size, and lr when not 0.
-func vaeEntry(name string, hidden int, lr float64, build func(*vae.Config, Geometry, torch.Device) Model) Entry {
-	return Entry{
-		Name: name,
-		Sections: func() map[string]any {
-			return map[string]any{name: &vae.Config{Hidden: hidden, Latent: 20, KLWeight: 1}}
-		},
-		Defaults: func(c *Config) {
-			if lr > 0 {
-				c.Optimizer.LR = lr
-			}
-		},
-		New: func(c *Config, g Geometry, dev torch.Device, _ *Checkpoint) (Model, error) {
-			return build(Section[*vae.Config](c, name), g, dev), nil
-		},
-	}
-}
-
-type vaeModel struct {
-	*vae.VAE
-	g   Geometry
-	dev torch.Device
-}
-
-func (m *vaeModel) Module() *nn.Module { return m.VAE.Module }
-func (m *vaeModel) Loss(x, _ *torch.Tensor) *torch.Tensor {
-	return m.VAE.Loss(x.Flatten(1, -1), nil)
-}
-func (m *vaeModel) Sample(n int64) *torch.Tensor {
-	return m.VAE.Sample(n, m.dev).View(append([]int64{n}, m.g.Shape()...)...)
-}
-
-type hvaeModel struct {
-	*vae.HVAE
-	g   Geometry
-	dev torch.Device
-}
-
-func (m *hvaeModel) Module() *nn.Module { return m.HVAE.Module }
-func (m *hvaeModel) Loss(x, _ *torch.Tensor) *torch.Tensor {
-	return m.HVAE.Loss(x.Flatten(1, -1), nil, nil)
-}
-func (m *hvaeModel) Sample(n int64) *torch.Tensor {
-	return m.HVAE.Sample(n, m.dev).View(append([]int64{n}, m.g.Shape()...)...)
-}
-
-// Reconstructor is a model that encodes and decodes images (the VAEs).
-type Reconstructor interface {
-	Reconstruct(x *torch.Tensor) *torch.Tensor
-}
-
-// ReconstructionRows passes images x (B, C, H, W) through r in eval mode
-// without gradients and interleaves them in rows of cols: originals, their
-// reconstructions below (clamped to [0, 1]), and so on.
-func ReconstructionRows(r Reconstructor, x *torch.Tensor, cols int64) *torch.Tensor {
-	var rec *torch.Tensor
-	if m, ok := r.(Model); ok {
-		training := m.Module().Training()
-		m.Module().SetTraining(false)
-		defer m.Module().SetTraining(training)
-	}
-	torch.NoGrad(func() { rec = r.Reconstruct(x).Clamp(0, 1) })
-	var rows []*torch.Tensor
-	for i := int64(0); i < x.Size(0); i += cols {
-		k := min(cols, x.Size(0)-i)
-		rows = append(rows, x.Narrow(0, i, k), rec.Narrow(0, i, k))
-	}
-	return torch.Cat(rows, 0)
-}
-
-// Reconstruct passes images (B, C, H, W) through a VAE's posterior mean.
-func (m *vaeModel) Reconstruct(x *torch.Tensor) *torch.Tensor {
-	return m.VAE.Reconstruct(x.Flatten(1, -1)).View(x.Shape()...)
-}
-
-// Reconstruct passes images (B, C, H, W) through the HVAE's first level.
-func (m *hvaeModel) Reconstruct(x *torch.Tensor) *torch.Tensor {
-	return m.HVAE.Reconstruct(x.Flatten(1, -1)).View(x.Shape()...)
-}
-
-// Interpolate decodes steps images between a and b (each (1, C, H, W)).
-func (m *vaeModel) Interpolate(a, b *torch.Tensor, steps int64) *torch.Tensor {
-	return m.VAE.Interpolate(a.Flatten(1, -1), b.Flatten(1, -1), steps).View(append([]int64{steps}, m.g.Shape()...)...)
-}
-
-// aeModel trains the KL autoencoder of ladder step 9.
-type aeModel struct{ *autoencoder.AutoencoderKL }
-
-// IsAutoencoder reports whether m is the KL autoencoder, which encodes and
-// decodes but draws nothing of its own.
-func IsAutoencoder(m Model) bool {
-	_, ok := m.(*aeModel)
-	return ok
-}
-
-func (m *aeModel) Module() *nn.Module                    { return m.AutoencoderKL.Module }
-func (m *aeModel) Loss(x, _ *torch.Tensor) *torch.Tensor { return m.AutoencoderKL.Loss(x, nil) }
-
-// Judge is the classifier trained to judge samples.
-type Judge struct{ *classifier.CNN }
-
-func (j *Judge) Module() *nn.Module { return j.CNN.Module }
-func (j *Judge) Loss(x, y *torch.Tensor) *torch.Tensor {
-	return torch.CrossEntropyLoss(j.Logits(x), y, torch.ReduceMean, 0)
-}
-func (j *Judge) Correct(x, y *torch.Tensor) int64 {
-	return int64(j.Logits(x).Argmax(1, false).Eq(y).To(torch.Int64).Sum().Item())
-}
-
-// bitsLen is the number of bits of n > 0.
-func bitsLen(n int64) int64 { return int64(bits.Len64(uint64(n))) }

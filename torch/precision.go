@@ -148,6 +148,16 @@ func ParsePrecision(s string) (Precision, error) {
 	return "", fmt.Errorf("unknown precision %q (want fp32, tf32, bf16 or auto)", s)
 }
 
+// UnmarshalText parses a policy's name ("" is fp32), so a config key or a
+// flag of type Precision holds only known policies.
+func (p *Precision) UnmarshalText(b []byte) error {
+	if _, err := ParsePrecision(string(b)); err != nil {
+		return err
+	}
+	*p = Precision(b)
+	return nil
+}
+
 // On is the policy p is on dev: auto resolved, the others themselves.
 func (p Precision) On(dev Device) Precision {
 	if p != Auto {

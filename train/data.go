@@ -117,18 +117,25 @@ func batchTensors(b datasets.Batch, set *datasets.Images, dev torch.Device) Batc
 // testScores are a model's scores on the test set.
 type testScores struct {
 	loss     float64 // mean per-image loss
-	accuracy float64 // a Scorer's share right
+	accuracy float64 // a Classifier's share right
 	mse      float64 // a Reconstructor's mean squared error per pixel, in [0, 1] units
 }
 
-// evalLoss scores m on a set in eval mode without gradients: the mean
-// per-image loss, for a Scorer the share it gets right, for a
-// Reconstructor the squared error of its reconstructions.
-func evalLoss(m models.Model, set *datasets.Images, batch int, dev torch.Device) testScores {
+// evalLoss scores m, a model of entry e, on a set in eval mode without
+// gradients: the mean per-image loss, for a classifier the share it gets
+// right, for a model that reconstructs the squared error of its
+// reconstructions.
+func evalLoss(e models.Entry, m models.Model, set *datasets.Images, batch int, dev torch.Device) testScores {
 	m.Module().SetTraining(false)
 	defer m.Module().SetTraining(true)
-	scorer, _ := m.(models.Scorer)
-	rec, _ := m.(models.Reconstructor)
+	var scorer models.Classifier
+	var rec models.Reconstructor
+	if e.Does(models.Classifies) {
+		scorer = m.(models.Classifier)
+	}
+	if e.Does(models.Reconstructs) {
+		rec = m.(models.Reconstructor)
+	}
 	var total, sq float64
 	var correct int64
 	torch.NoGrad(func() {

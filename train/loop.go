@@ -14,6 +14,7 @@ import (
 
 	"kakusan/datasets"
 	"kakusan/internal/atomic"
+	"kakusan/internal/signals"
 	"kakusan/models"
 	"kakusan/sample"
 	"kakusan/torch"
@@ -27,10 +28,6 @@ var newModel = models.Build
 // freed.
 var afterTrain func(l *loop)
 
-// ErrInterrupted reports a run stopped by SIGINT or SIGTERM after saving a
-// checkpoint.
-var ErrInterrupted = errors.New("interrupted")
-
 // gridSeed seeds the noise of the periodic sample grids, so every grid of
 // a run shows the same draws (and sampling leaves the training stream alone).
 const gridSeed = 1234
@@ -42,6 +39,7 @@ type loop struct {
 	ctx         context.Context
 	r           *Run
 	c           *models.Config
+	entry       models.Entry // the model's: what it can do
 	dev         torch.Device
 	geo         models.Geometry
 	data        *data
@@ -75,7 +73,7 @@ func trainNeural(ctx context.Context, r *Run, resume string) error {
 		fmt.Fprintf(r.Log, "the run is complete (step %d of %d): nothing to resume; raise train.epochs or train.max_steps to train on\n", l.n, l.total)
 		if _, err := os.Stat(r.Path("samples/final.png")); err != nil { // a signal cut the final grid short
 			if err := l.grid("final.png"); errors.Is(err, errStop) {
-				return ErrInterrupted
+				return signals.ErrInterrupted
 			} else if err != nil {
 				return err
 			}
@@ -107,7 +105,8 @@ func newLoop(ctx context.Context, r *Run, resume string) (*loop, error) {
 	}
 	torch.SetCuDNNBenchmark(t.CuDNNBenchmark)
 	torch.ManualSeed(c.Seed)
-	l := &loop{ctx: ctx, r: r, c: c, dev: dev}
+	entry, _ := models.Lookup(c.Model)
+	l := &loop{ctx: ctx, r: r, c: c, entry: entry, dev: dev}
 	if r.dist != nil {
 		if l.dist, err = joinGroup(r.dist, t, dev); err != nil {
 			return nil, err
@@ -409,10 +408,10 @@ func (l *loop) onBatch(b datasets.Batch, epoch int) error {
 
 // interrupted saves a checkpoint of the current step (its state is whole:
 // signals interrupt only between steps, or grids and evaluations) and
-// returns ErrInterrupted.
+// returns signals.ErrInterrupted.
 func (l *loop) interrupted(epoch int) error {
 	if !l.dist.leader() {
-		return ErrInterrupted
+		return signals.ErrInterrupted
 	}
 	if bad := l.model.Module().NonFinite(); bad != "" {
 		return nanError(l.n, l.lastCk)
@@ -421,7 +420,7 @@ func (l *loop) interrupted(epoch int) error {
 		return fmt.Errorf("interrupted, and the checkpoint failed: %w", err)
 	}
 	l.logf("interrupted at step %d: checkpoint saved; continue with --resume %s\n", l.n, l.r.Dir)
-	return ErrInterrupted
+	return signals.ErrInterrupted
 }
 
 // interruptible runs a grid or an evaluation so that a signal stops it
@@ -503,7 +502,7 @@ func (l *loop) generator() (sample.Generator, bool) {
 	if l.ema != nil {
 		m = l.ema
 	}
-	g, err := models.NewGenerator(m, models.GridSampling(l.c))
+	g, err := l.entry.NewGenerator(m, models.GridSampling(l.c))
 	return g, err == nil
 }
 
@@ -560,12 +559,12 @@ func (l *loop) reconstructions(name string) error {
 	if l.ema != nil {
 		m = l.ema
 	}
-	r, ok := m.(models.Reconstructor)
 	n := min(l.c.Samples/2, l.data.test.N)
 	cols := min(8, n)
-	if !ok || n < 1 {
+	if !l.entry.Does(models.Reconstructs) || n < 1 {
 		return nil
 	}
+	r := m.(models.Reconstructor)
 	n -= n % cols // whole rows: each over its reconstructions
 	var imgs *sample.Images
 	err := l.interruptible(func() error {
@@ -590,7 +589,7 @@ func (l *loop) evaluate(epoch int) error {
 	}
 	var s testScores
 	err := l.interruptible(func() error {
-		torch.WithSeed(l.c.Seed+uint64(epoch), func() { s = evalLoss(l.model, l.data.test, l.c.Train.BatchSize, l.dev) })
+		torch.WithSeed(l.c.Seed+uint64(epoch), func() { s = evalLoss(l.entry, l.model, l.data.test, l.c.Train.BatchSize, l.dev) })
 		return nil
 	})
 	if err != nil {
@@ -599,11 +598,11 @@ func (l *loop) evaluate(epoch int) error {
 	loss := s.loss
 	fields := map[string]any{"epoch": epoch, "test_loss": loss}
 	msg := fmt.Sprintf("epoch %d (step %d): test loss %.4f", epoch, l.n, loss)
-	if _, ok := l.model.(models.Scorer); ok {
+	if l.entry.Does(models.Classifies) {
 		fields["test_accuracy"] = s.accuracy
 		msg += fmt.Sprintf(", accuracy %.4f", s.accuracy)
 	}
-	if _, ok := l.model.(models.Reconstructor); ok && s.mse > 0 && s.mse <= 1 {
+	if l.entry.Does(models.Reconstructs) && s.mse > 0 && s.mse <= 1 {
 		psnr := -10 * math.Log10(s.mse)
 		fields["test_mse"], fields["test_psnr"] = s.mse, psnr
 		msg += fmt.Sprintf(", reconstruction MSE %.5f (PSNR %.2f dB)", s.mse, psnr)

@@ -11,6 +11,7 @@ import (
 	"strings"
 	"testing"
 
+	"kakusan/internal/signals"
 	"kakusan/models"
 	"kakusan/torch"
 )
@@ -205,10 +206,19 @@ func TestBadCheckpointsAreNamed(t *testing.T) {
 	}
 }
 
-// nanModel's loss turns NaN at a given step.
+// nanModel's loss turns NaN at a given step; it wraps a VAE, and does
+// what the VAE's entry says it can.
 type nanModel struct {
 	models.Model
 	calls, at int
+}
+
+func (m *nanModel) Reconstruct(x *torch.Tensor) *torch.Tensor {
+	return m.Model.(models.Reconstructor).Reconstruct(x)
+}
+
+func (m *nanModel) Sample(n int64) *torch.Tensor {
+	return m.Model.(interface{ Sample(int64) *torch.Tensor }).Sample(n)
 }
 
 func (m *nanModel) Loss(x, y *torch.Tensor) *torch.Tensor {
@@ -255,7 +265,7 @@ func TestInterruptSavesACheckpoint(t *testing.T) {
 	cancel() // as if SIGINT arrived before the first step
 	err = torch.Do(func() error { return trainNeural(ctx, r, "") })
 	r.Close()
-	if !errors.Is(err, ErrInterrupted) {
+	if !errors.Is(err, signals.ErrInterrupted) {
 		t.Fatalf("err = %v", err)
 	}
 	if _, err := os.Stat(filepath.Join(r.Dir, "checkpoints", "step-00000000.safetensors")); err != nil {

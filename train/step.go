@@ -51,9 +51,8 @@ type Step struct {
 
 // NewStep makes the step of a model with an optimizer over its parameters,
 // computing the model's own loss at the given precision.
-func NewStep(m models.Model, opt torch.Optimizer, ema *EMA, clip float64, precision string) (*Step, error) {
-	p, err := torch.ParsePrecision(precision)
-	if err != nil {
+func NewStep(m models.Model, opt torch.Optimizer, ema *EMA, clip float64, p torch.Precision) (*Step, error) {
+	if _, err := torch.ParsePrecision(string(p)); err != nil {
 		return nil, fmt.Errorf("train.precision: %w", err)
 	}
 	s := &Step{Model: m, Opt: opt, EMA: ema, Clip: clip, params: m.Module().ParamTensors()}

@@ -86,7 +86,7 @@ func parse(args []string) (*options, error) {
 	fs.StringVar(&o.checkpoint, "checkpoint", "", "a model checkpoint to sample from instead")
 	fs.IntVar(&o.n, "n", 10000, "with --checkpoint: images to generate")
 	guidance := fs.String("guidance", "", "with --checkpoint: guidance values, comma-separated (a sweep) (default: the checkpoint config's)")
-	cli.SamplingFlags(fs, &o.sampling)
+	cli.SamplingFlags(fs, &o.sampling, "guidance")
 	fs.IntVar(&o.batch, "batch", 0, "with --checkpoint: images per forward pass (default 500 on CUDA, 100 on the CPU)")
 	fs.Uint64Var(&o.seed, "seed", 1, "with --checkpoint: random seed")
 	fs.BoolVar(&o.noEMA, "no-ema", false, "with --checkpoint: sample with the trained weights even when the checkpoint has a moving average")
@@ -111,12 +111,9 @@ func parse(args []string) (*options, error) {
 	if o.n < 10 || o.n > sample.MaxImages || o.batch < 0 || math.IsNaN(o.sampling.Eta) {
 		return nil, fmt.Errorf("--n must be between 10 and %d, --batch at least 1 and --eta a number", sample.MaxImages)
 	}
-	if _, err := torch.ParsePrecision(o.sampling.Precision); err != nil && fs.Changed("precision") {
-		return nil, fmt.Errorf("--precision: %w", err)
-	}
 	o.set = cli.SamplingGiven(fs)
 	if o.samples != "" {
-		for _, name := range append([]string{"n", "batch", "seed", "no-ema"}, diffusion.SamplingFlags...) {
+		for _, name := range append([]string{"n", "batch", "seed", "no-ema"}, diffusion.SamplingFlags()...) {
 			if fs.Changed(name) {
 				return nil, fmt.Errorf("--%s is for --checkpoint; --samples measures the images as they are", name)
 			}
@@ -207,7 +204,7 @@ func (s *source) load(o *options, judge *eval.Judge, dev torch.Device) error {
 	if err := judge.Geometry.SameAs(s.ck.Geometry); err != nil {
 		return fmt.Errorf("the judge %s was trained on %v (%s)", judge.Path, err, s.ck.Path)
 	}
-	if _, ok := s.model.(*diffusion.Model); !ok && len(o.set) > 0 {
+	if !s.ck.Entry().Does(models.Diffuses) && len(o.set) > 0 {
 		return fmt.Errorf("--%s is for diffusion models; %s does not sample by diffusion", o.set[0], s.ck.Path)
 	}
 	if def := models.GridSampling(s.ck.Config); def.Sampler != "" {
@@ -217,7 +214,7 @@ func (s *source) load(o *options, judge *eval.Judge, dev torch.Device) error {
 		}
 	}
 	// The sampling is checked now, not after the reference's minute.
-	if _, err := models.NewGenerator(s.model, o.sampling); err != nil {
+	if _, err := s.ck.Entry().NewGenerator(s.model, o.sampling); err != nil {
 		return fmt.Errorf("%s: %w", s.ck.Path, err)
 	}
 	return nil
@@ -228,11 +225,11 @@ func (s *source) load(o *options, judge *eval.Judge, dev torch.Device) error {
 func (src *source) evaluate(ctx context.Context, o *options, judge *eval.Judge, ref *eval.Reference, res *result) error {
 	res.Source = o.checkpoint
 	s := o.sampling
-	T := 0
-	if dm, ok := src.model.(*diffusion.Model); ok {
-		T = dm.Sched.T
+	res.Sampler = models.SamplingRecord(src.ck.Config, s)
+	if res.Sampler == nil {
+		res.Sampler = map[string]any{}
 	}
-	res.Sampler = s.Record(T)
+	delete(res.Sampler, "guidance") // each report has its own
 	res.Sampler["seed"], res.Sampler["n"], res.Sampler["ema"] = o.seed, o.n, src.ck.HasEMA() && !o.noEMA
 	fmt.Fprintf(os.Stderr, "eval: sampling by %s, %v steps, η %g, spacing %s, precision %s, clip_x0 %s, guidance rescale %g, guidance interval %v\n",
 		s.Sampler, res.Sampler["steps"], s.Eta, s.Spacing, s.Precision, s.ClipX0, s.GuidanceRescale, res.Sampler["guidance_interval"])
@@ -242,7 +239,7 @@ func (src *source) evaluate(ctx context.Context, o *options, judge *eval.Judge, 
 			fmt.Fprintf(os.Stderr, "eval: guidance %g: %d/%d images, %.1f images/s\n", g, done, total, float64(done)/time.Since(t1).Seconds())
 		}
 		s.Guidance = g
-		imgs, labels, err := eval.Sample(ctx, src.model, src.ck.Geometry, o.n, o.seed, s, o.batch, progress)
+		imgs, labels, err := eval.Sample(ctx, src.ck.Entry(), src.model, src.ck.Geometry, o.n, o.seed, s, o.batch, progress)
 		if err != nil {
 			return err
 		}

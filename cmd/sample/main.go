@@ -46,7 +46,6 @@ import (
 	"kakusan/internal/signals"
 	"kakusan/models/gaussian"
 	"kakusan/sample"
-	"kakusan/torch"
 )
 
 // flags are the command line's values.
@@ -71,7 +70,6 @@ func newFlags() (*pflag.FlagSet, *flags) {
 	fs.StringVar(&j.device, "device", "auto", "neural models: cpu, cuda, cuda:N or auto")
 	fs.IntVar(&j.batch, "batch", 0, "neural models: images per forward pass (default 500 on CUDA, 100 on the CPU; shards of one job must use the same)")
 	fs.StringVar(&j.labels, "labels", "all", "conditional models: labels, cycled over the images: all (every class), `0-9`, 3,7 or random")
-	fs.Float64Var(&j.sampling.Guidance, "guidance", 0, "diffusion: classifier-free guidance γ, 1 = none (default: the checkpoint config's, 3 in the shipped ones)")
 	cli.SamplingFlags(fs, &j.sampling)
 	fs.StringVar(&f.shard, "shard", "auto", "this machine's part of the job, `i/n`; auto: JOB_COMPLETION_INDEX of JOB_COMPLETIONS (a Kubernetes Indexed Job), else RANK of WORLD_SIZE, else 0/1")
 	fs.StringVar(&f.merge, "merge", "", "join the shard manifests of a finished job in this `folder` into manifest.jsonl, checking every image is there once")
@@ -112,17 +110,12 @@ func main() {
 			j.set = append(j.set, "labels")
 		}
 		var err error
-		if fs.Changed("precision") {
-			if _, err := torch.ParsePrecision(j.sampling.Precision); err != nil {
-				cli.Fatal("sample", fmt.Errorf("--precision: %w", err))
-			}
-		}
 		if j.shard, j.of, err = resolveShard(f.shard, os.Getenv); err == nil {
 			ctx, stop := signals.Context()
 			err = runNeural(ctx, j)
 			stop()
 		}
-		if errors.Is(err, sample.ErrInterrupted) {
+		if errors.Is(err, signals.ErrInterrupted) {
 			os.Exit(signals.ExitCode)
 		}
 		if err != nil {
@@ -130,7 +123,7 @@ func main() {
 		}
 		return
 	}
-	for _, name := range append([]string{"device", "batch", "labels", "shard", "no-ema"}, diffusion.SamplingFlags...) {
+	for _, name := range append([]string{"device", "batch", "labels", "shard", "no-ema"}, diffusion.SamplingFlags()...) {
 		if fs.Changed(name) {
 			cli.Fatal("sample", fmt.Errorf("--%s is for neural checkpoints (--checkpoint); a classical model's samples are drawn in one go", name))
 		}

@@ -16,6 +16,7 @@ import (
 
 	"kakusan/datasets"
 	"kakusan/diffusion"
+	"kakusan/internal/signals"
 	"kakusan/models"
 	"kakusan/models/prompt"
 	"kakusan/sample"
@@ -50,10 +51,11 @@ func runNeural(ctx context.Context, j neuralJob) error {
 			return err
 		}
 		defer models.Free(m)
-		if err := j.flagsApply(m); err != nil {
+		e := ck.Entry()
+		if err := j.flagsApply(e, m, ck.Config); err != nil {
 			return fmt.Errorf("%s: %w", ck.Path, err)
 		}
-		if err := j.promptClass(m); err != nil {
+		if err := j.promptClass(m, ck.Geometry.Classes); err != nil {
 			return fmt.Errorf("%s: %w", ck.Path, err)
 		}
 		s := j.samplingFor(ck.Config)
@@ -62,10 +64,10 @@ func runNeural(ctx context.Context, j neuralJob) error {
 			return err
 		}
 		var gen sample.Generator
-		if models.IsAutoencoder(m) { // it draws nothing: its images are reconstructions
+		if reconstructsOnly(e) { // it draws nothing: its images are reconstructions
 			gen, job.Labels, err = reconstructions(ck, m, j.n, dev)
 		} else {
-			gen, err = models.NewGenerator(m, s)
+			gen, err = e.NewGenerator(m, s)
 		}
 		if err != nil {
 			return fmt.Errorf("%s: %w", ck.Path, err)
@@ -80,10 +82,7 @@ func runNeural(ctx context.Context, j neuralJob) error {
 		}
 		g := ck.Geometry
 		meta := map[string]any{"model": ck.Config.Model, "checkpoint": ck.Path, "step": ck.Step, "ema": ck.HasEMA() && !j.noEMA}
-		if dm, ok := m.(*diffusion.Model); ok {
-			maps.Copy(meta, s.Record(dm.Sched.T))
-			meta["guidance"] = s.Guidance
-		}
+		maps.Copy(meta, models.SamplingRecord(ck.Config, s))
 		out := &sample.Folder{Dir: j.out, Job: job, C: g.C, H: g.H, W: g.W, Meta: meta, Names: g.ClassNames}
 		if err := out.Open(); err != nil {
 			return err
@@ -91,23 +90,30 @@ func runNeural(ctx context.Context, j neuralJob) error {
 		if err := runJob(ctx, job, gen, out); err != nil {
 			return err
 		}
-		return vaeExtras(ck.Config, m, dev, j.out)
+		return vaeExtras(e, ck.Config, m, dev, j.out)
 	})
 }
 
-// flagsApply refuses the flags that do nothing for the checkpoint's model:
-// sampling flags for a model other than diffusion, --labels for an
-// unconditional one.
-func (j neuralJob) flagsApply(m models.Model) error {
-	_, isDiffusion := m.(*diffusion.Model)
+// reconstructsOnly reports whether a model of entry e reconstructs images
+// without drawing any of its own (the autoencoder): its sampling jobs are
+// its reconstructions of training images.
+func reconstructsOnly(e models.Entry) bool {
+	return e.Does(models.Reconstructs) && !e.Does(models.DrawsImages)
+}
+
+// flagsApply refuses the flags that do nothing for the checkpoint's model
+// m, of entry e and config c: sampling flags for a model that does not
+// diffuse, --labels for an unconditional one.
+func (j neuralJob) flagsApply(e models.Entry, m models.Model, c *models.Config) error {
+	isDiffusion := e.Does(models.Diffuses)
 	sampler := j.sampling.Sampler
-	if !slices.Contains(j.set, "sampler") && isDiffusion {
-		sampler = m.(*diffusion.Model).Cfg.Sampler
+	if !slices.Contains(j.set, "sampler") {
+		sampler = models.GridSampling(c).Sampler
 	}
 	ddpm := sampler == "ddpm"
 	for _, name := range j.set {
 		switch {
-		case name == "labels" && models.IsAutoencoder(m):
+		case name == "labels" && reconstructsOnly(e):
 			return fmt.Errorf("--labels: an autoencoder reconstructs the first --n training images, with their own labels")
 		case name != "labels" && !isDiffusion:
 			return fmt.Errorf("--%s is for diffusion models; this one does not sample by diffusion", name)
@@ -124,12 +130,13 @@ func (j neuralJob) flagsApply(m models.Model) error {
 
 // promptClass moves the class word of --prompt into the labels: "bold
 // seven" draws sevens, bold; the style words stay the sampling's prompt.
-func (j *neuralJob) promptClass(m models.Model) error {
-	dm, ok := m.(*diffusion.Model)
-	if j.sampling.Prompt == "" || !ok || !dm.Prompted() {
+// m has the given classes.
+func (j *neuralJob) promptClass(m models.Model, classes int) error {
+	words := models.Vocabulary(m)
+	if j.sampling.Prompt == "" || words == nil {
 		return nil // the model's CheckSampling refuses a prompt it cannot take
 	}
-	p, err := prompt.Parse(dm.Cfg.Vocabulary, dm.Classes(), j.sampling.Prompt)
+	p, err := prompt.Parse(words, classes, j.sampling.Prompt)
 	if err != nil {
 		return fmt.Errorf("--prompt %.60q: %w", j.sampling.Prompt, err)
 	}
@@ -170,7 +177,7 @@ func runJob(ctx context.Context, job *sample.Job, gen sample.Generator, out *sam
 		}
 	}
 	made, err := job.Run(ctx, gen, out)
-	if errors.Is(err, sample.ErrInterrupted) {
+	if errors.Is(err, signals.ErrInterrupted) {
 		fmt.Fprintf(os.Stderr, "sample: interrupted after %d images; the same command finishes the job\n", made)
 	}
 	if err != nil {
@@ -228,12 +235,13 @@ func (g reconstructor) Generate(b sample.Batch) (x *torch.Tensor, err error) {
 }
 
 // vaeExtras writes reconstructions.png (test images on odd rows, their
-// reconstructions below) and, for the VAE, interpolation.png.
-func vaeExtras(c *models.Config, m models.Model, dev torch.Device, out string) error {
-	r, ok := m.(models.Reconstructor)
-	if !ok {
+// reconstructions below) for a model of entry e that reconstructs and,
+// for the VAE, interpolation.png.
+func vaeExtras(e models.Entry, c *models.Config, m models.Model, dev torch.Device, out string) error {
+	if !e.Does(models.Reconstructs) {
 		return nil
 	}
+	r := m.(models.Reconstructor)
 	test, err := datasets.Load(c.Data.Dataset, c.Data.Dir, c.Data.Size, "test")
 	if err != nil || test.N < 32 {
 		return nil // no data here: skip the extras rather than fail the job
