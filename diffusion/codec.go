@@ -64,23 +64,16 @@ func (centered) Decode(z *torch.Tensor) *torch.Tensor { return z.AddScalar(1).Di
 
 // Latent is the codec of latent diffusion (Rombach et al. 2022): an image
 // is the mean of its frozen autoencoder's q(z|x) times the latent scale,
-// and a latent decodes through the autoencoder's decoder. The scale is read
-// from the config at each call, so that measuring it (Model.Calibrate)
-// reaches every model built on that config (the moving average's too).
+// and a latent decodes through the autoencoder's decoder. The scale is the
+// model's constant (NewModel), a scalar on the device, so that neither way
+// reads anything back.
 type Latent struct {
-	AE  *autoencoder.AutoencoderKL
-	cfg *Config
+	AE    *autoencoder.AutoencoderKL
+	scale *torch.Tensor
 }
 
-// NewLatent makes the latent codec of ae, scaled by cfg.LatentScale.
-func NewLatent(ae *autoencoder.AutoencoderKL, cfg *Config) *Latent { return &Latent{ae, cfg} }
-
-func (l *Latent) scale() float64 {
-	if l.cfg.LatentScale <= 0 {
-		panic("diffusion: the latent codec is used before its scale was measured (Model.Calibrate)")
-	}
-	return l.cfg.LatentScale
-}
+// NewLatent makes the latent codec of ae; NewModel gives it its scale.
+func NewLatent(ae *autoencoder.AutoencoderKL) *Latent { return &Latent{AE: ae} }
 
 // Encode is scale·mean(q(z|x)), without gradients (the autoencoder is
 // frozen) and in float32 whatever the training precision, so the latents
@@ -89,7 +82,7 @@ func (l *Latent) Encode(x *torch.Tensor) (z *torch.Tensor) {
 	torch.NoGrad(func() {
 		torch.WithoutAutocast(x.Device().Type, func() {
 			mean, _ := l.AE.Encode(x.To(torch.Float32))
-			z = mean.MulScalar(l.scale())
+			z = mean.Mul(l.scale)
 		})
 	})
 	return z
@@ -98,7 +91,7 @@ func (l *Latent) Encode(x *torch.Tensor) (z *torch.Tensor) {
 // Decode is the decoder's image of z/scale, mapped to [0, 1], in float32.
 func (l *Latent) Decode(z *torch.Tensor) (x *torch.Tensor) {
 	torch.WithoutAutocast(z.Device().Type, func() {
-		x = l.AE.Decode(z.To(torch.Float32).DivScalar(l.scale())).AddScalar(1).DivScalar(2)
+		x = l.AE.Decode(z.To(torch.Float32).Div(l.scale)).AddScalar(1).DivScalar(2)
 	})
 	return x
 }

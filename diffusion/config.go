@@ -17,26 +17,36 @@ type Config struct {
 	BetaEnd    float64    `yaml:"beta_end"`   // linear schedule
 	Prediction Prediction `yaml:"prediction"` // eps (reference), v or x0
 	Codec      string     `yaml:"codec"`      // how pixels map to the model's space: pixels (reference), centered or latent
-	// Codec latent (ladder step 9): the trained autoencoder whose latents
-	// the model works in (a checkpoint or run folder), frozen; its
-	// architecture, recorded here when training starts (the weights go
-	// into every checkpoint as first_stage_model.*); and the scale the
-	// latents are multiplied by, 0 until measured: 1/std of the training
-	// images' latents, as Stable Diffusion's 0.18215 was measured.
-	Autoencoder       string              `yaml:"autoencoder,omitempty"`
+	// Autoencoder is, for codec latent (ladder step 9), the trained
+	// autoencoder whose latents the model works in: a checkpoint or run
+	// folder, read when a fresh run starts. Frozen, it goes into every
+	// checkpoint (first_stage_model.*, its architecture in the metadata),
+	// so that a checkpoint samples and resumes without it.
+	Autoencoder string `yaml:"autoencoder,omitempty"`
+	// AutoencoderConfig is the autoencoder's architecture as earlier
+	// versions recorded it here; given, it must be the autoencoder's.
 	AutoencoderConfig *autoencoder.Config `yaml:"autoencoder_config,omitempty"`
-	LatentScale       float64             `yaml:"latent_scale,omitempty"`
-	Conditional       bool                `yaml:"conditional"` // condition on the data's classes, with classifier-free guidance
+	// LatentScale is what the latents are multiplied by: 0 (the default)
+	// measures it when a fresh run starts, 1/std of the training images'
+	// latents, as Stable Diffusion's 0.18215 was measured; the model holds
+	// it (scale_factor). A value fixes it instead.
+	LatentScale float64 `yaml:"latent_scale,omitempty"`
+	Conditional bool    `yaml:"conditional"` // condition on the data's classes, with classifier-free guidance
 	// Conditioning is how a conditional model takes its condition: label
 	// (the reference: a label embedding added to the time embedding) or
 	// prompt (ladder step 9: cross-attention to the tokens of a prompt of
-	// the class word and style words, see package prompt). A prompted
-	// model records its vocabulary and the per-class style thresholds
-	// measured on the training images when training starts, and leaves
-	// each style word out of a training prompt with probability word_drop.
-	Conditioning    string      `yaml:"conditioning"`
-	WordDrop        float64     `yaml:"word_drop"`
-	Vocabulary      []string    `yaml:"vocabulary,flow,omitempty"`
+	// the class word and style words, see package prompt).
+	Conditioning string  `yaml:"conditioning"`
+	WordDrop     float64 `yaml:"word_drop"` // prompt: the probability each style word is left out of a training prompt
+	// Vocabulary is a prompted model's words as earlier versions recorded
+	// them here; they follow from the data's class names, and given they
+	// must be those.
+	Vocabulary []string `yaml:"vocabulary,flow,omitempty"`
+	// StyleThresholds are a prompted model's per-class tertiles of ink
+	// mass and slant (package prompt), a row of four per class: empty (the
+	// default) measures them on the training images when a fresh run
+	// starts, and the model holds them (style_thresholds); given, they are
+	// used as they are.
 	StyleThresholds [][]float64 `yaml:"style_thresholds,flow,omitempty"`
 	CondDrop        float64     `yaml:"cond_drop"`      // probability a label is dropped (to no label)
 	CondDropMode    string      `yaml:"cond_drop_mode"` // sample: per image; batch: the whole batch at once

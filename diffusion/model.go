@@ -5,6 +5,7 @@ import (
 	"math"
 	"strings"
 
+	"kakusan/models/autoencoder"
 	"kakusan/models/nn"
 	"kakusan/models/prompt"
 	"kakusan/models/unet"
@@ -22,15 +23,36 @@ type Model struct {
 	Shape []int64 // one image in the model's space, (C, H, W)
 	pred  Prediction
 	dev   torch.Device
-	style *torch.Tensor // a prompted model's style thresholds on the device (classes, 4), made at first use
+	vocab []string // a prompted model's words, by token (package prompt)
+	// Constants measured on the training images (Calibrate), held in the
+	// network's module (nn.Module.Constant) so that checkpoints save them
+	// and a data-parallel run broadcasts them with its other frozen
+	// tensors; 0 until measured. nil where the model has none.
+	scale *torch.Tensor // the latent codec's scale: LatentScaleName, ()
+	style *torch.Tensor // a prompted model's style thresholds: StyleThresholdsName, (classes, 4)
 }
+
+// The names of a model's measured constants in its state dict: the latent
+// codec's scale as latent diffusion's LatentDiffusion calls its buffer, the
+// per-class tertiles of ink mass and slant (package prompt).
+const (
+	LatentScaleName     = "scale_factor"
+	StyleThresholdsName = "style_thresholds"
+)
 
 // NewModel puts a network under a diffusion config on dev, working in
 // codec's space (nil: the config's codec of pixels), where one image has
-// shape (C, H, W). It takes the network over: Free releases it.
-func NewModel(net *unet.UNet, c *Config, codec Codec, shape []int64, dev torch.Device) (*Model, error) {
+// shape (C, H, W); vocab is a prompted network's vocabulary (nil for
+// others). It registers the model's measured constants in the network's
+// module, set from the config where it gives them (latent_scale,
+// style_thresholds), else 0 until Calibrate measures them. It takes the
+// network over: Free releases it.
+func NewModel(net *unet.UNet, c *Config, codec Codec, shape []int64, vocab []string, dev torch.Device) (*Model, error) {
 	if err := c.Validate(); err != nil {
 		return nil, err
+	}
+	if net.Prompted() && len(vocab) != int(net.Cfg.Vocab) {
+		return nil, fmt.Errorf("a vocabulary of %d words for a network of %d", len(vocab), net.Cfg.Vocab)
 	}
 	s, err := c.NewSchedule()
 	if err != nil {
@@ -41,7 +63,49 @@ func NewModel(net *unet.UNet, c *Config, codec Codec, shape []int64, dev torch.D
 			return nil, err
 		}
 	}
-	return &Model{Net: net, Sched: s, Cfg: c, Codec: codec, Shape: shape, pred: c.Prediction, dev: dev}, nil
+	m := &Model{Net: net, Sched: s, Cfg: c, Codec: codec, Shape: shape, pred: c.Prediction, dev: dev}
+	if l, ok := codec.(*Latent); ok {
+		m.scale = net.Constant(LatentScaleName, LatentScaleTensor(c.LatentScale, dev))
+		l.scale = m.scale
+	}
+	if net.Prompted() {
+		m.vocab = vocab
+		th := c.StyleThresholds
+		if th == nil {
+			th = make([][]float64, net.Cfg.Classes)
+			for i := range th {
+				th[i] = make([]float64, 4)
+			}
+		}
+		t, err := StyleThresholdsTensor(th, dev)
+		if err != nil {
+			s.Free()
+			return nil, fmt.Errorf("style_thresholds: %w", err)
+		}
+		m.style = net.Constant(StyleThresholdsName, t)
+	}
+	return m, nil
+}
+
+// LatentScaleTensor is a latent scale as the model holds it: a float32
+// scalar on dev.
+func LatentScaleTensor(v float64, dev torch.Device) *torch.Tensor {
+	return torch.FromSlice([]float32{float32(v)}, []int64{}, dev)
+}
+
+// StyleThresholdsTensor is per-class style thresholds, a row of four each,
+// as the model holds them: float32 (classes, 4) on dev.
+func StyleThresholdsTensor(th [][]float64, dev torch.Device) (*torch.Tensor, error) {
+	flat := make([]float32, 0, 4*len(th))
+	for i, r := range th {
+		if len(r) != 4 {
+			return nil, fmt.Errorf("class %d has %d thresholds, want 4", i, len(r))
+		}
+		for _, v := range r {
+			flat = append(flat, float32(v))
+		}
+	}
+	return torch.FromSlice(flat, []int64{int64(len(th)), 4}, dev), nil
 }
 
 // Uncalibrated reports whether the model has still to measure something on
@@ -52,17 +116,43 @@ func (m *Model) Uncalibrated() bool {
 	return scale || styles
 }
 
-// toMeasure is what Calibrate has still to measure: the latent codec's
-// scale, a prompted model's style thresholds.
+// toMeasure is what Calibrate has still to measure: the constants still 0.
+// It reads them from the device.
 func (m *Model) toMeasure() (scale, styles bool) {
-	_, latent := m.Codec.(*Latent)
-	return latent && m.Cfg.LatentScale == 0, m.Prompted() && m.Cfg.StyleThresholds == nil
+	torch.NoGrad(func() {
+		scale = m.scale != nil && m.scale.Item() == 0
+		styles = m.style != nil && m.style.Abs().Sum().Item() == 0
+	})
+	return scale, styles
+}
+
+// CheckConstants checks the constants the model holds (loaded from a
+// checkpoint) against those its config gives: a config that fixes the
+// latent scale or the style thresholds must say what the model was
+// trained with. It reads them from the device.
+func (m *Model) CheckConstants() error {
+	if m.scale != nil && m.Cfg.LatentScale != 0 {
+		if got := m.scale.Item(); float32(got) != float32(m.Cfg.LatentScale) {
+			return fmt.Errorf("diffusion.latent_scale: the config says %g, but the model was trained with %g; leave it out (or 0) to take the model's", m.Cfg.LatentScale, got)
+		}
+	}
+	if m.style != nil && m.Cfg.StyleThresholds != nil {
+		want, err := StyleThresholdsTensor(m.Cfg.StyleThresholds, m.dev)
+		if err != nil {
+			return fmt.Errorf("diffusion.style_thresholds: %w", err)
+		}
+		defer want.Free()
+		if !want.Eq(m.style).All() {
+			return fmt.Errorf("diffusion.style_thresholds: the config's are not those the model was trained with; leave them out to take the model's")
+		}
+	}
+	return nil
 }
 
 // Calibrate measures, before a run's first step, what the model takes from
 // the training images and labels next yields (until it returns nil; each
-// pair lives in a scope of its own) and records it in the config: for the
-// latent codec whose scale is still 0, 1/std of the unscaled latents; for a
+// pair lives in a scope of its own) and sets its constants: for the latent
+// codec whose scale is still 0, 1/std of the unscaled latents; for a
 // prompted model without style thresholds, the tertiles of each class's ink
 // mass and slant. It returns lines for the log, "" when there was nothing
 // to measure.
@@ -104,7 +194,12 @@ func (m *Model) Calibrate(next func() (x, y *torch.Tensor)) (string, error) {
 		if err != nil {
 			return "", fmt.Errorf("style_thresholds, measured on %d training images: %w", len(labels), err)
 		}
-		m.Cfg.StyleThresholds = th
+		t, err := StyleThresholdsTensor(th, m.dev)
+		if err != nil {
+			return "", fmt.Errorf("style_thresholds: %w", err)
+		}
+		torch.NoGrad(func() { m.style.CopyFrom(t) })
+		t.Free()
 		lines = append(lines, fmt.Sprintf("style thresholds: per-class tertiles of ink mass and slant of %d training images", len(labels)))
 	}
 	if !latent {
@@ -117,21 +212,19 @@ func (m *Model) Calibrate(next func() (x, y *torch.Tensor)) (string, error) {
 	if !(std > 1e-12) || math.IsInf(std, 0) {
 		return "", fmt.Errorf("latent_scale: the autoencoder's latents have standard deviation %g; is it trained?", std)
 	}
-	m.Cfg.LatentScale = 1 / std
-	lines = append(lines, fmt.Sprintf("latent scale %.5g: 1/std of %.0f latent values (mean %.4g) of the training images", m.Cfg.LatentScale, n, sum/n))
+	torch.NoGrad(func() { m.scale.Fill(1 / std) })
+	lines = append(lines, fmt.Sprintf("latent scale %.5g: 1/std of %.0f latent values (mean %.4g) of the training images", 1/std, n, sum/n))
 	return strings.Join(lines, "\n"), nil
 }
 
 // Module holds the network's parameters and buffers.
 func (m *Model) Module() *nn.Module { return m.Net.Module }
 
-// Free releases the network and the schedule's device tables.
+// Free releases the network (its constants with it) and the schedule's
+// device tables.
 func (m *Model) Free() {
 	m.Net.Free()
 	m.Sched.Free()
-	if m.style != nil {
-		m.style.Free()
-	}
 }
 
 // Prompted reports whether the model is conditioned on prompts.
@@ -139,25 +232,16 @@ func (m *Model) Prompted() bool { return m.Net.Prompted() }
 
 // Vocabulary is a prompted model's words, by token (package prompt); nil
 // for a model that takes no prompts.
-func (m *Model) Vocabulary() []string {
-	if !m.Prompted() {
-		return nil
-	}
-	return m.Cfg.Vocabulary
-}
+func (m *Model) Vocabulary() []string { return m.vocab }
 
-// styleThresholds is the config's style thresholds on the device.
-func (m *Model) styleThresholds() *torch.Tensor {
-	if m.style == nil {
-		var flat []float32
-		for _, r := range m.Cfg.StyleThresholds {
-			for _, v := range r {
-				flat = append(flat, float32(v))
-			}
-		}
-		m.style = torch.FromSlice(flat, []int64{int64(len(m.Cfg.StyleThresholds)), 4}, m.dev).Keep()
+// FirstStage is the architecture of a latent model's autoencoder, which
+// its checkpoints record; nil for a model in pixels.
+func (m *Model) FirstStage() *autoencoder.Config {
+	if l, ok := m.Codec.(*Latent); ok {
+		c := l.AE.Cfg
+		return &c
 	}
-	return m.style
+	return nil
 }
 
 // Conditional reports whether the network takes labels.
@@ -172,7 +256,7 @@ func (m *Model) Classes() int { return int(m.Net.Cfg.Classes) }
 // reads nothing back from the device.
 func (m *Model) Loss(x, y *torch.Tensor) *torch.Tensor {
 	if m.Prompted() && y != nil { // the prompt's style words are measured on the pixels
-		y = prompt.Tokens(x, y, m.styleThresholds(), m.Net.Cfg.Classes, m.Cfg.WordDrop)
+		y = prompt.Tokens(x, y, m.style, m.Net.Cfg.Classes, m.Cfg.WordDrop)
 	}
 	x = m.Codec.Encode(x)
 	n := x.Size(0)
@@ -272,7 +356,7 @@ func (m *Model) codecRange() (lo, hi float64) {
 
 // stylePrompt is s.Prompt parsed (CheckSampling has checked it).
 func (m *Model) stylePrompt(s Sampling) prompt.Prompt {
-	p, _ := prompt.Parse(m.Cfg.Vocabulary, m.Classes(), s.Prompt)
+	p, _ := prompt.Parse(m.vocab, m.Classes(), s.Prompt)
 	return p
 }
 
@@ -287,7 +371,7 @@ func (m *Model) CheckSampling(s Sampling) error {
 		if !m.Prompted() {
 			return fmt.Errorf("prompt: the model is not conditioned on prompts (diffusion.conditioning: %s)", m.Cfg.Conditioning)
 		}
-		p, err := prompt.Parse(m.Cfg.Vocabulary, m.Classes(), s.Prompt)
+		p, err := prompt.Parse(m.vocab, m.Classes(), s.Prompt)
 		if err != nil {
 			return fmt.Errorf("prompt %.60q: %w", s.Prompt, err)
 		}

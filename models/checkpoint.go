@@ -9,19 +9,24 @@ import (
 	"strings"
 
 	"kakusan/datasets"
+	"kakusan/diffusion"
+	"kakusan/models/autoencoder"
+	"kakusan/models/nn"
 	"kakusan/torch"
 )
 
 // A checkpoint is one safetensors file holding a model and, when written by
-// training, the whole training state: the model's parameters and buffers
-// under their PyTorch names (so the file loads into the PyTorch module once
-// the entries with the prefixes below are dropped), the optimizer's moments
-// named after their parameters, the weights' moving average, the
-// generators' states, and metadata: model kind, step, epoch, the data's
-// geometry and the resolved config.
+// training, the whole training state: the model's parameters, buffers and
+// frozen tensors under their PyTorch names (so the file loads into the
+// PyTorch module once the entries with the prefixes below are dropped),
+// the optimizer's moments named after their parameters, the weights'
+// moving average, the generators' states, and metadata: model kind, step,
+// epoch, the data's geometry, the resolved config and, for a latent
+// diffusion model, its autoencoder's architecture. This file is the one
+// place that reads and writes that format.
 const (
 	OptimPrefix = "optimizer." // optimizer.<kind>.<param>: exp_avg, exp_avg_sq, momentum_buffer
-	EMAPrefix   = "ema."       // ema.<param or buffer>: the moving average
+	EMAPrefix   = "ema."       // ema.<param, buffer or frozen tensor>: the moving average
 	RNGPrefix   = "rng."       // rng.cpu, rng.cuda:N: generator states
 )
 
@@ -36,32 +41,106 @@ const (
 	// MetaWorld is the number of data-parallel ranks that trained it (absent:
 	// one); a step is one batch of train.batch_size images on each.
 	MetaWorld = "kakusan.world_size"
+	// MetaFirstStage is a latent diffusion model's autoencoder architecture
+	// (autoencoder.Config as JSON): its weights are the checkpoint's
+	// first_stage_model.* tensors.
+	MetaFirstStage = "kakusan.first_stage_config"
 )
 
-// Checkpoint is a loaded checkpoint.
+// optimizerKinds are the optimizers' per-parameter states.
+var optimizerKinds = []string{"exp_avg", "exp_avg_sq", "momentum_buffer"}
+
+// Checkpoint is a checkpoint read from a file, or one being made to be
+// written (NewCheckpoint, the Put methods, Write).
 type Checkpoint struct {
-	Path     string
-	Tensors  map[string]*torch.Tensor
-	Meta     map[string]string
-	Step     int
-	Config   *Config  // the resolved config it was trained with
-	Geometry Geometry // of the data it was trained on
-	ema      bool     // it holds a moving average of the weights
+	Path    string
+	Tensors map[string]*torch.Tensor
+	Meta    map[string]string
+	Step    int
+	Epoch   int   // the epoch the next step is in
+	OptStep int64 // the optimizer's own step count
+	World   int   // the data-parallel ranks a step was spread over
+	// Config is the resolved config the model was trained with.
+	Config *Config
+	// Geometry is of the data it was trained on.
+	Geometry Geometry
+	// FirstStage is a latent diffusion model's autoencoder architecture;
+	// nil for other models.
+	FirstStage *autoencoder.Config
+	ema        bool // it holds a moving average of the weights
 }
 
-// Metadata is what a checkpoint of c's model, trained on data of geometry
-// g, records beside the step counts.
-func Metadata(c *Config, g Geometry, step, epoch int, optStep int64) map[string]string {
-	geo, _ := json.Marshal(g)
-	return map[string]string{
+// NewCheckpoint starts a checkpoint of c's model trained on data of
+// geometry g, at step (in epoch), by world data-parallel ranks: the Put
+// methods fill it, Write saves it.
+func NewCheckpoint(c *Config, g Geometry, step, epoch, world int) *Checkpoint {
+	return &Checkpoint{Tensors: map[string]*torch.Tensor{}, Step: step, Epoch: epoch, World: world, Config: c, Geometry: g}
+}
+
+// PutModel adds a model's tensors under prefix ("" for the model,
+// EMAPrefix for its moving average), and what its checkpoints record of
+// it: a latent diffusion model's autoencoder architecture.
+func (c *Checkpoint) PutModel(m Model, prefix string) {
+	for name, t := range m.Module().StateDict() {
+		c.Tensors[prefix+name] = t
+	}
+	if fs, ok := m.(interface{ FirstStage() *autoencoder.Config }); ok && prefix == "" {
+		c.FirstStage = fs.FirstStage()
+	}
+	c.ema = c.ema || prefix == EMAPrefix
+}
+
+// PutOptimizer adds an optimizer's state over the parameters params, each
+// tensor named after its parameter, and its step count.
+func (c *Checkpoint) PutOptimizer(opt torch.Optimizer, params []nn.Named) error {
+	state, step := opt.State()
+	for key, t := range state {
+		kind, idx, _ := strings.Cut(key, ".")
+		i, err := strconv.Atoi(idx)
+		if err != nil || i < 0 || i >= len(params) {
+			return fmt.Errorf("optimizer state %q does not name a parameter", key)
+		}
+		c.Tensors[OptimPrefix+kind+"."+params[i].Name] = t
+	}
+	c.OptStep = step
+	return nil
+}
+
+// PutRNG adds the generators' states (the CPU's and each CUDA device's).
+// They are copies: the caller frees them with the scope it runs in.
+func (c *Checkpoint) PutRNG() {
+	for dev, t := range torch.RNGStates() {
+		c.Tensors[RNGPrefix+dev] = t
+	}
+}
+
+// Write saves the checkpoint to path: its tensors and its metadata.
+func (c *Checkpoint) Write(path string) error {
+	geo, err := json.Marshal(c.Geometry)
+	if err != nil {
+		return err
+	}
+	meta := map[string]string{
 		"format":     "pt",
-		MetaModel:    c.Model,
-		MetaStep:     strconv.Itoa(step),
-		MetaEpoch:    strconv.Itoa(epoch),
-		MetaOptStep:  strconv.FormatInt(optStep, 10),
-		MetaConfig:   string(c.Marshal()),
+		MetaModel:    c.Config.Model,
+		MetaStep:     strconv.Itoa(c.Step),
+		MetaEpoch:    strconv.Itoa(c.Epoch),
+		MetaOptStep:  strconv.FormatInt(c.OptStep, 10),
+		MetaConfig:   string(c.Config.Marshal()),
 		MetaGeometry: string(geo),
 	}
+	if c.World > 1 {
+		meta[MetaWorld] = strconv.Itoa(c.World)
+	}
+	if c.FirstStage != nil {
+		fs, err := json.Marshal(c.FirstStage)
+		if err != nil {
+			return err
+		}
+		meta[MetaFirstStage] = string(fs)
+	}
+	c.Path, c.Meta = path, meta
+	return torch.SaveFile(path, c.Tensors, meta)
 }
 
 // ResolveCheckpoint turns a run folder into the step file its latest link
@@ -97,29 +176,92 @@ func ReadCheckpoint(path string, dev torch.Device) (*Checkpoint, error) {
 	for k := range tensors {
 		c.ema = c.ema || strings.HasPrefix(k, EMAPrefix)
 	}
-	if meta[MetaModel] == "" {
-		return nil, fmt.Errorf("%s: not a kakusan checkpoint (no %s in its metadata)", path, MetaModel)
+	if err := c.readMeta(); err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
 	}
-	if c.Step, err = strconv.Atoi(meta[MetaStep]); err != nil || c.Step < 0 {
-		return nil, fmt.Errorf("%s: bad %s %q", path, MetaStep, meta[MetaStep])
-	}
-	if c.Config, err = ParseConfig(path+" (embedded config)", []byte(meta[MetaConfig]), nil); err != nil {
-		return nil, err
-	}
-	if c.Config.Model != meta[MetaModel] {
-		return nil, fmt.Errorf("%s: metadata says model %q, the embedded config %q", path, meta[MetaModel], c.Config.Model)
-	}
-	if g, ok := meta[MetaGeometry]; ok {
-		if err := json.Unmarshal([]byte(g), &c.Geometry); err != nil {
-			return nil, fmt.Errorf("%s: bad %s: %v", path, MetaGeometry, err)
-		}
-	} else if c.Geometry, err = DataGeometry(c.Config); err != nil { // written before geometry was recorded
-		return nil, fmt.Errorf("%s: no %s, and its data: %w", path, MetaGeometry, err)
-	}
-	if err := c.Geometry.Validate(); err != nil {
+	if err := c.upgrade(dev); err != nil {
 		return nil, fmt.Errorf("%s: %w", path, err)
 	}
 	return c, nil
+}
+
+// readMeta reads and checks the metadata.
+func (c *Checkpoint) readMeta() error {
+	meta := c.Meta
+	var err error
+	if meta[MetaModel] == "" {
+		return fmt.Errorf("not a kakusan checkpoint (no %s in its metadata)", MetaModel)
+	}
+	if c.Step, err = strconv.Atoi(meta[MetaStep]); err != nil || c.Step < 0 {
+		return fmt.Errorf("bad %s %q", MetaStep, meta[MetaStep])
+	}
+	c.Epoch, _ = strconv.Atoi(meta[MetaEpoch]) // informational
+	if c.World, err = strconv.Atoi(meta[MetaWorld]); err != nil || c.World < 1 || c.World > 1<<16 {
+		c.World = 1
+	}
+	if c.Config, err = ParseConfig(c.Path+" (embedded config)", []byte(meta[MetaConfig]), nil); err != nil {
+		return err
+	}
+	if c.Config.Model != meta[MetaModel] {
+		return fmt.Errorf("metadata says model %q, the embedded config %q", meta[MetaModel], c.Config.Model)
+	}
+	if g, ok := meta[MetaGeometry]; ok {
+		if err := json.Unmarshal([]byte(g), &c.Geometry); err != nil {
+			return fmt.Errorf("bad %s: %v", MetaGeometry, err)
+		}
+	} else if c.Geometry, err = DataGeometry(c.Config); err != nil { // written before geometry was recorded
+		return fmt.Errorf("no %s, and its data: %w", MetaGeometry, err)
+	}
+	if err := c.Geometry.Validate(); err != nil {
+		return err
+	}
+	if fs, ok := meta[MetaFirstStage]; ok {
+		c.FirstStage = new(autoencoder.Config)
+		if err := json.Unmarshal([]byte(fs), c.FirstStage); err != nil {
+			return fmt.Errorf("bad %s: %v", MetaFirstStage, err)
+		}
+		if err := c.FirstStage.Validate(); err != nil {
+			return fmt.Errorf("%s: %w", MetaFirstStage, err)
+		}
+	}
+	return nil
+}
+
+// upgrade gives a checkpoint of an earlier version what this version's
+// hold: a diffusion model's measured constants and its autoencoder's
+// architecture were recorded in its config (diffusion.latent_scale,
+// style_thresholds, autoencoder_config), not as tensors and metadata.
+func (c *Checkpoint) upgrade(dev torch.Device) error {
+	d, ok := c.Config.Sections["diffusion"].(*diffusion.Config)
+	if !ok {
+		return nil
+	}
+	if c.FirstStage == nil && d.AutoencoderConfig != nil {
+		a := *d.AutoencoderConfig
+		c.FirstStage = &a
+	}
+	put := func(name string, make func() (*torch.Tensor, error)) error {
+		for _, prefix := range []string{"", EMAPrefix} {
+			if _, ok := c.Tensors[prefix+name]; ok || (prefix == EMAPrefix && !c.ema) {
+				continue
+			}
+			t, err := make()
+			if err != nil {
+				return err
+			}
+			c.Tensors[prefix+name] = t
+		}
+		return nil
+	}
+	if d.Codec == "latent" && d.LatentScale > 0 {
+		if err := put(diffusion.LatentScaleName, func() (*torch.Tensor, error) { return diffusion.LatentScaleTensor(d.LatentScale, dev), nil }); err != nil {
+			return err
+		}
+	}
+	if d.Conditioning == "prompt" && d.StyleThresholds != nil {
+		return put(diffusion.StyleThresholdsName, func() (*torch.Tensor, error) { return diffusion.StyleThresholdsTensor(d.StyleThresholds, dev) })
+	}
+	return nil
 }
 
 // Weights returns the tensors to use: the moving average when the
@@ -147,14 +289,10 @@ func (c *Checkpoint) HasEMA() bool { return c.ema }
 // GlobalBatch is the number of images a step of its run trained on: the
 // batch size times the ranks.
 func (c *Checkpoint) GlobalBatch() int {
-	world, err := strconv.Atoi(c.Meta[MetaWorld])
-	if err != nil || world < 1 || world > 1<<16 {
-		world = 1
-	}
 	if c.Config == nil || c.Config.Train == nil {
-		return world
+		return c.World
 	}
-	return c.Config.Train.BatchSize * world
+	return c.Config.Train.BatchSize * c.World
 }
 
 // Free releases the tensors (the metadata stays).
@@ -166,9 +304,55 @@ func (c *Checkpoint) Free() {
 }
 
 // LoadWeights copies the checkpoint's weights (the moving average when ema
-// and present) into m strictly, ignoring the training state.
+// and present) into m strictly, ignoring the training state, and checks
+// them against what m's config fixes (a latent scale it gives).
 func (c *Checkpoint) LoadWeights(m Model, ema bool) error {
 	if err := m.Module().Load(c.Weights(ema), OptimPrefix, RNGPrefix, EMAPrefix); err != nil {
+		return fmt.Errorf("%s: %w", c.Path, err)
+	}
+	if k, ok := m.(interface{ CheckConstants() error }); ok {
+		if err := k.CheckConstants(); err != nil {
+			return fmt.Errorf("%s: %w", c.Path, err)
+		}
+	}
+	return nil
+}
+
+// LoadOptimizer restores an optimizer over the parameters params from the
+// checkpoint's state for them.
+func (c *Checkpoint) LoadOptimizer(opt torch.Optimizer, params []nn.Named) error {
+	state := map[string]*torch.Tensor{}
+	for i, p := range params {
+		for _, kind := range optimizerKinds {
+			if t, ok := c.Tensors[OptimPrefix+kind+"."+p.Name]; ok {
+				state[kind+"."+strconv.Itoa(i)] = t
+			}
+		}
+	}
+	step, err := strconv.ParseInt(c.Meta[MetaOptStep], 10, 64)
+	if err != nil || step < 0 {
+		return fmt.Errorf("%s: bad %s", c.Path, MetaOptStep)
+	}
+	if err := opt.LoadState(state, step); err != nil {
+		return fmt.Errorf("%s: %w", c.Path, err)
+	}
+	return nil
+}
+
+// RestoreRNG sets the generators to the checkpoint's states; a CUDA
+// generator this machine lacks is left out.
+func (c *Checkpoint) RestoreRNG() error {
+	rng := map[string]*torch.Tensor{}
+	for k, t := range c.Tensors {
+		dev, ok := strings.CutPrefix(k, RNGPrefix)
+		if d, err := torch.ParseDevice(dev); ok && (dev == "cpu" || err == nil && d.Index < torch.CUDADeviceCount()) {
+			rng[dev] = t.To(torch.CPU)
+		}
+	}
+	if rng["cpu"] == nil {
+		return fmt.Errorf("%s: no generator state (%scpu)", c.Path, RNGPrefix)
+	}
+	if err := torch.SetRNGStates(rng); err != nil {
 		return fmt.Errorf("%s: %w", c.Path, err)
 	}
 	return nil

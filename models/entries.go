@@ -124,11 +124,12 @@ func newDiffusion(c *Config, g Geometry, dev torch.Device, from *Checkpoint) (_ 
 		}
 		u.Classes = int64(g.Classes)
 	}
+	var vocab []string
 	if d.Conditioning == "prompt" {
-		if err := promptVocabulary(d, g, from); err != nil {
+		if vocab, err = promptVocabulary(d, g); err != nil {
 			return nil, err
 		}
-		u.Vocab, u.Context = int64(len(d.Vocabulary)), prompt.Context
+		u.Vocab, u.Context = int64(len(vocab)), prompt.Context
 	}
 	var codec diffusion.Codec // nil: of pixels, by name
 	shape := g.Shape()
@@ -138,7 +139,7 @@ func newDiffusion(c *Config, g Geometry, dev torch.Device, from *Checkpoint) (_ 
 			return nil, err
 		}
 		built = append(built, ae)
-		codec, shape = diffusion.NewLatent(ae, d), ae.LatentShape()
+		codec, shape = diffusion.NewLatent(ae), ae.LatentShape()
 	}
 	u.Channels = shape[0]
 	if side := min(shape[1], shape[2]); side>>u.Levels < 1 {
@@ -153,7 +154,7 @@ func newDiffusion(c *Config, g Geometry, dev torch.Device, from *Checkpoint) (_ 
 		net.Freeze(FirstStagePrefix, ae.Module) // the network frees it from now on
 		built = built[1:]
 	}
-	m, err := diffusion.NewModel(net, d, codec, shape, dev)
+	m, err := diffusion.NewModel(net, d, codec, shape, vocab, dev)
 	if err != nil {
 		return nil, fmt.Errorf("diffusion: %w", err)
 	}

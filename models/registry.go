@@ -176,11 +176,11 @@ func (e Entry) NewGenerator(m Model, s diffusion.Sampling) (sample.Generator, er
 	}
 	switch {
 	case e.Does(Reconstructs):
-		return nil, fmt.Errorf("a %s model reconstructs images, it does not generate them (bin/sample writes its reconstructions of training images)", e.Name)
+		return nil, fmt.Errorf("model %q reconstructs images; it does not generate images (bin/sample writes its reconstructions of training images)", e.Name)
 	case e.Does(Classifies):
-		return nil, fmt.Errorf("a %s model classifies images, it does not generate them", e.Name)
+		return nil, fmt.Errorf("model %q classifies images; it does not generate images", e.Name)
 	}
-	return nil, fmt.Errorf("a %s model does not generate images", e.Name)
+	return nil, fmt.Errorf("model %q does not generate images", e.Name)
 }
 
 var registry = map[string]Entry{}

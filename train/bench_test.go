@@ -66,7 +66,7 @@ func benchStep(b *testing.B, config string, batch int, sets ...string) {
 	benchModel(b, config, append(sets, "train.batch_size="+strconv.Itoa(batch)), func(m models.Model, c *models.Config, dev torch.Device) {
 		opt := newOptimizer(c.Optimizer, m.Module().ParamTensors())
 		defer opt.Free()
-		step, err := NewStep(m, opt, nil, c.Train.GradClip, c.Train.Precision)
+		step, err := NewStep(&State{Model: m, Opt: opt}, c.Train.GradClip, c.Train.Precision)
 		if err != nil {
 			b.Fatal(err)
 		}

@@ -177,17 +177,19 @@ func buffers(m models.Model) []*torch.Tensor {
 }
 
 // broadcastState makes every rank's training state rank 0's: the model's
-// parameters and buffers, the moving average's, the optimizer's state and
-// the step counts (rank 0's after a resume). Other ranks' generators are
+// parameters, buffers and frozen tensors (a latent model's autoencoder, the
+// constants rank 0 measured or resumed with), the moving average's, the
+// optimizer's state and the step counts (rank 0's after a resume). Other ranks' generators are
 // seeded apart from rank 0's, from the seed, their rank and the step, so no
 // two ranks draw the same noise.
-func (l *loop) broadcastState(optimizer torch.Optimizer) error {
-	d := l.dist
+func (l *loop) broadcastState() error {
+	d, optimizer := l.dist, l.st.Opt
 	var ts []*torch.Tensor
-	for _, m := range []models.Model{l.model, l.ema} {
-		if m == nil {
-			continue
-		}
+	ms := []models.Model{l.st.Model}
+	if l.st.EMA != nil {
+		ms = append(ms, l.st.EMA.Avg)
+	}
+	for _, m := range ms {
 		for _, p := range append(m.Module().Params(), m.Module().Frozen()...) {
 			ts = append(ts, p.T)
 		}
@@ -205,32 +207,26 @@ func (l *loop) broadcastState(optimizer torch.Optimizer) error {
 	// Every rank must train the same model on the same data in the same
 	// steps, or the collectives below would pair tensors of other shapes:
 	// rank 0's description is compared with each rank's first.
-	recorded := models.Recorded(l.c)
-	desc := []float64{float64(len(ts)), float64(l.data.train.N), float64(l.data.spe), float64(l.total), float64(l.c.Train.BatchSize), float64(len(recorded))}
+	desc := []float64{float64(len(ts)), float64(l.data.train.N), float64(l.data.spe), float64(l.total), float64(l.c.Train.BatchSize)}
 	for _, t := range ts {
 		desc = append(desc, float64(t.Numel()))
 	}
 	theirs := torch.FromSlice(desc, nil).To(l.dev)
 	d.g.Broadcast([]*torch.Tensor{theirs}, 0)
 	if got := theirs.Float64s(); !slices.Equal(got, desc) {
-		return fmt.Errorf("rank %d trains another model or data than rank 0 (tensors, training images, steps an epoch, steps, batch, measured values: %v against rank 0's %v): every rank needs the same config and dataset",
-			d.env.Rank, desc[:6], got[:6])
+		return fmt.Errorf("rank %d trains another model or data than rank 0 (tensors, training images, steps an epoch, steps, batch: %v against rank 0's %v): every rank needs the same config and dataset",
+			d.env.Rank, desc[:5], got[:5])
 	}
-	torch.NoGrad(func() { d.g.Broadcast(ts, 0) })
-	if len(recorded) > 0 { // what rank 0 measured on its data, or resumed with
-		r := torch.FromSlice(recorded, nil).To(l.dev)
-		d.g.Broadcast([]*torch.Tensor{r}, 0)
-		models.SetRecorded(l.c, r.Float64s())
-	}
-	counts := torch.FromSlice([]float64{float64(l.n), float64(optStep)}, nil).To(l.dev)
+	torch.NoGrad(func() { d.g.Broadcast(ts, 0) }) // the measured constants with the frozen tensors: rank 0's
+	counts := torch.FromSlice([]float64{float64(l.st.Step), float64(optStep)}, nil).To(l.dev)
 	d.g.Broadcast([]*torch.Tensor{counts}, 0)
 	c := counts.Float64s()
 	if d.env.Rank != 0 {
-		l.n = int(c[0])
+		l.st.Step = int(c[0])
 		if err := optimizer.LoadState(state, int64(c[1])); err != nil {
 			return err
 		}
-		torch.ManualSeed(l.c.Seed + uint64(d.env.Rank)*0x9E3779B97F4A7C15 + uint64(l.n))
+		torch.ManualSeed(l.c.Seed + uint64(d.env.Rank)*0x9E3779B97F4A7C15 + uint64(l.st.Step))
 	}
 	return nil
 }
@@ -267,5 +263,5 @@ func (l *loop) distError(err error) error {
 		ck = "rank 0 keeps the checkpoints"
 	}
 	return fmt.Errorf("rank %d of %d at step %d: %w\n(another rank failed, or did not answer within train.dist_timeout = %gs; %s)",
-		e.Rank, e.World, l.n, err, math.Round(l.dist.timeout.Seconds()), ck)
+		e.Rank, e.World, l.st.Step, err, math.Round(l.dist.timeout.Seconds()), ck)
 }

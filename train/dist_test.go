@@ -125,15 +125,15 @@ func TestDistTrainChild(t *testing.T) {
 				if dump == "" {
 					return
 				}
-				ts, meta := map[string]*torch.Tensor{}, map[string]string{"step": strconv.Itoa(l.n)}
-				if s, ok := l.step.(*Step); ok && s.EMA != nil {
-					meta["ema_updates"] = strconv.Itoa(s.EMA.Updates)
+				ts, meta := map[string]*torch.Tensor{}, map[string]string{"step": strconv.Itoa(l.st.Step)}
+				if l.st.EMA != nil {
+					meta["ema_updates"] = strconv.Itoa(l.st.EMA.Updates)
 				}
-				for k, v := range l.model.Module().StateDict() {
+				for k, v := range l.st.Model.Module().StateDict() {
 					ts[k] = v
 				}
-				if l.ema != nil {
-					for k, v := range l.ema.Module().StateDict() {
+				if l.st.EMA != nil {
+					for k, v := range l.st.EMA.Avg.Module().StateDict() {
 						ts["ema."+k] = v
 					}
 				}

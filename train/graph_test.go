@@ -63,7 +63,7 @@ func TestCUDAGraphStepTrains(t *testing.T) {
 		defer models.Free(m)
 		opt := newOptimizer(c.Optimizer, m.Module().ParamTensors())
 		defer opt.Free()
-		s, err := NewStep(m, opt, nil, 1, "fp32")
+		s, err := NewStep(&State{Model: m, Opt: opt}, 1, "fp32")
 		if err != nil {
 			return err
 		}

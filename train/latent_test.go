@@ -14,8 +14,10 @@ import (
 	"kakusan/datasets"
 	"kakusan/diffusion"
 	"kakusan/models"
+	"kakusan/models/autoencoder"
 	"kakusan/models/prompt"
 	"kakusan/torch"
+	"kakusan/torch/torchtest"
 )
 
 // ladder9Config is a small run of configs/mnist_<name>.yaml on 2,000 images.
@@ -36,8 +38,9 @@ func ladder9Config(t *testing.T, name string, sets ...string) *models.Config {
 }
 
 // trainLadder9 trains configs/mnist_<name>.yaml (small) into out and
-// returns the run and the diffusion section its config.yaml recorded.
-func trainLadder9(t *testing.T, name, out string, sets ...string) (*Run, *diffusion.Config) {
+// returns the run. Its config.yaml is the config as given: the measured
+// constants are the model's, not the config's.
+func trainLadder9(t *testing.T, name, out string, sets ...string) *Run {
 	t.Helper()
 	r, err := Train(ladder9Config(t, name, sets...), Options{Out: out})
 	if err != nil {
@@ -47,7 +50,44 @@ func trainLadder9(t *testing.T, name, out string, sets ...string) (*Run, *diffus
 	if err != nil {
 		t.Fatal(err)
 	}
-	return r, models.Section[*diffusion.Config](saved, "diffusion")
+	if d := models.Section[*diffusion.Config](saved, "diffusion"); d.LatentScale != 0 || d.StyleThresholds != nil || d.Vocabulary != nil || d.AutoencoderConfig != nil {
+		t.Errorf("config.yaml was rewritten with what the model measured or recorded: %+v", d)
+	}
+	return r
+}
+
+// constants are what a run's checkpoint holds of its model's measured
+// constants, the moving average's too (which must be the same): the
+// latent scale (0 when it has none) and the style thresholds (nil when it
+// has none), and its autoencoder's architecture.
+func constants(t *testing.T, run string) (scale float64, thresholds [][]float64, firstStage *autoencoder.Config) {
+	t.Helper()
+	torchtest.Run(t, func() {
+		ck, err := models.ReadCheckpoint(run, torch.CPU)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer ck.Free()
+		for _, name := range []string{diffusion.LatentScaleName, diffusion.StyleThresholdsName} {
+			w, ok := ck.Tensors[name]
+			if !ok {
+				continue
+			}
+			if avg := ck.Tensors[models.EMAPrefix+name]; avg == nil || !avg.AllClose(w, 0, 0) {
+				t.Errorf("%s: the moving average's is not the model's", name)
+			}
+			v := torch.Values[float64](w.To(torch.Float64))
+			if name == diffusion.LatentScaleName {
+				scale = v[0]
+				continue
+			}
+			for i := 0; i+4 <= len(v); i += 4 {
+				thresholds = append(thresholds, v[i:i+4])
+			}
+		}
+		firstStage = ck.FirstStage
+	})
+	return scale, thresholds, firstStage
 }
 
 // trainAutoencoder trains the KL autoencoder for two epochs of 2,000
@@ -109,15 +149,17 @@ func TestMain(m *testing.M) {
 }
 
 // Latent diffusion (ladder step 9): the U-Net trains on the autoencoder's
-// latents with the autoencoder frozen and saved inside its checkpoints;
-// the latent scale is 1/std of the training images' latents, measured and
-// recorded; the checkpoint samples without the autoencoder's own files.
+// latents with the autoencoder frozen and saved inside its checkpoints,
+// its architecture in their metadata; the latent scale is 1/std of the
+// training images' latents, measured and held by the model; the
+// checkpoint samples without the autoencoder's own files.
 func TestLatentDiffusion(t *testing.T) {
 	dir := t.TempDir()
 	ae := trainAutoencoder(t, dir) // its own: the test moves it away
-	r, d := trainLadder9(t, "latent", filepath.Join(dir, "latent"), "train.max_steps=20", "diffusion.autoencoder="+ae.Dir)
-	if d.AutoencoderConfig == nil || !slices.Equal(d.AutoencoderConfig.Channels, []int64{16, 32, 64}) {
-		t.Errorf("config.yaml records the autoencoder as %+v", d.AutoencoderConfig)
+	r := trainLadder9(t, "latent", filepath.Join(dir, "latent"), "train.max_steps=20", "diffusion.autoencoder="+ae.Dir)
+	scale, _, firstStage := constants(t, r.Dir)
+	if firstStage == nil || !slices.Equal(firstStage.Channels, []int64{16, 32, 64}) {
+		t.Errorf("the checkpoint records the autoencoder as %+v", firstStage)
 	}
 	err := torch.Do(func() error {
 		aeModel, _, err := models.Load(ae.Dir, torch.CPU, false)
@@ -145,8 +187,8 @@ func TestLatentDiffusion(t *testing.T) {
 		}
 		n := float64(len(z))
 		want := 1 / math.Sqrt(sq/n-(s/n)*(s/n))
-		if math.Abs(d.LatentScale-want) > 1e-4*want {
-			t.Errorf("latent_scale %g, want 1/std = %g", d.LatentScale, want)
+		if math.Abs(scale-want) > 1e-4*want {
+			t.Errorf("latent scale %g, want 1/std = %g", scale, want)
 		}
 		// Frozen: the checkpoint's first stage (and its moving average's)
 		// is the autoencoder's weights, bit for bit, after 20 steps.
@@ -194,19 +236,15 @@ func TestLatentDiffusion(t *testing.T) {
 		t.Fatal(err)
 	}
 	// A resume needs no autoencoder files either: the model is built from
-	// the checkpoint, and the config (the shipped one, latent_scale 0)
-	// takes the scale the run measured; a config that says otherwise is
-	// refused by name.
+	// the checkpoint, and goes on with the scale it measured (the shipped
+	// config's latent_scale is 0: measure); a config that fixes another
+	// scale is refused by name.
 	c := ladder9Config(t, "latent", "train.max_steps=30", "diffusion.autoencoder="+ae.Dir)
 	if _, err := Train(c, Options{Resume: r.Dir}); err != nil {
 		t.Fatalf("resume with the autoencoder's run gone: %v", err)
 	}
-	again, err := models.LoadConfig(r.Path("config.yaml"), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if got := models.Section[*diffusion.Config](again, "diffusion").LatentScale; got != d.LatentScale {
-		t.Errorf("after the resume config.yaml has latent_scale %g, the run measured %g", got, d.LatentScale)
+	if again, _, _ := constants(t, r.Dir); again != scale {
+		t.Errorf("after the resume the latent scale is %g, the run measured %g", again, scale)
 	}
 	c = ladder9Config(t, "latent", "train.max_steps=40", "diffusion.latent_scale=0.5")
 	if _, err := Train(c, Options{Resume: r.Dir}); err == nil || !strings.Contains(err.Error(), "diffusion.latent_scale: the config says 0.5") {
@@ -250,9 +288,10 @@ func TestLatentDiffusion(t *testing.T) {
 func TestPromptDiffusion(t *testing.T) {
 	dir := t.TempDir()
 	ae := sharedAutoencoder(t)
-	r, d := trainLadder9(t, "prompt", filepath.Join(dir, "prompt"), "train.max_steps=20", "diffusion.autoencoder="+ae.Dir)
-	if len(d.Vocabulary) != 15 || d.Vocabulary[8] != "seven" || len(d.StyleThresholds) != 10 {
-		t.Fatalf("vocabulary %q, %d rows of style thresholds", d.Vocabulary, len(d.StyleThresholds))
+	r := trainLadder9(t, "prompt", filepath.Join(dir, "prompt"), "train.max_steps=20", "diffusion.autoencoder="+ae.Dir)
+	_, thresholds, _ := constants(t, r.Dir)
+	if len(thresholds) != 10 {
+		t.Fatalf("%d rows of style thresholds", len(thresholds))
 	}
 	// A vocabulary that does not name the data's classes in order is refused.
 	swapped := `diffusion.vocabulary=["", one, zero, two, three, four, five, six, seven, eight, nine, thin, bold, upright, slanted]`
@@ -277,8 +316,8 @@ func TestPromptDiffusion(t *testing.T) {
 		}
 		for c := range want {
 			for i := range want[c] {
-				if len(d.StyleThresholds[c]) != 4 || math.Abs(d.StyleThresholds[c][i]-want[c][i]) > 1e-4*(1+want[c][i]) {
-					return fmt.Errorf("style_thresholds %v, want %v", d.StyleThresholds, want)
+				if math.Abs(thresholds[c][i]-want[c][i]) > 1e-4*(1+want[c][i]) {
+					return fmt.Errorf("style thresholds %v, want %v", thresholds, want)
 				}
 			}
 		}
@@ -287,6 +326,9 @@ func TestPromptDiffusion(t *testing.T) {
 			return err
 		}
 		defer models.Free(m)
+		if v := models.Vocabulary(m); len(v) != 15 || v[8] != "seven" {
+			t.Errorf("vocabulary %q", v)
+		}
 		dm := m.(*diffusion.Model)
 		s := models.GridSampling(ck.Config)
 		s.Prompt = "slanted bold"

@@ -20,10 +20,6 @@ import (
 	"kakusan/torch"
 )
 
-// newModel builds the model to train (to be loaded from the checkpoint
-// from when resuming); tests swap it.
-var newModel = models.Build
-
 // afterTrain, when set (by tests), sees a finished run's loop before it is
 // freed.
 var afterTrain func(l *loop)
@@ -34,21 +30,19 @@ const gridSeed = 1234
 
 // loop is the training loop around a Stepper: it feeds batches, logs,
 // writes checkpoints and sample grids, evaluates each epoch and stops
-// cleanly on a signal or a NaN.
+// cleanly on a signal or a NaN. The training state (model, moving
+// average, optimizer, step) is st's.
 type loop struct {
 	ctx         context.Context
 	r           *Run
 	c           *models.Config
 	entry       models.Entry // the model's: what it can do
 	dev         torch.Device
-	geo         models.Geometry
 	data        *data
-	model, ema  models.Model
-	opt         torch.Optimizer
+	st          *State
 	step        Stepper
 	dist        *distributed // nil: one process
 	total       int          // steps of the run
-	n           int          // steps done
 	lossSum     *torch.Tensor
 	window      int
 	windowStart time.Time
@@ -60,17 +54,15 @@ type loop struct {
 // trainNeural runs the training loop; it must run on the torch thread.
 func trainNeural(ctx context.Context, r *Run, resume string) error {
 	l, err := newLoop(ctx, r, resume)
-	if l != nil {
-		defer l.free()
-	}
+	defer l.free()
 	if err != nil {
 		return err
 	}
-	if l.n > 0 && l.n >= l.total {
+	if l.st.Step > 0 && l.st.Step >= l.total {
 		if !l.dist.leader() {
 			return nil
 		}
-		fmt.Fprintf(r.Log, "the run is complete (step %d of %d): nothing to resume; raise train.epochs or train.max_steps to train on\n", l.n, l.total)
+		fmt.Fprintf(r.Log, "the run is complete (step %d of %d): nothing to resume; raise train.epochs or train.max_steps to train on\n", l.st.Step, l.total)
 		if _, err := os.Stat(r.Path("samples/final.png")); err != nil { // a signal cut the final grid short
 			if err := l.grid("final.png"); errors.Is(err, errStop) {
 				return signals.ErrInterrupted
@@ -86,118 +78,164 @@ func trainNeural(ctx context.Context, r *Run, resume string) error {
 		}
 		return err
 	}
-	return l.interrupted(l.n / l.data.spe)
+	return l.interrupted(l.st.Step / l.data.spe)
 }
 
-// newLoop sets a run up: device, data, model, optimizer, moving average,
-// the step, and the state of the checkpoint it resumes from.
+// newLoop sets a run up, phase by phase; the loop it returns, set up or
+// not, is to be freed.
 func newLoop(ctx context.Context, r *Run, resume string) (*loop, error) {
-	c, t := r.Config, r.Config.Train
+	entry, _ := models.Lookup(r.Config.Model)
+	l := &loop{ctx: ctx, r: r, c: r.Config, entry: entry}
+	for _, phase := range []func() error{
+		l.setDevice,
+		l.joinGroup,
+		l.loadData,
+		func() error { return l.buildState(resume) },
+		l.buildStep,
+		l.syncRanks,
+	} {
+		if err := phase(); err != nil {
+			return l, err
+		}
+	}
+	fmt.Fprintf(r.Log, "%s: %d parameters on %s (%s), %d training images %dx%dx%d (%d steps an epoch), %d test images, %d steps\n",
+		l.c.Model, l.st.Model.Module().NumParams(), l.dev, l.precision(), l.data.train.N, l.st.Geometry.C, l.st.Geometry.H, l.st.Geometry.W, l.data.spe, l.data.test.N, l.total)
+	l.lossSum = torch.Zeros([]int64{}, l.dev).Keep()
+	return l, nil
+}
+
+// setDevice picks the device (a rank's GPU under data parallelism), the
+// threads, cuDNN's algorithm search and the seed.
+func (l *loop) setDevice() error {
+	c := l.c
 	dev, err := torch.ParseDevice(c.Device)
 	if err != nil {
-		return nil, fmt.Errorf("device: %w", err)
+		return fmt.Errorf("device: %w", err)
 	}
-	if dev, err = distDevice(r.dist, dev); err != nil {
-		return nil, err
+	if l.dev, err = distDevice(l.r.dist, dev); err != nil {
+		return err
 	}
 	if c.Threads > 0 {
 		torch.SetNumThreads(c.Threads)
 	}
-	torch.SetCuDNNBenchmark(t.CuDNNBenchmark)
+	torch.SetCuDNNBenchmark(c.Train.CuDNNBenchmark)
 	torch.ManualSeed(c.Seed)
-	entry, _ := models.Lookup(c.Model)
-	l := &loop{ctx: ctx, r: r, c: c, entry: entry, dev: dev}
-	if r.dist != nil {
-		if l.dist, err = joinGroup(r.dist, t, dev); err != nil {
-			return nil, err
-		}
+	return nil
+}
+
+// joinGroup joins the data-parallel job's process group, if the run is one
+// of its ranks.
+func (l *loop) joinGroup() (err error) {
+	if l.r.dist != nil {
+		l.dist, err = joinGroup(l.r.dist, l.c.Train, l.dev)
 	}
+	return err
+}
+
+// loadData reads the training and test images (this rank's share of each
+// batch) and sizes the run.
+func (l *loop) loadData() (err error) {
 	rank, world := 0, 1
 	if l.dist != nil {
 		rank, world = l.dist.env.Rank, l.dist.env.World
 	}
-	if l.data, err = loadData(c, rank, world); err != nil {
-		return l, err
+	if l.data, err = loadData(l.c, rank, world); err != nil {
+		return err
 	}
-	l.data.holdOnDevice(dev, residentOnAnyDevice)
-	l.geo = models.GeometryOf(l.data.train)
+	l.data.holdOnDevice(l.dev, residentOnAnyDevice)
+	t := l.c.Train
 	l.total = t.Epochs * l.data.spe
 	if t.MaxSteps > 0 && (t.Epochs < 1 || t.MaxSteps < l.total) {
 		l.total = t.MaxSteps
 	}
-	// Rank 0 resumes from a checkpoint: read first, so that the model is
-	// built from what it records (a latent model's autoencoder comes with
-	// it, not from its own files) and the config takes the values it was
-	// trained with (the latent scale, the style thresholds).
+	return nil
+}
+
+// buildState builds the training state: restored from the checkpoint of
+// the run folder resume on rank 0 (read first, so that the model is built
+// from what it records: a latent model's autoencoder comes with it, not
+// from its own files), else fresh, its constants measured on the
+// training images. Other ranks get rank 0's state in syncRanks.
+func (l *loop) buildState(resume string) error {
 	var from *models.Checkpoint
 	if resume != "" && l.dist.leader() {
-		if from, err = models.ReadCheckpoint(resume, dev); err != nil {
-			return l, err
+		var err error
+		if from, err = models.ReadCheckpoint(resume, l.dev); err != nil {
+			return err
 		}
 		defer from.Free()
-		if err := models.Adopt(c, from); err != nil {
-			return l, err
+	}
+	var err error
+	if l.st, err = NewState(l.c, models.GeometryOf(l.data.train), l.dev, from); err != nil {
+		return err
+	}
+	if l.dist != nil {
+		l.st.World = l.dist.env.World
+	}
+	if from != nil {
+		return l.resume(from)
+	}
+	if l.dist.leader() {
+		if err := l.calibrate(); err != nil {
+			return err
 		}
 	}
-	if l.model, err = newModel(c, l.geo, dev, from); err != nil {
-		return l, err
-	}
-	if err := l.calibrate(from != nil); err != nil {
-		return l, err
-	}
-	l.opt = newOptimizer(c.Optimizer, l.model.Module().ParamTensors())
-	var ema *EMA
-	if t.EMADecay > 0 {
-		if l.ema, err = newModel(c, l.geo, dev, from); err != nil {
-			return l, err
-		}
-		if err := l.ema.Module().Load(l.model.Module().StateDict()); err != nil {
-			return l, err
-		}
-		ema = &EMA{Avg: l.ema, Decay: t.EMADecay, Warmup: t.EMAWarmup}
-	}
-	step, err := NewStep(l.model, l.opt, ema, t.GradClip, t.Precision)
+	return l.st.StartEMA()
+}
+
+// buildStep makes the training step over the state, its gradients
+// all-reduced under data parallelism, captured in a CUDA graph when asked.
+func (l *loop) buildStep() error {
+	t := l.c.Train
+	step, err := NewStep(l.st, t.GradClip, t.Precision)
 	if err != nil {
-		return l, err
+		return err
 	}
 	l.step = step
 	if l.dist != nil {
-		step.Sync = l.dist.sync(l.model, step.params)
+		step.Sync = l.dist.sync(l.st.Model, step.params)
 		if t.SyncBatchNorm {
-			l.model.Module().SetSyncBatchNorm(l.dist.g)
+			l.st.Model.Module().SetSyncBatchNorm(l.dist.g)
 		}
 	}
 	if t.CUDAGraph && l.dist != nil {
-		fmt.Fprintf(r.Log, "train.cuda_graph: off under data parallelism (the all-reduce runs outside a graph); eager steps\n")
+		fmt.Fprintf(l.r.Log, "train.cuda_graph: off under data parallelism (the all-reduce runs outside a graph); eager steps\n")
 	} else if t.CUDAGraph {
-		g, err := NewGraphed(step, dev, r.Log)
+		g, err := NewGraphed(step, l.dev, l.r.Log)
 		if err != nil {
-			return l, err
+			return err
 		}
 		l.step = g
 	}
-	if from != nil {
-		if err := l.resume(from, ema); err != nil {
-			return l, err
-		}
+	return nil
+}
+
+// precision is the training step's precision policy in force.
+func (l *loop) precision() torch.Precision {
+	if g, ok := l.step.(*Graphed); ok {
+		return g.step.Precision
 	}
-	if l.dist != nil {
-		if err := l.collective(func() error { return l.broadcastState(l.opt) }); err != nil {
-			return l, err
-		}
-		if ema != nil {
-			ema.Updates = l.n
-		}
-		bn := ""
-		if t.SyncBatchNorm {
-			bn = ", batch norm over all ranks"
-		}
-		fmt.Fprintf(r.Log, "data parallel: %d ranks (%s), %d images a step (%d a rank)%s\n", l.dist.env.World, l.dist.g.Backend, t.BatchSize*l.dist.env.World, t.BatchSize, bn)
+	return l.step.(*Step).Precision
+}
+
+// syncRanks gives every rank rank 0's state under data parallelism.
+func (l *loop) syncRanks() error {
+	if l.dist == nil {
+		return nil
 	}
-	fmt.Fprintf(r.Log, "%s: %d parameters on %s (%s), %d training images %dx%dx%d (%d steps an epoch), %d test images, %d steps\n",
-		c.Model, l.model.Module().NumParams(), dev, step.Precision, l.data.train.N, l.geo.C, l.geo.H, l.geo.W, l.data.spe, l.data.test.N, l.total)
-	l.lossSum = torch.Zeros([]int64{}, dev).Keep()
-	return l, nil
+	if err := l.collective(l.broadcastState); err != nil {
+		return err
+	}
+	if l.st.EMA != nil {
+		l.st.EMA.Updates = l.st.Step
+	}
+	t := l.c.Train
+	bn := ""
+	if t.SyncBatchNorm {
+		bn = ", batch norm over all ranks"
+	}
+	fmt.Fprintf(l.r.Log, "data parallel: %d ranks (%s), %d images a step (%d a rank)%s\n", l.dist.env.World, l.dist.g.Backend, t.BatchSize*l.dist.env.World, t.BatchSize, bn)
+	return nil
 }
 
 // calibrateImages bounds the training images a run measures its model's
@@ -211,40 +249,37 @@ type calibrator interface {
 	Calibrate(next func() (x, y *torch.Tensor)) (string, error)
 }
 
-// calibrate lets the model measure what it takes from the training images
-// (a seeded random 10,000 of them, streamed) and, on rank 0 of a fresh run,
-// writes the config again: it now records what the model was built with
-// and measured (the autoencoder's architecture, the prompt vocabulary, the
-// latent scale, the style thresholds).
-func (l *loop) calibrate(resuming bool) error {
-	if m, ok := l.model.(calibrator); ok && m.Uncalibrated() {
-		loader := &datasets.Loader{Set: l.data.train, Seed: l.c.Seed, Shuffle: true}
-		order := loader.Order(0)
-		order = order[:min(len(order), calibrateImages)]
-		msg, err := m.Calibrate(func() (x, y *torch.Tensor) {
-			if len(order) == 0 {
-				return nil, nil
-			}
-			n := min(len(order), l.c.Train.BatchSize)
-			t := batchTensors(loader.Gather(order[:n]), l.data.train, l.dev)
-			order = order[n:]
-			return t.X, t.Y
-		})
-		if err != nil {
-			return err
+// calibrate lets a fresh model measure what it takes from the training
+// images (a seeded random 10,000 of them, streamed): constants the model
+// holds, saved in its checkpoints.
+func (l *loop) calibrate() error {
+	m, ok := l.st.Model.(calibrator)
+	if !ok || !m.Uncalibrated() {
+		return nil
+	}
+	loader := &datasets.Loader{Set: l.data.train, Seed: l.c.Seed, Shuffle: true}
+	order := loader.Order(0)
+	order = order[:min(len(order), calibrateImages)]
+	msg, err := m.Calibrate(func() (x, y *torch.Tensor) {
+		if len(order) == 0 {
+			return nil, nil
 		}
+		n := min(len(order), l.c.Train.BatchSize)
+		t := batchTensors(loader.Gather(order[:n]), l.data.train, l.dev)
+		order = order[n:]
+		return t.X, t.Y
+	})
+	if err == nil {
 		fmt.Fprintln(l.r.Log, msg)
 	}
-	if resuming || !l.dist.leader() {
-		return nil // a resume writes the config once the checkpoint is restored
-	}
-	return atomic.WriteFile(l.r.Path("config.yaml"), l.c.Marshal())
+	return err
 }
 
-// resume restores the model, moving average, optimizer and generators
-// from a run's latest checkpoint and drops the metrics logged after it.
-func (l *loop) resume(ck *models.Checkpoint, ema *EMA) error {
-	if err := restore(ck, l.c.Model, l.geo, l.model, l.ema, l.opt); err != nil {
+// resume restores the state from a run's latest checkpoint, writes the
+// config the run goes on with into its folder and drops the metrics logged
+// after the checkpoint.
+func (l *loop) resume(ck *models.Checkpoint) error {
+	if err := l.st.Restore(ck); err != nil {
 		return err
 	}
 	// The folder's config becomes the one the run goes on with (--set on
@@ -252,24 +287,21 @@ func (l *loop) resume(ck *models.Checkpoint, ema *EMA) error {
 	if err := atomic.WriteFile(l.r.Path("config.yaml"), l.c.Marshal()); err != nil {
 		return err
 	}
-	if ck.Step < 0 || ck.Step > maxStep {
-		return fmt.Errorf("%s: step %d is out of range", ck.Path, ck.Step)
-	}
 	speOld, bOld, bNew := l.data.train.N/ck.GlobalBatch(), ck.GlobalBatch(), l.globalBatch()
 	convert := func(step int) int { return convertStep(step, speOld, bOld, l.data.spe, bNew) }
-	l.n = convert(ck.Step)
-	if l.n != ck.Step {
-		fmt.Fprintf(l.r.Log, "the checkpoint's step %d of %d images is step %d of %d images\n", ck.Step, bOld, l.n, bNew)
+	l.st.Step = convert(ck.Step)
+	if l.st.Step != ck.Step {
+		fmt.Fprintf(l.r.Log, "the checkpoint's step %d of %d images is step %d of %d images\n", ck.Step, bOld, l.st.Step, bNew)
 	} else {
 		convert = nil
 	}
-	if ema != nil {
-		ema.Updates = l.n
+	if l.st.EMA != nil {
+		l.st.EMA.Updates = l.st.Step
 	}
 	if err := l.r.truncateMetrics(ck.Step, convert); err != nil {
 		return err
 	}
-	fmt.Fprintf(l.r.Log, "resumed from %s at step %d\n", ck.Path, l.n)
+	fmt.Fprintf(l.r.Log, "resumed from %s at step %d\n", ck.Path, l.st.Step)
 	return nil
 }
 
@@ -281,13 +313,8 @@ func (l *loop) free() {
 	if l.data != nil {
 		l.data.resident.free()
 	}
-	for _, m := range []models.Model{l.model, l.ema} {
-		if m != nil {
-			models.Free(m)
-		}
-	}
-	if l.opt != nil {
-		l.opt.Free()
+	if l.st != nil {
+		l.st.Free()
 	}
 	if l.lossSum != nil {
 		l.lossSum.Free()
@@ -300,12 +327,12 @@ func (l *loop) run() error {
 	if f, ok := l.r.Log.(*os.File); ok && term.IsTerminal(int(f.Fd())) {
 		l.bar = progressbar.NewOptions(l.total, progressbar.OptionSetWriter(f), progressbar.OptionShowCount(),
 			progressbar.OptionSetWidth(30), progressbar.OptionThrottle(200*time.Millisecond), progressbar.OptionClearOnFinish())
-		l.bar.Set(l.n)
+		l.bar.Set(l.st.Step)
 	}
 	l.windowStart = time.Now()
 	spe := l.data.spe
-	for l.n < l.total {
-		if err := l.epoch(l.n/spe, l.n%spe); err != nil {
+	for l.st.Step < l.total {
+		if err := l.epoch(l.st.Step/spe, l.st.Step%spe); err != nil {
 			return err
 		}
 	}
@@ -315,13 +342,13 @@ func (l *loop) run() error {
 	if !l.dist.leader() {
 		return nil
 	}
-	if l.n%spe != 0 {
-		if err := l.evaluate(l.n / spe); err != nil {
+	if l.st.Step%spe != 0 {
+		if err := l.evaluate(l.st.Step / spe); err != nil {
 			return err
 		}
 	}
-	if l.lastCk == "" || filepath.Base(l.lastCk) != checkpointName(l.n) {
-		if err := l.checkpoint(l.n / spe); err != nil {
+	if l.lastCk == "" || filepath.Base(l.lastCk) != checkpointName(l.st.Step) {
+		if err := l.checkpoint(l.st.Step / spe); err != nil {
 			return err
 		}
 	}
@@ -329,9 +356,9 @@ func (l *loop) run() error {
 		return err
 	}
 	if _, ok := l.generator(); ok {
-		l.logf("done: %d steps; checkpoint %s, samples %s\n", l.n, l.lastCk, l.r.Path("samples/final.png"))
+		l.logf("done: %d steps; checkpoint %s, samples %s\n", l.st.Step, l.lastCk, l.r.Path("samples/final.png"))
 	} else {
-		l.logf("done: %d steps; checkpoint %s\n", l.n, l.lastCk)
+		l.logf("done: %d steps; checkpoint %s\n", l.st.Step, l.lastCk)
 	}
 	return nil
 }
@@ -341,7 +368,7 @@ func (l *loop) epoch(epoch, pos int) error {
 	batches, stop := l.data.loader.Epoch(epoch, pos)
 	defer stop()
 	for b := range batches {
-		if err := l.onBatch(b, epoch); err != nil || l.n >= l.total {
+		if err := l.onBatch(b, epoch); err != nil || l.st.Step >= l.total {
 			return err
 		}
 	}
@@ -354,7 +381,7 @@ func (l *loop) onBatch(b datasets.Batch, epoch int) error {
 	if l.ctx.Err() != nil {
 		return l.interrupted(epoch)
 	}
-	lr := learningRate(l.c, l.n, l.total)
+	lr := learningRate(l.c, l.st.Step, l.total)
 	l.step.SetLR(lr)
 	train := func() {
 		torch.Scoped(func() {
@@ -371,32 +398,32 @@ func (l *loop) onBatch(b datasets.Batch, epoch int) error {
 		if l.ctx.Err() != nil {
 			return l.interrupted(epoch)
 		}
-		if l.dist.leader() && l.model.Module().NonFinite() == "" {
-			if path, serr := saveCheckpoint(l.r, l.geo, l.model, l.ema, l.opt, l.n, epoch); serr == nil {
+		if l.dist.leader() && l.st.Model.Module().NonFinite() == "" {
+			if path, serr := l.save(epoch); serr == nil {
 				l.lastCk = path
 			}
 		}
 		return l.distError(err)
 	}
-	l.n++
+	l.st.Step++
 	l.window++
 	if l.bar != nil {
 		l.bar.Add(1)
 	}
 	t, spe := l.c.Train, l.data.spe
-	if l.n%t.LogEvery == 0 || l.n == l.total {
+	if l.st.Step%t.LogEvery == 0 || l.st.Step == l.total {
 		if err := l.log(epoch, lr); err != nil {
 			return err
 		}
 	}
-	epochEnd := l.n%spe == 0
-	if (t.CheckpointEvery > 0 && l.n%t.CheckpointEvery == 0) || (t.CheckpointEvery == 0 && epochEnd) {
+	epochEnd := l.st.Step%spe == 0
+	if (t.CheckpointEvery > 0 && l.st.Step%t.CheckpointEvery == 0) || (t.CheckpointEvery == 0 && epochEnd) {
 		if err := l.checkpoint(epoch); err != nil {
 			return err
 		}
 	}
-	if (t.SampleEvery > 0 && l.n%t.SampleEvery == 0) || (t.SampleEvery == 0 && epochEnd) {
-		if err := l.grid(fmt.Sprintf("step-%08d.png", l.n)); err != nil {
+	if (t.SampleEvery > 0 && l.st.Step%t.SampleEvery == 0) || (t.SampleEvery == 0 && epochEnd) {
+		if err := l.grid(fmt.Sprintf("step-%08d.png", l.st.Step)); err != nil {
 			return err
 		}
 	}
@@ -413,13 +440,13 @@ func (l *loop) interrupted(epoch int) error {
 	if !l.dist.leader() {
 		return signals.ErrInterrupted
 	}
-	if bad := l.model.Module().NonFinite(); bad != "" {
-		return nanError(l.n, l.lastCk)
+	if bad := l.st.Model.Module().NonFinite(); bad != "" {
+		return nanError(l.st.Step, l.lastCk)
 	}
-	if _, err := saveCheckpoint(l.r, l.geo, l.model, l.ema, l.opt, l.n, epoch); err != nil {
+	if _, err := l.save(epoch); err != nil {
 		return fmt.Errorf("interrupted, and the checkpoint failed: %w", err)
 	}
-	l.logf("interrupted at step %d: checkpoint saved; continue with --resume %s\n", l.n, l.r.Dir)
+	l.logf("interrupted at step %d: checkpoint saved; continue with --resume %s\n", l.st.Step, l.r.Dir)
 	return signals.ErrInterrupted
 }
 
@@ -450,18 +477,18 @@ func (l *loop) log(epoch int, lr float64) error {
 	}
 	mean := l.lossSum.Item() / float64(l.window)
 	if math.IsNaN(mean) || math.IsInf(mean, 0) {
-		return nanError(l.n, l.lastCk)
+		return nanError(l.st.Step, l.lastCk)
 	}
 	rate := float64(l.window*l.globalBatch()) / time.Since(l.windowStart).Seconds()
 	if l.bar != nil {
 		l.bar.Describe(fmt.Sprintf("loss %.4f  %.0f img/s", mean, rate))
 	} else {
-		l.logf("step %d/%d  epoch %d  loss %.4f  lr %.3g  %.0f img/s\n", l.n, l.total, epoch, mean, lr, rate)
+		l.logf("step %d/%d  epoch %d  loss %.4f  lr %.3g  %.0f img/s\n", l.st.Step, l.total, epoch, mean, lr, rate)
 	}
-	if err := l.r.Metric(l.n, map[string]any{"epoch": epoch, "loss": mean, "lr": lr, "images_per_s": rate}); err != nil {
+	if err := l.r.Metric(l.st.Step, map[string]any{"epoch": epoch, "loss": mean, "lr": lr, "images_per_s": rate}); err != nil {
 		return err
 	}
-	l.curve[0], l.curve[1] = append(l.curve[0], float64(l.n)), append(l.curve[1], mean)
+	l.curve[0], l.curve[1] = append(l.curve[0], float64(l.st.Step)), append(l.curve[1], mean)
 	l.lossSum.Fill(0)
 	l.window, l.windowStart = 0, time.Now()
 	return nil
@@ -474,6 +501,13 @@ func (l *loop) logf(format string, args ...any) {
 	fmt.Fprintf(l.r.Log, format, args...)
 }
 
+// save writes a checkpoint of the state at a step of epoch into the run
+// folder.
+func (l *loop) save(epoch int) (string, error) {
+	l.st.Epoch = epoch
+	return l.st.Save(l.r.Path("checkpoints"), l.c.Train.KeepCheckpoints)
+}
+
 // checkpoint saves the training state and redraws loss.png; weights
 // that have gone NaN or infinite stop the run instead, so every checkpoint
 // written is a good one.
@@ -481,12 +515,12 @@ func (l *loop) checkpoint(epoch int) error {
 	if !l.dist.leader() {
 		return nil
 	}
-	if bad := l.model.Module().NonFinite(); bad != "" {
-		return nanError(l.n, l.lastCk)
+	if bad := l.st.Model.Module().NonFinite(); bad != "" {
+		return nanError(l.st.Step, l.lastCk)
 	}
-	path, err := saveCheckpoint(l.r, l.geo, l.model, l.ema, l.opt, l.n, epoch)
+	path, err := l.save(epoch)
 	if err != nil {
-		return fmt.Errorf("checkpoint at step %d: %w", l.n, err)
+		return fmt.Errorf("checkpoint at step %d: %w", l.st.Step, err)
 	}
 	l.lastCk = path
 	if len(l.curve[1]) > 0 {
@@ -498,10 +532,7 @@ func (l *loop) checkpoint(epoch int) error {
 // generator is what draws the grids: the moving average when there is
 // one, else the model; ok is false for models that draw nothing.
 func (l *loop) generator() (sample.Generator, bool) {
-	m := l.model
-	if l.ema != nil {
-		m = l.ema
-	}
+	m := l.st.sampler()
 	g, err := l.entry.NewGenerator(m, models.GridSampling(l.c))
 	return g, err == nil
 }
@@ -517,8 +548,8 @@ func (l *loop) grid(name string) error {
 		return l.reconstructions(name)
 	}
 	n, classes := l.c.Samples, 0
-	if models.Conditional(l.model) {
-		classes = l.geo.Classes
+	if models.Conditional(l.st.Model) {
+		classes = l.st.Geometry.Classes
 	}
 	b := sample.Batch{Seed: gridSeed}
 	for k := range n {
@@ -555,10 +586,7 @@ func (l *loop) grid(name string) error {
 // than generates (the autoencoders): the first test images in rows of 8,
 // each row followed by its reconstructions; nothing for other models.
 func (l *loop) reconstructions(name string) error {
-	m := l.model
-	if l.ema != nil {
-		m = l.ema
-	}
+	m := l.st.sampler()
 	n := min(l.c.Samples/2, l.data.test.N)
 	cols := min(8, n)
 	if !l.entry.Does(models.Reconstructs) || n < 1 {
@@ -589,7 +617,7 @@ func (l *loop) evaluate(epoch int) error {
 	}
 	var s testScores
 	err := l.interruptible(func() error {
-		torch.WithSeed(l.c.Seed+uint64(epoch), func() { s = evalLoss(l.entry, l.model, l.data.test, l.c.Train.BatchSize, l.dev) })
+		torch.WithSeed(l.c.Seed+uint64(epoch), func() { s = evalLoss(l.entry, l.st.Model, l.data.test, l.c.Train.BatchSize, l.dev) })
 		return nil
 	})
 	if err != nil {
@@ -597,7 +625,7 @@ func (l *loop) evaluate(epoch int) error {
 	}
 	loss := s.loss
 	fields := map[string]any{"epoch": epoch, "test_loss": loss}
-	msg := fmt.Sprintf("epoch %d (step %d): test loss %.4f", epoch, l.n, loss)
+	msg := fmt.Sprintf("epoch %d (step %d): test loss %.4f", epoch, l.st.Step, loss)
 	if l.entry.Does(models.Classifies) {
 		fields["test_accuracy"] = s.accuracy
 		msg += fmt.Sprintf(", accuracy %.4f", s.accuracy)
@@ -609,9 +637,9 @@ func (l *loop) evaluate(epoch int) error {
 	}
 	l.logf("%s\n", msg)
 	if math.IsNaN(loss) || math.IsInf(loss, 0) {
-		return nanError(l.n, l.lastCk)
+		return nanError(l.st.Step, l.lastCk)
 	}
-	return l.r.Metric(l.n, fields)
+	return l.r.Metric(l.st.Step, fields)
 }
 
 func nanError(step int, lastCk string) error {

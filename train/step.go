@@ -12,8 +12,8 @@ import (
 type Batch struct{ X, Y *torch.Tensor }
 
 // Stepper trains on one batch at a time. *Step is the step itself; what
-// changes how a whole step runs (capturing it in a CUDA graph and replaying
-// it, the speed work's next part) is a Stepper wrapping a *Step.
+// changes how a whole step runs is a Stepper wrapping a *Step (Graphed
+// captures it in a CUDA graph and replays it).
 type Stepper interface {
 	// Run trains on one batch and returns its loss, detached, on the device.
 	Run(b Batch) *torch.Tensor
@@ -21,8 +21,8 @@ type Stepper interface {
 	SetLR(lr float64)
 }
 
-// Step is the training step: it owns the model, the optimizer, the moving
-// average and the precision policy, and Run does one step on one batch:
+// Step is the training step over a State's model, optimizer and moving
+// average, with a precision policy: Run does one step on one batch:
 // forward and loss, backward, gradient synchronisation, clipping, the
 // optimizer's update and the moving average's. It reads nothing back from
 // the device, so nothing in it waits for the device (a test counts the
@@ -35,12 +35,10 @@ type Stepper interface {
 //   - Sync runs between the backward pass and clipping; a distributed
 //     strategy all-reduces the gradients there (nil on one process).
 type Step struct {
-	Model models.Model
-	Opt   torch.Optimizer
-	EMA   *EMA    // nil: no moving average
-	Clip  float64 // the gradients' largest joint L2 norm; 0: no clipping
-	Loss  func(b Batch) *torch.Tensor
-	Sync  func(params []*torch.Tensor)
+	*State         // what it trains; the State owns and frees it
+	Clip   float64 // the gradients' largest joint L2 norm; 0: no clipping
+	Loss   func(b Batch) *torch.Tensor
+	Sync   func(params []*torch.Tensor)
 
 	// Precision is the policy in force on the model's device (auto
 	// resolved); its TF32 setting holds through the backward pass too.
@@ -49,13 +47,14 @@ type Step struct {
 	params []*torch.Tensor
 }
 
-// NewStep makes the step of a model with an optimizer over its parameters,
-// computing the model's own loss at the given precision.
-func NewStep(m models.Model, opt torch.Optimizer, ema *EMA, clip float64, p torch.Precision) (*Step, error) {
+// NewStep makes the training step of st's model with its optimizer over
+// the model's parameters, computing the model's own loss at precision p.
+func NewStep(st *State, clip float64, p torch.Precision) (*Step, error) {
 	if _, err := torch.ParsePrecision(string(p)); err != nil {
 		return nil, fmt.Errorf("train.precision: %w", err)
 	}
-	s := &Step{Model: m, Opt: opt, EMA: ema, Clip: clip, params: m.Module().ParamTensors()}
+	m := st.Model
+	s := &Step{State: st, Clip: clip, params: m.Module().ParamTensors()}
 	if len(s.params) == 0 {
 		return nil, fmt.Errorf("the model has no parameters to train")
 	}

@@ -39,7 +39,7 @@ func TestStepReadsNothingBack(t *testing.T) {
 			defer models.Free(avg)
 			opt := newOptimizer(c.Optimizer, m.Module().ParamTensors())
 			defer opt.Free()
-			step, err := NewStep(m, opt, &EMA{Avg: avg, Decay: c.Train.EMADecay, Warmup: c.Train.EMAWarmup}, c.Train.GradClip, c.Train.Precision)
+			step, err := NewStep(&State{Model: m, Opt: opt, EMA: &EMA{Avg: avg, Decay: c.Train.EMADecay, Warmup: c.Train.EMAWarmup}}, c.Train.GradClip, c.Train.Precision)
 			if err != nil {
 				return err
 			}
@@ -83,10 +83,10 @@ func TestStepSeams(t *testing.T) {
 		defer models.Free(m)
 		opt := newOptimizer(c.Optimizer, m.Module().ParamTensors())
 		defer opt.Free()
-		if _, err := NewStep(m, opt, nil, 0, "bf17"); err == nil {
+		if _, err := NewStep(&State{Model: m, Opt: opt}, 0, "bf17"); err == nil {
 			t.Error("an unknown precision was accepted")
 		}
-		step, err := NewStep(m, opt, nil, c.Train.GradClip, "fp32")
+		step, err := NewStep(&State{Model: m, Opt: opt}, c.Train.GradClip, "fp32")
 		if err != nil {
 			return err
 		}
@@ -177,7 +177,7 @@ func TestEMAAveragesNormStatistics(t *testing.T) {
 		opt := newOptimizer(c.Optimizer, m.Module().ParamTensors())
 		defer opt.Free()
 		const d = 0.8
-		step, err := NewStep(m, opt, &EMA{Avg: avg, Decay: d}, 0, "fp32")
+		step, err := NewStep(&State{Model: m, Opt: opt, EMA: &EMA{Avg: avg, Decay: d}}, 0, "fp32")
 		if err != nil {
 			return err
 		}

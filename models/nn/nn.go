@@ -22,7 +22,7 @@ type Named struct {
 // as batch-norm running statistics), in registration order.
 type Module struct {
 	params, buffers []Named
-	frozen          []Named // another module's tensors, saved and loaded with this one, never trained (Freeze)
+	frozen          []Named // saved and loaded with the module, never trained: frozen modules' tensors (Freeze), constants (Constant)
 	training        bool
 	sync            *torch.Group // batch norm's statistics over this group in training; nil: this process's batch
 }
@@ -56,12 +56,23 @@ func (m *Module) Freeze(prefix string, sub *Module) {
 	sub.training = false
 }
 
+// Constant registers t (kept, no gradients) under name as a constant the
+// model measured on its data (a latent scale): saved and loaded with the
+// module, but, like a frozen module's tensors, neither trained nor
+// averaged nor all-reduced; a data-parallel run broadcasts it once, with
+// the starting state.
+func (m *Module) Constant(name string, t *torch.Tensor) *torch.Tensor {
+	m.frozen = append(m.frozen, Named{name, t.Keep()})
+	return t
+}
+
 // all is every tensor of the module: parameters, buffers, frozen.
 func (m *Module) all() []Named {
 	return append(append(append([]Named(nil), m.params...), m.buffers...), m.frozen...)
 }
 
-// Frozen are the tensors of the modules frozen into m (Freeze).
+// Frozen are the tensors of the modules frozen into m (Freeze) and its
+// constants (Constant).
 func (m *Module) Frozen() []Named { return m.frozen }
 
 // Params are the trainable tensors.
