@@ -1,8 +1,13 @@
-// Package diffusion is the maths of denoising diffusion, apart from any
-// network: noise schedules, the forward process and training targets,
-// conversions between ε, v and x_0 predictions, classifier-free guidance,
-// timestep spacings, the samplers (DDPM, DDIM) behind one interface and
-// per-image noise. Timesteps run 1..T; ᾱ_0 = 1 is the clean image.
+// Package diffusion is denoising diffusion: its maths apart from any
+// network (noise schedules, the forward process and training targets,
+// conversions between ε, v and x_0 predictions, classifier-free guidance
+// and its interval, x̂₀ clipping, timestep spacings, per-image noise, and
+// the samplers behind one interface and registry: DDPM, DDIM,
+// DPM-Solver++(2M), Euler and Heun), the sampling settings (Sampling, one
+// declaration from which the config keys, flags and job records derive),
+// the codecs between pixels and the model's space (pixels, centred
+// pixels, an autoencoder's latents), and the model that puts a U-Net under
+// all of it (Model). Timesteps run 1..T; ᾱ_0 = 1 is the clean image.
 package diffusion
 
 import (

@@ -174,27 +174,7 @@ func eigSym(a []float64, n int, vectors bool) (vals, vecs []float64, err error) 
 				d[p] -= h
 				d[q] += h
 				a[p*n+q] = 0
-				rot := func(i, j, k, l int) {
-					g, h := a[i*n+j], a[k*n+l]
-					a[i*n+j] = g - s*(h+g*tau)
-					a[k*n+l] = h + s*(g-h*tau)
-				}
-				for j := 0; j < p; j++ {
-					rot(j, p, j, q)
-				}
-				for j := p + 1; j < q; j++ {
-					rot(p, j, j, q)
-				}
-				for j := q + 1; j < n; j++ {
-					rot(p, j, q, j)
-				}
-				if vectors {
-					for j := range n {
-						g, h := vecs[j*n+p], vecs[j*n+q]
-						vecs[j*n+p] = g - s*(h+g*tau)
-						vecs[j*n+q] = h + s*(g-h*tau)
-					}
-				}
+				rotate(a, vecs, n, p, q, s, tau)
 			}
 		}
 		for p := range n {
@@ -204,6 +184,31 @@ func eigSym(a []float64, n int, vectors bool) (vals, vecs []float64, err error) 
 		}
 	}
 	return nil, nil, errors.New("eigendecomposition: no convergence in 100 Jacobi sweeps")
+}
+
+// rotate applies eigSym's rotation of (p, q), of sine s and tau =
+// s/(1+cos), to the rest of the upper triangle of the n×n matrix a and,
+// when there are some, to the eigenvectors' columns p and q.
+func rotate(a, vecs []float64, n, p, q int, s, tau float64) {
+	rot := func(i, j, k, l int) {
+		g, h := a[i*n+j], a[k*n+l]
+		a[i*n+j] = g - s*(h+g*tau)
+		a[k*n+l] = h + s*(g-h*tau)
+	}
+	for j := 0; j < p; j++ {
+		rot(j, p, j, q)
+	}
+	for j := p + 1; j < q; j++ {
+		rot(p, j, j, q)
+	}
+	for j := q + 1; j < n; j++ {
+		rot(p, j, q, j)
+	}
+	for j := 0; vecs != nil && j < n; j++ {
+		g, h := vecs[j*n+p], vecs[j*n+q]
+		vecs[j*n+p] = g - s*(h+g*tau)
+		vecs[j*n+q] = h + s*(g-h*tau)
+	}
 }
 
 // chunk bounds the rows of a distance matrix held at once.

@@ -28,6 +28,9 @@ func latentAutoencoder(d *diffusion.Config, g Geometry, dev torch.Device, from *
 		if from.FirstStage == nil {
 			return nil, fmt.Errorf("diffusion: codec latent, but the checkpoint records no autoencoder architecture (%s)", MetaFirstStage)
 		}
+		if d.AutoencoderConfig != nil && !reflect.DeepEqual(*d.AutoencoderConfig, *from.FirstStage) {
+			return nil, fmt.Errorf("diffusion.autoencoder_config: the config says %+v, but %s holds %+v; leave it out (the checkpoints record the autoencoder's architecture)", *d.AutoencoderConfig, from.Path, *from.FirstStage)
+		}
 		return autoencoder.New(*from.FirstStage, int64(g.C), int64(g.H), int64(g.W), dev)
 	}
 	if d.Autoencoder == "" {

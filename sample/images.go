@@ -160,7 +160,7 @@ func ReadPNG(path string, c, h, w int, pix []float32) error {
 // DefaultBatch is how many images a sampling job generates per forward pass
 // when not told: 500 on a GPU; 100 on the CPU, where larger activations
 // spend more time in the kernel zeroing fresh pages than in arithmetic
-// (measured: guided DDIM-50 sampling ran at 25.4 images/s with 100, 13.0 with 500).
+// (docs/sampling.md has the figures).
 func DefaultBatch(dev torch.Device) int {
 	if dev.Type == torch.CUDADevice {
 		return 500

@@ -119,9 +119,8 @@ func (t *Tensor) ToAsync(dev Device) *Tensor {
 //	auto  bf16 where the device computes it fast (CUDA; a CPU with AMX),
 //	      fp32 elsewhere: libtorch's bfloat16 kernels are emulated, slowly,
 //	      on CPUs without bfloat16 instructions, and on one with AVX512-BF16
-//	      but no AMX (the 2-core machine the README measures) oneDNN's
-//	      bfloat16 convolutions ran at half the speed of its float32 ones,
-//	      a whole training step of the CPU default 15% slower
+//	      but no AMX oneDNN's bfloat16 convolutions are slower than its
+//	      float32 ones (docs/performance.md has the figures)
 type Precision string
 
 // The policies.

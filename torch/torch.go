@@ -157,8 +157,8 @@ func intraOpThreads(getenv func(string) string) (int, error) {
 // tuneMalloc makes glibc keep tensor-sized blocks for reuse (see
 // kk_tune_malloc) unless KAKUSAN_MALLOC=system: with glibc's defaults each
 // activation of a few MiB is a fresh mmap whose pages fault in as they are
-// first written, and a U-Net forward pass on the CPU ran 2-3x slower for it
-// (PyTorch's own eager mode included). 32 MiB is the largest heap block
+// first written, and a U-Net forward pass on the CPU ran several times
+// slower for it, PyTorch's own eager mode included (docs/performance.md). 32 MiB is the largest heap block
 // glibc allows; the trim threshold keeps up to 1 GiB of freed memory
 // mapped, so a training loop's working set is reused, not remapped, and
 // the process's memory stays at its peak rather than growing.

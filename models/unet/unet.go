@@ -40,9 +40,10 @@ type Config struct {
 	// SpatialTransformer of Heads heads after each block from level
 	// TransformerFrom down (0: every level, the bottleneck always) attends
 	// to it, in place of the label embedding.
-	ContextDim      int64 `yaml:"context_dim"`
-	Heads           int64 `yaml:"heads"`
-	TransformerFrom int64 `yaml:"transformer_from"`
+
+	ContextDim      int64 `yaml:"context_dim"`      // prompts: width of the embedded prompt tokens
+	Heads           int64 `yaml:"heads"`            // prompts: attention heads of each transformer block
+	TransformerFrom int64 `yaml:"transformer_from"` // prompts: the first level with transformer blocks (0: every level; the bottleneck always has one)
 	Vocab           int64 `yaml:"-"`
 	Context         int64 `yaml:"-"` // tokens per prompt
 }
@@ -336,8 +337,8 @@ func (u *UNet) Forward(x, t, y, keep *torch.Tensor) *torch.Tensor {
 	// Each block runs in its own scope, so its temporaries are freed as
 	// soon as it returns (autograd keeps what backward needs): the
 	// allocator then reuses warm memory instead of mapping fresh pages for
-	// every intermediate of the whole pass, which made a CPU forward 3x
-	// slower than PyTorch's.
+	// every intermediate of the whole pass, which made a CPU forward several
+	// times slower than PyTorch's (docs/performance.md).
 	h := x
 	if u.Cfg.ChannelsLast {
 		h = x.ContiguousAs(torch.ChannelsLast)
