@@ -1,7 +1,8 @@
 # kakusan: `make` builds the shim and the binaries into bin/, `make test` runs
 # every test, `make bench` the benchmarks beside their PyTorch peers,
 # `make image` the CPU container image, `make image-test` builds it and runs
-# kakusan's jobs inside it.
+# kakusan's jobs inside it, `make docs` rewrites the generated parts of
+# docs/configuration.md (the config keys and the flags) from the code.
 GO      ?= go
 SHIM    := bin/libkakusan_torch.so
 SOURCES := $(wildcard torch/csrc/*.cpp torch/csrc/*.h) scripts/build_shim.sh
@@ -11,7 +12,7 @@ LDFLAGS := -ldflags '-extldflags "-Wl,-rpath,$$ORIGIN"'
 # The engine: podman as scripts/container.sh sets it up, or PODMAN=docker.
 IMAGE   ?= kakusan:cpu
 
-.PHONY: all build setup shim test bench clean image image-test
+.PHONY: all build setup shim test bench clean image image-test docs
 
 all: build
 
@@ -29,6 +30,9 @@ build: setup $(SHIM)
 test: build
 	$(GO) vet ./...
 	$(GO) test -count=1 ./...
+
+docs: build
+	KAKUSAN_UPDATE_DOCS=1 $(GO) test -count=1 -run 'Doc$$' ./models ./cmd/...
 
 bench: $(SHIM)
 	scripts/setup.sh

@@ -381,6 +381,11 @@ func TestSamplingTable(t *testing.T) {
 		if f.Flag == "" || f.Help == "" {
 			t.Errorf("%+v: no flag or help", f)
 		}
+		for _, name := range Samplers() {
+			if f.Flag == "sampler" && !strings.Contains(f.Help, name) {
+				t.Errorf("the sampler's help does not name %s: %q", name, f.Help)
+			}
+		}
 		if f.Key != "" {
 			keys = append(keys, f.Key)
 		}

@@ -26,7 +26,7 @@ import (
 // name is an error where the text is read: a config line, a flag), so no
 // use re-parses a string.
 type Sampling struct {
-	Sampler          string          `yaml:"sampler" flag:"sampler" help:"the sampler"`
+	Sampler          string          `yaml:"sampler" flag:"sampler" help:"the sampler: ddim, ddpm, dpm++2m, euler or heun"`
 	Steps            int             `yaml:"sample_steps" flag:"steps" help:"sampler steps, for every sampler but ddpm"`
 	Eta              float64         `yaml:"eta" flag:"eta" help:"DDIM's η: 0 is deterministic, 1 DDPM's variance"`
 	Spacing          Spacing         `yaml:"spacing" flag:"spacing" help:"timestep spacing: leading, trailing, linspace or karras"`
@@ -39,7 +39,7 @@ type Sampling struct {
 	// Prompt is style words (package prompt) added to every image's class
 	// word, for a model conditioned on prompts: a sampling job's, not a
 	// config's.
-	Prompt string `yaml:"-" flag:"prompt" help:"diffusion conditioned on prompts: style words for every image, e.g. \"bold slanted\" (thin/bold, upright/slanted); in bin/sample a class word (\"bold seven\") also sets every image's class"`
+	Prompt string `yaml:"-" flag:"prompt" help:"for a model conditioned on prompts: style words for every image, e.g. \"bold slanted\" (thin/bold, upright/slanted); in bin/sample a class word (\"bold seven\") also sets every image's class"`
 }
 
 // SamplingField is one setting of Sampling as its tags declare it.

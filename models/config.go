@@ -26,7 +26,7 @@ import (
 // diffusion.Config, ...), filled straight from the YAML.
 type Config struct {
 	Name    string `yaml:"name"`              // run name; default: the config file's base name
-	Model   string `yaml:"model"`             // a registered model: see Names
+	Model   string `yaml:"model"`             // the model: one of the registry's (the table below)
 	Seed    uint64 `yaml:"seed"`              // for initialisation, data order and sampling
 	OutDir  string `yaml:"out_dir,omitempty"` // default runs/<name>
 	Device  string `yaml:"device,omitempty"`  // neural models: cpu, cuda, cuda:N or auto (default)
@@ -73,8 +73,8 @@ func (d Data) Name(i int) string {
 
 // TrainConfig drives the neural training loop.
 type TrainConfig struct {
-	BatchSize       int             `yaml:"batch_size"`
-	Epochs          int             `yaml:"epochs"`
+	BatchSize       int             `yaml:"batch_size"`       // images a step (on each rank, under data parallelism)
+	Epochs          int             `yaml:"epochs"`           // passes over the training images
 	MaxSteps        int             `yaml:"max_steps"`        // stop at this step even before the epochs end; 0 = no limit
 	LogEvery        int             `yaml:"log_every"`        // steps between metrics lines
 	CheckpointEvery int             `yaml:"checkpoint_every"` // steps between checkpoints; 0 = at the end of each epoch
@@ -85,8 +85,8 @@ type TrainConfig struct {
 	EMAWarmup       bool            `yaml:"ema_warmup"`       // ramp the decay up as min(decay, (1+n)/(10+n))
 	WarmupSteps     int             `yaml:"warmup_steps"`     // linear learning-rate warm-up
 	Cosine          bool            `yaml:"cosine"`           // cosine decay from lr to min_lr over the run
-	MinLR           float64         `yaml:"min_lr"`
-	Precision       torch.Precision `yaml:"precision"` // fp32, tf32, bf16 or auto: how the forward pass computes
+	MinLR           float64         `yaml:"min_lr"`           // the learning rate cosine decay ends at
+	Precision       torch.Precision `yaml:"precision"`        // fp32, tf32, bf16 or auto: how the forward pass computes
 	// CuDNNBenchmark lets cuDNN time its algorithms for each new shape and
 	// keep the fastest (torch.backends.cudnn.benchmark); false for resumes
 	// that repeat a run bit for bit on CUDA. Nothing on the CPU.
@@ -97,27 +97,25 @@ type TrainConfig struct {
 	CUDAGraph bool `yaml:"cuda_graph"`
 	// Data-parallel training, when a launcher (torchrun, a PyTorchJob)
 	// starts the run as one of WORLD_SIZE processes: batch_size is per
-	// rank. DistBackend is auto (NCCL on CUDA, Gloo on the CPU), nccl or
-	// gloo; DistTimeout (seconds) bounds the rendezvous and every
-	// collective, so a dead or hung rank ends the others; DistBucketMB is
-	// the gradients' all-reduce bucket (DDP's bucket_cap_mb).
+	// rank, and these say how the ranks work together.
+
 	// SyncBatchNorm computes batch norm's training statistics over all
 	// ranks' batches (torch.nn.SyncBatchNorm) instead of each rank's own.
 	SyncBatchNorm bool    `yaml:"sync_batchnorm"`
-	DistBackend   string  `yaml:"dist_backend"`
-	DistTimeout   float64 `yaml:"dist_timeout"`
-	DistBucketMB  float64 `yaml:"dist_bucket_mb"`
+	DistBackend   string  `yaml:"dist_backend"`   // data parallelism's backend: auto (NCCL on CUDA, Gloo on the CPU), nccl or gloo
+	DistTimeout   float64 `yaml:"dist_timeout"`   // seconds the rendezvous and each collective may take before the run stops
+	DistBucketMB  float64 `yaml:"dist_bucket_mb"` // MiB of gradients all-reduced together, launched as the backward pass completes them (DDP's bucket_cap_mb)
 }
 
 // OptimConfig picks and tunes the optimizer.
 type OptimConfig struct {
-	Name        string    `yaml:"name"` // adam, adamw or sgd
-	LR          float64   `yaml:"lr"`
-	Betas       []float64 `yaml:"betas,flow"`
-	Eps         float64   `yaml:"eps"`
-	WeightDecay float64   `yaml:"weight_decay"`
-	Momentum    float64   `yaml:"momentum"` // sgd
-	Nesterov    bool      `yaml:"nesterov"` // sgd
+	Name        string    `yaml:"name"`         // adam, adamw or sgd
+	LR          float64   `yaml:"lr"`           // the learning rate (after the warm-up, before any decay)
+	Betas       []float64 `yaml:"betas,flow"`   // Adam's β₁ and β₂
+	Eps         float64   `yaml:"eps"`          // Adam's ε
+	WeightDecay float64   `yaml:"weight_decay"` // L2 penalty (adam, sgd) or decoupled decay (adamw)
+	Momentum    float64   `yaml:"momentum"`     // sgd
+	Nesterov    bool      `yaml:"nesterov"`     // sgd
 }
 
 // Section returns the model's section under key as its own type; it

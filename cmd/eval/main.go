@@ -78,7 +78,9 @@ func main() {
 	fmt.Fprintf(os.Stderr, "eval: wrote %s\n", o.out)
 }
 
-func parse(args []string) (*options, error) {
+// newFlags is eval's flag set, bound to o; --guidance, a list, is bound
+// to the string it returns.
+func newFlags() (*pflag.FlagSet, *options, *string) {
 	fs := pflag.NewFlagSet("eval", pflag.ContinueOnError)
 	o := &options{}
 	fs.StringVar(&o.judge, "judge", "", "classifier checkpoint `file` or run folder (required)")
@@ -92,6 +94,11 @@ func parse(args []string) (*options, error) {
 	fs.BoolVar(&o.noEMA, "no-ema", false, "with --checkpoint: sample with the trained weights even when the checkpoint has a moving average")
 	fs.StringVar(&o.device, "device", "auto", "cpu, cuda, cuda:N or auto")
 	fs.StringVarP(&o.out, "out", "o", "", "eval.json `path` (default: in the samples folder, else ./eval.json)")
+	return fs, o, guidance
+}
+
+func parse(args []string) (*options, error) {
+	fs, o, guidance := newFlags()
 	if err := cli.Parse(fs, args); err != nil {
 		return nil, err
 	}

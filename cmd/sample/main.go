@@ -69,7 +69,7 @@ func newFlags() (*pflag.FlagSet, *flags) {
 	fs.StringVar(&j.checkpoint, "checkpoint", "", "neural model checkpoint `file` or run folder")
 	fs.StringVar(&j.device, "device", "auto", "neural models: cpu, cuda, cuda:N or auto")
 	fs.IntVar(&j.batch, "batch", 0, "neural models: images per forward pass (default 500 on CUDA, 100 on the CPU; shards of one job must use the same)")
-	fs.StringVar(&j.labels, "labels", "all", "conditional models: labels, cycled over the images: all (every class), `0-9`, 3,7 or random")
+	fs.StringVar(&j.labels, "labels", "all", "conditional models: the `labels`, cycled over the images: all (every class), 0-9, 3,7 or random")
 	cli.SamplingFlags(fs, &j.sampling)
 	fs.StringVar(&f.shard, "shard", "auto", "this machine's part of the job, `i/n`; auto: JOB_COMPLETION_INDEX of JOB_COMPLETIONS (a Kubernetes Indexed Job), else RANK of WORLD_SIZE, else 0/1")
 	fs.StringVar(&f.merge, "merge", "", "join the shard manifests of a finished job in this `folder` into manifest.jsonl, checking every image is there once")

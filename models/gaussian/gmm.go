@@ -89,14 +89,14 @@ func logSumExp(v []float64) float64 {
 
 // EMConfig controls FitEM; it is the `gmm:` section of a config.
 type EMConfig struct {
-	K        int         `yaml:"components"`
+	K        int         `yaml:"components"`           // mixture components
 	Init     string      `yaml:"init"`                 // "kmeans++" (default) or "book"
 	Means    [][]float64 `yaml:"init_means,omitempty"` // initial means for "book": weights 1/K, identity covariances
 	Restarts int         `yaml:"restarts"`             // kmeans++ starts; the best final likelihood wins
 	Tol      float64     `yaml:"tol"`                  // stop when the average log-likelihood gains less
-	MaxIter  int         `yaml:"max_iter"`
-	CovFloor float64     `yaml:"cov_floor"` // smallest eigenvalue a covariance may have
-	Seed     uint64      `yaml:"-"`         // the run's seed
+	MaxIter  int         `yaml:"max_iter"`             // EM iterations at most
+	CovFloor float64     `yaml:"cov_floor"`            // smallest eigenvalue a covariance may have
+	Seed     uint64      `yaml:"-"`                    // the run's seed
 }
 
 // DefaultEM is the gmm section's defaults.

@@ -61,8 +61,8 @@ func reparameterize(mu, sigma, eps *torch.Tensor) *torch.Tensor {
 // Config sizes a (hierarchical) VAE: the `vae:` or `hvae:` section of a
 // config.
 type Config struct {
-	Hidden int `yaml:"hidden"`
-	Latent int `yaml:"latent"`
+	Hidden int `yaml:"hidden"` // the hidden layer's width (the encoder's and the decoder's)
+	Latent int `yaml:"latent"` // latent dimensions (each level's, for the hierarchical VAE)
 	// KLWeight multiplies Σ (σ² + (μ - c)² - 1 - log σ²) in the loss: 1 is
 	// the book's loss (step07/step08: L1 + L2 (+ L3)); 0.5 makes that term
 	// the KL divergence itself (with the summed squared error, the negative

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"reflect"
 	"slices"
-	"strings"
 
 	"github.com/spf13/pflag"
 
@@ -24,9 +23,6 @@ func SamplingFlags(fs *pflag.FlagSet, s *diffusion.Sampling, except ...string) {
 		usage := "diffusion: " + f.Help
 		if f.Key != "" {
 			usage += fmt.Sprintf(" (default: the checkpoint config's %s)", f.Key)
-		}
-		if f.Flag == "sampler" {
-			usage = "diffusion: " + strings.Join(diffusion.Samplers(), ", ") + " (default: the checkpoint config's sampler)"
 		}
 		switch p := f.Ptr(s).(type) {
 		case *string:
