@@ -1,33 +1,14 @@
 package main
 
 import (
-	"path/filepath"
-	"strings"
 	"testing"
 
-	"kakusan/cmd/internal/cli"
-	"kakusan/internal/docgen"
+	"github.com/spf13/pflag"
+
+	"kakusan/cmd/internal/clitest"
 )
 
-// TestFlagsDoc keeps docs/configuration.md's table of bin/eval's flags
-// what the flag set says (`make docs` rewrites it).
-func TestFlagsDoc(t *testing.T) {
-	fs, _, _ := newFlags()
-	docgen.Check(t, "../../docs/configuration.md", "bin/eval flags", docgen.FlagsTable(fs))
-}
-
-// TestDocumentedCommands checks that every bin/eval command the README
-// and docs/ show takes only bin/eval's flags.
-func TestDocumentedCommands(t *testing.T) {
-	root, _ := filepath.Abs("../..")
-	cmds := docgen.Commands(t, root, "bin/eval")
-	if len(cmds) < 5 {
-		t.Fatalf("only %d bin/eval commands found in the documentation", len(cmds))
-	}
-	for _, c := range cmds {
-		fs, _, _ := newFlags()
-		if err := cli.Parse(fs, c.Args); err != nil {
-			t.Errorf("%s: bin/eval %s: %v", c.Where, strings.Join(c.Args, " "), err)
-		}
-	}
+// TestDocs keeps bin/eval's documentation true to its flags.
+func TestDocs(t *testing.T) {
+	clitest.CheckDocs(t, "bin/eval", 5, func() *pflag.FlagSet { fs, _, _ := newFlags(); return fs }, nil)
 }
