@@ -89,8 +89,8 @@ func (c *Config) Validate() error {
 	if _, err := c.NewSchedule(); err != nil {
 		bad("schedule: %v", err)
 	}
-	if err := parseEnum(new(Prediction), string(c.Prediction), predictions, "prediction"); err != nil || c.Prediction == "" {
-		bad("prediction: unknown prediction %q (known: eps, v, x0)", c.Prediction)
+	if err := new(Prediction).UnmarshalText([]byte(c.Prediction)); err != nil {
+		bad("prediction: %v", err)
 	} else if c.Prediction == Eps && c.ZeroTerminalSNR {
 		bad("zero_terminal_snr: needs prediction v or x0: at SNR 0 the noise is x_T itself, and an ε-prediction says nothing of the image")
 	}

@@ -23,8 +23,9 @@ import (
 // field here and its use.
 //
 // Enumerated settings are typed values that parse themselves (an unknown
-// name is an error where the text is read: a config line, a flag), so no
-// use re-parses a string.
+// name is an error where the text is read: a config line, a flag), so
+// their uses switch on the values; Validate checks them again for values
+// a program set.
 type Sampling struct {
 	Sampler          string          `yaml:"sampler" flag:"sampler" help:"the sampler: ddim, ddpm, dpm++2m, euler or heun"`
 	Steps            int             `yaml:"sample_steps" flag:"steps" help:"sampler steps, for every sampler but ddpm"`

@@ -18,7 +18,9 @@ import (
 // A checkpoint is one safetensors file holding a model and, when written by
 // training, the whole training state: the model's parameters, buffers and
 // frozen tensors under their PyTorch names (so the file loads into the
-// PyTorch module once the entries with the prefixes below are dropped),
+// PyTorch module once the entries with the prefixes below are dropped,
+// and for a diffusion model its measured constants and its frozen
+// autoencoder, first_stage_model.*),
 // the optimizer's moments named after their parameters, the weights'
 // moving average, the generators' states, and metadata: model kind, step,
 // epoch, the data's geometry, the resolved config and, for a latent

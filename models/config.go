@@ -273,7 +273,7 @@ func checkScalars(n *yaml.Node, t reflect.Type, path string) error {
 		t = t.Elem()
 	}
 	switch {
-	case n.Kind == yaml.ScalarNode && reflect.PointerTo(t).Implements(textUnmarshaler):
+	case n.Kind == yaml.ScalarNode && n.ShortTag() != "!!null" && reflect.PointerTo(t).Implements(textUnmarshaler):
 		if err := reflect.New(t).Interface().(encoding.TextUnmarshaler).UnmarshalText([]byte(n.Value)); err != nil {
 			return &fieldError{n.Line, path, err.Error()}
 		}

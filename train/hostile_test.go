@@ -172,3 +172,30 @@ func TestSignalDuringAGridCheckpoints(t *testing.T) {
 		t.Error(err)
 	}
 }
+
+// A resume refused while the run is set up (here train.cuda_graph with a
+// moving average's warm-up, which only building the step refuses) leaves the run folder's
+// config.yaml and metrics.jsonl as they were: with another batch size the
+// metrics' steps would otherwise have been converted already.
+func TestRefusedResumeChangesNothing(t *testing.T) {
+	r, err := Train(neuralConfig(t, "vae", "train.max_steps=20", "train.log_every=5"), Options{Out: filepath.Join(t.TempDir(), "run")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	read := func() (string, string) {
+		c, err1 := os.ReadFile(r.Path("config.yaml"))
+		m, err2 := os.ReadFile(r.Path("metrics.jsonl"))
+		if err1 != nil || err2 != nil {
+			t.Fatal(err1, err2)
+		}
+		return string(c), string(m)
+	}
+	config, metrics := read()
+	c := neuralConfig(t, "vae", "train.max_steps=40", "train.log_every=5", "train.batch_size=64", "train.cuda_graph=true", "train.ema_decay=0.99", "train.ema_warmup=true")
+	if _, err := Train(c, Options{Resume: r.Dir}); err == nil || !strings.Contains(err.Error(), "train.cuda_graph") {
+		t.Fatalf("resume: %v, want a train.cuda_graph error", err)
+	}
+	if c2, m2 := read(); c2 != config || m2 != metrics {
+		t.Errorf("the refused resume changed the run folder:\nconfig.yaml %q\nmetrics.jsonl %q", c2, m2)
+	}
+}

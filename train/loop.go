@@ -42,6 +42,7 @@ type loop struct {
 	st          *State
 	step        Stepper
 	dist        *distributed // nil: one process
+	resumed     *resumed     // the checkpoint the run resumed from; nil: a fresh run (or a rank other than 0)
 	total       int          // steps of the run
 	lossSum     *torch.Tensor
 	window      int
@@ -93,6 +94,7 @@ func newLoop(ctx context.Context, r *Run, resume string) (*loop, error) {
 		func() error { return l.buildState(resume) },
 		l.buildStep,
 		l.syncRanks,
+		l.continueRun,
 	} {
 		if err := phase(); err != nil {
 			return l, err
@@ -155,7 +157,9 @@ func (l *loop) loadData() (err error) {
 // the run folder resume on rank 0 (read first, so that the model is built
 // from what it records: a latent model's autoencoder comes with it, not
 // from its own files), else fresh, its constants measured on the
-// training images. Other ranks get rank 0's state in syncRanks.
+// training images. Other ranks measure too, so that a model that cannot
+// be measured stops every rank at once, but they train with rank 0's
+// state (syncRanks).
 func (l *loop) buildState(resume string) error {
 	var from *models.Checkpoint
 	if resume != "" && l.dist.leader() {
@@ -175,10 +179,8 @@ func (l *loop) buildState(resume string) error {
 	if from != nil {
 		return l.resume(from)
 	}
-	if l.dist.leader() {
-		if err := l.calibrate(); err != nil {
-			return err
-		}
+	if err := l.calibrate(); err != nil {
+		return err
 	}
 	return l.st.StartEMA()
 }
@@ -275,16 +277,11 @@ func (l *loop) calibrate() error {
 	return err
 }
 
-// resume restores the state from a run's latest checkpoint, writes the
-// config the run goes on with into its folder and drops the metrics logged
-// after the checkpoint.
+// resume restores the state from a run's latest checkpoint, its step
+// converted to this run's global batch; continueRun records the resume in
+// the folder once the whole run is set up.
 func (l *loop) resume(ck *models.Checkpoint) error {
 	if err := l.st.Restore(ck); err != nil {
-		return err
-	}
-	// The folder's config becomes the one the run goes on with (--set on
-	// resume may have raised train.epochs, say), once the checkpoint fits it.
-	if err := atomic.WriteFile(l.r.Path("config.yaml"), l.c.Marshal()); err != nil {
 		return err
 	}
 	speOld, bOld, bNew := l.data.train.N/ck.GlobalBatch(), ck.GlobalBatch(), l.globalBatch()
@@ -298,10 +295,34 @@ func (l *loop) resume(ck *models.Checkpoint) error {
 	if l.st.EMA != nil {
 		l.st.EMA.Updates = l.st.Step
 	}
-	if err := l.r.truncateMetrics(ck.Step, convert); err != nil {
+	l.resumed = &resumed{path: ck.Path, step: ck.Step, convert: convert}
+	return nil
+}
+
+// resumed is the checkpoint a run resumed from: its file, its step, and
+// how its steps convert to this run's (nil: they do not change).
+type resumed struct {
+	path    string
+	step    int
+	convert func(int) int
+}
+
+// continueRun records in the run folder that the run goes on, once every
+// phase before it succeeded (a resume refused then changes nothing): its
+// config.yaml becomes the config the run goes on with (--set on a resume
+// may have raised train.epochs, say), and the metrics logged after the
+// checkpoint are dropped.
+func (l *loop) continueRun() error {
+	if l.resumed == nil {
+		return nil
+	}
+	if err := atomic.WriteFile(l.r.Path("config.yaml"), l.c.Marshal()); err != nil {
 		return err
 	}
-	fmt.Fprintf(l.r.Log, "resumed from %s at step %d\n", ck.Path, l.st.Step)
+	if err := l.r.truncateMetrics(l.resumed.step, l.resumed.convert); err != nil {
+		return err
+	}
+	fmt.Fprintf(l.r.Log, "resumed from %s at step %d\n", l.resumed.path, l.st.Step)
 	return nil
 }
 

@@ -50,7 +50,8 @@ type Step struct {
 // NewStep makes the training step of st's model with its optimizer over
 // the model's parameters, computing the model's own loss at precision p.
 func NewStep(st *State, clip float64, p torch.Precision) (*Step, error) {
-	if _, err := torch.ParsePrecision(string(p)); err != nil {
+	p, err := torch.ParsePrecision(string(p)) // "" is fp32
+	if err != nil {
 		return nil, fmt.Errorf("train.precision: %w", err)
 	}
 	m := st.Model

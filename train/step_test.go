@@ -86,6 +86,9 @@ func TestStepSeams(t *testing.T) {
 		if _, err := NewStep(&State{Model: m, Opt: opt}, 0, "bf17"); err == nil {
 			t.Error("an unknown precision was accepted")
 		}
+		if s, err := NewStep(&State{Model: m, Opt: opt}, 0, ""); err != nil || s.Precision != torch.FP32 {
+			t.Errorf("an empty precision is %q (%v), want fp32", s.Precision, err)
+		}
 		step, err := NewStep(&State{Model: m, Opt: opt}, c.Train.GradClip, "fp32")
 		if err != nil {
 			return err
