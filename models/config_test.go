@@ -7,6 +7,7 @@ import (
 	"syscall"
 	"testing"
 
+	"kakusan/diffusion"
 	"kakusan/models/gaussian"
 )
 
@@ -154,4 +155,16 @@ func FuzzParseConfig(f *testing.F) {
 			}
 		}
 	})
+}
+
+// A typed setting left null (spacing: ~) is not given: it keeps its
+// default.
+func TestNullTypedSetting(t *testing.T) {
+	c, err := ParseConfig("cfg.yaml", []byte("model: diffusion\ndiffusion: {spacing: ~, clip_x0: null}\n"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d := Section[*diffusion.Config](c, "diffusion"); d.Spacing != diffusion.Leading || d.ClipX0 != diffusion.None {
+		t.Errorf("spacing %q, clip_x0 %q", d.Spacing, d.ClipX0)
+	}
 }
