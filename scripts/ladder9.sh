@@ -1,5 +1,5 @@
 #!/bin/bash
-# Ladder step 9's measurements, under the README's evaluation protocol:
+# Ladder step 9's measurements, under the evaluation protocol of docs/evaluation.md:
 # pixel against latent diffusion (bin/eval of both checkpoints as their
 # configs sample, IMAGES each, in one sitting so sampling speeds compare;
 # the latent model with DPM-Solver++ in 10 steps too), and the prompted
@@ -7,7 +7,7 @@
 # (PROMPT_IMAGES each: the judge's class accuracy, and the shares of images
 # above their class's median ink mass and slant), the autoencoder's own
 # reconstructions of IMAGES training images (its ceiling), then the
-# prompted model's grids for the README. Each eval.json is kept, so a rerun resumes.
+# prompted model's grids for docs/models.md. Each eval.json is kept, so a rerun resumes.
 #
 #   scripts/ladder9.sh [IMAGES] [PROMPT_IMAGES]
 #

@@ -1,5 +1,5 @@
 #!/bin/bash
-# Sample quality against sampling cost, under the README's evaluation
+# Sample quality against sampling cost, under docs/evaluation.md's evaluation
 # protocol: bin/eval of one checkpoint at each of STEPS network evaluations
 # with DDIM (η = 0), DDPM's ancestral step on the respaced schedule (DDIM
 # η = 1, which is DDPM's posterior step between the visited timesteps) and
