@@ -168,7 +168,7 @@ func readPoints(paths []string) ([]point, error) {
 	return pts, nil
 }
 
-// table writes pts as the README's Markdown table; a rate or an accuracy
+// table writes pts as docs/results.md's Markdown table; a rate or an accuracy
 // the eval.json does not hold (older bin/eval, an unconditional model) is
 // blank, a missing γ is "-".
 func table(w io.Writer, pts []point) {
