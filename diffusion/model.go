@@ -70,17 +70,12 @@ func NewModel(net *unet.UNet, c *Config, codec Codec, shape []int64, vocab []str
 	}
 	if net.Prompted() {
 		m.vocab = vocab
-		th := c.StyleThresholds
-		if th == nil {
-			th = make([][]float64, net.Cfg.Classes)
-			for i := range th {
-				th[i] = make([]float64, 4)
+		t := torch.Zeros([]int64{net.Cfg.Classes, 4}, dev)
+		if c.StyleThresholds != nil {
+			if t, err = StyleThresholdsTensor(c.StyleThresholds, dev); err != nil {
+				s.Free()
+				return nil, fmt.Errorf("style_thresholds: %w", err)
 			}
-		}
-		t, err := StyleThresholdsTensor(th, dev)
-		if err != nil {
-			s.Free()
-			return nil, fmt.Errorf("style_thresholds: %w", err)
 		}
 		m.style = net.Constant(StyleThresholdsName, t)
 	}
@@ -106,14 +101,6 @@ func StyleThresholdsTensor(th [][]float64, dev torch.Device) (*torch.Tensor, err
 		}
 	}
 	return torch.FromSlice(flat, []int64{int64(len(th)), 4}, dev), nil
-}
-
-// Uncalibrated reports whether the model has still to measure something on
-// its training images before training (Calibrate): the latent codec's scale,
-// a prompted model's style thresholds.
-func (m *Model) Uncalibrated() bool {
-	scale, styles := m.toMeasure()
-	return scale || styles
 }
 
 // toMeasure is what Calibrate has still to measure: the constants still 0.

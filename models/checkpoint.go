@@ -234,8 +234,8 @@ func (c *Checkpoint) readMeta() error {
 // architecture were recorded in its config (diffusion.latent_scale,
 // style_thresholds, autoencoder_config), not as tensors and metadata.
 func (c *Checkpoint) upgrade(dev torch.Device) error {
-	d, ok := c.Config.Sections["diffusion"].(*diffusion.Config)
-	if !ok {
+	d := diffusionSection(c.Config)
+	if d == nil {
 		return nil
 	}
 	if c.FirstStage == nil && d.AutoencoderConfig != nil {

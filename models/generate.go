@@ -38,17 +38,23 @@ func Vocabulary(m Model) []string {
 // sampling jobs' default): the diffusion section's sampling settings; the
 // zero Sampling for a model that does not diffuse.
 func GridSampling(c *Config) diffusion.Sampling {
-	if d, ok := c.Sections["diffusion"].(*diffusion.Config); ok {
+	if d := diffusionSection(c); d != nil {
 		return d.Sampling
 	}
 	return diffusion.Sampling{}
+}
+
+// diffusionSection is c's diffusion: section; nil for a model without one.
+func diffusionSection(c *Config) *diffusion.Config {
+	d, _ := c.Sections["diffusion"].(*diffusion.Config)
+	return d
 }
 
 // SamplingRecord is s as a sampling job of c's model records it
 // (diffusion.Sampling.Record, for the model's timesteps); nil for a model
 // that does not diffuse.
 func SamplingRecord(c *Config, s diffusion.Sampling) map[string]any {
-	if d, ok := c.Sections["diffusion"].(*diffusion.Config); ok {
+	if d := diffusionSection(c); d != nil {
 		return s.Record(d.Timesteps)
 	}
 	return nil

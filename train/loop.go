@@ -245,9 +245,9 @@ func (l *loop) syncRanks() error {
 const calibrateImages = 10000
 
 // calibrator is a model that measures constants on its training data
-// before training (diffusion.Model: the latent scale, style thresholds).
+// before training (diffusion.Model: the latent scale, style thresholds),
+// drawing images from next only when it has something to measure.
 type calibrator interface {
-	Uncalibrated() bool
 	Calibrate(next func() (x, y *torch.Tensor)) (string, error)
 }
 
@@ -256,13 +256,16 @@ type calibrator interface {
 // holds, saved in its checkpoints.
 func (l *loop) calibrate() error {
 	m, ok := l.st.Model.(calibrator)
-	if !ok || !m.Uncalibrated() {
+	if !ok {
 		return nil
 	}
 	loader := &datasets.Loader{Set: l.data.train, Seed: l.c.Seed, Shuffle: true}
-	order := loader.Order(0)
-	order = order[:min(len(order), calibrateImages)]
+	var order []int
 	msg, err := m.Calibrate(func() (x, y *torch.Tensor) {
+		if order == nil { // the first call
+			order = loader.Order(0)
+			order = order[:min(len(order), calibrateImages)]
+		}
 		if len(order) == 0 {
 			return nil, nil
 		}
@@ -271,7 +274,7 @@ func (l *loop) calibrate() error {
 		order = order[n:]
 		return t.X, t.Y
 	})
-	if err == nil {
+	if err == nil && msg != "" {
 		fmt.Fprintln(l.r.Log, msg)
 	}
 	return err
