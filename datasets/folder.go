@@ -3,6 +3,7 @@ package datasets
 import (
 	"bufio"
 	"bytes"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"image"
@@ -18,6 +19,10 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
+
+	"github.com/schollz/progressbar/v3"
+	"golang.org/x/term"
 )
 
 // The sizes an image folder may be loaded at, in pixels a side.
@@ -77,14 +82,23 @@ type folderFile struct {
 // deterministic. The set is greyscale (C = 1) when every image's colour
 // model is grey (8- or 16-bit grey, with or without alpha, or a palette of
 // greys), and RGB (C = 3) otherwise, grey images then replicated to three
-// channels. Alpha is composited on black.
+// channels. Alpha is composited on o.Background (a folder is RGB when that
+// colour is not grey).
 //
-// size must be between MinFolderSize and MaxFolderSize. The folder may hold
+// With o.Cache set, the files' contents are hashed with the size, the
+// background and the labels, and a set decoded before from the same is read
+// from o.Cache (the file named by that hash) instead of being decoded again;
+// a set decoded afresh is written there. The cache is only a shortcut: a
+// file there that is missing, truncated or fails its checksum costs a
+// decode, and a folder that cannot be written to a warning on o.Log.
+//
+// o.Size must be between MinFolderSize and MaxFolderSize. The folder may hold
 // at most 1,000,000 image files and 256 classes, images at most 16384
 // pixels a side and 64 megapixels, and the decoded set at most 4 GiB; a
 // class folder without images, an unreadable or undecodable file, or a
 // folder without class folders is an error naming it.
-func LoadFolder(dir string, size int, split string) (*Images, error) {
+func LoadFolder(dir, split string, o Options) (*Images, error) {
+	size := o.Size
 	if split != "train" && split != "test" {
 		return nil, fmt.Errorf("unknown split %q (want train or test)", split)
 	}
@@ -98,7 +112,7 @@ func LoadFolder(dir string, size int, split string) (*Images, error) {
 	if err != nil {
 		return nil, err
 	}
-	return decodeFolder(dir, classes, files, size)
+	return decodeFolder(dir, classes, files, o)
 }
 
 // listFolder finds the class names and the files of a split.
@@ -281,38 +295,97 @@ type imageHeader struct {
 	decode func(io.Reader) (image.Image, error)
 }
 
-// decodeFolder reads the headers of files (checking their size and finding
-// whether the set is grey), then decodes and resamples every image into
-// the set.
-func decodeFolder(dir string, classes []string, files []folderFile, size int) (*Images, error) {
+// decodeFolder reads the headers of files (checking their size, finding
+// whether the set is grey and, with a cache, hashing the files), then reads
+// the set from the cache or decodes and resamples every image into it.
+func decodeFolder(dir string, classes []string, files []folderFile, o Options) (*Images, error) {
+	start := time.Now()
+	heads, digests, err := readHeaders(files, o.Cache != "")
+	if err != nil {
+		return nil, err
+	}
+	c := 1
+	for _, h := range heads {
+		if !h.grey || !grey(o.Background) {
+			c = 3
+			break
+		}
+	}
+	n, size := len(files), o.Size
+	per := int64(c) * int64(size) * int64(size)
+	if int64(n)*per > maxFolderBytes {
+		return nil, fmt.Errorf("%s: %d images of %d×%d×%d pixels would take %d bytes, over the limit of %d: use a smaller size or fewer images", dir, n, c, size, size, int64(n)*per, maxFolderBytes)
+	}
+	s := &Images{N: n, C: c, H: size, W: size, Pixels: make([]uint8, int64(n)*per), Labels: make([]uint8, n), Classes: len(classes), ClassNames: classes}
+	var cached string
+	if o.Cache != "" {
+		bg := o.Background
+		k := newCacheKey(classes, size, c, [3]uint8{bg.R, bg.G, bg.B})
+		for i, f := range files {
+			k.file(f.label, digests[i])
+		}
+		cached = filepath.Join(o.Cache, k.name())
+		if readCache(cached, s) {
+			logf(o.Log, "%s: %d images read from the cache %s (%s)", dir, n, cached, time.Since(start).Round(time.Millisecond))
+			return s, nil
+		}
+	}
+	bar := decodeBar(o.Log, n)
+	if err := decodeImages(files, heads, s, o.Background, bar); err != nil {
+		return nil, err
+	}
+	if bar != nil {
+		bar.Finish()
+	}
+	took := time.Since(start).Round(time.Millisecond)
+	if cached == "" {
+		logf(o.Log, "%s: %d images decoded (%s)", dir, n, took)
+		return s, nil
+	}
+	if err := writeCache(cached, s); err != nil {
+		logf(o.Log, "%s: %d images decoded (%s); warning: not cached: %v", dir, n, took, err)
+	} else {
+		logf(o.Log, "%s: %d images decoded (%s), cached in %s", dir, n, took, cached)
+	}
+	return s, nil
+}
+
+// readHeaders reads every file's header and, when hash is set, the SHA-256
+// of its contents.
+func readHeaders(files []folderFile, hash bool) ([]imageHeader, [][]byte, error) {
 	heads := make([]imageHeader, len(files))
+	var digests [][]byte
+	if hash {
+		digests = make([][]byte, len(files))
+	}
 	err := forEach(len(files), func(i int) error {
 		f, br, err := openImage(files[i].path)
 		if err != nil {
 			return err
 		}
 		defer f.Close()
-		heads[i], _, err = readHeader(files[i].path, br)
-		return err
-	})
-	if err != nil {
-		return nil, err
-	}
-	c := 1
-	for _, h := range heads {
-		if !h.grey {
-			c = 3
-			break
+		if !hash {
+			heads[i], _, err = readHeader(files[i].path, br)
+			return err
 		}
-	}
-	n := len(files)
-	per := int64(c) * int64(size) * int64(size)
-	if int64(n)*per > maxFolderBytes {
-		return nil, fmt.Errorf("%s: %d images of %d×%d×%d pixels would take %d bytes, over the limit of %d: use a smaller size or fewer images", dir, n, c, size, size, int64(n)*per, maxFolderBytes)
-	}
-	s := &Images{N: n, C: c, H: size, W: size, Pixels: make([]uint8, int64(n)*per), Labels: make([]uint8, n), Classes: len(classes), ClassNames: classes}
+		h := sha256.New()
+		br.Reset(io.TeeReader(f, h))
+		if heads[i], _, err = readHeader(files[i].path, br); err != nil {
+			return err
+		}
+		if _, err := io.Copy(io.Discard, br); err != nil {
+			return fmt.Errorf("%s: %v", files[i].path, err)
+		}
+		digests[i] = h.Sum(nil)
+		return nil
+	})
+	return heads, digests, err
+}
+
+// decodeImages decodes and resamples every file into s, ticking bar.
+func decodeImages(files []folderFile, heads []imageHeader, s *Images, bg color.RGBA, bar *progressbar.ProgressBar) error {
 	var big sync.Mutex
-	err = forEach(n, func(i int) error {
+	return forEach(s.N, func(i int) error {
 		path := files[i].path
 		s.Labels[i] = files[i].label
 		f, br, err := openImage(path)
@@ -324,7 +397,7 @@ func decodeFolder(dir string, classes []string, files []folderFile, size int) (*
 		if err != nil {
 			return err
 		}
-		if h.w != heads[i].w || h.h != heads[i].h || (c == 1 && !h.grey) {
+		if h.w != heads[i].w || h.h != heads[i].h || (s.C == 1 && !h.grey) {
 			return fmt.Errorf("%s: changed while the folder was being read", path)
 		}
 		if h.w*h.h > bigPixels {
@@ -339,13 +412,31 @@ func decodeFolder(dir string, classes []string, files []folderFile, size int) (*
 		if b := img.Bounds(); b.Dx() != h.w || b.Dy() != h.h {
 			return fmt.Errorf("%s: decoded %dx%d, the header says %dx%d", path, b.Dx(), b.Dy(), h.w, h.h)
 		}
-		resizeCrop(img, c, size, s.Image(i))
+		resizeCrop(img, s.C, s.H, bg, s.Image(i))
+		if bar != nil {
+			bar.Add(1)
+		}
 		return nil
 	})
-	if err != nil {
-		return nil, err
+}
+
+// decodeBar is a progress bar for decoding n images on log when it is a
+// terminal and n is large enough to take a while; nil otherwise.
+func decodeBar(log io.Writer, n int) *progressbar.ProgressBar {
+	f, ok := log.(*os.File)
+	if !ok || n < 2000 || !term.IsTerminal(int(f.Fd())) {
+		return nil
 	}
-	return s, nil
+	return progressbar.NewOptions(n, progressbar.OptionSetWriter(f), progressbar.OptionShowCount(), progressbar.OptionShowIts(),
+		progressbar.OptionSetItsString("img"), progressbar.OptionSetDescription("decoding"), progressbar.OptionSetWidth(30),
+		progressbar.OptionThrottle(200*time.Millisecond), progressbar.OptionClearOnFinish())
+}
+
+// logf writes a line to log when there is one.
+func logf(log io.Writer, format string, args ...any) {
+	if log != nil {
+		fmt.Fprintf(log, format+"\n", args...)
+	}
 }
 
 // openImage opens a regular file without blocking (a FIFO is refused by

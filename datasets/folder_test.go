@@ -159,7 +159,7 @@ func TestFolderRGB(t *testing.T) {
 	writeFile(t, filepath.Join(dir, ".cache", "x.png"), []byte("garbage"))
 	writeFile(t, filepath.Join(dir, "README.txt"), []byte("a folder"))
 
-	s, err := Load("mnist", dir, 8, "train")
+	s, err := Load("mnist", dir, "train", Options{Size: 8})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -212,12 +212,12 @@ func TestFolderRGB(t *testing.T) {
 		t.Errorf("Image(0): %d bytes", len(img))
 	}
 	// Loading is deterministic, however the work is spread.
-	again, err := LoadFolder(dir, 8, "train")
+	again, err := LoadFolder(dir, "train", Options{Size: 8})
 	if err != nil || !bytes.Equal(again.Pixels, s.Pixels) {
 		t.Errorf("a second load differs (%v)", err)
 	}
 	// Fewer than 10 images a class: the test split is empty, an error.
-	if _, err := Load("", dir, 8, "test"); err == nil || !strings.Contains(err.Error(), "no test images") {
+	if _, err := Load("", dir, "test", Options{Size: 8}); err == nil || !strings.Contains(err.Error(), "no test images") {
 		t.Errorf("empty test split: %v", err)
 	}
 }
@@ -248,7 +248,7 @@ func TestResizeCropGeometry(t *testing.T) {
 		{10, 10, 9, 0, 9, 0},
 	} {
 		out := make([]uint8, 100)
-		resizeCrop(marked(c.w, c.h, c.row, c.col), 1, 10, out)
+		resizeCrop(marked(c.w, c.h, c.row, c.col), 1, 10, color.RGBA{}, out)
 		for y := range 10 {
 			for x := range 10 {
 				want := uint8(0)
@@ -266,7 +266,7 @@ func TestResizeCropGeometry(t *testing.T) {
 	m := image.NewGray(image.Rect(0, 0, 2, 2))
 	copy(m.Pix, []uint8{0, 200, 0, 200})
 	out := make([]uint8, 16)
-	resizeCrop(m, 1, 4, out)
+	resizeCrop(m, 1, 4, color.RGBA{}, out)
 	if want := []uint8{0, 50, 150, 200}; !bytes.Equal(out[:4], want) || !bytes.Equal(out[12:], want) {
 		t.Errorf("2x2 enlarged to 4x4: %v, want rows %v", out, want)
 	}
@@ -289,7 +289,7 @@ func TestFolderGrey(t *testing.T) {
 	writeImage(t, filepath.Join(dir, "b", "paletted.png"), pal)
 	writeImage(t, filepath.Join(dir, "b", "photo.jpg"), greyImage(12, 12, 150))
 	writeFile(t, filepath.Join(dir, "b", "alpha.png"), greyAlphaPNG(12, 12, 200, 128))
-	s, err := LoadFolder(dir, 6, "train")
+	s, err := LoadFolder(dir, "train", Options{Size: 6})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -309,7 +309,7 @@ func TestFolderGrey(t *testing.T) {
 		}
 	}
 	writeImage(t, filepath.Join(dir, "b", "zcolour.png"), uniform(12, 12, color.RGBA{1, 2, 3, 255}))
-	s, err = LoadFolder(dir, 6, "train")
+	s, err = LoadFolder(dir, "train", Options{Size: 6})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -335,11 +335,11 @@ func TestFolderSplitEveryTenth(t *testing.T) {
 			writeImage(t, filepath.Join(dir, class, fmt.Sprintf("%d.png", i)), greyImage(4, 4, uint8(i)))
 		}
 	}
-	test, err := LoadFolder(dir, 4, "test")
+	test, err := LoadFolder(dir, "test", Options{Size: 4})
 	if err != nil {
 		t.Fatal(err)
 	}
-	train, err := LoadFolder(dir, 4, "train")
+	train, err := LoadFolder(dir, "train", Options{Size: 4})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -372,7 +372,7 @@ func TestFolderTrainTestFolders(t *testing.T) {
 		writeImage(t, filepath.Join(dir, f), greyImage(5, 5, 9))
 	}
 	for split, n := range map[string]int{"train": 3, "test": 2} {
-		s, err := Load("", dir, 5, split)
+		s, err := Load("", dir, split, Options{Size: 5})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -382,14 +382,14 @@ func TestFolderTrainTestFolders(t *testing.T) {
 	}
 	os.Rename(filepath.Join(dir, "test", "y"), filepath.Join(dir, "test", "z"))
 	for _, split := range []string{"train", "test"} {
-		_, err := Load("", dir, 5, split)
+		_, err := Load("", dir, split, Options{Size: 5})
 		if err == nil || !strings.Contains(err.Error(), filepath.Join(dir, "train")) || !strings.Contains(err.Error(), filepath.Join(dir, "test")) ||
 			!strings.Contains(err.Error(), "only in train: y; only in test: z") {
 			t.Errorf("%s with mismatching classes: %v", split, err)
 		}
 	}
 	os.RemoveAll(filepath.Join(dir, "test"))
-	if _, err := Load("", dir, 5, "train"); err == nil || !strings.Contains(err.Error(), "no test/") {
+	if _, err := Load("", dir, "train", Options{Size: 5}); err == nil || !strings.Contains(err.Error(), "no test/") {
 		t.Errorf("train/ without test/: %v", err)
 	}
 }
@@ -403,7 +403,7 @@ func TestFolderErrors(t *testing.T) {
 	}
 	expect := func(t *testing.T, dir string, size int, want ...string) {
 		t.Helper()
-		_, err := Load("", dir, size, "train")
+		_, err := Load("", dir, "train", Options{Size: size})
 		for _, w := range want {
 			if err == nil || !strings.Contains(err.Error(), w) {
 				t.Errorf("err = %v, want it to say %q", err, w)
@@ -464,7 +464,7 @@ func TestFolderErrors(t *testing.T) {
 			pngChunk("PLTE", []byte{7, 7, 7}), pngIDAT([]byte{0, 0})))
 		expect(t, dir, 8, p, "header")
 		maxHeader = 1 << 20
-		if _, err := Load("", dir, 8, "train"); err != nil {
+		if _, err := Load("", dir, "train", Options{Size: 8}); err != nil {
 			t.Errorf("the same file under a larger bound: %v", err)
 		}
 	})
@@ -479,7 +479,7 @@ func TestFolderErrors(t *testing.T) {
 		writeImage(t, filepath.Join(dir, "loose.png"), greyImage(8, 8, 1))
 		os.Mkdir(filepath.Join(dir, ".hidden"), 0o755)
 		expect(t, dir, 8, dir+": no class folders", "one sub-folder per class", "IDX")
-		if _, err := LoadFolder(dir, 8, "train"); err == nil || strings.Contains(err.Error(), "IDX") {
+		if _, err := LoadFolder(dir, "train", Options{Size: 8}); err == nil || strings.Contains(err.Error(), "IDX") {
 			t.Errorf("LoadFolder, which reads no IDX files: %v", err)
 		}
 	})
@@ -511,14 +511,14 @@ func TestFolderErrors(t *testing.T) {
 		expect(t, dir, 0, dir, "needs the size")
 		expect(t, dir, 3, "size 3 out of range")
 		expect(t, dir, 1025, "size 1025 out of range")
-		if _, err := Load("", dir, 8, "val"); err == nil || !strings.Contains(err.Error(), `"val"`) {
+		if _, err := Load("", dir, "val", Options{Size: 8}); err == nil || !strings.Contains(err.Error(), `"val"`) {
 			t.Errorf("split val: %v", err)
 		}
 		file := filepath.Join(dir, "a", "ok.png")
-		if _, err := Load("", file, 8, "train"); err == nil || !strings.Contains(err.Error(), file+": not a folder") {
+		if _, err := Load("", file, "train", Options{Size: 8}); err == nil || !strings.Contains(err.Error(), file+": not a folder") {
 			t.Errorf("a file for a folder: %v", err)
 		}
-		if _, err := Load("", filepath.Join(dir, "nowhere"), 8, "train"); err == nil || !strings.Contains(err.Error(), "nowhere") {
+		if _, err := Load("", filepath.Join(dir, "nowhere"), "train", Options{Size: 8}); err == nil || !strings.Contains(err.Error(), "nowhere") {
 			t.Errorf("a missing folder: %v", err)
 		}
 	})

@@ -30,7 +30,7 @@ func TestFolderRefusesFIFOsAndDevices(t *testing.T) {
 		}
 		done := make(chan error, 1)
 		go func() {
-			_, err := Load("", dir, 8, "train")
+			_, err := Load("", dir, "train", Options{Size: 8})
 			done <- err
 		}()
 		select {
@@ -47,7 +47,7 @@ func TestFolderRefusesFIFOsAndDevices(t *testing.T) {
 	writeImage(t, filepath.Join(dir, "elsewhere", "x.png"), greyImage(8, 8, 42))
 	os.MkdirAll(filepath.Join(dir, "set", "a"), 0o755)
 	os.Symlink(filepath.Join(dir, "elsewhere", "x.png"), filepath.Join(dir, "set", "a", "link.png"))
-	s, err := Load("", filepath.Join(dir, "set"), 8, "train")
+	s, err := Load("", filepath.Join(dir, "set"), "train", Options{Size: 8})
 	if err != nil || s.N != 1 || s.Image(0)[0] != 42 {
 		t.Errorf("symlinked image: %v", err)
 	}

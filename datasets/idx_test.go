@@ -103,7 +103,7 @@ func TestMNISTAndFashionMNIST(t *testing.T) {
 		}
 		// Load finds the same set by name, at its own size or size 0.
 		for _, size := range []int{0, 28} {
-			s, err := Load(name, "", size, "test")
+			s, err := Load(name, "", "test", Options{Size: size})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -112,17 +112,17 @@ func TestMNISTAndFashionMNIST(t *testing.T) {
 				t.Errorf("Load(%s, size %d): %d images, C %d, classes %q", name, size, s.N, s.C, s.ClassNames)
 			}
 		}
-		if _, err := Load(name, "", 32, "test"); err == nil || !strings.Contains(err.Error(), "image folders only") {
+		if _, err := Load(name, "", "test", Options{Size: 32}); err == nil || !strings.Contains(err.Error(), "image folders only") {
 			t.Errorf("%s resized to 32: %v", name, err)
 		}
 	}
-	if s, _ := Load("fashion-mnist", "", 0, "train"); s == nil || s.ClassNames[9] != "Ankle boot" || s.ClassNames[0] != "T-shirt/top" {
+	if s, _ := Load("fashion-mnist", "", "train", Options{}); s == nil || s.ClassNames[9] != "Ankle boot" || s.ClassNames[0] != "T-shirt/top" {
 		t.Error("Fashion-MNIST class names")
 	}
 	if _, err := DatasetDir("cifar", ""); err == nil {
 		t.Error("unknown dataset accepted")
 	}
-	if _, err := Load("cifar", "", 0, "train"); err == nil || !strings.Contains(err.Error(), "cifar") {
+	if _, err := Load("cifar", "", "train", Options{}); err == nil || !strings.Contains(err.Error(), "cifar") {
 		t.Errorf("Load of an unknown dataset: %v", err)
 	}
 }
@@ -138,7 +138,7 @@ func TestLoadIDXFolder(t *testing.T) {
 	os.WriteFile(filepath.Join(dir, "train-labels-idx1-ubyte"), idx([]uint32{3}, []byte{0, 2, 1}), 0o644)
 	os.MkdirAll(filepath.Join(dir, "somefolder"), 0o755)
 	for _, size := range []int{0, 4} {
-		s, err := Load("mnist", dir, size, "train")
+		s, err := Load("mnist", dir, "train", Options{Size: size})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -146,21 +146,21 @@ func TestLoadIDXFolder(t *testing.T) {
 			t.Errorf("size %d: %+v", size, s)
 		}
 	}
-	if _, err := Load("mnist", dir, 8, "train"); err == nil || !strings.Contains(err.Error(), dir) || !strings.Contains(err.Error(), "resizing applies to image folders only") {
+	if _, err := Load("mnist", dir, "train", Options{Size: 8}); err == nil || !strings.Contains(err.Error(), dir) || !strings.Contains(err.Error(), "resizing applies to image folders only") {
 		t.Errorf("IDX resized: %v", err)
 	}
 	// The test split's files are missing: the error names them.
-	if _, err := Load("mnist", dir, 0, "test"); err == nil || !strings.Contains(err.Error(), "t10k-images-idx3-ubyte") {
+	if _, err := Load("mnist", dir, "test", Options{}); err == nil || !strings.Contains(err.Error(), "t10k-images-idx3-ubyte") {
 		t.Errorf("missing test split: %v", err)
 	}
 	// Ten classes loaded as fashion-mnist get its class names.
 	labels := []byte{0, 1, 2, 3, 4, 5, 6, 7, 8, 9}
 	os.WriteFile(filepath.Join(dir, "train-images-idx3-ubyte.gz"), gz(idx([]uint32{10, 2, 2}, make([]byte, 40))), 0o644)
 	os.WriteFile(filepath.Join(dir, "train-labels-idx1-ubyte"), idx([]uint32{10}, labels), 0o644)
-	if s, err := Load("fashion-mnist", dir, 0, "train"); err != nil || !reflect.DeepEqual(s.ClassNames, FashionMNISTClasses) {
+	if s, err := Load("fashion-mnist", dir, "train", Options{}); err != nil || !reflect.DeepEqual(s.ClassNames, FashionMNISTClasses) {
 		t.Errorf("fashion-mnist names: %v", err)
 	}
-	if s, err := Load("mnist", dir, 0, "train"); err != nil || s.ClassNames[9] != "9" {
+	if s, err := Load("mnist", dir, "train", Options{}); err != nil || s.ClassNames[9] != "9" {
 		t.Errorf("mnist names: %v", err)
 	}
 }

@@ -65,12 +65,13 @@ var FashionMNISTClasses = []string{"T-shirt/top", "Trouser", "Pullover", "Dress"
 // Fashion-MNIST's class names): a dir holding MNIST-layout IDX files
 // ({train,t10k}-{images-idx3,labels-idx1}-ubyte, gzipped or not) is read as
 // LoadImages reads it; any other dir is an image folder, read as LoadFolder
-// reads it, every image resized and centre-cropped to size×size.
+// reads it with o, every image resized and centre-cropped to o.Size×o.Size.
 //
-// IDX images are used at their own size: size 0 or their side is accepted,
-// any other size is an error (resizing applies to image folders only).
-// Errors name the file or folder at fault.
-func Load(dataset, dir string, size int, split string) (*Images, error) {
+// IDX images are used at their own size: o.Size 0 or their side is
+// accepted, any other size is an error (resizing applies to image folders
+// only). Errors name the file or folder at fault.
+func Load(dataset, dir, split string, o Options) (*Images, error) {
+	size := o.Size
 	if split != "train" && split != "test" {
 		return nil, fmt.Errorf("unknown split %q (want train or test)", split)
 	}
@@ -90,7 +91,7 @@ func Load(dataset, dir string, size int, split string) (*Images, error) {
 			return nil, fmt.Errorf("%s: not a folder (want a folder of MNIST-layout IDX files or an image folder)", dir)
 		}
 		if !hasIDX(dir) {
-			s, err := LoadFolder(dir, size, split)
+			s, err := LoadFolder(dir, split, o)
 			if errors.Is(err, errNoClasses) {
 				err = fmt.Errorf("%w; or MNIST-layout IDX files ({train,t10k}-{images-idx3,labels-idx1}-ubyte, gzipped or not)", err)
 			}

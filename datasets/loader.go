@@ -1,6 +1,10 @@
 package datasets
 
-import "math/rand/v2"
+import (
+	"math"
+	"math/rand/v2"
+	"sort"
+)
 
 // Batch is one batch on the host: pixels scaled to [0, 1] in the set's
 // layout, N×C×H×W (the shape of a PyTorch image batch), and labels.
@@ -20,6 +24,12 @@ type Loader struct {
 	Batch   int
 	Seed    uint64
 	Shuffle bool
+	// Balance, with Shuffle, weighs the classes: each epoch is Set.N draws
+	// with replacement, an image of a class of n images drawn with weight
+	// n^-Balance (PyTorch's WeightedRandomSampler); 0 is a plain shuffle,
+	// 1 draws every class equally often. Sharding under data parallelism
+	// is as for a shuffle: every rank draws the same sequence.
+	Balance float64
 	// IndicesOnly leaves Pixels nil: for a trainer holding the whole set
 	// on its device, which gathers the batch there.
 	IndicesOnly bool
@@ -46,7 +56,25 @@ func (l *Loader) Order(epoch int) []int {
 		}
 		return order
 	}
-	return rand.New(rand.NewPCG(l.Seed, uint64(epoch)+1)).Perm(l.Set.N)
+	r := rand.New(rand.NewPCG(l.Seed, uint64(epoch)+1))
+	if l.Balance == 0 {
+		return r.Perm(l.Set.N)
+	}
+	count := make([]float64, 256)
+	for _, y := range l.Set.Labels[:l.Set.N] {
+		count[y]++
+	}
+	cum := make([]float64, l.Set.N) // cumulative weights
+	total := 0.0
+	for i, y := range l.Set.Labels[:l.Set.N] {
+		total += math.Pow(count[y], -l.Balance)
+		cum[i] = total
+	}
+	order := make([]int, l.Set.N)
+	for i := range order {
+		order[i] = min(sort.SearchFloat64s(cum, r.Float64()*total), l.Set.N-1)
+	}
+	return order
 }
 
 // Epoch streams the batches of an epoch from batch index start on. A

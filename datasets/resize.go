@@ -13,7 +13,7 @@ import (
 // round-half-even((resized-size)/2) pixels in. Only the output pixels
 // inside the crop are computed, each from the source pixels under its
 // filter (see resampleTaps); the vertical pass runs first, in float32.
-func resizeCrop(img image.Image, c, size int, dst []uint8) {
+func resizeCrop(img image.Image, c, size int, bg color.RGBA, dst []uint8) {
 	b := img.Bounds()
 	w, h := b.Dx(), b.Dy()
 	rw, rh := size, size
@@ -27,7 +27,7 @@ func resizeCrop(img image.Image, c, size int, dst []uint8) {
 	x0, x1 := tapWindow(tx)
 	y0, y1 := tapWindow(ty)
 	ww, wh := x1-x0, y1-y0
-	src := toPlanes(img, c, image.Rect(b.Min.X+x0, b.Min.Y+y0, b.Min.X+x1, b.Min.Y+y1))
+	src := toPlanes(img, c, bg, image.Rect(b.Min.X+x0, b.Min.Y+y0, b.Min.X+x1, b.Min.Y+y1))
 	tmp := make([]float32, c*size*ww)
 	for ch := range c {
 		plane := src[ch*wh*ww : (ch+1)*wh*ww]
@@ -116,8 +116,10 @@ func tapWindow(taps []tap) (lo, hi int) {
 // toPlanes copies the pixels of img inside r as c planes of 8-bit values:
 // one grey plane (c = 1: the set is grey, and every image's red, green and
 // blue are equal) or red, green and blue (c = 3). Alpha is composited on
-// black: the colour is premultiplied by it.
-func toPlanes(img image.Image, c int, r image.Rectangle) []uint8 {
+// the opaque colour bg: a pixel of colour C and alpha A becomes
+// C·A + bg·(1-A), rounded, from the premultiplied colour where the decoder
+// gives it (the premultiplied colour plus bg·(1-A)).
+func toPlanes(img image.Image, c int, bg color.RGBA, r image.Rectangle) []uint8 {
 	w, h := r.Dx(), r.Dy()
 	out := make([]uint8, c*w*h)
 	set := func(x, y int, rv, gv, bv uint8) {
@@ -126,6 +128,22 @@ func toPlanes(img image.Image, c int, r image.Rectangle) []uint8 {
 		if c == 3 {
 			out[w*h+i], out[2*w*h+i] = gv, bv
 		}
+	}
+	// over composites a premultiplied 16-bit colour of alpha a on bg.
+	over := func(rv, gv, bv, a uint32) (uint8, uint8, uint8) {
+		t := 0xffff - a
+		to8 := func(v uint32, b uint8) uint8 { return uint8((min(v+uint32(b)*t/255, 0xffff)*255 + 0x7fff) / 0xffff) }
+		return to8(rv, bg.R), to8(gv, bg.G), to8(bv, bg.B)
+	}
+	// over8 composites an 8-bit colour v (premultiplied by alpha a when pre)
+	// on the background value b.
+	over8 := func(v, a uint32, b uint8, pre bool) uint8 {
+		if !pre {
+			v *= a
+		} else {
+			v *= 255
+		}
+		return uint8((v + uint32(b)*(255-a) + 127) / 255)
 	}
 	switch m := img.(type) {
 	case *image.Gray:
@@ -153,7 +171,8 @@ func toPlanes(img image.Image, c int, r image.Rectangle) []uint8 {
 		for y := r.Min.Y; y < r.Max.Y; y++ {
 			for x := r.Min.X; x < r.Max.X; x++ {
 				p := m.Pix[m.PixOffset(x, y):]
-				set(x, y, p[0], p[1], p[2])
+				a := uint32(p[3])
+				set(x, y, over8(uint32(p[0]), a, bg.R, true), over8(uint32(p[1]), a, bg.G, true), over8(uint32(p[2]), a, bg.B, true))
 			}
 		}
 	case *image.NRGBA:
@@ -161,14 +180,14 @@ func toPlanes(img image.Image, c int, r image.Rectangle) []uint8 {
 			for x := r.Min.X; x < r.Max.X; x++ {
 				p := m.Pix[m.PixOffset(x, y):]
 				a := uint32(p[3])
-				set(x, y, uint8((uint32(p[0])*a+127)/255), uint8((uint32(p[1])*a+127)/255), uint8((uint32(p[2])*a+127)/255))
+				set(x, y, over8(uint32(p[0]), a, bg.R, false), over8(uint32(p[1]), a, bg.G, false), over8(uint32(p[2]), a, bg.B, false))
 			}
 		}
 	case *image.Paletted:
 		var pal [256][3]uint8
 		for i, col := range m.Palette {
-			rv, gv, bv, _ := col.RGBA()
-			pal[i] = [3]uint8{uint8(rv >> 8), uint8(gv >> 8), uint8(bv >> 8)}
+			rv, gv, bv, av := col.RGBA()
+			pal[i][0], pal[i][1], pal[i][2] = over(rv, gv, bv, av)
 		}
 		for y := r.Min.Y; y < r.Max.Y; y++ {
 			for x := r.Min.X; x < r.Max.X; x++ {
@@ -179,8 +198,9 @@ func toPlanes(img image.Image, c int, r image.Rectangle) []uint8 {
 	default:
 		for y := r.Min.Y; y < r.Max.Y; y++ {
 			for x := r.Min.X; x < r.Max.X; x++ {
-				rv, gv, bv, _ := img.At(x, y).RGBA()
-				set(x, y, uint8(rv>>8), uint8(gv>>8), uint8(bv>>8))
+				rv, gv, bv, av := img.At(x, y).RGBA()
+				r8, g8, b8 := over(rv, gv, bv, av)
+				set(x, y, r8, g8, b8)
 			}
 		}
 	}

@@ -8,6 +8,8 @@ import (
 	"strconv"
 	"strings"
 
+	"go.yaml.in/yaml/v3"
+
 	"kakusan/datasets"
 	"kakusan/diffusion"
 	"kakusan/models/autoencoder"
@@ -204,6 +206,12 @@ func (c *Checkpoint) readMeta() error {
 	if c.Config, err = ParseConfig(c.Path+" (embedded config)", []byte(meta[MetaConfig]), nil); err != nil {
 		return err
 	}
+	var written struct {
+		Data map[string]any `yaml:"data"`
+	}
+	if yaml.Unmarshal([]byte(meta[MetaConfig]), &written) == nil && written.Data["background"] == nil && c.Config.Train != nil {
+		c.Config.Data.Background = "black" // trained before data.background: alpha was composited on black
+	}
 	if c.Config.Model != meta[MetaModel] {
 		return fmt.Errorf("metadata says model %q, the embedded config %q", meta[MetaModel], c.Config.Model)
 	}
@@ -387,7 +395,7 @@ func Load(path string, dev torch.Device, ema bool) (Model, *Checkpoint, error) {
 
 // DataGeometry is the geometry of the config's dataset (its test split).
 func DataGeometry(c *Config) (Geometry, error) {
-	set, err := datasets.Load(c.Data.Dataset, c.Data.Dir, c.Data.Size, "test")
+	set, err := c.Data.Load("test", nil)
 	if err != nil {
 		return Geometry{}, err
 	}

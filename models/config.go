@@ -16,6 +16,7 @@ import (
 
 	"go.yaml.in/yaml/v3"
 
+	"kakusan/datasets"
 	"kakusan/internal/files"
 	"kakusan/torch"
 )
@@ -44,10 +45,27 @@ type Config struct {
 
 // Data says where the training data is.
 type Data struct {
-	Path       string   `yaml:"path,omitempty"`        // classical models: a whitespace-separated numeric table
-	Dataset    string   `yaml:"dataset,omitempty"`     // neural models: mnist or fashion-mnist
-	Dir        string   `yaml:"dir,omitempty"`         // neural models: MNIST-layout IDX files, or a folder of class folders of images
-	Size       int      `yaml:"size,omitempty"`        // image folders: resize and centre-crop to size×size
+	Path    string `yaml:"path,omitempty"`    // classical models: a whitespace-separated numeric table
+	Dataset string `yaml:"dataset,omitempty"` // neural models: mnist or fashion-mnist
+	Dir     string `yaml:"dir,omitempty"`     // neural models: MNIST-layout IDX files, or a folder of class folders of images
+	Size    int    `yaml:"size,omitempty"`    // image folders: resize and centre-crop to size×size
+	// Background is the colour transparent pixels of an image folder are
+	// composited on: white, black or #rrggbb (datasets.DefaultBackground says
+	// why white).
+	Background string `yaml:"background,omitempty"`
+	// HFlip flips each training image left-right with probability 1/2, on
+	// the device, drawn from the run's generator (so a resumed run flips as
+	// the uninterrupted one would).
+	HFlip bool `yaml:"hflip,omitempty"`
+	// Balance weighs classes when drawing each epoch's images: an image of a
+	// class of n images is drawn with weight n^-balance, N draws with
+	// replacement (PyTorch's WeightedRandomSampler); 0 draws every image
+	// once (a plain shuffle), 1 every class equally often.
+	Balance float64 `yaml:"balance,omitempty"`
+	// Cache is the folder of decoded image-folder sets ("" for
+	// ~/.cache/kakusan/images, "off" for none): a second run on the same
+	// files, size and background decodes nothing.
+	Cache      string   `yaml:"cache,omitempty"`
 	Subset     int      `yaml:"subset,omitempty"`      // neural models: train on the first N training images only
 	TestSubset int      `yaml:"test_subset,omitempty"` // neural models: evaluate on the first N test images only
 	Columns    int      `yaml:"columns,omitempty"`     // expected columns; 0: the model's own (1 for normal, 2 for mvn/gmm)
@@ -61,6 +79,25 @@ func (d Data) Source() string {
 		return d.Dir
 	}
 	return d.Dataset
+}
+
+// Options is how the data's images are read; log gets the loader's
+// lines (where the images came from, a progress bar).
+func (d Data) Options(log io.Writer) datasets.Options {
+	bg, _ := datasets.ParseBackground(d.Background) // validated with the config
+	o := datasets.Options{Size: d.Size, Background: bg, Log: log, Cache: d.Cache}
+	switch d.Cache {
+	case "off":
+		o.Cache = ""
+	case "":
+		o.Cache = datasets.DefaultCache()
+	}
+	return o
+}
+
+// Load reads one split ("train" or "test") of the configured images.
+func (d Data) Load(split string, log io.Writer) (*datasets.Images, error) {
+	return datasets.Load(d.Dataset, d.Dir, split, d.Options(log))
 }
 
 // Name is column i's name for plot axes.
@@ -205,6 +242,7 @@ func defaults(model string) *Config {
 		c.Samples = 64
 		c.Device = "auto"
 		c.Data.Dataset = "mnist"
+		c.Data.Background = datasets.DefaultBackground
 		c.Train = &TrainConfig{BatchSize: 32, Epochs: 30, LogEvery: 200, KeepCheckpoints: 3, Precision: "fp32", CuDNNBenchmark: true,
 			DistBackend: "auto", DistTimeout: 600, DistBucketMB: 25}
 		c.Optimizer = &OptimConfig{Name: "adam", LR: 3e-4, Betas: []float64{0.9, 0.999}, Eps: 1e-8}
@@ -578,6 +616,12 @@ func (c *Config) validateNeural(bad *problems) {
 	}
 	if d.Size != 0 && (d.Size < 4 || d.Size > 1024) {
 		bad.add("data.size", "must be between 4 and 1024 (or 0 for the data's own), got %d", d.Size)
+	}
+	if _, err := datasets.ParseBackground(d.Background); err != nil {
+		bad.add("data.background", "%v", err)
+	}
+	if !(d.Balance >= 0 && d.Balance <= 1) {
+		bad.add("data.balance", "must be between 0 (every image once an epoch) and 1 (every class equally often), got %g", d.Balance)
 	}
 	if !deviceName.MatchString(c.Device) {
 		bad.add("device", "unknown device %q (want cpu, cuda, cuda:N or auto)", c.Device)

@@ -235,6 +235,11 @@ func (t *Tensor) Reshape(shape ...int64) *Tensor {
 	return t.shaped("Reshape", func(h C.kk_tensor, p *C.int64_t, n C.int, o *C.kk_tensor, e **C.char) { C.kk_reshape(h, p, n, 0, o, e) }, shape)
 }
 
+// Flip reverses the order of elements along dims (a copy, as torch.flip).
+func (t *Tensor) Flip(dims ...int64) *Tensor {
+	return t.shaped("Flip", func(h C.kk_tensor, p *C.int64_t, n C.int, o *C.kk_tensor, e **C.char) { C.kk_flip(h, p, n, o, e) }, dims)
+}
+
 // Permute reorders the dimensions.
 func (t *Tensor) Permute(dims ...int64) *Tensor {
 	return t.shaped("Permute", func(h C.kk_tensor, p *C.int64_t, n C.int, o *C.kk_tensor, e **C.char) { C.kk_permute(h, p, n, o, e) }, dims)

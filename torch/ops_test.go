@@ -83,6 +83,12 @@ func TestReductionsAndShapes(t *testing.T) {
 		if got := x.Permute(1, 0).Reshape(-1).Float64s(); !reflect.DeepEqual(got, []float64{1, 4, 2, 5, 3, 6}) {
 			t.Errorf("permute %v", got)
 		}
+		if got := x.Flip(1).Float64s(); !reflect.DeepEqual(got, []float64{3, 2, 1, 6, 5, 4}) {
+			t.Errorf("flip %v", got)
+		}
+		if got := x.Flip(0, 1).Float64s(); !reflect.DeepEqual(got, []float64{6, 5, 4, 3, 2, 1}) {
+			t.Errorf("flip both %v", got)
+		}
 		if got := x.View(3, 2).Shape(); !reflect.DeepEqual(got, []int64{3, 2}) {
 			t.Errorf("view %v", got)
 		}

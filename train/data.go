@@ -2,6 +2,7 @@ package train
 
 import (
 	"fmt"
+	"io"
 
 	"kakusan/datasets"
 	"kakusan/models"
@@ -14,6 +15,7 @@ type data struct {
 	loader      *datasets.Loader
 	spe         int       // steps per epoch
 	resident    *resident // the training set on the device; nil: batches come from the host
+	hflip       bool      // flip half the training images left-right
 }
 
 // maxResident bounds the training set a CUDA run keeps on its device
@@ -64,24 +66,37 @@ func (d *data) holdOnDevice(dev torch.Device, always bool) {
 // (tests set it to check that path against the host's on the CPU).
 var residentOnAnyDevice = false
 
-// batch is the training batch b on dev.
+// batch is the training batch b on dev, each image flipped left-right with
+// probability 1/2 when the data asks (drawn from dev's generator).
 func (d *data) batch(b datasets.Batch, dev torch.Device) Batch {
+	var t Batch
 	if d.resident != nil {
-		return d.resident.batch(b)
+		t = d.resident.batch(b)
+	} else {
+		t = batchTensors(b, d.train, dev)
 	}
-	return batchTensors(b, d.train, dev)
+	if d.hflip {
+		t.X = flipHalf(t.X)
+	}
+	return t
+}
+
+// flipHalf flips each image of x (B, C, H, W) left-right with probability 1/2.
+func flipHalf(x *torch.Tensor) *torch.Tensor {
+	flip := torch.Rand([]int64{x.Size(0), 1, 1, 1}, x.Device()).LtScalar(0.5)
+	return torch.Where(flip, x.Flip(3), x)
 }
 
 // loadData reads the configured dataset; its geometry and classes are
 // what the model is built for. The loader gives rank its share of each
 // step's batch of world ranks (world 0 or 1: the whole batch).
-func loadData(c *models.Config, rank, world int) (*data, error) {
+func loadData(c *models.Config, rank, world int, log io.Writer) (*data, error) {
 	d := c.Data
-	tr, err := datasets.Load(d.Dataset, d.Dir, d.Size, "train")
+	tr, err := d.Load("train", log)
 	if err != nil {
 		return nil, err
 	}
-	te, err := datasets.Load(d.Dataset, d.Dir, d.Size, "test")
+	te, err := d.Load("test", log)
 	if err != nil {
 		return nil, err
 	}
@@ -92,8 +107,8 @@ func loadData(c *models.Config, rank, world int) (*data, error) {
 	if te.Classes > tr.Classes {
 		return nil, fmt.Errorf("%s: the test labels go up to %d; the training set has %d classes", where, te.Classes-1, tr.Classes)
 	}
-	out := &data{train: tr.Subset(d.Subset), test: te.Subset(d.TestSubset)}
-	out.loader = &datasets.Loader{Set: out.train, Batch: c.Train.BatchSize, Seed: c.Seed, Shuffle: true, Rank: rank, World: world}
+	out := &data{train: tr.Subset(d.Subset), test: te.Subset(d.TestSubset), hflip: d.HFlip}
+	out.loader = &datasets.Loader{Set: out.train, Batch: c.Train.BatchSize, Seed: c.Seed, Shuffle: true, Balance: d.Balance, Rank: rank, World: world}
 	if out.spe = out.loader.StepsPerEpoch(); out.spe == 0 && world > 1 {
 		return nil, fmt.Errorf("train.batch_size %d on each of %d ranks is more than the %d training images", c.Train.BatchSize, world, out.train.N)
 	} else if out.spe == 0 {

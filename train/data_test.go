@@ -12,7 +12,7 @@ import (
 // The training set held on the device gives the batches the host loader
 // gives, value for value, and a run trained from it logs the same losses.
 func TestResidentBatchesMatchTheHost(t *testing.T) {
-	set, err := datasets.Load("mnist", "", 0, "train")
+	set, err := datasets.Load("mnist", "", "train", datasets.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -59,5 +59,41 @@ func TestResidentBatchesMatchTheHost(t *testing.T) {
 	host, dev := losses(false), losses(true)
 	if len(host) < 4 || !slices.Equal(host, dev) {
 		t.Fatalf("losses from host batches %v, from resident ones %v", host, dev)
+	}
+}
+
+// flipHalf flips each image left-right or leaves it, about half of each,
+// and draws from the device's generator (the same seed, the same flips).
+func TestFlipHalf(t *testing.T) {
+	err := torch.Do(func() error {
+		x := torch.Arange(0, 64*2*3*4, 1, torch.CPU).To(torch.Float32).View(64, 2, 3, 4)
+		flipped := x.Flip(3)
+		var first []float32
+		for run := range 2 {
+			var y *torch.Tensor
+			torch.WithSeed(5, func() { y = flipHalf(x) })
+			flips := 0
+			for i := range int64(64) {
+				img := y.Index(torch.At(i))
+				switch {
+				case slices.Equal(img.Float32s(), flipped.Index(torch.At(i)).Float32s()):
+					flips++
+				case !slices.Equal(img.Float32s(), x.Index(torch.At(i)).Float32s()):
+					t.Fatalf("image %d is neither itself nor its mirror", i)
+				}
+			}
+			if flips < 16 || flips > 48 {
+				t.Errorf("%d of 64 images flipped, want about half", flips)
+			}
+			if run == 0 {
+				first = y.Float32s()
+			} else if !slices.Equal(first, y.Float32s()) {
+				t.Error("the same seed flipped other images")
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
 	}
 }

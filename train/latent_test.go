@@ -168,7 +168,7 @@ func TestLatentDiffusion(t *testing.T) {
 		}
 		defer models.Free(aeModel)
 		// The scale, measured again: 1/std of the latent means of the 2,000 training images.
-		set, err := datasets.Load("mnist", os.Getenv("KAKUSAN_TEST_MNIST"), 0, "train")
+		set, err := datasets.Load("mnist", os.Getenv("KAKUSAN_TEST_MNIST"), "train", datasets.Options{})
 		if err != nil {
 			return err
 		}
@@ -300,7 +300,7 @@ func TestPromptDiffusion(t *testing.T) {
 		t.Errorf("a vocabulary with two class words swapped: %v", err)
 	}
 	err := torch.Do(func() error {
-		set, err := datasets.Load("mnist", os.Getenv("KAKUSAN_TEST_MNIST"), 0, "train")
+		set, err := datasets.Load("mnist", os.Getenv("KAKUSAN_TEST_MNIST"), "train", datasets.Options{})
 		if err != nil {
 			return err
 		}

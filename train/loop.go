@@ -100,8 +100,12 @@ func newLoop(ctx context.Context, r *Run, resume string) (*loop, error) {
 			return l, err
 		}
 	}
-	fmt.Fprintf(r.Log, "%s: %d parameters on %s (%s), %d training images %dx%dx%d (%d steps an epoch), %d test images, %d steps\n",
-		l.c.Model, l.st.Model.Module().NumParams(), l.dev, l.precision(), l.data.train.N, l.st.Geometry.C, l.st.Geometry.H, l.st.Geometry.W, l.data.spe, l.data.test.N, l.total)
+	flops := ""
+	if f, ok := l.st.Model.(interface{ FLOPs() int64 }); ok && f.FLOPs() > 0 {
+		flops = fmt.Sprintf(" (%.3g GFLOPs an image's forward pass)", float64(f.FLOPs())/1e9)
+	}
+	fmt.Fprintf(r.Log, "%s: %d parameters%s on %s (%s), %d training images %dx%dx%d (%d steps an epoch), %d test images, %d steps\n",
+		l.c.Model, l.st.Model.Module().NumParams(), flops, l.dev, l.precision(), l.data.train.N, l.st.Geometry.C, l.st.Geometry.H, l.st.Geometry.W, l.data.spe, l.data.test.N, l.total)
 	l.lossSum = torch.Zeros([]int64{}, l.dev).Keep()
 	return l, nil
 }
@@ -141,7 +145,7 @@ func (l *loop) loadData() (err error) {
 	if l.dist != nil {
 		rank, world = l.dist.env.Rank, l.dist.env.World
 	}
-	if l.data, err = loadData(l.c, rank, world); err != nil {
+	if l.data, err = loadData(l.c, rank, world, l.r.Log); err != nil {
 		return err
 	}
 	l.data.holdOnDevice(l.dev, residentOnAnyDevice)

@@ -207,7 +207,7 @@ type reconstructor struct {
 // first n training images of the data of the autoencoder's checkpoint ck.
 func reconstructions(ck *models.Checkpoint, m models.Model, n int, dev torch.Device) (sample.Generator, []int64, error) {
 	c := ck.Config
-	set, err := datasets.Load(c.Data.Dataset, c.Data.Dir, c.Data.Size, "train")
+	set, err := c.Data.Load("train", nil)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -242,7 +242,7 @@ func vaeExtras(e models.Entry, c *models.Config, m models.Model, dev torch.Devic
 		return nil
 	}
 	r := m.(models.Reconstructor)
-	test, err := datasets.Load(c.Data.Dataset, c.Data.Dir, c.Data.Size, "test")
+	test, err := c.Data.Load("test", nil)
 	if err != nil || test.N < 32 {
 		return nil // no data here: skip the extras rather than fail the job
 	}

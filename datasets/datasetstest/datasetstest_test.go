@@ -18,11 +18,11 @@ func TestWriteFolder(t *testing.T) {
 		if err := WriteFolder(dir, 4, 12, 16, rgb); err != nil {
 			t.Fatal(err)
 		}
-		train, err := datasets.Load("", dir, 16, "train")
+		train, err := datasets.Load("", dir, "train", datasets.Options{Size: 16})
 		if err != nil {
 			t.Fatal(err)
 		}
-		test, err := datasets.Load("", dir, 16, "test")
+		test, err := datasets.Load("", dir, "test", datasets.Options{Size: 16})
 		if err != nil {
 			t.Fatal(err)
 		}

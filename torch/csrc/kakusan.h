@@ -145,6 +145,7 @@ void kk_reduce(int op, kk_tensor a, const int64_t *dims, int nd, int keepdim,
 void kk_reshape(kk_tensor a, const int64_t *shape, int nd, int view,
                 kk_tensor *out, char **err);
 void kk_permute(kk_tensor a, const int64_t *dims, int nd, kk_tensor *out, char **err);
+void kk_flip(kk_tensor a, const int64_t *dims, int nd, kk_tensor *out, char **err);
 void kk_transpose(kk_tensor a, int64_t d0, int64_t d1, kk_tensor *out, char **err);
 void kk_squeeze(kk_tensor a, int64_t dim, int all, kk_tensor *out, char **err);
 void kk_unsqueeze(kk_tensor a, int64_t dim, kk_tensor *out, char **err);

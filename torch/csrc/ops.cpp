@@ -202,6 +202,10 @@ void kk_permute(kk_tensor a, const int64_t *dims, int nd, kk_tensor *out, char *
   KK_OUT(T(a).permute(kk::dims(dims, nd)))
 }
 
+void kk_flip(kk_tensor a, const int64_t *dims, int nd, kk_tensor *out, char **err) {
+  KK_OUT(T(a).flip(kk::dims(dims, nd)))
+}
+
 void kk_transpose(kk_tensor a, int64_t d0, int64_t d1, kk_tensor *out, char **err) {
   KK_OUT(T(a).transpose(d0, d1))
 }
