@@ -87,6 +87,10 @@ type Reference struct {
 	TestGauss   Gaussian
 	Floor       float64 // FID of training against test images
 	Accuracy    float64 // the judge's accuracy on the test images
+	// ClassCounts are the test images of each class: a conditional model's
+	// samples take its labels in these proportions when they are uneven
+	// (MixedLabels), so that FID compares like with like.
+	ClassCounts []int
 	// StyleMedians are each class's median ink mass and slant over the
 	// floor's training images (prompt.Measure): a prompt's style words are
 	// judged against them.
@@ -96,11 +100,11 @@ type Reference struct {
 // NewReference computes the judge's features of its dataset's real images.
 func (j *Judge) NewReference() (*Reference, error) {
 	d := j.Config.Data
-	test, err := datasets.Load(d.Dataset, d.Dir, d.Size, "test")
+	test, err := d.Load("test", nil)
 	if err != nil {
 		return nil, err
 	}
-	tr, err := datasets.Load(d.Dataset, d.Dir, d.Size, "train")
+	tr, err := d.Load("train", nil)
 	if err != nil {
 		return nil, err
 	}
@@ -117,6 +121,10 @@ func (j *Judge) NewReference() (*Reference, error) {
 		}
 	}
 	ref.Accuracy = float64(hits) / float64(test.N)
+	ref.ClassCounts = make([]int, test.Classes)
+	for _, l := range test.Labels[:test.N] {
+		ref.ClassCounts[l]++
+	}
 	ref.TestRadii = Radii(ref.Test, k)
 	if ref.TestGauss, err = Fit(ref.Test); err != nil {
 		return nil, err
@@ -348,22 +356,63 @@ func readManifests(dir string) ([]entry, error) {
 	return entries, nil
 }
 
+// Uneven is how much larger the test split's largest class must be than
+// its smallest for MixedLabels to follow the split's proportions rather
+// than cycle: MNIST's (1135 to 892 images) cycle, the emoji's (452 to 10)
+// follow.
+const Uneven = 1.5
+
+// MixedLabels are n labels for a conditional model's samples: the classes
+// in turn (as bin/sample --labels all gives them) when the test split's
+// counts are even (within Uneven), else in the split's proportions,
+// interleaved (label i goes to the class furthest below its share of the
+// first i+1).
+func MixedLabels(n int, counts []int) []int64 {
+	lo, hi, total := math.MaxInt, 0, 0
+	for _, c := range counts {
+		lo, hi, total = min(lo, c), max(hi, c), total+c
+	}
+	out := make([]int64, n)
+	if len(counts) == 0 || lo == 0 || float64(hi) <= Uneven*float64(lo) {
+		for i := range out {
+			out[i] = int64(i % max(len(counts), 1))
+		}
+		return out
+	}
+	given := make([]int, len(counts))
+	for i := range out {
+		best, gap := 0, math.Inf(-1)
+		for c, k := range counts {
+			if g := float64(i+1)*float64(k)/float64(total) - float64(given[c]); g > gap {
+				best, gap = c, g
+			}
+		}
+		given[best]++
+		out[i] = int64(best)
+	}
+	return out
+}
+
 // Sample generates n images from a model of entry e (models.Load) with a
 // sampling job, through 8-bit pixels as bin/sample's PNGs are: a
-// conditional model's labels cycle over its classes (as bin/sample
-// --labels 0-N does). It returns the images and their labels (nil for
+// conditional model's labels are MixedLabels(n, counts) (counts nil: the
+// classes in turn, as bin/sample --labels all gives them). It returns the images and their labels (nil for
 // unconditional models). Progress, when not nil, hears after each batch
 // how many images are done.
-func Sample(ctx context.Context, e models.Entry, m models.Model, g models.Geometry, n int, seed uint64, s diffusion.Sampling, batch int, progress func(done, total int)) (*torch.Tensor, []int64, error) {
+func Sample(ctx context.Context, e models.Entry, m models.Model, g models.Geometry, n int, seed uint64, s diffusion.Sampling, batch int, counts []int, progress func(done, total int)) (*torch.Tensor, []int64, error) {
 	gen, err := e.NewGenerator(m, s)
 	if err != nil {
 		return nil, nil, err
 	}
 	job := &sample.Job{N: n, Batch: batch, Seed: seed, Of: 1, Progress: progress}
 	if models.Conditional(m) {
-		if job.Labels, err = sample.ParseLabels("all", n, g.Classes, seed); err != nil {
-			return nil, nil, err
+		if counts == nil {
+			counts = make([]int, g.Classes)
 		}
+		if len(counts) != g.Classes {
+			return nil, nil, fmt.Errorf("label proportions of %d classes for a model of %d", len(counts), g.Classes)
+		}
+		job.Labels = MixedLabels(n, counts)
 	}
 	var out sample.Memory
 	if _, err := job.Run(ctx, gen, &out); err != nil {

@@ -9,6 +9,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -300,5 +301,30 @@ func TestBadInputs(t *testing.T) {
 	os.WriteFile(filepath.Join(dir, "manifest.jsonl"), []byte("not json\n"), 0o644)
 	if _, _, err := LoadSamples(dir, mnist); err == nil || !strings.Contains(err.Error(), "manifest.jsonl:1") {
 		t.Errorf("bad manifest: %v", err)
+	}
+}
+
+// Samples' labels follow an uneven test split's proportions, interleaved,
+// and cycle over the classes of an even one.
+func TestMixedLabels(t *testing.T) {
+	count := func(l []int64, k int) []int {
+		n := make([]int, k)
+		for _, v := range l {
+			n[v]++
+		}
+		return n
+	}
+	if got := MixedLabels(7, []int{1135, 892, 1000}); !slices.Equal(got, []int64{0, 1, 2, 0, 1, 2, 0}) {
+		t.Errorf("even split: %v, want the classes in turn", got)
+	}
+	got := MixedLabels(100, []int{452, 10, 38})
+	if n := count(got, 3); !slices.Equal(n, []int{90, 2, 8}) {
+		t.Errorf("uneven split: %v of each class, want 90, 2, 8", n)
+	}
+	if n := count(got[:50], 3); n[2] < 3 || n[2] > 5 {
+		t.Errorf("the first half holds %v: the classes must be interleaved", n)
+	}
+	if got := MixedLabels(4, []int{5, 0}); !slices.Equal(got, []int64{0, 1, 0, 1}) {
+		t.Errorf("a split with an empty class: %v, want the classes in turn", got)
 	}
 }

@@ -108,7 +108,7 @@ func TestImageFolderEndToEnd(t *testing.T) {
 			t.Errorf("report %+v", rep)
 		}
 		// The same job in memory (as bin/eval --checkpoint runs it) measures the same images.
-		mem, memLabels, err := Sample(context.Background(), ck.Entry(), m, ck.Geometry, 12, 1, models.GridSampling(ck.Config), 5, nil)
+		mem, memLabels, err := Sample(context.Background(), ck.Entry(), m, ck.Geometry, 12, 1, models.GridSampling(ck.Config), 5, nil, nil)
 		if err != nil {
 			t.Fatal(err)
 		}

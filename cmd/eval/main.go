@@ -246,7 +246,7 @@ func (src *source) evaluate(ctx context.Context, o *options, judge *eval.Judge, 
 			fmt.Fprintf(os.Stderr, "eval: guidance %g: %d/%d images, %.1f images/s\n", g, done, total, float64(done)/time.Since(t1).Seconds())
 		}
 		s.Guidance = g
-		imgs, labels, err := eval.Sample(ctx, src.ck.Entry(), src.model, src.ck.Geometry, o.n, o.seed, s, o.batch, progress)
+		imgs, labels, err := eval.Sample(ctx, src.ck.Entry(), src.model, src.ck.Geometry, o.n, o.seed, s, o.batch, ref.ClassCounts, progress)
 		if err != nil {
 			return err
 		}
