@@ -214,6 +214,10 @@ func (m *Model) Free() {
 	m.Sched.Free()
 }
 
+// FLOPs is the network's floating-point operations for one image's
+// forward pass (unet.UNet.FLOPs), 0 where they are not counted.
+func (m *Model) FLOPs() int64 { return m.Net.FLOPs(m.Shape[1], m.Shape[2]) }
+
 // Prompted reports whether the model is conditioned on prompts.
 func (m *Model) Prompted() bool { return m.Net.Prompted() }
 

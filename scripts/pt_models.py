@@ -207,16 +207,21 @@ class ConvBlock(nn.Module):
 
 
 class Attention(nn.Module):
-    def __init__(self, c, groups):
+    """Self-attention over a feature map's pixels: qkv's output channels are
+    q, k and v, each heads x (c / heads)."""
+
+    def __init__(self, c, groups, heads=1):
         super().__init__()
+        self.heads = heads
         self.norm = nn.GroupNorm(groups if c % groups == 0 else 1, c)
         self.qkv, self.proj = nn.Conv2d(c, 3 * c, 1), nn.Conv2d(c, c, 1)
 
     def forward(self, x):
         b, c, h, w = x.shape
-        q, k, v = self.qkv(self.norm(x)).view(b, 3, c, h * w).permute(1, 0, 3, 2)
-        a = torch.softmax(q @ k.transpose(-2, -1) / math.sqrt(c), -1) @ v
-        return x + self.proj(a.transpose(1, 2).reshape(b, c, h, w))
+        d = c // self.heads
+        q, k, v = self.qkv(self.norm(x)).view(b, 3, self.heads, d, h * w).permute(1, 0, 2, 4, 3)
+        a = torch.softmax(q @ k.transpose(-2, -1) / math.sqrt(d), -1) @ v
+        return x + self.proj(a.permute(0, 1, 3, 2).reshape(b, c, h, w))
 
 
 class Attention2(nn.Module):
@@ -351,3 +356,106 @@ class UNet(nn.Module):
             h = attend(f'up{i + 1}_transformer', getattr(self, f'up{i + 1}')(torch.cat([h, skips[i]], 1), v))
         return self.out(h)
 
+
+
+class ResBlock(nn.Module):
+    """ADM's residual block with scale-shift (FiLM) conditioning."""
+
+    def __init__(self, cin, cout, emb, groups, act, dropout):
+        super().__init__()
+        self.act, self.dropout = act, dropout
+        self.norm1, self.conv1 = nn.GroupNorm(groups, cin), nn.Conv2d(cin, cout, 3, padding=1)
+        self.emb = nn.Linear(emb, 2 * cout)
+        self.norm2, self.conv2 = nn.GroupNorm(groups, cout), nn.Conv2d(cout, cout, 3, padding=1)
+        nn.init.zeros_(self.conv2.weight)
+        nn.init.zeros_(self.conv2.bias)
+        if cin != cout:
+            self.skip = nn.Conv2d(cin, cout, 1)
+
+    def forward(self, x, e):  # e: the embedding after the activation
+        h = self.conv1(self.act(self.norm1(x)))
+        scale, shift = self.emb(e)[:, :, None, None].chunk(2, 1)
+        h = self.act(self.norm2(h) * (1 + scale) + shift)
+        h = self.conv2(F.dropout(h, self.dropout, self.training))
+        return h + (self.skip(x) if hasattr(self, 'skip') else x)
+
+
+class ADMUNet(nn.Module):
+    """The twin of models/unet's "adm" architecture (DDPM/ADM's U-Net, as
+    diffusers' UNet2DModel): per-level channel multipliers, `blocks` residual
+    blocks a level, self-attention on `attention_levels` and in the middle,
+    FiLM conditioning on the time (and label) embedding."""
+
+    def __init__(self, channels=3, width=32, channel_mult=(1, 2, 2), blocks=2, attention_levels=(1,),
+                 head_channels=32, emb=128, classes=10, groups=8, act='silu', dropout=0.0):
+        super().__init__()
+        self.width, self.levels = width, len(channel_mult)
+        self.act = F.silu if act == 'silu' else F.relu
+        A = nn.SiLU if act == 'silu' else nn.ReLU
+        self.time_embed = nn.Sequential(nn.Linear(width, emb), A(), nn.Linear(emb, emb))
+        if classes:
+            self.label_emb = nn.Embedding(classes, emb)
+        self.conv_in = nn.Conv2d(channels, width, 3, padding=1)
+        heads = lambda ch: ch // head_channels if ch % head_channels == 0 else 1
+
+        def attn(ch):
+            a = Attention(ch, groups, heads(ch))
+            nn.init.zeros_(a.proj.weight)
+            nn.init.zeros_(a.proj.bias)
+            return a
+        res = lambda cin, cout: ResBlock(cin, cout, emb, groups, self.act, dropout)
+        chans, ch = [width], width
+        self.down = nn.ModuleList()
+        for l, m in enumerate(channel_mult):
+            lv = nn.Module()
+            lv.res, lv.attn = nn.ModuleList(), nn.ModuleList()
+            for _ in range(blocks):
+                lv.res.append(res(ch, width * m))
+                ch = width * m
+                lv.attn.append(attn(ch) if l in attention_levels else nn.Identity())
+                chans.append(ch)
+            if l < self.levels - 1:
+                lv.down = nn.Conv2d(ch, ch, 3, stride=2, padding=1)
+                chans.append(ch)
+            self.down.append(lv)
+        self.mid = nn.Module()
+        self.mid.res1, self.mid.attn, self.mid.res2 = res(ch, ch), attn(ch), res(ch, ch)
+        ups = {}
+        for l in reversed(range(self.levels)):
+            lv = nn.Module()
+            lv.res, lv.attn = nn.ModuleList(), nn.ModuleList()
+            for _ in range(blocks + 1):
+                lv.res.append(res(ch + chans.pop(), width * channel_mult[l]))
+                ch = width * channel_mult[l]
+                lv.attn.append(attn(ch) if l in attention_levels else nn.Identity())
+            if l > 0:
+                lv.up = nn.Conv2d(ch, ch, 3, padding=1)
+            ups[l] = lv
+        self.up = nn.ModuleList([ups[l] for l in range(self.levels)])
+        self.norm_out, self.conv_out = nn.GroupNorm(groups, ch), nn.Conv2d(ch, channels, 3, padding=1)
+        nn.init.zeros_(self.conv_out.weight)
+        nn.init.zeros_(self.conv_out.bias)
+
+    def forward(self, x, t, y=None, keep=None):
+        e = self.time_embed(pos_encoding(t, self.width))
+        if y is not None and hasattr(self, 'label_emb'):
+            lab = self.label_emb(y)
+            e = e + (lab if keep is None else lab * keep[:, None])
+        e = self.act(e)
+        h = self.conv_in(x)
+        skips = [h]
+        for lv in self.down:
+            for r, a in zip(lv.res, lv.attn):
+                h = a(r(h, e))
+                skips.append(h)
+            if hasattr(lv, 'down'):
+                h = lv.down(h)
+                skips.append(h)
+        h = self.mid.res2(self.mid.attn(self.mid.res1(h, e)), e)
+        for l in reversed(range(self.levels)):
+            lv = self.up[l]
+            for r, a in zip(lv.res, lv.attn):
+                h = a(r(torch.cat([h, skips.pop()], 1), e))
+            if hasattr(lv, 'up'):
+                h = lv.up(F.interpolate(h, size=skips[-1].shape[-2:], mode='nearest'))
+        return self.conv_out(self.act(self.norm_out(h)))

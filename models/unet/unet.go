@@ -17,10 +17,30 @@ import (
 // Config shapes the network; it is the `unet:` section of a diffusion
 // config. Channels and Classes come from the data, not the YAML.
 type Config struct {
-	Channels  int64   `yaml:"-"`         // image channels: the data's
-	Width     int64   `yaml:"width"`     // channels of the first level; each level doubles them (reference 64)
-	Levels    int64   `yaml:"levels"`    // down blocks (and up blocks); 2 in the reference
-	EmbDim    int64   `yaml:"emb_dim"`   // time (and label) embedding size (reference 100)
+	// Arch is the architecture: "book", the book's network (one block per
+	// level, widths doubling, attention at most at the bottleneck), or
+	// "adm", DDPM/ADM's (diffusers' UNet2DModel: ChannelMult, Blocks
+	// residual blocks a level, attention on AttentionLevels, FiLM
+	// conditioning; adm.go), for colour images.
+	Arch     string `yaml:"arch"`
+	Channels int64  `yaml:"-"`       // image channels: the data's
+	Width    int64  `yaml:"width"`   // channels of the first level; each level doubles them (book) or multiplies them by channel_mult (adm) (reference 64)
+	Levels   int64  `yaml:"levels"`  // book: down blocks (and up blocks), 2 in the reference; adm: resolutions, the image's side and each half of it
+	EmbDim   int64  `yaml:"emb_dim"` // time (and label) embedding size (reference 100; adm: 4×width, as ADM)
+	// ChannelMult is adm's width multiplier per level, one per level
+	// (empty: 1 at the first level, 2 below it).
+	ChannelMult []int64 `yaml:"channel_mult,flow"`
+	// Blocks is adm's number of residual blocks a level on the way down
+	// (one more on the way up, as ADM).
+	Blocks int64 `yaml:"blocks"`
+	// AttentionLevels are the levels (0: the image's side, 1: half of it,
+	// ...) where adm's blocks are followed by self-attention; the middle
+	// always has it. ADM attends at 16×16 and 8×8.
+	AttentionLevels []int64 `yaml:"attention_levels,flow"`
+	// HeadChannels is the channels of each of adm's attention heads (a
+	// level of C channels has C/head_channels heads; one head when it does
+	// not divide C).
+	HeadChannels int64 `yaml:"head_channels"`
 	Classes   int64   `yaml:"-"`         // label classes, the data's; 0 for an unconditional model
 	Norm      string  `yaml:"norm"`      // "batch" (reference) or "group"
 	Groups    int64   `yaml:"groups"`    // groups of GroupNorm
@@ -51,7 +71,8 @@ type Config struct {
 // Defaults is the reference network's section, before the data fills in
 // channels and classes.
 func Defaults() *Config {
-	return &Config{Width: 64, Levels: 2, EmbDim: 100, Norm: "batch", Groups: 8, Act: "relu", ContextDim: 64, Heads: 4, TransformerFrom: 1}
+	return &Config{Arch: "book", Width: 64, Levels: 2, EmbDim: 100, Norm: "batch", Groups: 8, Act: "relu", ContextDim: 64, Heads: 4, TransformerFrom: 1,
+		Blocks: 2, HeadChannels: 32}
 }
 
 // Validate reports a section the network cannot be built from, a line
@@ -59,6 +80,12 @@ func Defaults() *Config {
 func (c *Config) Validate() error {
 	var errs []error
 	bad := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
+	if c.Arch != "" && c.Arch != "book" && c.Arch != "adm" {
+		bad("arch: must be book or adm, got %q", c.Arch)
+	}
+	if c.Arch == "adm" {
+		c.validateADM(bad)
+	}
 	if c.Width < 1 || c.Width > 4096 {
 		bad("width: must be between 1 and 4096, got %d", c.Width)
 	}
@@ -71,7 +98,7 @@ func (c *Config) Validate() error {
 	if c.Norm != "batch" && c.Norm != "group" {
 		bad("norm: must be batch or group, got %q", c.Norm)
 	}
-	if c.Norm == "group" && (c.Groups < 1 || c.Width%c.Groups != 0) {
+	if c.Norm == "group" && (c.Groups < 1 || c.Width%c.Groups != 0) && c.Arch != "adm" {
 		bad("groups: must divide width (%d), got %d", c.Width, c.Groups)
 	}
 	if c.Act != "relu" && c.Act != "silu" {
@@ -90,6 +117,40 @@ func (c *Config) Validate() error {
 		bad("dropout: must be in [0, 1), got %g", c.Dropout)
 	}
 	return errors.Join(errs...)
+}
+
+// validateADM checks what only adm reads.
+func (c *Config) validateADM(bad func(string, ...any)) {
+	if c.Levels < 1 || c.Levels > 6 {
+		bad("levels: adm takes 1 to 6 levels, got %d", c.Levels)
+		return
+	}
+	if n := len(c.ChannelMult); n > 0 && int64(n) != c.Levels {
+		bad("channel_mult: one multiplier per level: %d for levels %d", n, c.Levels)
+		return
+	}
+	if c.Norm != "group" {
+		bad("norm: adm normalises with group norm, got %q", c.Norm)
+	}
+	if c.Blocks < 1 || c.Blocks > 8 {
+		bad("blocks: must be between 1 and 8, got %d", c.Blocks)
+	}
+	if c.HeadChannels < 1 || c.HeadChannels > 4096 {
+		bad("head_channels: must be between 1 and 4096, got %d", c.HeadChannels)
+	}
+	for l := range c.Levels {
+		m := c.mult(l)
+		if m < 1 || m > 64 || c.Width*m > 1<<14 {
+			bad("channel_mult: level %d's multiplier must be between 1 and 64 (and width×multiplier at most 16384), got %d", l, m)
+		} else if c.Groups < 1 || (c.Width*m)%c.Groups != 0 {
+			bad("groups: must divide every level's channels; %d does not divide level %d's %d", c.Groups, l, c.Width*m)
+		}
+	}
+	for _, l := range c.AttentionLevels {
+		if l < 0 || l >= c.Levels {
+			bad("attention_levels: %d is not a level (0 to %d)", l, c.Levels-1)
+		}
+	}
 }
 
 func (c Config) act() torch.Act {
@@ -188,27 +249,29 @@ func (b *ConvBlock) body(x, in *torch.Tensor) *torch.Tensor {
 	return h
 }
 
-// Attention is single-head self-attention over the pixels of a feature map,
-// with a residual connection.
+// Attention is multi-head self-attention over the pixels of a feature map,
+// with a residual connection: the qkv convolution's output channels are
+// q, k and v, each heads × (channels/heads).
 type Attention struct {
 	norm      *nn.GroupNorm
 	qkv, proj *nn.Conv2d
+	heads     int64
 }
 
-func newAttention(m *nn.Module, name string, ch, groups int64, dev torch.Device) *Attention {
+func newAttention(m *nn.Module, name string, ch, groups, heads int64, dev torch.Device) *Attention {
 	if ch%groups != 0 {
 		groups = 1
 	}
-	return &Attention{nn.NewGroupNorm(m, name+".norm", groups, ch, dev), nn.NewConv2d(m, name+".qkv", ch, 3*ch, 1, 0, dev), nn.NewConv2d(m, name+".proj", ch, ch, 1, 0, dev)}
+	return &Attention{nn.NewGroupNorm(m, name+".norm", groups, ch, dev), nn.NewConv2d(m, name+".qkv", ch, 3*ch, 1, 0, dev), nn.NewConv2d(m, name+".proj", ch, ch, 1, 0, dev), heads}
 }
 
 // Forward is x + proj(attention(norm(x))).
 func (a *Attention) Forward(x *torch.Tensor) *torch.Tensor {
 	s := x.Shape()
 	b, c, hw := s[0], s[1], s[2]*s[3]
-	qkv := a.qkv.Forward(a.norm.Forward(x)).View(b, 3, c, hw).Permute(1, 0, 3, 2) // 3, B, HW, C
+	qkv := a.qkv.Forward(a.norm.Forward(x)).View(b, 3, a.heads, c/a.heads, hw).Permute(1, 0, 2, 4, 3) // 3, B, heads, HW, C/heads
 	h := torch.ScaledDotProductAttention(qkv.Index(torch.At(0)), qkv.Index(torch.At(1)), qkv.Index(torch.At(2)), nil, false)
-	return x.Add(a.proj.Forward(h.Transpose(1, 2).Reshape(b, c, s[2], s[3])))
+	return x.Add(a.proj.Forward(h.Permute(0, 1, 3, 2).Reshape(b, c, s[2], s[3])))
 }
 
 // UNet predicts the noise (or v) in x_t.
@@ -221,6 +284,7 @@ type UNet struct {
 	ups      []*ConvBlock
 	out      *nn.Conv2d
 	labelEmb *nn.Embedding
+	adm      *adm // the adm architecture's layers; nil for the book's
 	// Prompt conditioning: token and position embeddings, and a
 	// transformer after each block from level TransformerFrom down (nil above).
 	tokenEmb, posEmb *nn.Embedding
@@ -245,8 +309,19 @@ func New(c Config, dev torch.Device) (*UNet, error) {
 	if c.Vocab > 0 && (c.Width<<c.TransformerFrom)%c.Heads != 0 {
 		return nil, fmt.Errorf("heads: %d heads must divide the transformers' channels (%d from level %d)", c.Heads, c.Width<<c.TransformerFrom, c.TransformerFrom)
 	}
+	if c.Arch == "adm" && c.Vocab > 0 {
+		return nil, fmt.Errorf("arch: adm takes labels, not prompts (yet): use arch book for a prompted model")
+	}
 	m := nn.NewModule()
 	u := &UNet{Module: m, Cfg: c}
+	if c.Arch == "adm" {
+		u.adm = newADM(m, c, dev)
+		if c.Classes > 0 {
+			u.labelEmb = nn.NewEmbedding(m, "label_emb", c.Classes, c.EmbDim, dev)
+		}
+		u.channelsLast()
+		return u, nil
+	}
 	width := func(level int64) int64 { return c.Width << level } // level 0 = first
 	in := c.Channels
 	for i := range c.Levels {
@@ -255,7 +330,7 @@ func New(c Config, dev torch.Device) (*UNet, error) {
 	}
 	u.bot = newConvBlock(m, "bot1", in, width(c.Levels), c, dev)
 	if c.Attention {
-		u.attn = newAttention(m, "attn", width(c.Levels), c.Groups, dev)
+		u.attn = newAttention(m, "attn", width(c.Levels), c.Groups, 1, dev)
 	}
 	u.ups = make([]*ConvBlock, c.Levels)
 	for i := c.Levels - 1; i >= 0; i-- {
@@ -268,12 +343,28 @@ func New(c Config, dev torch.Device) (*UNet, error) {
 	case c.Classes > 0:
 		u.labelEmb = nn.NewEmbedding(m, "label_emb", c.Classes, c.EmbDim, dev)
 	}
-	if c.ChannelsLast {
-		for _, p := range m.ParamTensors() {
+	u.channelsLast()
+	return u, nil
+}
+
+// channelsLast lays the convolution weights out NHWC when asked.
+func (u *UNet) channelsLast() {
+	if u.Cfg.ChannelsLast {
+		for _, p := range u.ParamTensors() {
 			p.SetMemoryFormat(torch.ChannelsLast) // the convolution weights; others are not 4-d
 		}
 	}
-	return u, nil
+}
+
+// FLOPs is the network's floating-point operations for one forward pass
+// of an image of h×w pixels (a multiply-add counts two; convolutions,
+// linear layers and attention's matrix products), 0 where it is not
+// counted (the book's architecture).
+func (u *UNet) FLOPs(h, w int64) int64 {
+	if u.adm == nil {
+		return 0
+	}
+	return u.admFLOPs(h, w)
 }
 
 // prompted adds the prompt conditioning: the text embeddings, and a
@@ -316,6 +407,16 @@ func (u *UNet) context(y, keep *torch.Tensor, b int64, dev torch.Device) *torch.
 // where it is dropped (nil keeps every label); y nil drops them all. For a
 // prompted network y holds prompts, (B, Context) tokens, dropped alike.
 func (u *UNet) Forward(x, t, y, keep *torch.Tensor) *torch.Tensor {
+	if u.adm != nil {
+		var lab *torch.Tensor
+		if u.labelEmb != nil && y != nil {
+			lab = u.labelEmb.Forward(y)
+			if keep != nil {
+				lab = lab.Mul(keep.To(lab.DType()).View(-1, 1))
+			}
+		}
+		return u.adm.forward(u, x, PosEncoding(t, u.Cfg.Width), lab)
+	}
 	v := PosEncoding(t, u.Cfg.EmbDim)
 	var ctx *torch.Tensor
 	if u.Prompted() {

@@ -63,7 +63,11 @@ func fixture(t *testing.T, file string, cfg Config) {
 	on(t, func() {
 		u, all := loadFixture(t, file, cfg)
 		defer u.Free()
-		if w := u.StateDict()["down2.convs.0.weight"]; w.IsContiguousAs(torch.ChannelsLast) != cfg.ChannelsLast {
+		first := "down2.convs.0.weight"
+		if cfg.Arch == "adm" {
+			first = "down.1.res.0.conv1.weight"
+		}
+		if w := u.StateDict()[first]; w.IsContiguousAs(torch.ChannelsLast) != cfg.ChannelsLast {
 			t.Fatalf("channels_last %v, but the loaded weights are laid out otherwise", cfg.ChannelsLast)
 		}
 		x, ts, y, keep := all["input.x"], all["input.t"], all["input.y"], all["input.keep"]
@@ -111,6 +115,88 @@ func TestForwardMatchesPyTorchWithResidualBlocks(t *testing.T) {
 			t.Errorf("up1.skip.weight %v, want 4×12×1×1", s)
 		}
 	})
+}
+
+// admConfig is the colour network's fixture (scripts/make_unet_fixture.py).
+func admConfig() Config {
+	return Config{Arch: "adm", Channels: 3, Width: 8, Levels: 3, ChannelMult: []int64{1, 2, 2}, Blocks: 2, AttentionLevels: []int64{1},
+		HeadChannels: 8, EmbDim: 32, Classes: 10, Norm: "group", Groups: 4, Act: "silu", Dropout: 0.1}
+}
+
+// The adm architecture against its PyTorch twin: odd sides (10 -> 5 -> 3
+// and back), two-head attention, FiLM, labels dropped for one image; in
+// both memory layouts.
+func TestADMMatchesPyTorch(t *testing.T) {
+	cfg := admConfig()
+	fixture(t, "unet_adm_w8.safetensors", cfg)
+	cfg.ChannelsLast = true
+	fixture(t, "unet_adm_w8.safetensors", cfg)
+}
+
+// A fresh adm network starts with every residual branch's last layer at
+// zero, so it predicts 0 whatever its input.
+func TestADMStartsAtZero(t *testing.T) {
+	on(t, func() {
+		u, err := New(admConfig(), torch.CPU)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer u.Free()
+		torch.NoGrad(func() {
+			out := u.Forward(torch.Randn([]int64{2, 3, 8, 8}, torch.CPU), torch.FromSlice([]int64{1, 500}, nil), torch.FromSlice([]int64{1, 2}, nil), nil)
+			if m := out.Abs().Max().Item(); m != 0 {
+				t.Errorf("a fresh adm network's output reaches %g, want 0", m)
+			}
+		})
+	})
+}
+
+// FLOPs counted by hand for the smallest network: width 4, one level of one
+// block, emb 8, a 3×4×4 image (P = 16 pixels): time MLP 4·8+8·8; conv_in
+// 4·3·9·P; each 4->4 block 2·(4·4·9·P) + 8·8; middle attention's qkv 12·4·P,
+// proj 4·4·P and products 2·P·P·4; the up blocks (8->4) 4·8·9·P + 4·4·9·P +
+// the 1×1 skip 4·8·P + 8·8; conv_out 3·4·9·P. A multiply-add is two FLOPs.
+func TestADMFLOPs(t *testing.T) {
+	on(t, func() {
+		cfg := Config{Arch: "adm", Channels: 3, Width: 4, Levels: 1, Blocks: 1, HeadChannels: 4, EmbDim: 8, Norm: "group", Groups: 2, Act: "silu"}
+		u, err := New(cfg, torch.CPU)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer u.Free()
+		const p = 16
+		block := 2*4*4*9*p + 64
+		up := 4*8*9*p + 4*4*9*p + 4*8*p + 64
+		want := 2 * (4*8 + 8*8 + 4*3*9*p + 3*block + 12*4*p + 4*4*p + 2*p*p*4 + 2*up + 3*4*9*p)
+		if got := u.FLOPs(4, 4); got != int64(want) {
+			t.Errorf("FLOPs(4, 4) = %d, want %d", got, want)
+		}
+		if got := u.FLOPs(5, 5); got <= int64(want) {
+			t.Errorf("FLOPs(5, 5) = %d, no more than at 4×4", got)
+		}
+	})
+}
+
+// Configs adm cannot be built from are refused with the key at fault.
+func TestADMValidate(t *testing.T) {
+	for _, c := range []struct {
+		edit func(*Config)
+		want string
+	}{
+		{func(c *Config) { c.ChannelMult = []int64{1, 2} }, "channel_mult: one multiplier per level"},
+		{func(c *Config) { c.Norm = "batch" }, "norm: adm normalises with group norm"},
+		{func(c *Config) { c.Groups = 3 }, "groups: must divide every level's channels"},
+		{func(c *Config) { c.AttentionLevels = []int64{3} }, "attention_levels: 3 is not a level"},
+		{func(c *Config) { c.Blocks = 0 }, "blocks: must be between 1 and 8"},
+		{func(c *Config) { c.ChannelMult = []int64{1, 0, 2} }, "channel_mult: level 1's multiplier"},
+		{func(c *Config) { c.Arch = "dit" }, `arch: must be book or adm, got "dit"`},
+	} {
+		cfg := admConfig()
+		c.edit(&cfg)
+		if err := cfg.Validate(); err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("got %v, want an error with %q", err, c.want)
+		}
+	}
 }
 
 // promptConfig is the prompted fixture's network (scripts/make_unet_fixture.py).
