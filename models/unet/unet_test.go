@@ -2,6 +2,8 @@ package unet
 
 import (
 	"math"
+	"os/exec"
+	"path/filepath"
 	"sort"
 	"strings"
 	"testing"
@@ -320,4 +322,64 @@ func Reference() Config {
 	c := *Defaults()
 	c.Channels, c.Classes = 1, 10
 	return c
+}
+
+// The other direction: the Go network's weights (perturbed, so that no
+// branch is zero) load into the PyTorch twin with strict matching and give
+// the Go output.
+func TestADMLoadsInPyTorch(t *testing.T) {
+	py := "/usr/bin/python3"
+	if err := exec.Command(py, "-c", "import torch, numpy").Run(); err != nil {
+		t.Skip("Debian's python3-torch is not installed (scripts/setup.sh installs it)")
+	}
+	dir := t.TempDir()
+	on(t, func() {
+		u, err := New(admConfig(), torch.CPU)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer u.Free()
+		u.SetTraining(false)
+		torch.ManualSeed(4)
+		torch.NoGrad(func() {
+			for _, p := range u.Params() {
+				p.T.AddInPlace(torch.RandnLike(p.T), 0.05)
+			}
+		})
+		x, ts := torch.Randn([]int64{3, 3, 12, 12}, torch.CPU), torch.FromSlice([]int64{3, 300, 999}, nil)
+		y, keep := torch.FromSlice([]int64{0, 8, 4}, nil), torch.FromSlice([]float32{1, 1, 0}, nil)
+		tensors := map[string]*torch.Tensor{"input.x": x, "input.t": ts, "input.y": y, "input.keep": keep}
+		for k, v := range u.StateDict() {
+			tensors["model."+k] = v
+		}
+		if err := torch.SaveFile(filepath.Join(dir, "go.safetensors"), tensors, nil); err != nil {
+			t.Fatal(err)
+		}
+		script := `import sys; sys.path.insert(0, '../../scripts')
+import torch
+from pt_models import ADMUNet, load_safetensors, save_safetensors
+d = load_safetensors(sys.argv[1])[0]
+m = ADMUNet(channels=3, width=8, channel_mult=(1, 2, 2), blocks=2, attention_levels=(1,), head_channels=8, emb=32, classes=10, groups=4, dropout=0.1)
+m.load_state_dict({k[6:]: v for k, v in d.items() if k.startswith('model.')}, strict=True)
+m.eval()
+with torch.no_grad():
+    save_safetensors(sys.argv[2], {'y': m(d['input.x'], d['input.t'], d['input.y'], d['input.keep'])})
+`
+		if out, err := exec.Command(py, "-c", script, filepath.Join(dir, "go.safetensors"), filepath.Join(dir, "pt.safetensors")).CombinedOutput(); err != nil {
+			t.Fatalf("PyTorch: %v\n%s", err, out)
+		}
+		theirs, _, err := torch.LoadFile(filepath.Join(dir, "pt.safetensors"), torch.CPU)
+		if err != nil {
+			t.Fatal(err)
+		}
+		torch.NoGrad(func() {
+			got := u.Forward(x, ts, y, keep)
+			if got.Abs().Max().Item() < 1e-3 {
+				t.Fatal("the perturbed network's output is still zero")
+			}
+			if !got.AllClose(theirs["y"], 1e-4, 1e-5) {
+				t.Errorf("PyTorch's output from the Go weights differs by up to %g", got.Sub(theirs["y"]).Abs().Max().Item())
+			}
+		})
+	})
 }
