@@ -10,6 +10,8 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+
+	"kakusan/internal/atomic"
 )
 
 // The decoded-set cache: one file per (files' contents, labels, size,
@@ -81,34 +83,21 @@ func cacheHeader(s *Images) []byte {
 	return b
 }
 
-// writeCache writes s to path through a temporary file renamed into
-// place, so a reader never sees a partial file.
-func writeCache(path string, s *Images) (err error) {
+// writeCache writes s to path atomically (a reader never sees a partial
+// file).
+func writeCache(path string, s *Images) error {
 	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 		return err
 	}
-	f, err := os.CreateTemp(filepath.Dir(path), ".tmp-*")
-	if err != nil {
-		return err
-	}
-	defer func() {
-		if err != nil {
-			f.Close()
-			os.Remove(f.Name())
+	return atomic.Write(path, func(f io.Writer) error {
+		h := sha256.New()
+		w := io.MultiWriter(f, h)
+		for _, b := range [][]byte{cacheHeader(s), s.Pixels, s.Labels} {
+			if _, err := w.Write(b); err != nil {
+				return err
+			}
 		}
-	}()
-	h := sha256.New()
-	w := io.MultiWriter(f, h)
-	for _, b := range [][]byte{cacheHeader(s), s.Pixels, s.Labels} {
-		if _, err := w.Write(b); err != nil {
-			return err
-		}
-	}
-	if _, err := f.Write(h.Sum(nil)); err != nil {
+		_, err := f.Write(h.Sum(nil))
 		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	return os.Rename(f.Name(), path)
+	})
 }

@@ -3,6 +3,7 @@ package train
 import (
 	"fmt"
 	"io"
+	"strings"
 
 	"kakusan/datasets"
 	"kakusan/models"
@@ -107,6 +108,9 @@ func loadData(c *models.Config, rank, world int, log io.Writer) (*data, error) {
 	if te.Classes > tr.Classes {
 		return nil, fmt.Errorf("%s: the test labels go up to %d; the training set has %d classes", where, te.Classes-1, tr.Classes)
 	}
+	if err := checkClasses(c, tr, te, log); err != nil {
+		return nil, err
+	}
 	out := &data{train: tr.Subset(d.Subset), test: te.Subset(d.TestSubset), hflip: d.HFlip}
 	out.loader = &datasets.Loader{Set: out.train, Batch: c.Train.BatchSize, Seed: c.Seed, Shuffle: true, Balance: d.Balance, Rank: rank, World: world}
 	if out.spe = out.loader.StepsPerEpoch(); out.spe == 0 && world > 1 {
@@ -115,6 +119,36 @@ func loadData(c *models.Config, rank, world int, log io.Writer) (*data, error) {
 		return nil, fmt.Errorf("train.batch_size %d is larger than the %d training images", c.Train.BatchSize, out.train.N)
 	}
 	return out, nil
+}
+
+// checkClasses refuses a judge of one class and says in the log what a
+// set's classes leave out: a single class (labels that carry nothing), and
+// classes without test images (their test loss is not measured; an image
+// folder's every-10th rule gives none to a class of fewer than 10 images).
+func checkClasses(c *models.Config, tr, te *datasets.Images, log io.Writer) error {
+	where := c.Data.Source()
+	if tr.Classes == 1 {
+		if e, ok := models.Lookup(c.Model); ok && e.Does(models.Classifies) {
+			return fmt.Errorf("%s: one class (%s): a classifier needs two or more", where, tr.ClassNames[0])
+		}
+		fmt.Fprintf(log, "%s: one class (%s): its labels tell the model nothing\n", where, tr.ClassNames[0])
+	}
+	seen := make([]int, tr.Classes)
+	for _, l := range te.Labels[:te.N] {
+		if int(l) < len(seen) {
+			seen[l]++
+		}
+	}
+	var none []string
+	for i, n := range seen {
+		if n == 0 {
+			none = append(none, tr.ClassNames[i])
+		}
+	}
+	if len(none) > 0 {
+		fmt.Fprintf(log, "%s: no test images of %s: the test loss leaves them out (with no test/ folder, a class needs 10 images to have one)\n", where, strings.Join(none, ", "))
+	}
+	return nil
 }
 
 // batchTensors moves a host batch of set's images to dev: pixels (B, C, H, W)

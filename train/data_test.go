@@ -3,9 +3,11 @@ package train
 import (
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 
 	"kakusan/datasets"
+	"kakusan/models"
 	"kakusan/torch"
 )
 
@@ -95,5 +97,35 @@ func TestFlipHalf(t *testing.T) {
 	})
 	if err != nil {
 		t.Fatal(err)
+	}
+}
+
+// A class without test images and a set of one class are said in the log;
+// a classifier of one class is refused.
+func TestCheckClasses(t *testing.T) {
+	set := func(labels ...uint8) *datasets.Images {
+		s := &datasets.Images{N: len(labels), Labels: labels, ClassNames: []string{"cats", "dogs", "emus"}}
+		for _, l := range labels {
+			s.Classes = max(s.Classes, int(l)+1)
+		}
+		s.ClassNames = s.ClassNames[:s.Classes]
+		return s
+	}
+	c := &models.Config{Model: "diffusion", Data: models.Data{Dir: "pets"}}
+	var log strings.Builder
+	if err := checkClasses(c, set(0, 1, 2, 2), set(0, 2), &log); err != nil || !strings.Contains(log.String(), "pets: no test images of dogs") {
+		t.Errorf("%v, log %q", err, log.String())
+	}
+	log.Reset()
+	if err := checkClasses(c, set(0, 0), set(0), &log); err != nil || !strings.Contains(log.String(), "one class (cats)") {
+		t.Errorf("%v, log %q", err, log.String())
+	}
+	c.Model = "classifier"
+	if err := checkClasses(c, set(0, 0), set(0), &log); err == nil || !strings.Contains(err.Error(), "a classifier needs two or more") {
+		t.Errorf("a one-class classifier: %v", err)
+	}
+	log.Reset()
+	if err := checkClasses(c, set(0, 1), set(0, 1), &log); err != nil || log.Len() != 0 {
+		t.Errorf("a sound set: %v, log %q", err, log.String())
 	}
 }
