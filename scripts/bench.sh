@@ -33,6 +33,12 @@ for r in $(seq "${ROUNDS:-3}"); do
   go test -run '^$' -bench 'CPUDefault' -benchtime 10x -count 1 ./train/ | tee -a "$log/unet.txt"
   "$py" scripts/bench_cpu_default.py --steps 10 --sample-batch "$BENCH_UNET_SAMPLE_BATCH" | tee -a "$log/cpu_default.json"
 done
+# The colour recipe's network (configs/emoji_cpu.yaml, unet.arch adm) against
+# its PyTorch twin, alternating likewise.
+for r in $(seq "${ROUNDS:-3}"); do
+  go test -run '^$' -bench 'Colour' -benchtime 10x -count 1 ./train/ | tee -a "$log/unet.txt"
+  "$py" scripts/bench_cpu_default.py --net colour --batch 64 --steps 10 --sample-batch "$BENCH_UNET_SAMPLE_BATCH" | tee -a "$log/colour.json"
+done
 "$py" - "$log" <<'PY'
 import json, re, sys
 d = sys.argv[1]
@@ -68,21 +74,26 @@ if os.path.exists(d + '/ref_unet.json'):
             ours = ns(f'{bench}/{mode}') / 1e6
             unet.append((f'U-Net {what}, {shape}, {size}, {mode}', ours, med(mode, key), f'ref_unet.py {mode}',
                          'ms', ours / med(best, key), best))
-if os.path.exists(d + '/cpu_default.json'):
+def twin(file, name, bench, batch, peer_name):
+    """Rows of a network against its twin (bench_cpu_default.py's JSON lines)."""
+    if not os.path.exists(d + '/' + file):
+        return
     peer = {}
-    for line in open(d + '/cpu_default.json'):
+    for line in open(d + '/' + file):
         if line.startswith('{'):
             r = json.loads(line)
             peer.setdefault(r['mode'], []).append(r)
     med = lambda mode, k: statistics.median(r[k] for r in peer[mode])
-    for what, bench, key, size in [('training step', 'BenchmarkCPUDefaultTrainStep', 'train_ms_per_step', 'batch 128'),
-                                   ('guided sampling step', 'BenchmarkCPUDefaultSampleStep', 'sample_ms_per_step',
-                                    f"{peer['fp32-cl'][0]['sample_batch']} images")]:
+    for what, kind, key, size in [('training step', 'TrainStep', 'train_ms_per_step', f'batch {batch}'),
+                                  ('guided sampling step', 'SampleStep', 'sample_ms_per_step',
+                                   f"{peer['fp32-cl'][0]['sample_batch']} images")]:
         best = min(peer, key=lambda m: med(m, key))
         for mode in peer:
-            ours = ns(f"{bench}/{mode.split('-')[0]}") / 1e6
-            unet.append((f'CPU default {what}, {size}, {mode}', ours, med(mode, key), f'bench_cpu_default.py {mode}',
+            ours = ns(f"Benchmark{bench}{kind}/{mode.split('-')[0]}") / 1e6
+            unet.append((f'{name} {what}, {size}, {mode}', ours, med(mode, key), f'{peer_name} {mode}',
                          'ms', ours / med(best, key), best))
+twin('cpu_default.json', 'CPU default', 'CPUDefault', 128, 'bench_cpu_default.py')
+twin('colour.json', 'colour recipe (3x32x32)', 'Colour', 64, 'bench_cpu_default.py --net colour')
 print('| benchmark | kakusan | peer | ratio |')
 print('| --- | --- | --- | --- |')
 for name, ours, peer, what, unit in rows:

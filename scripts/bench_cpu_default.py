@@ -1,6 +1,9 @@
 """Peer for train's BenchmarkCPUDefault{Train,Sample}Step: the CPU default's
 network (configs/mnist_cond_cpu.yaml: the U-Net of width 16, three levels,
 GroupNorm, SiLU, channels-last) as its PyTorch twin (scripts/pt_models.py),
+or with --net colour for BenchmarkColour{Train,Sample}Step the colour
+recipe's (configs/emoji_cpu.yaml: ADMUNet of width 32 on 3x32x32 images of
+nine classes, batch 64),
 timed the way shared/bench/ref_unet.py times the reference network: a
 training step of batch 128 (Adam, 10% of labels dropped) and one guided
 sampling step (both passes in one batched forward), medians after warm-up.
@@ -18,7 +21,7 @@ import argparse, json, math, os, statistics, sys, time
 import torch, torch.nn as nn, torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from pt_models import UNet  # noqa: E402
+from pt_models import ADMUNet, UNet  # noqa: E402
 
 
 class FloatGroupNorm(nn.GroupNorm):
@@ -35,15 +38,22 @@ def run(mode, a):
     bf16 = 'bf16' in parts
     if bf16:
         nn.GroupNorm.forward = FloatGroupNorm.forward
-    model = UNet(width=a.width, levels=3, norm='group', act='silu').to(memory_format=fmt)
+    if a.net == 'colour':
+        model = ADMUNet(channels=3, width=32, channel_mult=(1, 2, 2), blocks=1, attention_levels=(2,), head_channels=32,
+                        emb=128, classes=9, groups=8)
+        C, S, K = 3, 32, 9
+    else:
+        model = UNet(width=a.width, levels=3, norm='group', act='silu')
+        C, S, K = 1, 28, 10
+    model = model.to(memory_format=fmt)
     opt = torch.optim.Adam(model.parameters(), lr=2e-3)
     ac = torch.autocast('cpu', dtype=torch.bfloat16, enabled=bf16)
     abar = torch.cumprod(1 - torch.linspace(1e-4, 0.02, 1000), 0)
     B = a.batch
 
     def train_step():
-        x0 = torch.rand(B, 1, 28, 28).contiguous(memory_format=fmt) * 2 - 1
-        y = torch.randint(0, 10, (B,))
+        x0 = torch.rand(B, C, S, S).contiguous(memory_format=fmt) * 2 - 1
+        y = torch.randint(0, K, (B,))
         keep = (torch.rand(B) > 0.1).float()
         t = torch.randint(0, 1000, (B,))
         ab = abar[t][:, None, None, None]
@@ -65,8 +75,8 @@ def run(mode, a):
             times.append(time.perf_counter() - t0)
     model.eval()
     n = a.sample_batch
-    z = torch.randn(n, 1, 28, 28).contiguous(memory_format=fmt)
-    y = torch.randint(0, 10, (n,))
+    z = torch.randn(n, C, S, S).contiguous(memory_format=fmt)
+    y = torch.randint(0, K, (n,))
     keep = torch.cat([torch.ones(n), torch.zeros(n)])
     stimes = []
     with torch.inference_mode():
@@ -80,7 +90,7 @@ def run(mode, a):
                 stimes.append(time.perf_counter() - t0)
     ms = statistics.median(times) * 1e3
     return {'impl': 'pytorch', 'mode': mode, 'torch': torch.__version__, 'threads': torch.get_num_threads(),
-            'batch': B, 'width': a.width, 'train_ms_per_step': round(ms, 3),
+            'net': a.net, 'batch': B, 'width': a.width, 'train_ms_per_step': round(ms, 3),
             'train_images_per_s': round(B / ms * 1e3, 1),
             'sample_ms_per_step': round(statistics.median(stimes) * 1e3, 3), 'sample_batch': n}
 
@@ -93,6 +103,7 @@ if __name__ == '__main__':
     p.add_argument('--batch', type=int, default=128)
     p.add_argument('--sample-batch', type=int, default=100)
     p.add_argument('--width', type=int, default=16)
+    p.add_argument('--net', default='default', choices=['default', 'colour'])
     a = p.parse_args()
     torch.set_num_threads(os.cpu_count())
     gn = nn.GroupNorm.forward

@@ -33,7 +33,7 @@ var mnist = models.Geometry{C: 1, H: 28, W: 28, Classes: 10}
 
 // benchModel builds config's model on the benchmark device
 // (KAKUSAN_TEST_DEVICE) and runs f on the torch thread.
-func benchModel(b *testing.B, config string, sets []string, f func(m models.Model, c *models.Config, dev torch.Device)) {
+func benchModel(b *testing.B, config string, g models.Geometry, sets []string, f func(m models.Model, c *models.Config, dev torch.Device)) {
 	devName := os.Getenv("KAKUSAN_TEST_DEVICE")
 	if devName == "" {
 		devName = "cpu"
@@ -48,7 +48,7 @@ func benchModel(b *testing.B, config string, sets []string, f func(m models.Mode
 			return err
 		}
 		torch.ManualSeed(0)
-		m, err := models.New(c, mnist, dev)
+		m, err := models.New(c, g, dev)
 		if err != nil {
 			return err
 		}
@@ -61,9 +61,10 @@ func benchModel(b *testing.B, config string, sets []string, f func(m models.Mode
 	}
 }
 
-// benchStep times config's training step on random batches of the given size.
-func benchStep(b *testing.B, config string, batch int, sets ...string) {
-	benchModel(b, config, append(sets, "train.batch_size="+strconv.Itoa(batch)), func(m models.Model, c *models.Config, dev torch.Device) {
+// benchStep times config's training step on random batches of the given
+// size and geometry.
+func benchStep(b *testing.B, config string, g models.Geometry, batch int, sets ...string) {
+	benchModel(b, config, g, append(sets, "train.batch_size="+strconv.Itoa(batch)), func(m models.Model, c *models.Config, dev torch.Device) {
 		opt := newOptimizer(c.Optimizer, m.Module().ParamTensors())
 		defer opt.Free()
 		step, err := NewStep(&State{Model: m, Opt: opt}, c.Train.GradClip, c.Train.Precision)
@@ -72,8 +73,8 @@ func benchStep(b *testing.B, config string, batch int, sets ...string) {
 		}
 		run := func() {
 			torch.Scoped(func() {
-				x := torch.Rand([]int64{int64(batch), 1, 28, 28}, dev)
-				y := torch.RandInt(0, 10, []int64{int64(batch)}, dev)
+				x := torch.Rand(append([]int64{int64(batch)}, g.Shape()...), dev)
+				y := torch.RandInt(0, int64(g.Classes), []int64{int64(batch)}, dev)
 				step.Run(Batch{x, y}).Item() // one sync a step, as ref_unet.py's .item(); bench_vae.py runs on the CPU
 			})
 		}
@@ -102,14 +103,14 @@ func unetSets(precisionKey, precision, channelsLast string) []string {
 func BenchmarkUNetTrainStep(b *testing.B) {
 	for _, m := range unetModes {
 		b.Run(m.name, func(b *testing.B) {
-			benchStep(b, "../configs/mnist_cond.yaml", envInt("BENCH_UNET_BATCH", 128), unetSets("train.precision", m.precision, m.channelsLast)...)
+			benchStep(b, "../configs/mnist_cond.yaml", mnist, envInt("BENCH_UNET_BATCH", 128), unetSets("train.precision", m.precision, m.channelsLast)...)
 		})
 	}
 }
 
 // BenchmarkVAETrainStep is the reference VAE (784-200-20, batch 32, Adam).
 func BenchmarkVAETrainStep(b *testing.B) {
-	benchStep(b, "../configs/mnist_vae.yaml", 32)
+	benchStep(b, "../configs/mnist_vae.yaml", mnist, 32)
 }
 
 // BenchmarkUNetSampleStep is one guided sampling step: the network's
@@ -117,20 +118,20 @@ func BenchmarkVAETrainStep(b *testing.B) {
 func BenchmarkUNetSampleStep(b *testing.B) {
 	for _, m := range unetModes {
 		b.Run(m.name, func(b *testing.B) {
-			benchSampleStep(b, "../configs/mnist_cond.yaml", unetSets("diffusion.sample_precision", m.precision, m.channelsLast))
+			benchSampleStep(b, "../configs/mnist_cond.yaml", mnist, unetSets("diffusion.sample_precision", m.precision, m.channelsLast))
 		})
 	}
 }
 
-func benchSampleStep(b *testing.B, config string, sets []string) {
+func benchSampleStep(b *testing.B, config string, g models.Geometry, sets []string) {
 	n := envInt("BENCH_UNET_SAMPLE_BATCH", 500)
-	benchModel(b, config, sets, func(m models.Model, c *models.Config, dev torch.Device) {
+	benchModel(b, config, g, sets, func(m models.Model, c *models.Config, dev torch.Device) {
 		dm := m.(*diffusion.Model)
 		dm.Net.SetTraining(false)
 		torch.NoGrad(func() {
-			z := torch.Randn([]int64{int64(n), 1, 28, 28}, dev).Keep()
+			z := torch.Randn(append([]int64{int64(n)}, g.Shape()...), dev).Keep()
 			defer z.Free()
-			y := torch.RandInt(0, 10, []int64{int64(n)}, dev).Keep()
+			y := torch.RandInt(0, int64(g.Classes), []int64{int64(n)}, dev).Keep()
 			defer y.Free()
 			pred, _ := dm.Predictor(y, models.GridSampling(c))
 			step := func() {
@@ -160,7 +161,7 @@ func benchSampleStep(b *testing.B, config string, sets []string) {
 func BenchmarkCPUDefaultTrainStep(b *testing.B) {
 	for _, p := range []string{"fp32", "bf16"} {
 		b.Run(p, func(b *testing.B) {
-			benchStep(b, "../configs/mnist_cond_cpu.yaml", envInt("BENCH_UNET_BATCH", 128), "train.precision="+p)
+			benchStep(b, "../configs/mnist_cond_cpu.yaml", mnist, envInt("BENCH_UNET_BATCH", 128), "train.precision="+p)
 		})
 	}
 }
@@ -168,7 +169,30 @@ func BenchmarkCPUDefaultTrainStep(b *testing.B) {
 func BenchmarkCPUDefaultSampleStep(b *testing.B) {
 	for _, p := range []string{"fp32", "bf16"} {
 		b.Run(p, func(b *testing.B) {
-			benchSampleStep(b, "../configs/mnist_cond_cpu.yaml", []string{"diffusion.sample_precision=" + p})
+			benchSampleStep(b, "../configs/mnist_cond_cpu.yaml", mnist, []string{"diffusion.sample_precision=" + p})
+		})
+	}
+}
+
+// emoji is the colour recipe's geometry: the emoji benchmark at 32×32.
+var emoji = models.Geometry{C: 3, H: 32, W: 32, Classes: 9}
+
+// The colour recipe (configs/emoji_cpu.yaml: the adm network of width 32,
+// channels-last): a training step of batch 64 and a guided step of
+// BENCH_UNET_SAMPLE_BATCH images, in float32 and bf16 autocast; the peer is
+// scripts/bench_cpu_default.py --net colour.
+func BenchmarkColourTrainStep(b *testing.B) {
+	for _, p := range []string{"fp32", "bf16"} {
+		b.Run(p, func(b *testing.B) {
+			benchStep(b, "../configs/emoji_cpu.yaml", emoji, 64, "train.precision="+p)
+		})
+	}
+}
+
+func BenchmarkColourSampleStep(b *testing.B) {
+	for _, p := range []string{"fp32", "bf16"} {
+		b.Run(p, func(b *testing.B) {
+			benchSampleStep(b, "../configs/emoji_cpu.yaml", emoji, []string{"diffusion.sample_precision=" + p})
 		})
 	}
 }
