@@ -113,6 +113,24 @@ func tapWindow(taps []tap) (lo, hi int) {
 	return lo, hi
 }
 
+// over16 composites a premultiplied 16-bit colour of alpha a on bg, to 8 bits.
+func over16(rv, gv, bv, a uint32, bg color.RGBA) (uint8, uint8, uint8) {
+	t := 0xffff - a
+	to8 := func(v uint32, b uint8) uint8 { return uint8((min(v+uint32(b)*t/255, 0xffff)*255 + 0x7fff) / 0xffff) }
+	return to8(rv, bg.R), to8(gv, bg.G), to8(bv, bg.B)
+}
+
+// over8 composites an 8-bit colour v (premultiplied by its alpha a when
+// pre) on the background value b.
+func over8(v, a uint32, b uint8, pre bool) uint8 {
+	if pre {
+		v *= 255
+	} else {
+		v *= a
+	}
+	return uint8((v + uint32(b)*(255-a) + 127) / 255)
+}
+
 // toPlanes copies the pixels of img inside r as c planes of 8-bit values:
 // one grey plane (c = 1: the set is grey, and every image's red, green and
 // blue are equal) or red, green and blue (c = 3). Alpha is composited on
@@ -129,22 +147,7 @@ func toPlanes(img image.Image, c int, bg color.RGBA, r image.Rectangle) []uint8 
 			out[w*h+i], out[2*w*h+i] = gv, bv
 		}
 	}
-	// over composites a premultiplied 16-bit colour of alpha a on bg.
-	over := func(rv, gv, bv, a uint32) (uint8, uint8, uint8) {
-		t := 0xffff - a
-		to8 := func(v uint32, b uint8) uint8 { return uint8((min(v+uint32(b)*t/255, 0xffff)*255 + 0x7fff) / 0xffff) }
-		return to8(rv, bg.R), to8(gv, bg.G), to8(bv, bg.B)
-	}
-	// over8 composites an 8-bit colour v (premultiplied by alpha a when pre)
-	// on the background value b.
-	over8 := func(v, a uint32, b uint8, pre bool) uint8 {
-		if !pre {
-			v *= a
-		} else {
-			v *= 255
-		}
-		return uint8((v + uint32(b)*(255-a) + 127) / 255)
-	}
+	over := func(rv, gv, bv, a uint32) (uint8, uint8, uint8) { return over16(rv, gv, bv, a, bg) }
 	switch m := img.(type) {
 	case *image.Gray:
 		for y := r.Min.Y; y < r.Max.Y; y++ {
