@@ -41,6 +41,17 @@ func (s *Images) Image(i int) []uint8 {
 	return s.Pixels[i*n : (i+1)*n]
 }
 
+// ClassCounts are the number of images of each class, Classes of them.
+func (s *Images) ClassCounts() []int {
+	n := make([]int, s.Classes)
+	for _, l := range s.Labels[:s.N] {
+		if int(l) < len(n) {
+			n[l]++
+		}
+	}
+	return n
+}
+
 // Subset keeps the first n images (all when n <= 0 or n >= N).
 func (s *Images) Subset(n int) *Images {
 	if n <= 0 || n >= s.N {

@@ -60,14 +60,11 @@ func (l *Loader) Order(epoch int) []int {
 	if l.Balance == 0 {
 		return r.Perm(l.Set.N)
 	}
-	count := make([]float64, 256)
-	for _, y := range l.Set.Labels[:l.Set.N] {
-		count[y]++
-	}
+	count := l.Set.ClassCounts()
 	cum := make([]float64, l.Set.N) // cumulative weights
 	total := 0.0
 	for i, y := range l.Set.Labels[:l.Set.N] {
-		total += math.Pow(count[y], -l.Balance)
+		total += math.Pow(float64(count[y]), -l.Balance)
 		cum[i] = total
 	}
 	order := make([]int, l.Set.N)

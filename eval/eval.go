@@ -121,10 +121,7 @@ func (j *Judge) NewReference() (*Reference, error) {
 		}
 	}
 	ref.Accuracy = float64(hits) / float64(test.N)
-	ref.ClassCounts = make([]int, test.Classes)
-	for _, l := range test.Labels[:test.N] {
-		ref.ClassCounts[l]++
-	}
+	ref.ClassCounts = test.ClassCounts()
 	ref.TestRadii = Radii(ref.Test, k)
 	if ref.TestGauss, err = Fit(ref.Test); err != nil {
 		return nil, err

@@ -133,16 +133,11 @@ func checkClasses(c *models.Config, tr, te *datasets.Images, log io.Writer) erro
 		}
 		fmt.Fprintf(log, "%s: one class (%s): its labels tell the model nothing\n", where, tr.ClassNames[0])
 	}
-	seen := make([]int, tr.Classes)
-	for _, l := range te.Labels[:te.N] {
-		if int(l) < len(seen) {
-			seen[l]++
-		}
-	}
+	seen := te.ClassCounts() // te.Classes <= tr.Classes: classes past it have no test images
 	var none []string
-	for i, n := range seen {
-		if n == 0 {
-			none = append(none, tr.ClassNames[i])
+	for i, name := range tr.ClassNames {
+		if i >= len(seen) || seen[i] == 0 {
+			none = append(none, name)
 		}
 	}
 	if len(none) > 0 {

@@ -402,20 +402,26 @@ func (u *UNet) context(y, keep *torch.Tensor, b int64, dev torch.Device) *torch.
 	return u.tokenEmb.Forward(y).Add(u.posEmb.Forward(pos).Unsqueeze(0))
 }
 
+// label is the label embedding of y (B) with the dropped labels' rows
+// (keep 0) zeroed; nil for a network without labels or when y is nil.
+func (u *UNet) label(y, keep *torch.Tensor) *torch.Tensor {
+	if u.labelEmb == nil || y == nil {
+		return nil
+	}
+	e := u.labelEmb.Forward(y)
+	if keep != nil {
+		e = e.Mul(keep.To(e.DType()).View(-1, 1))
+	}
+	return e
+}
+
 // Forward predicts for x (B, C, H, W) at timesteps t (B). For a conditional
 // network y holds int64 labels and keep is 1 where the label is used and 0
 // where it is dropped (nil keeps every label); y nil drops them all. For a
 // prompted network y holds prompts, (B, Context) tokens, dropped alike.
 func (u *UNet) Forward(x, t, y, keep *torch.Tensor) *torch.Tensor {
 	if u.adm != nil {
-		var lab *torch.Tensor
-		if u.labelEmb != nil && y != nil {
-			lab = u.labelEmb.Forward(y)
-			if keep != nil {
-				lab = lab.Mul(keep.To(lab.DType()).View(-1, 1))
-			}
-		}
-		return u.adm.forward(u, x, PosEncoding(t, u.Cfg.Width), lab)
+		return u.adm.forward(u, x, PosEncoding(t, u.Cfg.Width), u.label(y, keep))
 	}
 	v := PosEncoding(t, u.Cfg.EmbDim)
 	var ctx *torch.Tensor
@@ -428,11 +434,7 @@ func (u *UNet) Forward(x, t, y, keep *torch.Tensor) *torch.Tensor {
 		}
 		return s.Forward(h, ctx)
 	}
-	if u.labelEmb != nil && y != nil {
-		e := u.labelEmb.Forward(y)
-		if keep != nil {
-			e = e.Mul(keep.To(e.DType()).View(-1, 1))
-		}
+	if e := u.label(y, keep); e != nil {
 		v = v.Add(e)
 	}
 	// Each block runs in its own scope, so its temporaries are freed as
