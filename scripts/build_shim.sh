@@ -5,8 +5,15 @@
 #   default               Debian's libtorch-dev (headers in /usr/include)
 #   LIBTORCH=/path        an unpacked libtorch 2.x (include/ and lib/ below it)
 #   TORCH_FROM_PYTHON=py  the libtorch inside that python's pip-installed torch
+#   Debian's libtorch-cuda-dev (contrib) is found like libtorch-dev.
 # A libtorch with libtorch_cuda.so gets a CUDA build: torch_cuda and c10_cuda
 # are linked with --no-as-needed, or CUDA would be silently unavailable.
+#
+# KAKUSAN_EXPECT_CUDA=1 makes a build without CUDA, without CUDA graphs
+# (graph.cpp) or without NCCL (dist.cpp) an error that names what is
+# missing; without it those are dropped with a message, and the trainer
+# falls back to eager steps and Gloo (the GPU check sets it).
+# KAKUSAN_SHIM_OBJECTS=DIR keeps the object files there.
 set -euo pipefail
 out=${1:-bin}
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -30,34 +37,47 @@ else
     echo "build_shim: libtorch headers not found; run scripts/setup.sh, or set LIBTORCH or TORCH_FROM_PYTHON" >&2
     exit 1
   fi
+  # Debian's CUDA libtorch (libtorch-cuda-dev) sits where the CPU one does.
+  multiarch=$(${CXX:-g++} -print-multiarch 2>/dev/null || true)
+  [[ -n $multiarch && -f /usr/lib/$multiarch/libtorch_cuda.so ]] && libdir=/usr/lib/$multiarch
 fi
+expect_cuda=${KAKUSAN_EXPECT_CUDA:-0}
+[[ $expect_cuda == 0 ]] && expect_cuda=""
+die() { echo "build_shim: $*" >&2; exit 1; }
 
 # libtorch 2.x headers want C++20 from 2.10 on; 1.13's are C++17.
 hdr=$(for d in $inc; do f=${d#-I}/torch/version.h; [[ -f $f ]] && echo "$f"; done | head -1)
 major=$(awk '/define TORCH_VERSION_MAJOR/ {print $3}' "$hdr")
+minor=$(awk '/define TORCH_VERSION_MINOR/ {print $3}' "$hdr")
 std=c++17
 [[ "$major" -ge 2 ]] && std=c++20
 
 libs="-ltorch -ltorch_cpu -lc10"
 rpath=""
+cuda=""
 if [[ -n "$libdir" ]]; then
-  rpath="-L$libdir -Wl,-rpath,$libdir"
+  # A system libdir is on the linker's path and the loader's already.
+  [[ $libdir == /usr/lib/* ]] || rpath="-L$libdir -Wl,-rpath,$libdir"
   if [[ -f $libdir/libtorch_cuda.so ]]; then
+    cuda=1
     libs="-Wl,--no-as-needed -ltorch_cuda -lc10_cuda $libs -Wl,--as-needed"
     echo "build_shim: CUDA build against $libdir" >&2
   fi
 fi
+[[ -n $expect_cuda && -z $cuda ]] && die "KAKUSAN_EXPECT_CUDA is set but this libtorch has no libtorch_cuda.so (${libdir:-/usr/lib}): not a CUDA build"
 
 flags="-std=$std -O2 -fPIC -fvisibility=hidden -D_GLIBCXX_USE_CXX11_ABI=$abi -Wall -Wno-unused-function $inc"
 # CUDA graphs (graph.cpp) also need CUDA's runtime headers: a toolkit's, or
 # the ones pip's nvidia-cuda-runtime package ships beside torch. Without
 # them, or if that build fails, graph.cpp builds without capture and the
 # training loop falls back to eager steps, saying so.
+# Debian's nvidia-cuda-dev puts them in /usr/include.
 graphflags=""
-if [[ -n "$libdir" && -f $libdir/libtorch_cuda.so ]]; then
-  for d in "${CUDA_HOME:-/usr/local/cuda}/include" "$libdir"/../../nvidia/cuda_runtime/include "$libdir"/../../nvidia/cu*/include; do
+if [[ -n $cuda ]]; then
+  for d in "${CUDA_HOME:-/usr/local/cuda}/include" "$libdir"/../../nvidia/cuda_runtime/include "$libdir"/../../nvidia/cu*/include /usr/include; do
     if [[ -f $d/cuda_runtime_api.h ]]; then graphflags="-DKK_CUDA_GRAPHS -I$d"; break; fi
   done
+  [[ -n $expect_cuda && -z $graphflags ]] && die "KAKUSAN_EXPECT_CUDA is set but CUDA's runtime headers (cuda_runtime_api.h) are not found: set CUDA_HOME"
 fi
 # c10d (dist.cpp): Gloo where its headers are (Debian's libgloo-dev; a pip
 # torch's include/); NCCL in a CUDA build where nccl.h is (a toolkit's, or
@@ -68,10 +88,11 @@ for d in /usr/include ${inc//-I/}; do
 done
 ncclflags=""
 if [[ -n "$graphflags" ]]; then
-  for d in "${CUDA_HOME:-/usr/local/cuda}/include" "$libdir"/../../nvidia/nccl/include; do
+  for d in "${CUDA_HOME:-/usr/local/cuda}/include" "$libdir"/../../nvidia/nccl/include /usr/include; do
     if [[ -f $d/nccl.h ]]; then ncclflags="-DUSE_C10D_NCCL -I$d ${graphflags#-DKK_CUDA_GRAPHS }"; break; fi
   done
 fi
+[[ -n $expect_cuda && -z $ncclflags ]] && die "KAKUSAN_EXPECT_CUDA is set but NCCL's header (nccl.h) is not found: set CUDA_HOME, or install NCCL's headers"
 # norm.cpp and upsample.cpp hold the shim's own CPU kernels (kernels.h):
 # -O3 vectorises their loops (for each instruction set its target_clones
 # name), and -fopenmp makes at::parallel_for, inlined from libtorch's
@@ -86,27 +107,42 @@ if [[ -n "$libdir" ]]; then
   bundled=$(ls "$libdir"/libgomp*.so* 2>/dev/null | head -1 || true)
   [[ -n "$bundled" ]] && omp="$bundled"
 fi
-pids=()
+pids=() names=()
 for f in "$src"/*.cpp; do
   [[ $(basename "$f") == graph.cpp || $(basename "$f") == dist.cpp ]] && continue
   extra=""
-  [[ $(basename "$f") == norm.cpp || $(basename "$f") == upsample.cpp ]] && extra="-O3 -fopenmp"
-  ${CXX:-g++} $flags $extra -c "$f" -o "$obj/$(basename "$f" .cpp).o" & pids+=($!)
+  # (GCC 14 at -O3 warns falsely inside std::vector<bool>::reserve, which
+  # libtorch's autograd::Function inlines: its bug 107852's kin.)
+  [[ $(basename "$f") == norm.cpp || $(basename "$f") == upsample.cpp ]] && extra="-O3 -fopenmp -Wno-array-bounds"
+  ${CXX:-g++} $flags $extra -c "$f" -o "$obj/$(basename "$f" .cpp).o" & pids+=($!) names+=("$(basename "$f")")
 done
 if [[ -n "$graphflags" ]] && ${CXX:-g++} $flags $graphflags -c "$src/graph.cpp" -o "$obj/graph.o" 2>"$obj/graph.log"; then
   echo "build_shim: CUDA graphs on" >&2
+  graph="graph.cpp (CUDA graphs)"
 else
   [[ -n "$graphflags" ]] && { echo "build_shim: graph.cpp failed with CUDA graphs; building without them:" >&2; head -20 "$obj/graph.log" >&2; }
+  [[ -n $expect_cuda ]] && die "KAKUSAN_EXPECT_CUDA is set and graph.cpp failed with CUDA graphs"
   ${CXX:-g++} $flags -c "$src/graph.cpp" -o "$obj/graph.o"
+  graph="graph.cpp (eager only)"
 fi
 if [[ -n "$ncclflags" ]] && ${CXX:-g++} $flags $distflags $ncclflags -c "$src/dist.cpp" -o "$obj/dist.o" 2>"$obj/dist.log"; then
   echo "build_shim: c10d with NCCL${distflags:+ and Gloo}" >&2
+  dist="dist.cpp (NCCL${distflags:+, Gloo})"
 else
   [[ -n "$ncclflags" ]] && { echo "build_shim: dist.cpp failed with NCCL; building without it:" >&2; head -20 "$obj/dist.log" >&2; }
+  [[ -n $expect_cuda ]] && die "KAKUSAN_EXPECT_CUDA is set and dist.cpp failed with NCCL"
   [[ -z "$distflags" ]] && echo "build_shim: no gloo headers: data-parallel training unavailable" >&2
   ${CXX:-g++} $flags $distflags -c "$src/dist.cpp" -o "$obj/dist.o"
+  dist="dist.cpp (Gloo)"
+  [[ -z $distflags ]] && dist="dist.cpp (no c10d)"
 fi
-for p in "${pids[@]}"; do wait "$p"; done
-${CXX:-g++} -shared -o "$out/libkakusan_torch.so.tmp" "$obj"/*.o $rpath $libs $omp
+failed=()
+for i in "${!pids[@]}"; do wait "${pids[$i]}" || failed+=("${names[$i]}"); done
+((${#failed[@]} == 0)) || die "failed to compile: ${failed[*]}"
+echo "build_shim: compiled ${names[*]} $graph $dist${cuda:+ (CUDA build)} against libtorch $major.$minor" >&2
+[[ -n ${KAKUSAN_SHIM_OBJECTS:-} ]] && { mkdir -p "$KAKUSAN_SHIM_OBJECTS"; cp "$obj"/*.o "$KAKUSAN_SHIM_OBJECTS"/; }
+# -z defs: every symbol the shim uses must be defined by the libraries it
+# names, so a libtorch that lacks one fails here rather than at load time.
+${CXX:-g++} -shared -Wl,-z,defs -o "$out/libkakusan_torch.so.tmp" "$obj"/*.o $rpath $libs $omp
 mv "$out/libkakusan_torch.so.tmp" "$out/libkakusan_torch.so"
 echo "build_shim: wrote $out/libkakusan_torch.so" >&2
