@@ -14,7 +14,9 @@
 # DEVICE (cpu, the default, or cuda: one GPU per rank), PYTHON (whose torch
 # provides torchrun; default /usr/bin/python3), ROUNDS (default 3), BIN
 # (default bin). On the CPU each rank gets cores/NPROC threads
-# (OMP_NUM_THREADS and KAKUSAN_THREADS).
+# (OMP_NUM_THREADS and KAKUSAN_THREADS). torchrun is scripts/torchrun.py
+# with USE_LIBUV=0: its stores run without libuv, which Debian 13's PyTorch
+# 2.6 lacks.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 config=${1:-configs/mnist_cond_cpu.yaml}
@@ -39,7 +41,7 @@ train() { # mode out
     # --redirects 1 --tee 1: torch 1.13's defaults break on Python 3.11.
     # OMP_NUM_THREADS too: torchrun would set 1, and OpenBLAS follows it.
     threads=$((threads > 0 ? threads : 1))
-    OMP_NUM_THREADS=$threads KAKUSAN_THREADS=$threads "$py" -m torch.distributed.run --nproc_per_node "$n" --master_port $((port++)) \
+    OMP_NUM_THREADS=$threads KAKUSAN_THREADS=$threads USE_LIBUV=${USE_LIBUV:-0} "$py" scripts/torchrun.py --nproc_per_node "$n" --master_port $((port++)) \
       --redirects 1 --tee 1 --no_python "$bin/train" -config "$config" --out "$out" "${sets[@]}" ;;
   esac >"$out.log" 2>&1 || { echo "bench_dist: $mode failed:" >&2; tail -20 "$out.log" >&2; exit 1; }
 }

@@ -77,6 +77,9 @@ func TestHostileInputs(t *testing.T) {
 // rank's variables; rank 0 writes the run. Debian 12's Python 3.11 breaks
 // torch 1.13's default --redirects/--tee ("0" parses to None: Python 3.11
 // no longer iterates a Flag's zero member), hence "--redirects 1 --tee 1".
+// Debian 13's PyTorch 2.6 is built without libuv, which its torchrun's
+// stores ask for regardless of USE_LIBUV: scripts/torchrun.py is torchrun
+// with USE_LIBUV honoured.
 func TestTorchrun(t *testing.T) {
 	py := "/usr/bin/python3"
 	if err := exec.Command(py, "-c", "import torch.distributed.run").Run(); err != nil {
@@ -85,11 +88,11 @@ func TestTorchrun(t *testing.T) {
 	root, _ := filepath.Abs("../..")
 	out := filepath.Join(t.TempDir(), "run")
 	port := strconv.Itoa(torchtest.FreePort(t))
-	cmd := exec.Command(py, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", port, "--redirects", "1", "--tee", "1", "--no_python", os.Args[0],
+	cmd := exec.Command(py, filepath.Join(root, "scripts/torchrun.py"), "--nproc_per_node", "2", "--master_port", port, "--redirects", "1", "--tee", "1", "--no_python", os.Args[0],
 		"-config", filepath.Join(root, "configs/mnist_classifier.yaml"), "--out", out,
 		"--set", "data.subset=512", "--set", "data.test_subset=64", "--set", "train.max_steps=6", "--set", "train.log_every=3",
 		"--set", "classifier.hidden=16", "--set", "device=cpu", "--set", "train.dist_timeout=60")
-	cmd.Env = append(os.Environ(), clitest.EnvMain+"=1", "KAKUSAN_THREADS=1")
+	cmd.Env = append(os.Environ(), clitest.EnvMain+"=1", "KAKUSAN_THREADS=1", "USE_LIBUV=0")
 	cmd.Dir = root
 	b, err := cmd.CombinedOutput()
 	if err != nil {

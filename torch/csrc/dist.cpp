@@ -321,7 +321,21 @@ void kk_dist_new(const char *backend, const char *host, int port, int serve, con
       so.numWorkers = static_cast<std::size_t>(world);
       so.waitWorkers = true;
       so.timeout = timeout;
-      auto tcp = c10::make_intrusive<c10d::TCPStore>(std::string(host ? host : ""), so);
+      c10::intrusive_ptr<c10d::TCPStore> tcp;
+      try {
+        tcp = c10::make_intrusive<c10d::TCPStore>(std::string(host ? host : ""), so);
+      } catch (const c10::Error &e) {
+        // libtorch 2.4 serves the store on libuv by default; a libtorch
+        // built without it (Debian's) refuses, and its classic server does
+        // the same job (clients speak to either).
+#if TORCH_AT_LEAST(2, 4)
+        if (!so.useLibUV || std::string(e.what()).find("libuv") == std::string::npos) throw;
+        so.useLibUV = false;
+        tcp = c10::make_intrusive<c10d::TCPStore>(std::string(host ? host : ""), so);
+#else
+        throw;
+#endif
+      }
       // The group's keys live under prefix, so a restarted attempt or another
       // tenant of the agent's store never reads stale ones.
       auto store = c10::make_intrusive<c10d::PrefixStore>(std::string(prefix ? prefix : "kakusan"), tcp);
