@@ -7,6 +7,7 @@ import (
 
 	"kakusan/diffusion"
 	"kakusan/models"
+	"kakusan/sample"
 	"kakusan/torch"
 )
 
@@ -19,8 +20,14 @@ import (
 // scripts/bench_vae.py for the VAE. Sizes come from the environment so
 // both sides run the same shapes:
 //
-//	BENCH_UNET_WIDTH (64), BENCH_UNET_BATCH (128), BENCH_UNET_SAMPLE_BATCH (500),
-//	KAKUSAN_TEST_DEVICE (cpu)
+//	BENCH_UNET_WIDTH (64), BENCH_UNET_BATCH (128), KAKUSAN_TEST_DEVICE (cpu),
+//	BENCH_UNET_SAMPLE_BATCH (the sampling job's default on that device,
+//	sample.DefaultBatch: 100 on the CPU, 500 on a GPU)
+//
+// The sampling batch follows the job's: on the CPU a batch of 500 makes
+// every activation larger than glibc's largest mmap threshold (32 MiB), so
+// each one is a fresh mapping the kernel zeroes page by page (2-3 million
+// minor faults a run, 0.6-1.5 s a step), which the job never pays.
 func envInt(k string, def int) int {
 	if v, err := strconv.Atoi(os.Getenv(k)); err == nil && v > 0 {
 		return v
@@ -67,9 +74,18 @@ func benchStep(b *testing.B, config string, g models.Geometry, batch int, sets .
 	benchModel(b, config, g, append(sets, "train.batch_size="+strconv.Itoa(batch)), func(m models.Model, c *models.Config, dev torch.Device) {
 		opt := newOptimizer(c.Optimizer, m.Module().ParamTensors())
 		defer opt.Free()
-		step, err := NewStep(&State{Model: m, Opt: opt}, c.Train.GradClip, c.Train.Precision)
+		eager, err := NewStep(&State{Model: m, Opt: opt}, c.Train.GradClip, c.Train.Precision)
 		if err != nil {
 			b.Fatal(err)
+		}
+		var step Stepper = eager
+		if c.Train.CUDAGraph { // captured after its warm-up steps, below
+			g, err := NewGraphed(eager, dev, os.Stderr)
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer g.Free()
+			step = g
 		}
 		run := func() {
 			torch.Scoped(func() {
@@ -78,7 +94,7 @@ func benchStep(b *testing.B, config string, g models.Geometry, batch int, sets .
 				step.Run(Batch{x, y}).Item() // one sync a step, as ref_unet.py's .item(); bench_vae.py runs on the CPU
 			})
 		}
-		for range 3 {
+		for range graphWarmup + 2 { // a graph's capture and first replay among them
 			run()
 		}
 		b.ResetTimer()
@@ -89,21 +105,38 @@ func benchStep(b *testing.B, config string, g models.Geometry, batch int, sets .
 	})
 }
 
-// unetModes are ref_unet.py's modes that have a kakusan counterpart, as
-// config settings: bf16 autocast and the channels-last layout.
-var unetModes = []struct{ name, precision, channelsLast string }{
-	{"eager", "fp32", "false"}, {"bf16", "bf16", "false"}, {"cl", "fp32", "true"}, {"bf16-cl", "bf16", "true"},
+// unetMode is one of ref_unet.py's modes that has a kakusan counterpart,
+// as config settings: bf16 autocast and the channels-last layout; on CUDA
+// also TF32 matmuls and convolutions, and training steps replayed from a
+// CUDA graph (train.cuda_graph), which have no ref_unet.py mode.
+type unetMode struct {
+	name, precision, channelsLast string
+	graph                         bool
+}
+
+// unetModes are the modes benchmarked on the benchmark device.
+func unetModes(training bool) []unetMode {
+	modes := []unetMode{{"eager", "fp32", "false", false}, {"bf16", "bf16", "false", false}, {"cl", "fp32", "true", false}, {"bf16-cl", "bf16", "true", false}}
+	if os.Getenv("KAKUSAN_TEST_DEVICE") != "cuda" {
+		return modes
+	}
+	modes = append(modes, unetMode{"tf32", "tf32", "false", false}, unetMode{"tf32-cl", "tf32", "true", false})
+	if training {
+		modes = append(modes, unetMode{"eager-graph", "fp32", "false", true}, unetMode{"bf16-cl-graph", "bf16", "true", true})
+	}
+	return modes
 }
 
 // unetSets are the settings of a U-Net benchmark in one mode.
-func unetSets(precisionKey, precision, channelsLast string) []string {
-	return []string{"unet.width=" + strconv.Itoa(envInt("BENCH_UNET_WIDTH", 64)), precisionKey + "=" + precision, "unet.channels_last=" + channelsLast}
+func unetSets(precisionKey string, m unetMode) []string {
+	return []string{"unet.width=" + strconv.Itoa(envInt("BENCH_UNET_WIDTH", 64)), precisionKey + "=" + m.precision,
+		"unet.channels_last=" + m.channelsLast, "train.cuda_graph=" + strconv.FormatBool(m.graph)}
 }
 
 func BenchmarkUNetTrainStep(b *testing.B) {
-	for _, m := range unetModes {
+	for _, m := range unetModes(true) {
 		b.Run(m.name, func(b *testing.B) {
-			benchStep(b, "../configs/mnist_cond.yaml", mnist, envInt("BENCH_UNET_BATCH", 128), unetSets("train.precision", m.precision, m.channelsLast)...)
+			benchStep(b, "../configs/mnist_cond.yaml", mnist, envInt("BENCH_UNET_BATCH", 128), unetSets("train.precision", m)...)
 		})
 	}
 }
@@ -116,16 +149,16 @@ func BenchmarkVAETrainStep(b *testing.B) {
 // BenchmarkUNetSampleStep is one guided sampling step: the network's
 // conditional and unconditional passes in one batched forward.
 func BenchmarkUNetSampleStep(b *testing.B) {
-	for _, m := range unetModes {
+	for _, m := range unetModes(false) {
 		b.Run(m.name, func(b *testing.B) {
-			benchSampleStep(b, "../configs/mnist_cond.yaml", mnist, unetSets("diffusion.sample_precision", m.precision, m.channelsLast))
+			benchSampleStep(b, "../configs/mnist_cond.yaml", mnist, unetSets("diffusion.sample_precision", m))
 		})
 	}
 }
 
 func benchSampleStep(b *testing.B, config string, g models.Geometry, sets []string) {
-	n := envInt("BENCH_UNET_SAMPLE_BATCH", 500)
 	benchModel(b, config, g, sets, func(m models.Model, c *models.Config, dev torch.Device) {
+		n := envInt("BENCH_UNET_SAMPLE_BATCH", sample.DefaultBatch(dev))
 		dm := m.(*diffusion.Model)
 		dm.Net.SetTraining(false)
 		torch.NoGrad(func() {
