@@ -18,7 +18,11 @@ go test -p 1 -run '^$' -bench 'Add|ConvNet|VAE' -benchtime 1s -count 5 ./torch/ 
 # machines drift by 2x within minutes.
 ref=${REF_UNET:-../shared/bench/ref_unet.py}
 export BENCH_UNET_WIDTH=${BENCH_UNET_WIDTH:-16} BENCH_UNET_BATCH=${BENCH_UNET_BATCH:-128} BENCH_UNET_SAMPLE_BATCH=${BENCH_UNET_SAMPLE_BATCH:-100}
-modes=eager,bf16,cl,bf16-cl
+# PEER_MODES adds the peers' other modes, torch.compile's among them on
+# PyTorch 2.x (scripts/test_torch2.sh bench); a compiled mode's kakusan
+# counterpart is the same mode without compile.
+modes=${PEER_MODES:-eager,bf16,cl,bf16-cl}
+twin_modes=${TWIN_MODES:-fp32-cl,bf16-cl}
 if [[ -f $ref ]]; then
   for r in $(seq "${ROUNDS:-3}"); do
     go test -run '^$' -bench 'UNet' -benchtime 10x -count 1 ./train/ | tee -a "$log/unet.txt"
@@ -31,14 +35,25 @@ fi
 # against its PyTorch twin, alternating likewise, in float32 and bf16.
 for r in $(seq "${ROUNDS:-3}"); do
   go test -run '^$' -bench 'CPUDefault' -benchtime 10x -count 1 ./train/ | tee -a "$log/unet.txt"
-  "$py" scripts/bench_cpu_default.py --steps 10 --sample-batch "$BENCH_UNET_SAMPLE_BATCH" | tee -a "$log/cpu_default.json"
+  "$py" scripts/bench_cpu_default.py --steps 10 --sample-batch "$BENCH_UNET_SAMPLE_BATCH" --modes "$twin_modes" | tee -a "$log/cpu_default.json"
 done
 # The colour recipe's network (configs/emoji_cpu.yaml, unet.arch adm) against
 # its PyTorch twin, alternating likewise.
 for r in $(seq "${ROUNDS:-3}"); do
   go test -run '^$' -bench 'Colour' -benchtime 10x -count 1 ./train/ | tee -a "$log/unet.txt"
-  "$py" scripts/bench_cpu_default.py --net colour --batch 64 --steps 10 --sample-batch "$BENCH_UNET_SAMPLE_BATCH" | tee -a "$log/colour.json"
+  "$py" scripts/bench_cpu_default.py --net colour --batch 64 --steps 10 --sample-batch "$BENCH_UNET_SAMPLE_BATCH" --modes "$twin_modes" | tee -a "$log/colour.json"
 done
+# The sampling job a user runs (the CPU default, DDIM-50, 200 images with
+# guidance, PNGs written) in images/s, in fp32 and bf16, from a checkpoint
+# of one training step (speed does not depend on the weights); its peer is
+# the twin's guided step: 100 / (50 x the step).
+if [[ -x bin/train && -x bin/sample ]]; then
+  bin/train -config configs/mnist_cond_cpu.yaml --set train.max_steps=1 --set data.test_subset=100 --set samples=10 --out "$log/run" >"$log/train.log" 2>&1
+  for p in fp32 bf16 fp32 bf16; do
+    bin/sample --checkpoint "$log/run" --n 200 --sampler ddim --steps 50 --guidance 3 --precision "$p" --out "$log/samples" 2>&1 |
+      sed -n "s/.*(\([0-9.]*\) images\/s).*/$p \1/p" >>"$log/job.txt"
+  done
+fi
 "$py" - "$log" <<'PY'
 import json, re, sys
 d = sys.argv[1]
@@ -71,7 +86,7 @@ if os.path.exists(d + '/ref_unet.json'):
                                    ('guided sampling step', 'BenchmarkUNetSampleStep', 'sample_ms_per_step', f"{ref['sample_batch']} images")]:
         best = min(peer, key=lambda m: med(m, key))
         for mode in peer:
-            ours = ns(f'{bench}/{mode}') / 1e6
+            ours = ns(f"{bench}/{mode.replace('compile-', '').replace('compile', 'eager')}") / 1e6
             unet.append((f'U-Net {what}, {shape}, {size}, {mode}', ours, med(mode, key), f'ref_unet.py {mode}',
                          'ms', ours / med(best, key), best))
 def twin(file, name, bench, batch, peer_name):
@@ -86,14 +101,30 @@ def twin(file, name, bench, batch, peer_name):
     med = lambda mode, k: statistics.median(r[k] for r in peer[mode])
     for what, kind, key, size in [('training step', 'TrainStep', 'train_ms_per_step', f'batch {batch}'),
                                   ('guided sampling step', 'SampleStep', 'sample_ms_per_step',
-                                   f"{peer['fp32-cl'][0]['sample_batch']} images")]:
+                                   f"{next(iter(peer.values()))[0]['sample_batch']} images")]:
         best = min(peer, key=lambda m: med(m, key))
         for mode in peer:
-            ours = ns(f"Benchmark{bench}{kind}/{mode.split('-')[0]}") / 1e6
+            ours = ns(f"Benchmark{bench}{kind}/{'bf16' if 'bf16' in mode else 'fp32'}") / 1e6
             unet.append((f'{name} {what}, {size}, {mode}', ours, med(mode, key), f'{peer_name} {mode}',
                          'ms', ours / med(best, key), best))
 twin('cpu_default.json', 'CPU default', 'CPUDefault', 128, 'bench_cpu_default.py')
 twin('colour.json', 'colour recipe (3x32x32)', 'Colour', 64, 'bench_cpu_default.py --net colour')
+if os.path.exists(d + '/job.txt') and os.path.exists(d + '/cpu_default.json'):
+    peer = {}
+    for line in open(d + '/cpu_default.json'):
+        if line.startswith('{'):
+            r = json.loads(line)
+            peer.setdefault(r['mode'], []).append(statistics.median([r['sample_ms_per_step']]))
+    best = min(peer, key=lambda m: statistics.median(peer[m]))
+    peer_ips = 100 / (50 * statistics.median(peer[best]) / 1e3)
+    jobs = {}
+    for line in open(d + '/job.txt'):
+        p, ips = line.split()
+        jobs.setdefault(p, []).append(float(ips))
+    for p, v in sorted(jobs.items()):
+        # images/s: a ratio of times is the peer's rate over ours.
+        unet.append((f'DDIM-50 sampling job, CPU default, {p}, images/s (ours includes PNGs)', statistics.median(v), peer_ips,
+                     f'bench_cpu_default.py {best}: 100 / (50 steps)', 'images/s', peer_ips / statistics.median(v), best))
 print('| benchmark | kakusan | peer | ratio |')
 print('| --- | --- | --- | --- |')
 for name, ours, peer, what, unit in rows:
@@ -103,6 +134,7 @@ if unet:
     print('| benchmark (median of the rounds) | kakusan | peer, same mode | ratio | ratio to the fastest peer mode |')
     print('| --- | --- | --- | --- | --- |')
     for name, ours, peer, what, unit, best_ratio, best in unet:
-        print(f'| {name} | {ours:.4g} {unit} | {peer:.4g} {unit} | {ours / peer:.2f} | {best_ratio:.2f} (vs {best}) |')
+        ratio = peer / ours if unit == 'images/s' else ours / peer
+        print(f'| {name} | {ours:.4g} {unit} | {peer:.4g} {unit} | {ratio:.2f} | {best_ratio:.2f} (vs {best}) |')
 PY
 rm -rf "$log"

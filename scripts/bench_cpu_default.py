@@ -10,7 +10,8 @@ sampling step (both passes in one batched forward), medians after warm-up.
 
   python3 scripts/bench_cpu_default.py [--steps 10] [--modes fp32-cl,bf16-cl]
 
-Modes: fp32 or bf16 (autocast), each with -cl (channels-last) or not.
+Modes: fp32 or bf16 (autocast), each with -cl (channels-last) or not, and
+compile- before them for torch.compile (PyTorch 2.x), e.g. compile-bf16-cl.
 Libtorch 1.13's CPU GroupNorm refuses a bfloat16 input with float32
 affine parameters, so under bf16 the twin's norms take their input in
 float32, as CUDA autocast would give it to them (kakusan's shim does the
@@ -31,7 +32,7 @@ class FloatGroupNorm(nn.GroupNorm):
 
 def run(mode, a):
     parts = set(mode.split('-'))
-    if parts - {'fp32', 'bf16', 'cl'}:
+    if parts - {'fp32', 'bf16', 'cl', 'compile'}:
         raise SystemExit(f'unknown mode {mode!r}')
     torch.manual_seed(0)
     fmt = torch.channels_last if 'cl' in parts else torch.contiguous_format
@@ -46,6 +47,9 @@ def run(mode, a):
         model = UNet(width=a.width, levels=3, norm='group', act='silu')
         C, S, K = 1, 28, 10
     model = model.to(memory_format=fmt)
+    # compile: torch.compile (inductor; PyTorch 2.x) of the same network,
+    # for training and sampling alike; its warm-up steps pay the compiles.
+    fwd = torch.compile(model) if 'compile' in parts else model
     opt = torch.optim.Adam(model.parameters(), lr=2e-3)
     ac = torch.autocast('cpu', dtype=torch.bfloat16, enabled=bf16)
     abar = torch.cumprod(1 - torch.linspace(1e-4, 0.02, 1000), 0)
@@ -60,7 +64,7 @@ def run(mode, a):
         noise = torch.randn_like(x0)
         v = ab.sqrt() * noise - (1 - ab).sqrt() * x0
         with ac:
-            out = model(ab.sqrt() * x0 + (1 - ab).sqrt() * noise, t, y, keep)
+            out = fwd(ab.sqrt() * x0 + (1 - ab).sqrt() * noise, t, y, keep)
         loss = F.mse_loss(out.float(), v)
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -84,7 +88,7 @@ def run(mode, a):
             t0 = time.perf_counter()
             t = torch.full((2 * n,), 500)
             with ac:
-                e = model(torch.cat([z, z]), t, torch.cat([y, y]), keep).float()
+                e = fwd(torch.cat([z, z]), t, torch.cat([y, y]), keep).float()
             z = z - 0.001 * (e[n:] + 1.5 * (e[:n] - e[n:]))
             if i >= a.warmup:
                 stimes.append(time.perf_counter() - t0)
