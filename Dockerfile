@@ -16,6 +16,9 @@
 # (debootstrap) and this machine's Go.
 ARG GO_IMAGE=golang:1.26.8-bookworm
 ARG DEBIAN_IMAGE=debian:12.15-slim
+# The libtorch 2.x test image (`make test-torch2`): Debian 13 with its libtorch 2.6.
+ARG TRIXIE_IMAGE=debian:13.8-slim
+ARG GO_TRIXIE_IMAGE=golang:1.26.8-trixie
 ARG TORCH_IMAGE=pytorch/pytorch:2.9.0-cuda12.8-cudnn9
 ARG RUNTIME=cpu
 
@@ -92,5 +95,33 @@ ENV PATH=/kakusan/bin:$PATH
 USER kakusan
 ENTRYPOINT ["/usr/local/bin/kakusan"]
 CMD ["help"]
+
+# ---- libtorch 2.x: the whole test suite on Debian 13's libtorch 2.6 ----
+# scripts/test_torch2.sh (`make test-torch2`) runs `make test` in it on a
+# copy of the source tree. python3-torch is PyTorch 2.6 on the same
+# libtorch, for the twin tests and the CPU peers (g++ lets torch.compile's
+# inductor build its kernels).
+FROM ${GO_TRIXIE_IMAGE} AS torch2
+RUN apt-get update && \
+    apt-get install -y --no-install-recommends libtorch-dev libgloo-dev libopenblas0-openmp python3-torch dataset-fashion-mnist g++ make && \
+    rm -rf /var/lib/apt/lists/*
+WORKDIR /src
+
+# ---- CUDA, compiled: Debian 13's CUDA libtorch 2.6, CUDA 12.4, NCCL 2.22 ----
+# No GPU is needed to compile and link the CUDA shim: scripts/test_torch2.sh
+# builds it here with KAKUSAN_EXPECT_CUDA=1 (CUDA graphs and NCCL required)
+# and links it with -z defs against libtorch_cuda and libc10_cuda.
+# libtorch-cuda-2.6 depends on nvidia-cudnn, an installer that downloads
+# cuDNN from NVIDIA when configured; no header or symbol of the shim comes
+# from cuDNN, so an empty package stands in for it.
+FROM ${TRIXIE_IMAGE} AS cuda-compile
+RUN echo 'deb http://deb.debian.org/debian trixie contrib non-free' >/etc/apt/sources.list.d/contrib-non-free.list && \
+    mkdir -p /tmp/cudnn/DEBIAN && \
+    printf 'Package: nvidia-cudnn\nVersion: 9.0.0.312-0kakusan1\nArchitecture: amd64\nMaintainer: kakusan\nDescription: empty stand-in: the shim compiles without cuDNN\n' >/tmp/cudnn/DEBIAN/control && \
+    dpkg-deb --build /tmp/cudnn /tmp/nvidia-cudnn.deb >/dev/null && dpkg -i /tmp/nvidia-cudnn.deb && rm -rf /tmp/cudnn /tmp/nvidia-cudnn.deb && \
+    apt-get update && \
+    apt-get install -y --no-install-recommends libtorch-cuda-dev nvidia-cuda-dev libnccl-dev libgloo-cuda-dev g++ && \
+    rm -rf /var/lib/apt/lists/*
+WORKDIR /src
 
 FROM ${RUNTIME}

@@ -1,7 +1,8 @@
 # kakusan: `make` builds the shim and the binaries into bin/, `make test` runs
 # every test, `make bench` the benchmarks beside their PyTorch peers,
 # `make image` the CPU container image, `make image-test` builds it and runs
-# kakusan's jobs inside it, `make docs` rewrites the generated parts of
+# kakusan's jobs inside it, `make test-torch2` the tests against libtorch 2.6
+# and the CUDA shim's compile in Debian 13 containers, `make docs` rewrites the generated parts of
 # docs/configuration.md (the config keys and the flags) from the code.
 GO      ?= go
 SHIM    := bin/libkakusan_torch.so
@@ -12,7 +13,7 @@ LDFLAGS := -ldflags '-extldflags "-Wl,-rpath,$$ORIGIN"'
 # The engine: podman as scripts/container.sh sets it up, or PODMAN=docker.
 IMAGE   ?= kakusan:cpu
 
-.PHONY: all build setup shim test bench clean image image-test docs
+.PHONY: all build setup shim test bench clean image image-test test-torch2 docs
 
 all: build
 
@@ -43,6 +44,9 @@ image:
 
 image-test: image
 	scripts/image_test.sh $(IMAGE)
+
+test-torch2:
+	scripts/test_torch2.sh
 
 clean:
 	rm -rf bin

@@ -8,6 +8,8 @@
 #                           the tarball is cached in $KAKUSAN_CACHE
 #   golang:1.26.8-bookworm  that Debian plus this machine's Go (`go env
 #                           GOROOT`, else /usr/local/go), gcc and CA certificates
+# `base_images.sh torch2` also makes the libtorch 2.x test image's bases
+# (ARG TRIXIE_IMAGE, GO_TRIXIE_IMAGE): the same two from Debian 13 (trixie).
 # Images already in the store are kept: a second run does nothing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -44,7 +46,7 @@ is_online() {
   ((online))
 }
 
-ensure() { # ensure TAG MAKE: TAG in the store, pulled or made by MAKE
+ensure() { # ensure TAG MAKE [ARGS]: TAG in the store, pulled or made by MAKE TAG ARGS
   if have "$1" && ! standin "$1"; then return; fi
   if is_online; then
     pull "$1" && return
@@ -52,10 +54,11 @@ ensure() { # ensure TAG MAKE: TAG in the store, pulled or made by MAKE
   elif have "$1"; then
     return # the stand-in stays until a registry answers
   fi
-  "$2" "$1"
+  "$2" "$1" "${@:3}"
 }
 
-make_debian() {
+make_debian() { # make_debian TAG [SUITE]
+  local suite=${2:-$suite}
   local tarball=$cache/$suite-minbase.tar
   if [[ ! -s $tarball ]]; then
     root=$(mktemp -d /var/tmp/kakusan-rootfs.XXXXXX) # global: the EXIT trap removes it
@@ -74,16 +77,16 @@ make_debian() {
   echo "base_images: $1 is a stand-in: Debian $("${podman[@]}" run --rm --network none "${limits[@]}" "$1" cat /etc/debian_version) from debootstrap" >&2
 }
 
-make_golang() {
-  local goroot want
+make_golang() { # make_golang TAG [FROM]
+  local goroot want from=${2:-$debian}
   goroot=$(go env GOROOT 2>/dev/null || echo /usr/local/go)
   want=${1#golang:}
   want=go${want%%-*}
   [[ $("$goroot/bin/go" env GOVERSION) == "$want" ]] ||
     echo "base_images: warning: the $1 stand-in gets this machine's $("$goroot/bin/go" env GOVERSION)" >&2
-  echo "base_images: $1 from $debian and $goroot" >&2
+  echo "base_images: $1 from $from and $goroot" >&2
   "${podman[@]}" build "${build_flags[@]}" -t "$1" -f - "$goroot" <<DOCKERFILE
-FROM $debian
+FROM $from
 RUN apt-get update && apt-get install -y --no-install-recommends ca-certificates gcc g++ libc6-dev git && rm -rf /var/lib/apt/lists/*
 COPY . /usr/local/go
 ENV GOPATH=/go PATH=/go/bin:/usr/local/go/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
@@ -92,8 +95,15 @@ LABEL kakusan.standin=1
 DOCKERFILE
 }
 
+images=("$debian" "$golang")
 ensure "$debian" make_debian
 ensure "$golang" make_golang
-for image in "$debian" "$golang"; do
+if [[ ${1:-} == torch2 ]]; then
+  trixie=$(arg TRIXIE_IMAGE) gotrixie=$(arg GO_TRIXIE_IMAGE)
+  ensure "$trixie" make_debian trixie
+  ensure "$gotrixie" make_golang "$trixie"
+  images+=("$trixie" "$gotrixie")
+fi
+for image in "${images[@]}"; do
   echo "base_images: $image $("${podman[@]}" image inspect --format '{{.Size}}' "$image" | awk '{printf "%d MB", $1 / 1e6}')$(standin "$image" && echo ' (stand-in)')" >&2
 done
