@@ -79,6 +79,27 @@ if [[ -n $cuda ]]; then
   done
   [[ -n $expect_cuda && -z $graphflags ]] && die "KAKUSAN_EXPECT_CUDA is set but CUDA's runtime headers (cuda_runtime_api.h) are not found: set CUDA_HOME"
 fi
+# graph.cpp calls CUDA's runtime (c10's CUDA guards inline cudaEvent* and
+# cudaStream* calls), so the shim names libcudart itself: a toolkit's, pip's
+# nvidia-cuda-runtime (a versioned file only, linked by its path), or
+# Debian's. Without it the -z defs link below fails, and without -z defs
+# the shim would lean on libtorch_cuda having loaded it first.
+cudart=""
+if [[ -n $graphflags ]]; then
+  for f in "${CUDA_HOME:-/usr/local/cuda}"/lib64/libcudart.so "$libdir"/../../nvidia/cuda_runtime/lib/libcudart.so* \
+    ${multiarch:+/usr/lib/$multiarch/libcudart.so}; do
+    if [[ -f $f ]]; then
+      cudart=$f
+      [[ $f == /usr/lib/* ]] || rpath="$rpath -Wl,-rpath,$(dirname "$f")"
+      break
+    fi
+  done
+  if [[ -z $cudart ]]; then
+    [[ -n $expect_cuda ]] && die "KAKUSAN_EXPECT_CUDA is set but CUDA's runtime library (libcudart.so) is not found: set CUDA_HOME"
+    echo "build_shim: libcudart not found: building without CUDA graphs" >&2
+    graphflags=""
+  fi
+fi
 # c10d (dist.cpp): Gloo where its headers are (Debian's libgloo-dev; a pip
 # torch's include/); NCCL in a CUDA build where nccl.h is (a toolkit's, or
 # pip's nvidia-nccl package), tried first and dropped if that build fails.
@@ -143,6 +164,6 @@ echo "build_shim: compiled ${names[*]} $graph $dist${cuda:+ (CUDA build)} agains
 [[ -n ${KAKUSAN_SHIM_OBJECTS:-} ]] && { mkdir -p "$KAKUSAN_SHIM_OBJECTS"; cp "$obj"/*.o "$KAKUSAN_SHIM_OBJECTS"/; }
 # -z defs: every symbol the shim uses must be defined by the libraries it
 # names, so a libtorch that lacks one fails here rather than at load time.
-${CXX:-g++} -shared -Wl,-z,defs -o "$out/libkakusan_torch.so.tmp" "$obj"/*.o $rpath $libs $omp
+${CXX:-g++} -shared -Wl,-z,defs -o "$out/libkakusan_torch.so.tmp" "$obj"/*.o $rpath $libs ${cudart:+-Wl,--no-as-needed "$cudart" -Wl,--as-needed} $omp
 mv "$out/libkakusan_torch.so.tmp" "$out/libkakusan_torch.so"
 echo "build_shim: wrote $out/libkakusan_torch.so" >&2
