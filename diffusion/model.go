@@ -1,8 +1,10 @@
 package diffusion
 
 import (
+	"crypto/sha256"
 	"fmt"
 	"math"
+	"os"
 	"strings"
 
 	"kakusan/models/autoencoder"
@@ -316,6 +318,9 @@ func (m *Model) Generate(images []int, labels []int64, seed uint64, s Sampling) 
 		case m.Conditional():
 			y = torch.FromSlice(labels, nil, m.dev)
 		}
+		if s.Precision == torch.Auto {
+			s.Precision = m.measuredPrecision(s, y, len(images))
+		}
 		pred, pieces := m.Predictor(y, s)
 		x = m.Codec.Decode(Run(sm, pred, pieces, ImageNoise(seed, images, m.Shape, m.dev)))
 	})
@@ -334,6 +339,19 @@ func (m *Model) Predictor(y *torch.Tensor, s Sampling) (Predictor, Pieces) {
 	guided, pieces := m.Sched.GuidedIn(net, y, s.Guidance, s.GuidanceRescale, s.GuidanceInterval)
 	lo, hi := m.codecRange()
 	return m.Sched.Clipped(m.Sched.AsEps(guided, m.pred), s.ClipX0, s.ThresholdRatio, lo, hi), pieces
+}
+
+// measuredPrecision resolves sample_precision auto on the model's device
+// by timing one step of the predictor (the guided forward) on n images in
+// each candidate policy (torch.Precision.Measured; the generators are put
+// back, so the samples are the same whether it measured or not).
+func (m *Model) measuredPrecision(s Sampling, y *torch.Tensor, n int) torch.Precision {
+	key := fmt.Sprintf("sample %d images of %v, guided %t, network %x", n, m.Shape, y != nil && s.Guidance != 0, sha256.Sum256(fmt.Appendf(nil, "%+v", m.Net.Cfg)))
+	return torch.Auto.Measured(m.dev, key, os.Stderr, func() {
+		s.Precision = torch.FP32 // inside the candidate's policy, which Measured sets
+		pred, _ := m.Predictor(y, s)
+		pred(torch.Randn(append([]int64{int64(n)}, m.Shape...), m.dev), m.Sched.T/2)
+	})
 }
 
 // codecRange is the bounds of the model's space, for clipping x̂₀; an

@@ -7,10 +7,6 @@ import "C"
 
 import (
 	"fmt"
-	"os"
-	"slices"
-	"strings"
-	"sync"
 )
 
 // Autocast runs f with automatic mixed precision for devices of type dev,
@@ -116,11 +112,11 @@ func (t *Tensor) ToAsync(dev Device) *Tensor {
 //	tf32  TensorFloat-32 in CUDA's matrix products and convolutions; fp32 on the CPU
 //	bf16  autocast to bfloat16 on the model's device, CPU or CUDA, with TF32
 //	      allowed for what autocast keeps in float32
-//	auto  bf16 where the device computes it fast (CUDA; a CPU with AMX),
-//	      fp32 elsewhere: libtorch's bfloat16 kernels are emulated, slowly,
-//	      on CPUs without bfloat16 instructions, and on one with AVX512-BF16
-//	      but no AMX oneDNN's bfloat16 convolutions are slower than its
-//	      float32 ones (docs/performance.md has the figures)
+//	auto  bf16 on CUDA; on a CPU with bfloat16 instructions (AMX or
+//	      AVX512-BF16) whichever of fp32 and bf16 runs the actual work
+//	      faster, measured once and cached (Measured); fp32 on other CPUs,
+//	      where libtorch emulates bfloat16, slowly. Where nothing was
+//	      measured (On alone), a CPU's guess is bf16 with AMX, else fp32.
 type Precision string
 
 // The policies.
@@ -157,7 +153,8 @@ func (p *Precision) UnmarshalText(b []byte) error {
 	return nil
 }
 
-// On is the policy p is on dev: auto resolved, the others themselves.
+// On is the policy p is on dev, auto resolved without measuring (bf16 on
+// CUDA and on a CPU with AMX, else fp32); the others are themselves.
 func (p Precision) On(dev Device) Precision {
 	if p != Auto {
 		return p
@@ -167,22 +164,6 @@ func (p Precision) On(dev Device) Precision {
 	}
 	return FP32
 }
-
-// cpuHasAMX reports whether this CPU has AMX's bfloat16 tile products,
-// from /proc/cpuinfo's flags (false where there is none).
-var cpuHasAMX = sync.OnceValue(func() bool {
-	b, err := os.ReadFile("/proc/cpuinfo")
-	if err != nil {
-		return false
-	}
-	for _, line := range strings.Split(string(b), "\n") {
-		if name, flags, ok := strings.Cut(line, ":"); ok && strings.TrimSpace(name) == "flags" {
-			f := strings.Fields(flags)
-			return slices.Contains(f, "amx_bf16")
-		}
-	}
-	return false
-})
 
 // Run runs f under the policy for a model on dev, restoring the previous
 // TF32 and autocast settings however f returns. Tensors f returns may be

@@ -11,26 +11,30 @@ import (
 	"kakusan/torch"
 )
 
+// shortRun trains diffusionConfig with sets for one epoch of 640 images,
+// logging every 2 steps; it returns the run's folder, the logged losses
+// and the log.
+func shortRun(t *testing.T, sets ...string) (dir string, losses []float64, log string) {
+	t.Helper()
+	var b strings.Builder
+	dir = filepath.Join(t.TempDir(), "run")
+	c := diffusionConfig(t, append([]string{"data.subset=640", "train.epochs=1", "train.log_every=2"}, sets...)...)
+	if _, err := Train(c, Options{Out: dir, Log: &b}); err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range readMetrics(t, dir) {
+		if m.Loss != nil {
+			losses = append(losses, *m.Loss)
+		}
+	}
+	return dir, losses, b.String()
+}
+
 // On the CPU train.cuda_graph says once that it trains eagerly, and does:
 // the same losses as without it.
 func TestCUDAGraphFallsBackOnTheCPU(t *testing.T) {
-	losses := func(sets ...string) ([]float64, string) {
-		var log strings.Builder
-		dir := filepath.Join(t.TempDir(), "run")
-		c := diffusionConfig(t, append(sets, "data.subset=640", "train.epochs=1", "train.log_every=2")...)
-		if _, err := Train(c, Options{Out: dir, Log: &log}); err != nil {
-			t.Fatal(err)
-		}
-		var out []float64
-		for _, m := range readMetrics(t, dir) {
-			if m.Loss != nil {
-				out = append(out, *m.Loss)
-			}
-		}
-		return out, log.String()
-	}
-	eager, _ := losses()
-	graphed, log := losses("train.cuda_graph=true")
+	_, eager, _ := shortRun(t)
+	_, graphed, log := shortRun(t, "train.cuda_graph=true")
 	if n := strings.Count(log, "train.cuda_graph: the CPU has no CUDA graphs; training with eager steps"); n != 1 {
 		t.Errorf("the fallback was announced %d times:\n%s", n, log)
 	}

@@ -2,6 +2,8 @@ package train
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"math"
@@ -193,7 +195,13 @@ func (l *loop) buildState(resume string) error {
 // all-reduced under data parallelism, captured in a CUDA graph when asked.
 func (l *loop) buildStep() error {
 	t := l.c.Train
-	step, err := NewStep(l.st, t.GradClip, t.Precision)
+	p := t.Precision
+	if p == torch.Auto && l.dist == nil {
+		// Ranks could measure differently; under data parallelism auto
+		// is the unmeasured guess (torch.Precision.On), the same on each.
+		p = l.measuredPrecision()
+	}
+	step, err := NewStep(l.st, t.GradClip, p)
 	if err != nil {
 		return err
 	}
@@ -214,6 +222,30 @@ func (l *loop) buildStep() error {
 		l.step = g
 	}
 	return nil
+}
+
+// measuredPrecision resolves train.precision auto on this device by
+// timing one forward and backward pass of the model on the training set's
+// first batch in each candidate policy (torch.Precision.Measured). The
+// passes run in eval mode (no running statistics move) with the random
+// generators put back, and the step zeroes the gradients they leave: a
+// run trains the same whether the choice was measured or cached.
+func (l *loop) measuredPrecision() torch.Precision {
+	n := min(l.c.Train.BatchSize, l.data.train.N)
+	index := make([]int, n)
+	for i := range index {
+		index[i] = i
+	}
+	m := l.st.Model
+	sections, _ := json.Marshal(l.c.Sections)
+	g := l.st.Geometry
+	key := fmt.Sprintf("train %s, batch %d of %dx%dx%d, sections %x", l.c.Model, n, g.C, g.H, g.W, sha256.Sum256(sections))
+	return torch.Auto.Measured(l.dev, key, l.r.Log, func() {
+		m.Module().SetTraining(false)
+		defer m.Module().SetTraining(true)
+		b := batchTensors((&datasets.Loader{Set: l.data.train, Batch: n}).Gather(index), l.data.train, l.dev)
+		m.Loss(b.X, b.Y).Backward()
+	})
 }
 
 // precision is the training step's precision policy in force.
