@@ -100,10 +100,10 @@ CMD ["help"]
 # scripts/test_torch2.sh (`make test-torch2`) runs `make test` in it on a
 # copy of the source tree. python3-torch is PyTorch 2.6 on the same
 # libtorch, for the twin tests and the CPU peers (g++ lets torch.compile's
-# inductor build its kernels).
+# inductor build its kernels, with Python's headers and setuptools).
 FROM ${GO_TRIXIE_IMAGE} AS torch2
 RUN apt-get update && \
-    apt-get install -y --no-install-recommends libtorch-dev libgloo-dev libopenblas0-openmp python3-torch dataset-fashion-mnist g++ make && \
+    apt-get install -y --no-install-recommends libtorch-dev libgloo-dev libopenblas0-openmp python3-torch python3-dev python3-setuptools dataset-fashion-mnist g++ make && \
     rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 

@@ -48,8 +48,11 @@ done
 # of one training step (speed does not depend on the weights); its peer is
 # the twin's guided step: 100 / (50 x the step).
 if [[ -x bin/train && -x bin/sample ]]; then
-  bin/train -config configs/mnist_cond_cpu.yaml --set train.max_steps=1 --set data.test_subset=100 --set samples=10 --out "$log/run" >"$log/train.log" 2>&1
-  for p in fp32 bf16 fp32 bf16; do
+  if ! bin/train -config configs/mnist_cond_cpu.yaml --set train.max_steps=1 --set data.test_subset=100 --set samples=10 --out "$log/run" >"$log/train.log" 2>&1; then
+    echo "bench: the sampling job's checkpoint could not be trained:" >&2
+    tail -5 "$log/train.log" >&2
+  fi
+  [[ -d $log/run ]] && for p in fp32 bf16 fp32 bf16; do
     bin/sample --checkpoint "$log/run" --n 200 --sampler ddim --steps 50 --guidance 3 --precision "$p" --out "$log/samples" 2>&1 |
       sed -n "s/.*(\([0-9.]*\) images\/s).*/$p \1/p" >>"$log/job.txt"
   done
