@@ -52,8 +52,10 @@ if [[ -x bin/train && -x bin/sample ]]; then
     echo "bench: the sampling job's checkpoint could not be trained:" >&2
     tail -5 "$log/train.log" >&2
   fi
+  i=0
   [[ -d $log/run ]] && for p in fp32 bf16 fp32 bf16; do
-    bin/sample --checkpoint "$log/run" --n 200 --sampler ddim --steps 50 --guidance 3 --precision "$p" --out "$log/samples" 2>&1 |
+    i=$((i + 1)) # a folder per job: one holding another job's images is refused
+    bin/sample --checkpoint "$log/run" --n 200 --sampler ddim --steps 50 --guidance 3 --precision "$p" --out "$log/samples-$i" 2>&1 |
       sed -n "s/.*(\([0-9.]*\) images\/s).*/$p \1/p" >>"$log/job.txt"
   done
 fi
