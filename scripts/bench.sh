@@ -77,15 +77,20 @@ rows = [
     ('small CNN training step, batch 64', ns('BenchmarkConvNetStep') / 1e6, conv['ms_per_step'], 'PyTorch ' + conv['torch'], 'ms'),
     ('VAE training step, batch 32', ns('BenchmarkVAETrainStep') / 1e6, vae['ms_per_step'], 'PyTorch ' + vae['torch'], 'ms'),
 ]
-unet = []
-if os.path.exists(d + '/ref_unet.json'):
+def by_mode(file):
+    """A peer's JSON lines (one per mode and round), by mode; {} when absent."""
     peer = {}
-    for line in open(d + '/ref_unet.json'):
-        if line.startswith('{'):
-            r = json.loads(line)
-            peer.setdefault(r['mode'], []).append(r)
+    if os.path.exists(d + '/' + file):
+        for line in open(d + '/' + file):
+            if line.startswith('{'):
+                r = json.loads(line)
+                peer.setdefault(r['mode'], []).append(r)
+    return peer
+unet = []
+peer = by_mode('ref_unet.json')
+if peer:
     med = lambda mode, k: statistics.median(r[k] for r in peer[mode])
-    ref = peer['eager'][0]
+    ref = next(iter(peer.values()))[0]
     shape = f"width {ref['width']}"
     for what, bench, key, size in [('training step', 'BenchmarkUNetTrainStep', 'train_ms_per_step', f"batch {ref['batch']}"),
                                    ('guided sampling step', 'BenchmarkUNetSampleStep', 'sample_ms_per_step', f"{ref['sample_batch']} images")]:
@@ -96,13 +101,9 @@ if os.path.exists(d + '/ref_unet.json'):
                          'ms', ours / med(best, key), best))
 def twin(file, name, bench, batch, peer_name):
     """Rows of a network against its twin (bench_cpu_default.py's JSON lines)."""
-    if not os.path.exists(d + '/' + file):
+    peer = by_mode(file)
+    if not peer:
         return
-    peer = {}
-    for line in open(d + '/' + file):
-        if line.startswith('{'):
-            r = json.loads(line)
-            peer.setdefault(r['mode'], []).append(r)
     med = lambda mode, k: statistics.median(r[k] for r in peer[mode])
     for what, kind, key, size in [('training step', 'TrainStep', 'train_ms_per_step', f'batch {batch}'),
                                   ('guided sampling step', 'SampleStep', 'sample_ms_per_step',
@@ -114,14 +115,12 @@ def twin(file, name, bench, batch, peer_name):
                          'ms', ours / med(best, key), best))
 twin('cpu_default.json', 'CPU default', 'CPUDefault', 128, 'bench_cpu_default.py')
 twin('colour.json', 'colour recipe (3x32x32)', 'Colour', 64, 'bench_cpu_default.py --net colour')
-if os.path.exists(d + '/job.txt') and os.path.exists(d + '/cpu_default.json'):
-    peer = {}
-    for line in open(d + '/cpu_default.json'):
-        if line.startswith('{'):
-            r = json.loads(line)
-            peer.setdefault(r['mode'], []).append(statistics.median([r['sample_ms_per_step']]))
-    best = min(peer, key=lambda m: statistics.median(peer[m]))
-    peer_ips = 100 / (50 * statistics.median(peer[best]) / 1e3)
+peer = by_mode('cpu_default.json')
+if os.path.exists(d + '/job.txt') and peer:
+    med = lambda mode: statistics.median(r['sample_ms_per_step'] for r in peer[mode])
+    best = min(peer, key=med)
+    n = peer[best][0]['sample_batch']
+    peer_ips = n / (50 * med(best) / 1e3)
     jobs = {}
     for line in open(d + '/job.txt'):
         p, ips = line.split()
@@ -129,7 +128,7 @@ if os.path.exists(d + '/job.txt') and os.path.exists(d + '/cpu_default.json'):
     for p, v in sorted(jobs.items()):
         # images/s: a ratio of times is the peer's rate over ours.
         unet.append((f'DDIM-50 sampling job, CPU default, {p}, images/s (ours includes PNGs)', statistics.median(v), peer_ips,
-                     f'bench_cpu_default.py {best}: 100 / (50 steps)', 'images/s', peer_ips / statistics.median(v), best))
+                     f'bench_cpu_default.py {best}: {n} / (50 steps)', 'images/s', peer_ips / statistics.median(v), best))
 print('| benchmark | kakusan | peer | ratio |')
 print('| --- | --- | --- | --- |')
 for name, ours, peer, what, unit in rows:

@@ -96,8 +96,7 @@ bench() {
     set -euo pipefail
     tar -xf - -C /src
     echo "libtorch $(dpkg-query -W -f "\${Version}" libtorch-dev), PyTorch $(python3 -c "import torch; print(torch.__version__)"), $(lscpu | sed -n "s/^Model name: *//p"), $(nproc) cores"
-    scripts/build_shim.sh bin 2>/dev/null
-    go build -ldflags "-extldflags \"-Wl,-rpath,\$ORIGIN\"" -o bin/ ./cmd/...
+    make build >/tmp/build.log 2>&1 || { tail -20 /tmp/build.log; exit 1; }
     REF_UNET=/ref_unet.py PYTHON=python3 PEER_MODES=eager,bf16-cl,compile,compile-bf16-cl \
       TWIN_MODES=fp32-cl,bf16-cl,compile-fp32-cl,compile-bf16-cl scripts/bench.sh
   ' >"$out/bench.log" 2>&1 || { tail -30 "$out/bench.log" >&2; fail "the benchmarks (log: $out/bench.log)"; }
