@@ -13,7 +13,9 @@ import (
 // leaves no trace: the run that measured, a run that read the choice from
 // the cache and a run told that policy outright train the same losses
 // (BatchNorm's running statistics did not move, no random number was
-// drawn) and draw the same final grid.
+// drawn) and draw the same final grid. Training's and sampling's choices
+// are separate measurements and may differ (CI under libtorch 2.6 picked
+// fp32 for training and bf16 for the grid).
 func TestMeasuredAutoTrainsAsItsChoice(t *testing.T) {
 	t.Setenv("KAKUSAN_CACHE", t.TempDir())
 	run := func(sets ...string) ([]float64, []byte, string) {
@@ -30,15 +32,18 @@ func TestMeasuredAutoTrainsAsItsChoice(t *testing.T) {
 	if chosen == nil {
 		t.Fatalf("the run does not say its precision:\n%s", log)
 	}
-	told, tgrid, _ := run("train.precision="+chosen[1], "diffusion.sample_precision="+chosen[1])
+	// The grid's auto is its own measurement (a sampling key, logged to
+	// stderr), read from the cache here: the told run differs from the
+	// measuring one only in how training's policy was reached.
+	told, tgrid, _ := run("train.precision="+chosen[1], "diffusion.sample_precision=auto")
 	if len(measured) < 2 || !slices.Equal(measured, cached) || !slices.Equal(measured, told) {
 		t.Errorf("losses: measured %v, cached %v, told %s %v", measured, cached, chosen[1], told)
 	}
 	if !bytes.Equal(mgrid, cgrid) {
 		t.Errorf("the final grid differs between the measuring run and the cached one")
 	}
-	if chosen[1] == "fp32" && !bytes.Equal(mgrid, tgrid) { // the grid's own auto may differ from training's
-		t.Errorf("the final grid differs between auto and fp32")
+	if !bytes.Equal(mgrid, tgrid) {
+		t.Errorf("the final grid differs between auto and %s", chosen[1])
 	}
 	t.Logf("auto chose %s here: %s", chosen[1], regexp.MustCompile(`precision auto: [^\n]*`).FindAllString(log, -1))
 }
