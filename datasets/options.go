@@ -37,6 +37,9 @@ type Options struct {
 // look as people see them.
 const DefaultBackground = "white"
 
+// Black is the black background: transparent pixels of a mask are kept.
+var Black = color.RGBA{0, 0, 0, 255}
+
 // ParseBackground reads a background colour: "white", "black", or "#rrggbb";
 // "" is DefaultBackground.
 func ParseBackground(s string) (color.RGBA, error) {

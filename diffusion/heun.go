@@ -78,6 +78,9 @@ func (k *sigmaSampler) Step(xt, eps *torch.Tensor, i int, _ func() *torch.Tensor
 }
 
 // Free releases a half-done Heun step's state (Run calls it at the end).
+// Pending reports whether a Heun step awaits its corrector.
+func (k *sigmaSampler) Pending() bool { return k.x0 != nil }
+
 func (k *sigmaSampler) Free() {
 	k.x0.Free()
 	k.d0.Free()

@@ -220,6 +220,15 @@ func (m *Model) Free() {
 // forward pass (unet.UNet.FLOPs), 0 where they are not counted.
 func (m *Model) FLOPs() int64 { return m.Net.FLOPs(m.Shape[1], m.Shape[2]) }
 
+// PixelShape is one image's shape in pixels, (C, H, W): Shape, or for a
+// latent model its autoencoder's images'.
+func (m *Model) PixelShape() []int64 {
+	if l, ok := m.Codec.(*Latent); ok {
+		return l.AE.ImageShape()
+	}
+	return m.Shape
+}
+
 // Prompted reports whether the model is conditioned on prompts.
 func (m *Model) Prompted() bool { return m.Net.Prompted() }
 
@@ -278,12 +287,17 @@ func (m *Model) Loss(x, y *torch.Tensor) *torch.Tensor {
 	return perImage.Mul(m.Sched.LossWeight(m.pred, t, m.Cfg.MinSNRGamma).To(perImage.DType())).Mean()
 }
 
-// Generate samples the images of one batch of a sampling job in eval mode
-// without gradients: image images[i] with label labels[i] (ignored by an
-// unconditional model), its noise drawn from (seed, images[i]) so that it
-// does not depend on the batch it is made in. It returns images (B, C, H, W)
-// in [0, 1] (not clamped).
+// Generate samples the images of one batch of a sampling job with the
+// given seed: Draw of image images[i] with label labels[i].
 func (m *Model) Generate(images []int, labels []int64, seed uint64, s Sampling) (*torch.Tensor, error) {
+	return m.Draw(Batch{Images: images, Labels: labels, Seeds: SameSeed(seed, len(images))}, s)
+}
+
+// Draw samples the images of batch b in eval mode without gradients, each
+// image's noise drawn from its own seed and index (ImageNoise), so that it
+// does not depend on the batch it is made in; with b.Init it edits them
+// (Batch). It returns images (B, C, H, W) in [0, 1] (not clamped).
+func (m *Model) Draw(b Batch, s Sampling) (*torch.Tensor, error) {
 	sm, err := NewSampler(s.Sampler, m.Sched, s.Options())
 	if err != nil {
 		return nil, err
@@ -291,7 +305,10 @@ func (m *Model) Generate(images []int, labels []int64, seed uint64, s Sampling) 
 	if err := m.CheckSampling(s); err != nil {
 		return nil, err
 	}
-	var y *torch.Tensor
+	images, labels := b.Images, b.Labels
+	if len(b.Seeds) != len(images) {
+		return nil, fmt.Errorf("%d seeds for %d images", len(b.Seeds), len(images))
+	}
 	if m.Conditional() {
 		if len(labels) != len(images) {
 			return nil, fmt.Errorf("%d labels for %d images", len(labels), len(images))
@@ -307,6 +324,11 @@ func (m *Model) Generate(images []int, labels []int64, seed uint64, s Sampling) 
 	defer m.Net.SetTraining(training)
 	var x *torch.Tensor
 	torch.NoGrad(func() {
+		var e *edit
+		if e, err = m.newEdit(b, s, sm.Timesteps()); err != nil {
+			return
+		}
+		var y *torch.Tensor
 		switch {
 		case m.Prompted():
 			style := m.stylePrompt(s).StyleTokens(m.Classes())
@@ -322,8 +344,11 @@ func (m *Model) Generate(images []int, labels []int64, seed uint64, s Sampling) 
 			s.Precision = m.measuredPrecision(s, y, len(images))
 		}
 		pred, pieces := m.Predictor(y, s)
-		x = m.Codec.Decode(Run(sm, pred, pieces, ImageNoise(seed, images, m.Shape, m.dev)))
+		x = paste(m.Codec.Decode(run(sm, pred, pieces, ImageNoise(b.Seeds, images, m.Shape, m.dev), e)), b)
 	})
+	if err != nil {
+		return nil, err
+	}
 	return x, nil
 }
 

@@ -99,19 +99,56 @@ type restarter interface{ Restart() }
 // temporaries are freed at its end, and so is the state it replaces
 // (noise(0) included); the result belongs to the caller's scope.
 func Run(sm Sampler, pred Predictor, pieces Pieces, noise Noise) *torch.Tensor {
+	return run(sm, pred, pieces, noise, nil)
+}
+
+// A corrector is a sampler whose steps take two visits (Heun's): Pending
+// reports whether the step begun at the last visit awaits its second.
+type corrector interface{ Pending() bool }
+
+// run is Run, and with an edit, image-to-image and inpainting: the walk
+// starts at the edit's visit from its images noised to that timestep, and
+// after each whole step the edit may replace the known region and send the
+// walk back to the step's start (RePaint).
+func run(sm Sampler, pred Predictor, pieces Pieces, noise Noise, e *edit) *torch.Tensor {
 	if f, ok := sm.(interface{ Free() }); ok {
 		defer f.Free() // state a multistep sampler kept between steps
 	}
 	r, multistep := sm.(restarter)
-	x := noise(0)
+	c, twoVisits := sm.(corrector)
 	ts := sm.Timesteps()
-	for i, t := range ts {
-		if multistep && pieces != nil && i > 0 && pieces(t) != pieces(ts[i-1]) {
+	start, x := 0, noise(0)
+	if e != nil {
+		start = e.start
+		x = advance(x, func() *torch.Tensor { return e.noised(x, ts[start]) })
+	}
+	for i, begin, redo := start, start, 0; i < len(ts); {
+		t := ts[i]
+		if multistep && pieces != nil && i > start && pieces(t) != pieces(ts[i-1]) {
 			r.Restart()
 		}
 		x = advance(x, func() *torch.Tensor {
 			return sm.Step(x, pred(x, t), i, func() *torch.Tensor { return noise(i + 1) })
 		})
+		if e == nil || twoVisits && c.Pending() {
+			i++
+			continue
+		}
+		next := 0 // the timestep x is at, now that the step is whole
+		if i+1 < len(ts) {
+			next = ts[i+1]
+		}
+		x = advance(x, func() *torch.Tensor { return e.known(x, next, i) })
+		if redo+1 < e.resample && next != 0 {
+			x = advance(x, func() *torch.Tensor { return e.renoise(x, next, ts[begin], i, redo) })
+			if multistep {
+				r.Restart() // its history is of the step being redone
+			}
+			i, redo = begin, redo+1
+			continue
+		}
+		i++
+		begin, redo = i, 0
 	}
 	return x
 }

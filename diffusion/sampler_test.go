@@ -214,7 +214,7 @@ func TestRunIsBitIdenticalToTheOldLoops(t *testing.T) {
 		y := torch.FromSlice([]int64{2, 5}, nil)
 		images := []int{3, 8}
 		shape := []int64{1, 4, 4}
-		noise := func() Noise { return ImageNoise(11, images, shape, torch.CPU) }
+		noise := func() Noise { return ImageNoise(SameSeed(11, len(images)), images, shape, torch.CPU) }
 		for _, kind := range []Prediction{Eps, V} {
 			pred := s.AsEps(Guided(fakeNet, y, 3, 0), kind)
 			old := oldGuided(s, fakeNet, y, 3, kind == V)

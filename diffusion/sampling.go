@@ -41,6 +41,34 @@ type Sampling struct {
 	// word, for a model conditioned on prompts: a sampling job's, not a
 	// config's.
 	Prompt string `yaml:"-" flag:"prompt" help:"for a model conditioned on prompts: style words for every image, e.g. \"bold slanted\" (thin/bold, upright/slanted); in bin/sample a class word (\"bold seven\") also sets every image's class"`
+	// Strength and Resample shape image-to-image and inpainting (Batch.Init,
+	// Batch.Mask): a job's settings, not a config's; 0 is each one's
+	// default (ForEdit).
+	Strength float64 `yaml:"-" flag:"strength" help:"image-to-image and inpainting (--init): how far towards noise the image goes before the sampler draws it back, in (0, 1]; 1 starts from noise, 0.5 runs the last half of the steps; default 0.8, 1 with --mask"`
+	Resample int     `yaml:"-" flag:"resample" help:"inpainting (--mask): RePaint's resampling, each step run this many times with the image re-noised between (1-20; default 1, none)"`
+}
+
+// The defaults of the edit settings (Sampling.ForEdit).
+const (
+	DefaultStrength        = 0.8 // image-to-image: SDEdit's and diffusers' usual
+	DefaultInpaintStrength = 1.0 // inpainting: the painted region starts from noise
+	MaxResample            = 20
+)
+
+// ForEdit is s with the edit settings' defaults filled in for an
+// image-to-image run (masked: inpainting): Strength DefaultStrength (or
+// DefaultInpaintStrength), Resample 1.
+func (s Sampling) ForEdit(masked bool) Sampling {
+	if s.Strength == 0 {
+		s.Strength = DefaultStrength
+		if masked {
+			s.Strength = DefaultInpaintStrength
+		}
+	}
+	if s.Resample == 0 {
+		s.Resample = 1
+	}
+	return s
 }
 
 // SamplingField is one setting of Sampling as its tags declare it.
@@ -104,7 +132,8 @@ func (s Sampling) Over(def Sampling, given []string) Sampling {
 // Record is s as a sampling job's job.json and bin/eval's report record it,
 // for a model of T timesteps: every setting under its Record name, but for
 // those that do nothing here (the threshold ratio without dynamic
-// thresholding, guidance at every step, no prompt); ddpm's steps are T.
+// thresholding, guidance at every step, no prompt, no edit); ddpm's steps
+// are T.
 func (s Sampling) Record(T int) map[string]any {
 	v := reflect.ValueOf(s)
 	r := map[string]any{}
@@ -124,6 +153,12 @@ func (s Sampling) Record(T int) map[string]any {
 	}
 	if s.Prompt == "" {
 		delete(r, "prompt")
+	}
+	if s.Strength == 0 {
+		delete(r, "strength")
+	}
+	if s.Resample == 0 {
+		delete(r, "resample")
 	}
 	return r
 }
@@ -155,6 +190,12 @@ func (s Sampling) Validate(T int) error {
 	}
 	if err := s.GuidanceInterval.Validate(); err != nil {
 		errs = append(errs, err)
+	}
+	if !(s.Strength >= 0 && s.Strength <= 1) {
+		errs = append(errs, fmt.Errorf("strength: must be in (0, 1] (0: the default), got %g", s.Strength))
+	}
+	if s.Resample < 0 || s.Resample > MaxResample {
+		errs = append(errs, fmt.Errorf("resample: must be 1-%d (0: the default, 1), got %d", MaxResample, s.Resample))
 	}
 	return errors.Join(errs...)
 }

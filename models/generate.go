@@ -67,16 +67,42 @@ func diffusionGenerator(m Model, s diffusion.Sampling) (sample.Generator, error)
 	if err := dm.CheckSampling(s); err != nil {
 		return nil, err
 	}
-	return diffusionBatches{dm, s}, nil
+	return diffusionBatches{m: dm, s: s}, nil
+}
+
+// EditGenerator is a diffusion model's Generator that edits the image init
+// (1, C, H, W) in [0, 1] in every image of a job: image-to-image, or with
+// mask (1, 1, H, W; 1 where the model paints, nil for none) inpainting, as
+// s.Strength and s.Resample say (diffusion.Batch). The job's images differ
+// by their noise.
+func EditGenerator(m Model, s diffusion.Sampling, init, mask *torch.Tensor) (sample.Generator, error) {
+	dm, ok := m.(*diffusion.Model)
+	if !ok {
+		return nil, fmt.Errorf("image-to-image and inpainting are for diffusion models")
+	}
+	s = s.ForEdit(mask != nil)
+	if err := dm.CheckSampling(s); err != nil {
+		return nil, err
+	}
+	return diffusionBatches{m: dm, s: s, init: init, mask: mask}, nil
 }
 
 type diffusionBatches struct {
-	m *diffusion.Model
-	s diffusion.Sampling
+	m          *diffusion.Model
+	s          diffusion.Sampling
+	init, mask *torch.Tensor // one image each, for every image of the job; nil: none
 }
 
 func (g diffusionBatches) Generate(b sample.Batch) (*torch.Tensor, error) {
-	return g.m.Generate(b.Images, b.Labels, b.Seed, g.s)
+	db := diffusion.Batch{Images: b.Images, Labels: b.Labels, Seeds: diffusion.SameSeed(b.Seed, len(b.Images))}
+	n := int64(len(b.Images))
+	if g.init != nil {
+		db.Init = g.init.Expand(append([]int64{n}, g.init.Shape()[1:]...)...)
+	}
+	if g.mask != nil {
+		db.Mask = g.mask.Expand(append([]int64{n}, g.mask.Shape()[1:]...)...)
+	}
+	return g.m.Draw(db, g.s)
 }
 
 // priorModel is a model that draws images from the current generator: the

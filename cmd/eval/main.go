@@ -88,7 +88,7 @@ func newFlags() (*pflag.FlagSet, *options, *string) {
 	fs.StringVar(&o.checkpoint, "checkpoint", "", "a model checkpoint to sample from instead")
 	fs.IntVar(&o.n, "n", 10000, "with --checkpoint: images to generate")
 	guidance := fs.String("guidance", "", "with --checkpoint: guidance values, comma-separated (a sweep) (default: the checkpoint config's)")
-	cli.SamplingFlags(fs, &o.sampling, "guidance")
+	cli.SamplingFlags(fs, &o.sampling, "guidance", "strength", "resample") // eval draws from noise
 	fs.IntVar(&o.batch, "batch", 0, "with --checkpoint: images per forward pass (default 500 on CUDA, 100 on the CPU)")
 	fs.Uint64Var(&o.seed, "seed", 1, "with --checkpoint: random seed")
 	fs.BoolVar(&o.noEMA, "no-ema", false, "with --checkpoint: sample with the trained weights even when the checkpoint has a moving average")

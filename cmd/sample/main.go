@@ -17,6 +17,12 @@
 //	sample --checkpoint runs/mnist_cond/checkpoints/latest.safetensors --n 10000 \
 //	    --labels 0-9 --guidance 3 --sampler ddim --steps 50 --batch 500 --seed 1 --out samples/
 //
+// With --init every image redraws one picture (image-to-image), and with
+// --mask only its white region (inpainting):
+//
+//	sample --checkpoint runs/mnist_cond --init digit.png --strength 0.6 --labels 3 --n 8
+//	sample --checkpoint runs/mnist_cond --init digit.png --mask top.png --resample 5 --n 8
+//
 // --shard i/n runs one machine's part; the shards together make exactly the
 // unsharded job's images. Without --shard the part comes from a Kubernetes
 // Indexed Job (JOB_COMPLETION_INDEX, with JOB_COMPLETIONS set in its spec)
@@ -74,6 +80,8 @@ func newFlags() (*pflag.FlagSet, *flags) {
 	fs.StringVar(&f.shard, "shard", "auto", "this machine's part of the job, `i/n`; auto: JOB_COMPLETION_INDEX of JOB_COMPLETIONS (a Kubernetes Indexed Job), else RANK of WORLD_SIZE, else 0/1")
 	fs.StringVar(&f.merge, "merge", "", "join the shard manifests of a finished job in this `folder` into manifest.jsonl, checking every image is there once")
 	fs.BoolVar(&j.noEMA, "no-ema", false, "sample with the trained weights even when the checkpoint has a moving average")
+	fs.StringVar(&j.init, "init", "", "diffusion models: image-to-image (SDEdit) from this PNG or JPEG `file`, resized and cropped as the training images were: every image of the job redraws it, as far as --strength says")
+	fs.StringVar(&j.mask, "mask", "", "with --init: inpainting; a PNG or JPEG `file`, white where the model paints, black where --init is kept (see --resample)")
 	return fs, f
 }
 
@@ -123,7 +131,7 @@ func main() {
 		}
 		return
 	}
-	for _, name := range append([]string{"device", "batch", "labels", "shard", "no-ema"}, diffusion.SamplingFlags()...) {
+	for _, name := range append([]string{"device", "batch", "labels", "shard", "no-ema", "init", "mask"}, diffusion.SamplingFlags()...) {
 		if fs.Changed(name) {
 			cli.Fatal("sample", fmt.Errorf("--%s is for neural checkpoints (--checkpoint); a classical model's samples are drawn in one go", name))
 		}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"maps"
 	"os"
 	"path/filepath"
@@ -26,6 +27,7 @@ import (
 // neuralJob is the command line of a sampling job from a checkpoint.
 type neuralJob struct {
 	checkpoint, out, device, labels string
+	init, mask                      string // image-to-image and inpainting
 	n, batch, shard, of             int
 	seed                            uint64
 	sampling                        diffusion.Sampling
@@ -64,9 +66,13 @@ func runNeural(ctx context.Context, j neuralJob) error {
 			return err
 		}
 		var gen sample.Generator
-		if reconstructsOnly(e) { // it draws nothing: its images are reconstructions
+		switch {
+		case j.init != "":
+			s = s.ForEdit(j.mask != "")
+			gen, err = j.editGenerator(ck, m, s, dev)
+		case reconstructsOnly(e): // it draws nothing: its images are reconstructions
 			gen, job.Labels, err = reconstructions(ck, m, j.n, dev)
-		} else {
+		default:
 			gen, err = e.NewGenerator(m, s)
 		}
 		if err != nil {
@@ -82,6 +88,11 @@ func runNeural(ctx context.Context, j neuralJob) error {
 		}
 		g := ck.Geometry
 		meta := map[string]any{"model": ck.Config.Model, "checkpoint": ck.Path, "step": ck.Step, "ema": ck.HasEMA() && !j.noEMA}
+		for k, v := range map[string]string{"init": j.init, "mask": j.mask} {
+			if v != "" {
+				meta[k] = v
+			}
+		}
 		maps.Copy(meta, models.SamplingRecord(ck.Config, s))
 		out := &sample.Folder{Dir: j.out, Job: job, C: g.C, H: g.H, W: g.W, Meta: meta, Names: g.ClassNames}
 		if err := out.Open(); err != nil {
@@ -111,6 +122,12 @@ func (j neuralJob) flagsApply(e models.Entry, m models.Model, c *models.Config) 
 		sampler = models.GridSampling(c).Sampler
 	}
 	ddpm := sampler == "ddpm"
+	switch {
+	case j.init != "" && !isDiffusion:
+		return fmt.Errorf("--init: image-to-image and inpainting are for diffusion models")
+	case j.mask != "" && j.init == "":
+		return fmt.Errorf("--mask: inpainting needs the image too (--init)")
+	}
 	for _, name := range j.set {
 		switch {
 		case name == "labels" && reconstructsOnly(e):
@@ -121,11 +138,43 @@ func (j neuralJob) flagsApply(e models.Entry, m models.Model, c *models.Config) 
 			return fmt.Errorf("--%s: the model is unconditional", name)
 		case ddpm && (name == "steps" || name == "eta" || name == "spacing"):
 			return fmt.Errorf("--%s is for the step-skipping samplers (ddim, dpm++2m, euler, heun): ddpm visits every timestep with its own noise", name)
+		case name == "strength" && j.init == "":
+			return fmt.Errorf("--strength is for image-to-image and inpainting (--init)")
+		case name == "resample" && j.mask == "":
+			return fmt.Errorf("--resample is for inpainting (--init with --mask)")
 		case name == "eta" && sampler != "ddim" && slices.Contains(diffusion.Samplers(), sampler):
 			return fmt.Errorf("--eta is for ddim: %s is deterministic", sampler)
 		}
 	}
 	return nil
+}
+
+// editGenerator reads --init (and --mask) for the checkpoint's geometry
+// and wraps the model as a Generator that edits them with s.
+func (j neuralJob) editGenerator(ck *models.Checkpoint, m models.Model, s diffusion.Sampling, dev torch.Device) (sample.Generator, error) {
+	read := func(path string, decode func(r io.Reader) ([]float32, error)) ([]float32, error) {
+		f, err := os.Open(path)
+		if err != nil {
+			return nil, err
+		}
+		defer f.Close()
+		return decode(f)
+	}
+	g := ck.Geometry
+	px, err := read(j.init, func(r io.Reader) ([]float32, error) { return models.InputImage(r, "--init "+j.init, g, ck.Config.Data) })
+	if err != nil {
+		return nil, err
+	}
+	init := torch.FromSlice(px, []int64{1, int64(g.C), int64(g.H), int64(g.W)}, dev)
+	var mask *torch.Tensor
+	if j.mask != "" {
+		v, err := read(j.mask, func(r io.Reader) ([]float32, error) { return models.InputMask(r, "--mask "+j.mask, g) })
+		if err != nil {
+			return nil, err
+		}
+		mask = torch.FromSlice(v, []int64{1, 1, int64(g.H), int64(g.W)}, dev)
+	}
+	return models.EditGenerator(m, s, init, mask)
 }
 
 // promptClass moves the class word of --prompt into the labels: "bold

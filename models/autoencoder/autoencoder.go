@@ -230,6 +230,9 @@ func New(cfg Config, c, h, w int64, dev torch.Device) (*AutoencoderKL, error) {
 	return a, nil
 }
 
+// ImageShape is one image's shape, (C, H, W).
+func (a *AutoencoderKL) ImageShape() []int64 { return []int64{a.C, a.sidesH[0], a.sidesW[0]} }
+
 // LatentShape is one latent's shape, (Latent, h, w).
 func (a *AutoencoderKL) LatentShape() []int64 {
 	n := len(a.sidesH) - 1
