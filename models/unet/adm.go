@@ -219,7 +219,9 @@ func (a *adm) forward(u *UNet, x, v, lab *torch.Tensor) *torch.Tensor {
 		for j, r := range lv.res {
 			s := skips[len(skips)-1]
 			skips = skips[:len(skips)-1]
-			h = block(func() *torch.Tensor { return attendMaybe(lv.attn[j], r.Forward(torch.Cat([]*torch.Tensor{h, s}, 1), e)) })
+			h = block(func() *torch.Tensor {
+				return attendMaybe(lv.attn[j], r.Forward(torch.Cat([]*torch.Tensor{h, s}, 1), e))
+			})
 		}
 		if lv.resize != nil {
 			next := skips[len(skips)-1] // the size to go up to: odd sides round up on the way down

@@ -40,13 +40,13 @@ type Config struct {
 	// HeadChannels is the channels of each of adm's attention heads (a
 	// level of C channels has C/head_channels heads; one head when it does
 	// not divide C).
-	HeadChannels int64 `yaml:"head_channels"`
-	Classes   int64   `yaml:"-"`         // label classes, the data's; 0 for an unconditional model
-	Norm      string  `yaml:"norm"`      // "batch" (reference) or "group"
-	Groups    int64   `yaml:"groups"`    // groups of GroupNorm
-	Act       string  `yaml:"act"`       // "relu" (reference) or "silu"
-	Dropout   float64 `yaml:"dropout"`   // after each block's first activation; 0 = none
-	Attention bool    `yaml:"attention"` // a self-attention block after the bottleneck
+	HeadChannels int64   `yaml:"head_channels"`
+	Classes      int64   `yaml:"-"`         // label classes, the data's; 0 for an unconditional model
+	Norm         string  `yaml:"norm"`      // "batch" (reference) or "group"
+	Groups       int64   `yaml:"groups"`    // groups of GroupNorm
+	Act          string  `yaml:"act"`       // "relu" (reference) or "silu"
+	Dropout      float64 `yaml:"dropout"`   // after each block's first activation; 0 = none
+	Attention    bool    `yaml:"attention"` // a self-attention block after the bottleneck
 	// Residual adds each block's input, through a 1×1 convolution where
 	// the channel count changes, to its output (as a ResNet block does).
 	Residual bool `yaml:"residual"`
