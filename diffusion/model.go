@@ -366,6 +366,27 @@ func (m *Model) Predictor(y *torch.Tensor, s Sampling) (Predictor, Pieces) {
 	return m.Sched.Clipped(m.Sched.AsEps(guided, m.pred), s.ClipX0, s.ThresholdRatio, lo, hi), pieces
 }
 
+// ResolvePrecision is s with precision auto resolved for batches of n
+// images, as Draw resolves it for each batch size (measured once and
+// cached): a server that merges requests into batches of every size
+// resolves it once, for its largest.
+func (m *Model) ResolvePrecision(s Sampling, n int) Sampling {
+	if s.Precision != torch.Auto {
+		return s
+	}
+	torch.NoGrad(func() {
+		var y *torch.Tensor
+		switch {
+		case m.Prompted():
+			y = torch.Ones([]int64{int64(n), prompt.Context}, m.dev).To(torch.Int64)
+		case m.Conditional():
+			y = torch.Zeros([]int64{int64(n)}, m.dev).To(torch.Int64)
+		}
+		s.Precision = m.measuredPrecision(s, y, n)
+	})
+	return s
+}
+
 // measuredPrecision resolves sample_precision auto on the model's device
 // by timing one step of the predictor (the guided forward) on n images in
 // each candidate policy (torch.Precision.Measured; the generators are put

@@ -31,9 +31,9 @@ func FromTensor(t *torch.Tensor) (*Images, error) {
 	return &Images{N: int(s[0]), C: int(s[1]), H: int(s[2]), W: int(s[3]), Pix: pix}, nil
 }
 
-// finite refuses images with NaN or infinite values (weights that overflow
+// Finite refuses images with NaN or infinite values (weights that overflow
 // make them), which would be written as black PNGs.
-func (im *Images) finite() error {
+func (im *Images) Finite() error {
 	for i, v := range im.Pix {
 		if math.IsNaN(float64(v)) || math.IsInf(float64(v), 0) {
 			return fmt.Errorf("image %d of the batch has non-finite values: the model's output overflows (its weights are too large or not finite)", i/(im.C*im.H*im.W))
@@ -107,13 +107,23 @@ func (im *Images) Grid(cols, scale int) image.Image {
 	return dst
 }
 
-// SavePNG writes img to path atomically.
+// SavePNG writes img to path atomically, as EncodePNG encodes it.
 func SavePNG(path string, img image.Image) error {
-	var buf bytes.Buffer
-	if err := png.Encode(&buf, img); err != nil {
+	b, err := EncodePNG(img)
+	if err != nil {
 		return err
 	}
-	return atomic.WriteFile(path, buf.Bytes())
+	return atomic.WriteFile(path, b)
+}
+
+// EncodePNG is img as a PNG file: what a sampling job writes, byte for
+// byte, and a server answers.
+func EncodePNG(img image.Image) ([]byte, error) {
+	var buf bytes.Buffer
+	if err := png.Encode(&buf, img); err != nil {
+		return nil, err
+	}
+	return buf.Bytes(), nil
 }
 
 // maxPNG bounds a PNG a job reads back (a sample, not a photograph).

@@ -19,7 +19,6 @@ import (
 	"kakusan/diffusion"
 	"kakusan/internal/signals"
 	"kakusan/models"
-	"kakusan/models/prompt"
 	"kakusan/sample"
 	"kakusan/torch"
 )
@@ -113,40 +112,9 @@ func reconstructsOnly(e models.Entry) bool {
 }
 
 // flagsApply refuses the flags that do nothing for the checkpoint's model
-// m, of entry e and config c: sampling flags for a model that does not
-// diffuse, --labels for an unconditional one.
+// m, of entry e and config c (models.CheckSettings).
 func (j neuralJob) flagsApply(e models.Entry, m models.Model, c *models.Config) error {
-	isDiffusion := e.Does(models.Diffuses)
-	sampler := j.sampling.Sampler
-	if !slices.Contains(j.set, "sampler") {
-		sampler = models.GridSampling(c).Sampler
-	}
-	ddpm := sampler == "ddpm"
-	switch {
-	case j.init != "" && !isDiffusion:
-		return fmt.Errorf("--init: image-to-image and inpainting are for diffusion models")
-	case j.mask != "" && j.init == "":
-		return fmt.Errorf("--mask: inpainting needs the image too (--init)")
-	}
-	for _, name := range j.set {
-		switch {
-		case name == "labels" && reconstructsOnly(e):
-			return fmt.Errorf("--labels: an autoencoder reconstructs the first --n training images, with their own labels")
-		case name != "labels" && !isDiffusion:
-			return fmt.Errorf("--%s is for diffusion models; this one does not sample by diffusion", name)
-		case (name == "labels" || name == "guidance") && !models.Conditional(m):
-			return fmt.Errorf("--%s: the model is unconditional", name)
-		case ddpm && (name == "steps" || name == "eta" || name == "spacing"):
-			return fmt.Errorf("--%s is for the step-skipping samplers (ddim, dpm++2m, euler, heun): ddpm visits every timestep with its own noise", name)
-		case name == "strength" && j.init == "":
-			return fmt.Errorf("--strength is for image-to-image and inpainting (--init)")
-		case name == "resample" && j.mask == "":
-			return fmt.Errorf("--resample is for inpainting (--init with --mask)")
-		case name == "eta" && sampler != "ddim" && slices.Contains(diffusion.Samplers(), sampler):
-			return fmt.Errorf("--eta is for ddim: %s is deterministic", sampler)
-		}
-	}
-	return nil
+	return models.CheckSettings(e, m, c, j.sampling, j.set, j.init != "", j.mask != "", func(flag string) string { return "--" + flag })
 }
 
 // editGenerator reads --init (and --mask) for the checkpoint's geometry
@@ -181,21 +149,17 @@ func (j neuralJob) editGenerator(ck *models.Checkpoint, m models.Model, s diffus
 // seven" draws sevens, bold; the style words stay the sampling's prompt.
 // m has the given classes.
 func (j *neuralJob) promptClass(m models.Model, classes int) error {
-	words := models.Vocabulary(m)
-	if j.sampling.Prompt == "" || words == nil {
-		return nil // the model's CheckSampling refuses a prompt it cannot take
-	}
-	p, err := prompt.Parse(words, classes, j.sampling.Prompt)
+	class, style, err := models.PromptClass(m, classes, j.sampling.Prompt)
 	if err != nil {
 		return fmt.Errorf("--prompt %.60q: %w", j.sampling.Prompt, err)
 	}
-	if p.Class >= 0 {
+	if class >= 0 {
 		if slices.Contains(j.set, "labels") {
 			return fmt.Errorf("--prompt %.60q names a class and --labels gives the classes: one or the other", j.sampling.Prompt)
 		}
-		j.labels = strconv.Itoa(p.Class)
+		j.labels = strconv.Itoa(class)
 	}
-	j.sampling.Prompt = p.Words()
+	j.sampling.Prompt = style
 	return nil
 }
 

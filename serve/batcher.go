@@ -1,0 +1,238 @@
+package serve
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"kakusan/sample"
+)
+
+// job is a request in the queue: its images are handed out in order to the
+// batches that make them, and come back on done, one result each.
+type job struct {
+	req     *Request
+	ctx     context.Context // the request's: done when its client left or its deadline passed
+	arrived time.Time
+	next    int // the next image to hand out
+	done    chan result
+	dropped atomic.Bool // its client is gone: hand out nothing more
+}
+
+// result is one image of a request, or the error of its batch.
+type result struct {
+	index int
+	pix   []float32 // C·H·W in [0, 1]
+	png   []byte
+	err   error
+}
+
+// Errors of admission.
+var (
+	errFull     = errors.New("the queue is full")
+	errDraining = errors.New("the server is shutting down")
+)
+
+// batcher merges the queued requests' images into sampler batches: the
+// oldest request's next images first, then those of later requests it may
+// share a batch with (Model.sameKey), up to maxBatch, waiting at most
+// maxWait from the oldest request's arrival for a batch to fill. It runs
+// one batch at a time (the torch thread runs it): the next forms while the
+// queue fills.
+type batcher struct {
+	m        *Model
+	maxBatch int
+	maxWait  time.Duration
+	maxQueue int
+	met      *metrics
+
+	mu      sync.Mutex
+	queue   []*job
+	queued  int // images waiting
+	closed  bool
+	wake    chan struct{}
+	stopped chan struct{}
+}
+
+func newBatcher(m *Model, l Limits, maxWait time.Duration, met *metrics) *batcher {
+	b := &batcher{m: m, maxBatch: l.MaxBatch, maxWait: maxWait, maxQueue: l.MaxQueue, met: met,
+		wake: make(chan struct{}, 1), stopped: make(chan struct{})}
+	go b.loop()
+	return b
+}
+
+// submit queues a request's images; a full queue or a closing server
+// refuses it.
+func (b *batcher) submit(ctx context.Context, r *Request) (*job, error) {
+	j := &job{req: r, ctx: ctx, arrived: time.Now(), done: make(chan result, r.N)}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	switch {
+	case b.closed:
+		return nil, errDraining
+	case b.queued+r.N > b.maxQueue:
+		return nil, errFull
+	}
+	b.queue = append(b.queue, j)
+	b.queued += r.N
+	b.met.queue.Set(float64(b.queued))
+	b.signal()
+	return j, nil
+}
+
+// drop stops handing out a request's images (its client left).
+func (b *batcher) drop(j *job) {
+	j.dropped.Store(true)
+	b.signal()
+}
+
+func (b *batcher) signal() {
+	select {
+	case b.wake <- struct{}{}:
+	default:
+	}
+}
+
+// close refuses new requests; what is queued is still made, then the loop
+// ends (wait).
+func (b *batcher) close() {
+	b.mu.Lock()
+	b.closed = true
+	b.mu.Unlock()
+	b.signal()
+}
+
+// wait blocks until the loop has ended (after close, the queue empty).
+func (b *batcher) wait() { <-b.stopped }
+
+// ready reports whether a request of one image would be admitted now.
+func (b *batcher) ready() bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return !b.closed && b.queued < b.maxQueue
+}
+
+func (b *batcher) loop() {
+	defer close(b.stopped)
+	for {
+		ps, ok := b.next()
+		if !ok {
+			return
+		}
+		if len(ps) > 0 {
+			b.run(ps)
+		}
+	}
+}
+
+// next waits for a batch and takes its pieces from the queue; false when
+// the batcher is closed and the queue empty.
+func (b *batcher) next() ([]piece, bool) {
+	var timer *time.Timer
+	defer func() {
+		if timer != nil {
+			timer.Stop()
+		}
+	}()
+	for {
+		b.mu.Lock()
+		b.prune()
+		if len(b.queue) == 0 {
+			closed := b.closed
+			b.mu.Unlock()
+			if closed {
+				return nil, false
+			}
+			<-b.wake
+			continue
+		}
+		head := b.queue[0]
+		avail := 0
+		for _, j := range b.queue {
+			if b.m.sameKey(j.req, head.req) {
+				avail += j.req.N - j.next
+			}
+		}
+		wait := time.Until(head.arrived.Add(b.maxWait))
+		if avail >= b.maxBatch || wait <= 0 || b.closed {
+			ps := b.take(head)
+			b.mu.Unlock()
+			return ps, true
+		}
+		b.mu.Unlock()
+		if timer == nil {
+			timer = time.NewTimer(wait)
+		} else {
+			timer.Reset(wait)
+		}
+		select {
+		case <-b.wake:
+		case <-timer.C:
+		}
+	}
+}
+
+// prune removes the requests whose clients are gone or whose images are
+// all handed out. b.mu is held.
+func (b *batcher) prune() {
+	kept := b.queue[:0]
+	for _, j := range b.queue {
+		left := j.req.N - j.next
+		if j.dropped.Load() || j.ctx.Err() != nil {
+			b.queued -= left
+			continue
+		}
+		if left > 0 {
+			kept = append(kept, j)
+		}
+	}
+	clear(b.queue[len(kept):])
+	b.queue = kept
+	b.met.queue.Set(float64(b.queued))
+}
+
+// take hands out up to maxBatch images of head and of the requests that
+// may share its batch, in queue order. b.mu is held.
+func (b *batcher) take(head *job) []piece {
+	var ps []piece
+	for _, j := range b.queue {
+		if !b.m.sameKey(j.req, head.req) {
+			continue
+		}
+		for j.next < j.req.N && len(ps) < b.maxBatch {
+			ps = append(ps, piece{j, j.next})
+			j.next++
+			b.queued--
+		}
+	}
+	b.met.queue.Set(float64(b.queued))
+	return ps
+}
+
+// run makes a batch and hands each request its images; a request whose
+// client left meanwhile has its images dropped.
+func (b *batcher) run(ps []piece) {
+	t0 := time.Now()
+	imgs, err := b.m.draw(ps)
+	took := time.Since(t0)
+	b.met.batch.Observe(float64(len(ps)))
+	if err == nil {
+		b.met.images.Add(float64(len(ps)))
+		b.met.rate.Set(float64(len(ps)) / took.Seconds())
+	}
+	for i, p := range ps {
+		r := result{index: p.index, err: err}
+		if err == nil && !p.j.dropped.Load() {
+			r.pix = imgs.Pix[i*imgs.C*imgs.H*imgs.W : (i+1)*imgs.C*imgs.H*imgs.W]
+			r.png, r.err = encodePNG(imgs, i)
+		}
+		p.j.done <- r // buffered: one slot an image
+	}
+}
+
+// encodePNG is image i of imgs as bin/sample writes it.
+func encodePNG(imgs *sample.Images, i int) ([]byte, error) {
+	return sample.EncodePNG(imgs.Image(i))
+}

@@ -1,0 +1,48 @@
+package serve
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+)
+
+// metrics are a server's Prometheus collectors, in a registry of its own
+// (with the Go runtime's and the process's: resident memory among them).
+type metrics struct {
+	reg      *prometheus.Registry
+	requests *prometheus.CounterVec // by status code
+	latency  prometheus.Histogram   // seconds, request to answer
+	batch    prometheus.Histogram   // images a sampler batch
+	queue    prometheus.Gauge       // images waiting
+	images   prometheus.Counter     // images made
+	rate     prometheus.Gauge       // images/s of the last batch
+}
+
+func newMetrics(maxBatch int) *metrics {
+	m := &metrics{
+		reg: prometheus.NewRegistry(),
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "kakusan_requests_total",
+			Help: "Image requests answered, by HTTP status code."}, []string{"code"}),
+		latency: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "kakusan_request_duration_seconds",
+			Help: "Time from a request's arrival to its last image.", Buckets: prometheus.ExponentialBuckets(0.01, 2, 15)}),
+		batch: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "kakusan_batch_images",
+			Help: "Images a sampler batch (dynamic batching merges requests).", Buckets: batchBuckets(maxBatch)}),
+		queue: prometheus.NewGauge(prometheus.GaugeOpts{Name: "kakusan_queue_images",
+			Help: "Images waiting for a batch."}),
+		images: prometheus.NewCounter(prometheus.CounterOpts{Name: "kakusan_images_total",
+			Help: "Images made; rate() of it is images/s."}),
+		rate: prometheus.NewGauge(prometheus.GaugeOpts{Name: "kakusan_batch_images_per_second",
+			Help: "Images/s of the last sampler batch."}),
+	}
+	m.reg.MustRegister(m.requests, m.latency, m.batch, m.queue, m.images, m.rate,
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return m
+}
+
+// batchBuckets are 1, 2, 4, ... up to maxBatch and maxBatch itself.
+func batchBuckets(maxBatch int) []float64 {
+	var b []float64
+	for v := 1; v < maxBatch; v *= 2 {
+		b = append(b, float64(v))
+	}
+	return append(b, float64(maxBatch))
+}

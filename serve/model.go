@@ -1,0 +1,175 @@
+// Package serve puts a trained image model behind HTTP: POST /v1/images
+// draws, redraws (image-to-image) or inpaints images with the settings and
+// checks of bin/sample; concurrent requests are merged into sampler batches
+// on the one torch thread (dynamic batching); GET /healthz, /readyz,
+// /metrics (Prometheus) and /v1/model watch it, and / is a web page that
+// drives it. cmd/serve is the command; docs/serving.md the guide.
+package serve
+
+import (
+	"fmt"
+
+	"kakusan/diffusion"
+	"kakusan/models"
+	"kakusan/sample"
+	"kakusan/torch"
+)
+
+// Model is the model a server answers with, loaded on its device.
+type Model struct {
+	ck    *models.Checkpoint
+	m     models.Model
+	entry models.Entry
+	dev   torch.Device
+	dm    *diffusion.Model   // nil for a model that does not diffuse (a VAE)
+	def   diffusion.Sampling // the checkpoint config's sampling, precision resolved
+	auto  torch.Precision    // what precision auto is here, for batches of the largest size
+	ema   bool
+}
+
+// Load loads a checkpoint (a file or a run folder's latest) on device
+// ("cpu", "cuda", "auto", ...), with the moving average's weights unless
+// noEMA, for serving batches of up to maxBatch images: a model that draws
+// images (diffusion in pixels or latents, by labels or prompts; the VAEs).
+// Precision auto is resolved once, for maxBatch images.
+func Load(checkpoint, device string, noEMA bool, maxBatch int) (*Model, error) {
+	sm := &Model{}
+	err := torch.Do(func() error {
+		dev, err := torch.ParseDevice(device)
+		if err != nil {
+			return fmt.Errorf("--device: %w", err)
+		}
+		m, ck, err := models.Load(checkpoint, dev, !noEMA)
+		if err != nil {
+			return err
+		}
+		e := ck.Entry()
+		if !e.Does(models.DrawsImages) {
+			models.Free(m)
+			return fmt.Errorf("%s: a %s model does not draw images (%s); serve a model that does", ck.Path, ck.Config.Model, e.Can)
+		}
+		*sm = Model{ck: ck, m: m, entry: e, dev: dev, ema: ck.HasEMA() && !noEMA}
+		if dm, ok := m.(*diffusion.Model); ok {
+			sm.dm = dm
+			sm.def = models.GridSampling(ck.Config)
+			auto := sm.def
+			auto.Precision = torch.Auto
+			sm.auto = dm.ResolvePrecision(auto, maxBatch).Precision
+			if sm.def.Precision == torch.Auto {
+				sm.def.Precision = sm.auto
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return sm, nil
+}
+
+// Free releases the model.
+func (m *Model) Free() { torch.Do(func() error { models.Free(m.m); return nil }) }
+
+// Geometry is the model's images' geometry and classes.
+func (m *Model) Geometry() models.Geometry { return m.ck.Geometry }
+
+// Info is GET /v1/model's answer: what the model is, what it takes and how
+// it samples by default.
+func (m *Model) Info(l Limits) map[string]any {
+	g := m.ck.Geometry
+	info := map[string]any{
+		"model": m.ck.Config.Model, "about": m.entry.About, "can": m.entry.Can.String(),
+		"checkpoint": m.ck.Path, "step": m.ck.Step, "ema": m.ema,
+		"geometry": map[string]int{"channels": g.C, "height": g.H, "width": g.W},
+		"classes":  g.Classes, "conditional": models.Conditional(m.m),
+		"limits": l, "edits": m.dm != nil,
+	}
+	if g.ClassNames != nil {
+		info["class_names"] = g.ClassNames
+	}
+	if v := models.Vocabulary(m.m); v != nil {
+		info["vocabulary"] = v
+	}
+	if m.dm != nil {
+		info["sampling"] = models.SamplingRecord(m.ck.Config, m.def)
+		info["samplers"] = diffusion.Samplers()
+		info["latent"] = m.dm.FirstStage() != nil
+	}
+	return info
+}
+
+// piece is one image of a request in a batch: image Index of the request.
+type piece struct {
+	j     *job
+	index int
+}
+
+// draw makes the images of a batch of pieces whose requests share a key
+// (compatible settings) on the torch thread and copies them to the host.
+func (m *Model) draw(ps []piece) (*sample.Images, error) {
+	r := ps[0].j.req
+	var imgs *sample.Images
+	err := torch.Do(func() (err error) {
+		torch.Scoped(func() {
+			var x *torch.Tensor
+			if x, err = m.drawTensor(ps, r); err == nil {
+				imgs, err = sample.FromTensor(x)
+			}
+		})
+		return err
+	})
+	if err == nil {
+		err = imgs.Finite()
+	}
+	return imgs, err
+}
+
+// drawTensor is draw's torch work: a diffusion model draws each piece from
+// its own request's seed, label and images; a VAE draws a request's pieces
+// as a sampling job's batch (its noise is drawn per batch).
+func (m *Model) drawTensor(ps []piece, r *Request) (*torch.Tensor, error) {
+	if m.dm == nil {
+		b := sample.Batch{Seed: r.Seed}
+		for _, p := range ps {
+			b.Images = append(b.Images, p.index)
+			if r.Labels != nil {
+				b.Labels = append(b.Labels, r.Labels[p.index])
+			}
+		}
+		gen, err := m.entry.NewGenerator(m.m, r.Sampling)
+		if err != nil {
+			return nil, err
+		}
+		return gen.Generate(b)
+	}
+	b := diffusion.Batch{}
+	var init, mask []float32
+	for _, p := range ps {
+		q := p.j.req
+		b.Images = append(b.Images, p.index)
+		b.Seeds = append(b.Seeds, q.Seed)
+		if q.Labels != nil {
+			b.Labels = append(b.Labels, q.Labels[p.index])
+		}
+		init = append(init, q.Init...)
+		mask = append(mask, q.Mask...)
+	}
+	g, n := m.ck.Geometry, int64(len(ps))
+	if r.Init != nil {
+		b.Init = torch.FromSlice(init, []int64{n, int64(g.C), int64(g.H), int64(g.W)}, m.dev)
+	}
+	if r.Mask != nil {
+		b.Mask = torch.FromSlice(mask, []int64{n, 1, int64(g.H), int64(g.W)}, m.dev)
+	}
+	return m.dm.Draw(b, r.Sampling)
+}
+
+// sameKey reports whether two requests' images may share a batch: the
+// same sampling settings and the same kind of edit (the images themselves
+// may differ); a VAE's requests never share one.
+func (m *Model) sameKey(a, b *Request) bool {
+	if m.dm == nil {
+		return a == b
+	}
+	return a.Sampling == b.Sampling && (a.Init == nil) == (b.Init == nil) && (a.Mask == nil) == (b.Mask == nil)
+}

@@ -1,0 +1,279 @@
+package serve
+
+import (
+	"bytes"
+	"encoding"
+	"encoding/base64"
+	"encoding/json"
+	"fmt"
+	"image"
+	_ "image/jpeg" // input images: DecodeConfig's formats
+	_ "image/png"
+	"reflect"
+	"slices"
+	"sort"
+	"strconv"
+	"strings"
+
+	"kakusan/diffusion"
+	"kakusan/models"
+	"kakusan/sample"
+	"kakusan/torch"
+)
+
+// Limits bound what one request may ask; every size is checked before
+// anything is allocated for it.
+type Limits struct {
+	MaxN           int   `json:"max_n"`            // images a request
+	MaxSteps       int   `json:"max_steps"`        // sampler steps (ddpm: the model's timesteps)
+	MaxBody        int64 `json:"max_body_bytes"`   // a request's body
+	MaxImagePixels int   `json:"max_image_pixels"` // an input image's pixels, before it is resized
+	MaxBatch       int   `json:"max_batch"`        // images a sampler batch
+	MaxQueue       int   `json:"max_queue"`        // images waiting
+}
+
+// Request is a parsed and checked POST /v1/images.
+type Request struct {
+	N        int
+	Seed     uint64
+	Labels   []int64 // per image; nil for an unconditional model
+	Sampling diffusion.Sampling
+	Init     []float32 // C·H·W pixels in [0, 1]: image-to-image or inpainting; nil: none
+	Mask     []float32 // H·W, 1 where painted; nil: none
+	Format   string    // json, ndjson or png
+	Record   map[string]any
+}
+
+// The request's own fields; the sampling settings are diffusion.Sampling's,
+// under their record names (a job's job.json names them so).
+var requestFields = []string{"n", "seed", "labels", "init", "mask", "format"}
+
+// formats are the answers a request may ask for.
+var formats = []string{"json", "ndjson", "png"}
+
+// knownFields is every field a request may have, sorted.
+func knownFields() []string {
+	out := slices.Clone(requestFields)
+	for _, f := range diffusion.SamplingFields() {
+		out = append(out, f.Record())
+	}
+	sort.Strings(out)
+	return out
+}
+
+// parse reads a request's body: a JSON object of the fields above. Every
+// problem is an error that names its field; nothing is run.
+func (m *Model) parse(body []byte, l Limits) (*Request, error) {
+	var raw map[string]json.RawMessage
+	if err := json.Unmarshal(body, &raw); err != nil {
+		return nil, fmt.Errorf("the body is not a JSON object: %v", err)
+	}
+	if raw == nil {
+		return nil, fmt.Errorf("the body is not a JSON object (null)")
+	}
+	known := knownFields()
+	for k := range raw {
+		if !slices.Contains(known, k) {
+			return nil, fmt.Errorf("unknown field %q (known: %s)", k, strings.Join(known, ", "))
+		}
+	}
+	r := &Request{N: 1, Seed: 1, Format: "json"}
+	labels := "all"
+	var init, mask string
+	var given []string
+	for _, f := range []struct {
+		key string
+		dst any
+	}{{"n", &r.N}, {"seed", &r.Seed}, {"init", &init}, {"mask", &mask}, {"format", &r.Format}} {
+		if v, ok := raw[f.key]; ok {
+			if err := json.Unmarshal(v, f.dst); err != nil {
+				return nil, fmt.Errorf("%s: %v", f.key, jsonProblem(err))
+			}
+		}
+	}
+	if v, ok := raw["labels"]; ok {
+		spec, err := labelSpec(v)
+		if err != nil {
+			return nil, fmt.Errorf("labels: %v", err)
+		}
+		labels, given = spec, append(given, "labels")
+	}
+	if r.N < 1 || r.N > l.MaxN {
+		return nil, fmt.Errorf("n: must be 1-%d, got %d", l.MaxN, r.N)
+	}
+	if !slices.Contains(formats, r.Format) {
+		return nil, fmt.Errorf("format: unknown %q (known: %s)", r.Format, strings.Join(formats, ", "))
+	}
+	var s diffusion.Sampling
+	for _, f := range diffusion.SamplingFields() {
+		v, ok := raw[f.Record()]
+		if !ok {
+			continue
+		}
+		if err := setField(f.Ptr(&s), v); err != nil {
+			return nil, fmt.Errorf("%s: %v", f.Record(), err)
+		}
+		given = append(given, f.Flag)
+	}
+	name := func(flag string) string { return strings.ReplaceAll(flag, "-", "_") }
+	if err := models.CheckSettings(m.entry, m.m, m.ck.Config, s, given, init != "", mask != "", name); err != nil {
+		return nil, err
+	}
+	g := m.ck.Geometry
+	class, style, err := models.PromptClass(m.m, g.Classes, s.Prompt)
+	if err != nil {
+		return nil, fmt.Errorf("prompt: %v", err)
+	}
+	if class >= 0 {
+		if slices.Contains(given, "labels") {
+			return nil, fmt.Errorf("prompt %.60q names a class and labels gives the classes: one or the other", s.Prompt)
+		}
+		labels = strconv.Itoa(class)
+	}
+	s.Prompt = style
+	if err := m.checkSampling(r, s, given, init != "", mask != "", l); err != nil {
+		return nil, err
+	}
+	if models.Conditional(m.m) {
+		if r.Labels, err = sample.ParseLabels(labels, r.N, g.Classes, r.Seed); err != nil {
+			return nil, fmt.Errorf("labels: %s", strings.TrimPrefix(err.Error(), "--labels "))
+		}
+	}
+	if init != "" {
+		if r.Init, err = m.inputImage("init", init, l, false); err != nil {
+			return nil, err
+		}
+	}
+	if mask != "" {
+		if r.Mask, err = m.inputImage("mask", mask, l, true); err != nil {
+			return nil, err
+		}
+	}
+	r.Record = map[string]any{"n": r.N, "seed": r.Seed}
+	if m.dm != nil {
+		for k, v := range models.SamplingRecord(m.ck.Config, r.Sampling) {
+			r.Record[k] = v
+		}
+	}
+	return r, nil
+}
+
+// checkSampling resolves a request's sampling settings over the
+// checkpoint's (the settings given win) and checks them as bin/sample does,
+// and against the limits.
+func (m *Model) checkSampling(r *Request, s diffusion.Sampling, given []string, edit, masked bool, l Limits) error {
+	if m.dm == nil {
+		return nil // CheckSettings refused every sampling setting
+	}
+	s = s.Over(m.def, given)
+	if s.Precision == torch.Auto {
+		s.Precision = m.auto
+	}
+	if edit {
+		s = s.ForEdit(masked)
+	}
+	if err := m.dm.CheckSampling(s); err != nil {
+		return err
+	}
+	steps := s.Steps
+	if s.Sampler == "ddpm" {
+		steps = m.dm.Sched.T
+	}
+	if steps > l.MaxSteps {
+		return fmt.Errorf("steps: %d sampler steps (%s), over this server's limit of %d", steps, s.Sampler, l.MaxSteps)
+	}
+	r.Sampling = s
+	return nil
+}
+
+// setField sets one sampling setting from its JSON value, as its flag
+// would from text: strings, whole numbers, numbers, or the text a setting
+// parses itself (a guidance interval may also be [lo, hi]).
+func setField(dst any, v json.RawMessage) error {
+	switch p := dst.(type) {
+	case *string, *int, *float64:
+		if err := json.Unmarshal(v, p); err != nil {
+			return jsonProblem(err)
+		}
+		return nil
+	case encoding.TextUnmarshaler:
+		var text string
+		var pair []float64
+		if err := json.Unmarshal(v, &pair); err == nil {
+			if len(pair) != 2 {
+				return fmt.Errorf("want [lo, hi], got %d numbers", len(pair))
+			}
+			text = strconv.FormatFloat(pair[0], 'g', -1, 64) + "," + strconv.FormatFloat(pair[1], 'g', -1, 64)
+		} else if err := json.Unmarshal(v, &text); err != nil {
+			return fmt.Errorf("want a string")
+		}
+		return p.UnmarshalText([]byte(text))
+	}
+	return fmt.Errorf("a setting of type %T", dst)
+}
+
+// labelSpec reads labels as bin/sample's --labels takes them ("all",
+// "0-9", "3,7", "random"), or as a number or a list of numbers.
+func labelSpec(v json.RawMessage) (string, error) {
+	var s string
+	if json.Unmarshal(v, &s) == nil {
+		return s, nil
+	}
+	var one int64
+	if json.Unmarshal(v, &one) == nil {
+		return strconv.FormatInt(one, 10), nil
+	}
+	var list []int64
+	if err := json.Unmarshal(v, &list); err != nil || len(list) == 0 {
+		return "", fmt.Errorf(`want "all", "random", "0-9", "3,7", a class number or a list of them`)
+	}
+	parts := make([]string, len(list))
+	for i, l := range list {
+		parts[i] = strconv.FormatInt(l, 10)
+	}
+	return strings.Join(parts, ","), nil
+}
+
+// jsonProblem is a JSON decoding error without Go's type names.
+func jsonProblem(err error) error {
+	te, ok := err.(*json.UnmarshalTypeError)
+	if !ok {
+		return err
+	}
+	want := "a " + te.Type.String()
+	switch te.Type.Kind() {
+	case reflect.Int:
+		want = "a whole number"
+	case reflect.Uint64:
+		want = "a whole number from 0"
+	case reflect.Float64:
+		want = "a number"
+	case reflect.String:
+		want = "a string"
+	}
+	return fmt.Errorf("want %s, got %s", want, te.Value)
+}
+
+// inputImage decodes an init image or a mask: base64 PNG or JPEG bytes, a
+// data: URL's payload included (what a canvas gives), checked against the
+// pixel limit before decoding.
+func (m *Model) inputImage(field, text string, l Limits, mask bool) ([]float32, error) {
+	if _, payload, ok := strings.Cut(text, ";base64,"); ok && strings.HasPrefix(text, "data:") {
+		text = payload
+	}
+	b, err := base64.StdEncoding.DecodeString(text)
+	if err != nil {
+		return nil, fmt.Errorf("%s: not base64: %v", field, err)
+	}
+	cfg, _, err := image.DecodeConfig(bytes.NewReader(b))
+	if err != nil {
+		return nil, fmt.Errorf("%s: not a PNG or JPEG image: %v", field, err)
+	}
+	if px := cfg.Width * cfg.Height; cfg.Width > 0 && cfg.Height > 0 && px > l.MaxImagePixels {
+		return nil, fmt.Errorf("%s: %dx%d pixels, over this server's limit of %d", field, cfg.Width, cfg.Height, l.MaxImagePixels)
+	}
+	if mask {
+		return models.InputMask(bytes.NewReader(b), field, m.ck.Geometry)
+	}
+	return models.InputImage(bytes.NewReader(b), field, m.ck.Geometry, m.ck.Config.Data)
+}
