@@ -139,14 +139,18 @@ func (m *Model) parse(body []byte, l Limits) (*Request, error) {
 			return nil, fmt.Errorf("labels: %s", strings.TrimPrefix(err.Error(), "--labels "))
 		}
 	}
+	var iw, ih, mw, mh int
 	if init != "" {
-		if r.Init, err = m.inputImage("init", init, l, false); err != nil {
+		if r.Init, iw, ih, err = m.inputImage("init", init, l, false); err != nil {
 			return nil, err
 		}
 	}
 	if mask != "" {
-		if r.Mask, err = m.inputImage("mask", mask, l, true); err != nil {
+		if r.Mask, mw, mh, err = m.inputImage("mask", mask, l, true); err != nil {
 			return nil, err
+		}
+		if mw != iw || mh != ih { // both are resized alike: only the same size maps pixel to pixel
+			return nil, fmt.Errorf("mask: %dx%d pixels, but init is %dx%d: a mask marks the pixels of its image", mw, mh, iw, ih)
 		}
 	}
 	r.Record = map[string]any{"n": r.N, "seed": r.Seed}
@@ -256,24 +260,27 @@ func jsonProblem(err error) error {
 
 // inputImage decodes an init image or a mask: base64 PNG or JPEG bytes, a
 // data: URL's payload included (what a canvas gives), checked against the
-// pixel limit before decoding.
-func (m *Model) inputImage(field, text string, l Limits, mask bool) ([]float32, error) {
+// pixel limit before decoding. It returns the model's input and the
+// image's size as sent.
+func (m *Model) inputImage(field, text string, l Limits, mask bool) (px []float32, w, h int, err error) {
 	if _, payload, ok := strings.Cut(text, ";base64,"); ok && strings.HasPrefix(text, "data:") {
 		text = payload
 	}
 	b, err := base64.StdEncoding.DecodeString(text)
 	if err != nil {
-		return nil, fmt.Errorf("%s: not base64: %v", field, err)
+		return nil, 0, 0, fmt.Errorf("%s: not base64: %v", field, err)
 	}
 	cfg, _, err := image.DecodeConfig(bytes.NewReader(b))
 	if err != nil {
-		return nil, fmt.Errorf("%s: not a PNG or JPEG image: %v", field, err)
+		return nil, 0, 0, fmt.Errorf("%s: not a PNG or JPEG image: %v", field, err)
 	}
 	if px := cfg.Width * cfg.Height; cfg.Width > 0 && cfg.Height > 0 && px > l.MaxImagePixels {
-		return nil, fmt.Errorf("%s: %dx%d pixels, over this server's limit of %d", field, cfg.Width, cfg.Height, l.MaxImagePixels)
+		return nil, 0, 0, fmt.Errorf("%s: %dx%d pixels, over this server's limit of %d", field, cfg.Width, cfg.Height, l.MaxImagePixels)
 	}
 	if mask {
-		return models.InputMask(bytes.NewReader(b), field, m.ck.Geometry)
+		px, err = models.InputMask(bytes.NewReader(b), field, m.ck.Geometry)
+	} else {
+		px, err = models.InputImage(bytes.NewReader(b), field, m.ck.Geometry, m.ck.Config.Data)
 	}
-	return models.InputImage(bytes.NewReader(b), field, m.ck.Geometry, m.ck.Config.Data)
+	return px, cfg.Width, cfg.Height, err
 }

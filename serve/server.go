@@ -22,9 +22,10 @@ import (
 // Options are a server's settings (cmd/serve's flags).
 type Options struct {
 	Limits
-	MaxWait time.Duration // how long a batch waits to fill, from its oldest request's arrival
-	Timeout time.Duration // a request's deadline, queue included
-	Log     *slog.Logger
+	MaxWait     time.Duration // how long a batch waits to fill, from its oldest request's arrival
+	Timeout     time.Duration // a request's deadline, queue included
+	ReadTimeout time.Duration // the time a client has to send its request, body included
+	Log         *slog.Logger
 }
 
 // Server answers requests with one model.
@@ -63,6 +64,15 @@ func New(m *Model, o Options) *Server {
 
 // Handler is the server's HTTP handler.
 func (s *Server) Handler() http.Handler { return s.mux }
+
+// HTTPServer is an http.Server for the handler with the deadlines that keep
+// slow clients from holding connections: the headers within 10 s, the whole
+// request within ReadTimeout, the answer within Timeout beyond it.
+func (s *Server) HTTPServer() *http.Server {
+	return &http.Server{Handler: s.Handler(), ReadHeaderTimeout: min(10*time.Second, s.o.ReadTimeout), ReadTimeout: s.o.ReadTimeout,
+		WriteTimeout: s.o.ReadTimeout + s.o.Timeout + 10*time.Second, IdleTimeout: time.Minute, MaxHeaderBytes: 64 << 10,
+		ErrorLog: slog.NewLogLogger(s.o.Log.Handler(), slog.LevelWarn)}
+}
 
 // Drain refuses new requests from now on (503, and /readyz fails); the
 // queued ones are still made. Wait returns when they have been.

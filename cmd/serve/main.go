@@ -18,7 +18,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
-	"net/http"
 	"os"
 	"os/signal"
 	"syscall"
@@ -35,7 +34,7 @@ type flags struct {
 	checkpoint, addr, device, logFormat string
 	noEMA                               bool
 	o                                   serve.Options
-	drain, readTimeout                  time.Duration
+	drain                               time.Duration
 }
 
 func newFlags() (*pflag.FlagSet, *flags) {
@@ -54,7 +53,7 @@ func newFlags() (*pflag.FlagSet, *flags) {
 	fs.Int64Var(&o.MaxBody, "max-body", 8<<20, "a request body's bytes at most")
 	fs.IntVar(&o.MaxImagePixels, "max-image-pixels", 4<<20, "an input image's pixels at most, before it is resized")
 	fs.DurationVar(&o.Timeout, "timeout", 2*time.Minute, "a request's deadline, queue included: past it the answer is 504 and its images are dropped")
-	fs.DurationVar(&f.readTimeout, "read-timeout", 30*time.Second, "the time a client may take to send its request, body included")
+	fs.DurationVar(&o.ReadTimeout, "read-timeout", 30*time.Second, "the time a client may take to send its request, body included")
 	fs.DurationVar(&f.drain, "drain", 30*time.Second, "on SIGTERM, how long the requests in flight have to finish")
 	fs.StringVar(&f.logFormat, "log-format", "text", "the log's format on stderr: text or json")
 	return fs, f
@@ -92,7 +91,7 @@ func (f *flags) check() error {
 		return fmt.Errorf("--max-body must be at least 1024 bytes, got %d", o.MaxBody)
 	case o.MaxImagePixels < 1:
 		return fmt.Errorf("--max-image-pixels must be at least 1, got %d", o.MaxImagePixels)
-	case o.MaxWait < 0 || o.Timeout <= 0 || f.drain < 0 || f.readTimeout <= 0:
+	case o.MaxWait < 0 || o.Timeout <= 0 || f.drain < 0 || o.ReadTimeout <= 0:
 		return fmt.Errorf("--max-wait and --drain must not be negative, --timeout and --read-timeout must be positive")
 	case f.logFormat != "text" && f.logFormat != "json":
 		return fmt.Errorf("--log-format must be text or json, got %q", f.logFormat)
@@ -126,9 +125,7 @@ func run(f *flags) error {
 	g := m.Geometry()
 	log.Info("serving", "addr", ln.Addr().String(), "checkpoint", f.checkpoint, "geometry", fmt.Sprintf("%dx%dx%d", g.C, g.H, g.W),
 		"classes", g.Classes, "load_seconds", time.Since(t0).Seconds(), "max_batch", f.o.MaxBatch, "max_wait", f.o.MaxWait)
-	srv := &http.Server{Handler: s.Handler(), ReadHeaderTimeout: 10 * time.Second, ReadTimeout: f.readTimeout,
-		WriteTimeout: f.o.Timeout + f.readTimeout + 10*time.Second, IdleTimeout: time.Minute, MaxHeaderBytes: 64 << 10,
-		ErrorLog: slog.NewLogLogger(h, slog.LevelWarn)}
+	srv := s.HTTPServer()
 	sig := make(chan os.Signal, 1)
 	signal.Notify(sig, syscall.SIGTERM, os.Interrupt)
 	served := make(chan error, 1)
