@@ -2,7 +2,9 @@
 # every test, `make bench` the benchmarks beside their PyTorch peers,
 # `make image` the CPU container image, `make image-test` builds it and runs
 # kakusan's jobs inside it, `make test-torch2` the tests against libtorch 2.6
-# and the CUDA shim's compile in Debian 13 containers, `make docs` rewrites the generated parts of
+# and the CUDA shim's compile in Debian 13 containers, `make test-web` the
+# server's web page in a headless chromium, `make bench-serve` the server's
+# load test, `make docs` rewrites the generated parts of
 # docs/configuration.md (the config keys and the flags) from the code.
 GO      ?= go
 SHIM    := bin/libkakusan_torch.so
@@ -13,7 +15,7 @@ LDFLAGS := -ldflags '-extldflags "-Wl,-rpath,$$ORIGIN"'
 # The engine: podman as scripts/container.sh sets it up, or PODMAN=docker.
 IMAGE   ?= kakusan:cpu
 
-.PHONY: all build setup shim test bench clean image image-test test-torch2 docs
+.PHONY: all build setup shim test bench bench-serve clean image image-test test-torch2 test-web docs
 
 all: build
 
@@ -47,6 +49,13 @@ image-test: image
 
 test-torch2:
 	scripts/test_torch2.sh
+
+test-web: build
+	scripts/setup.sh browser
+	KAKUSAN_BROWSER_TEST=1 $(GO) test -count=1 -timeout 5m -run TestPageInABrowser -v ./serve
+
+bench-serve: build
+	scripts/bench_serve.sh
 
 clean:
 	rm -rf bin

@@ -12,7 +12,9 @@
 # machine brings its own libtorch (and, for Fashion-MNIST, data.dir). Go
 # modules (MNIST among them) always come through `go mod download`.
 # `setup.sh image` installs podman, runc, debootstrap and python3 instead
-# (scripts/base_images.sh and scripts/image_test.sh run it).
+# (scripts/base_images.sh and scripts/image_test.sh run it); `setup.sh
+# browser` installs Debian's chromium (make test-web drives the server's
+# page in it).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -25,6 +27,8 @@ fi
 image="" recommends=--no-install-recommends
 if [[ "${1:-}" == image ]]; then
   image=1 recommends="" pkgs=(podman runc debootstrap python3)
+elif [[ "${1:-}" == browser ]]; then
+  image=1 pkgs=(chromium) # image=1: no go mod download either
 fi
 
 missing=()
