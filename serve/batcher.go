@@ -38,7 +38,8 @@ var (
 // batcher merges the queued requests' images into sampler batches: the
 // oldest request's next images first, then those of later requests it may
 // share a batch with (Model.sameKey), up to maxBatch, waiting at most
-// maxWait from the oldest request's arrival for a batch to fill. It runs
+// maxWait from the oldest request's arrival for a batch to fill when the
+// last batch was merged (concurrent clients), not otherwise. It runs
 // one batch at a time (the torch thread runs it): the next forms while the
 // queue fills.
 type batcher struct {
@@ -50,14 +51,15 @@ type batcher struct {
 
 	mu      sync.Mutex
 	queue   []*job
-	queued  int // images waiting
+	queued  int  // images waiting
+	merged  bool // the last batch held images of several requests
 	closed  bool
 	wake    chan struct{}
 	stopped chan struct{}
 }
 
 func newBatcher(m *Model, l Limits, maxWait time.Duration, met *metrics) *batcher {
-	b := &batcher{m: m, maxBatch: l.MaxBatch, maxWait: maxWait, maxQueue: l.MaxQueue, met: met,
+	b := &batcher{m: m, maxBatch: l.MaxBatch, maxWait: maxWait, maxQueue: l.MaxQueue, met: met, merged: true,
 		wake: make(chan struct{}, 1), stopped: make(chan struct{})}
 	go b.loop()
 	return b
@@ -155,9 +157,13 @@ func (b *batcher) next() ([]piece, bool) {
 				avail += j.req.N - j.next
 			}
 		}
+		// Wait for companions only where there are any: a lone client's
+		// requests come one after another, and waiting would only delay
+		// them. The first batch, and each after a merged one, waits.
 		wait := time.Until(head.arrived.Add(b.maxWait))
-		if avail >= b.maxBatch || wait <= 0 || b.closed {
+		if avail >= b.maxBatch || wait <= 0 || b.closed || !b.merged {
 			ps := b.take(head)
+			b.merged = len(ps) > 0 && ps[0].j != ps[len(ps)-1].j
 			b.mu.Unlock()
 			return ps, true
 		}

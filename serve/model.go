@@ -22,9 +22,12 @@ type Model struct {
 	entry models.Entry
 	dev   torch.Device
 	dm    *diffusion.Model   // nil for a model that does not diffuse (a VAE)
-	def   diffusion.Sampling // the checkpoint config's sampling, precision resolved
-	auto  torch.Precision    // what precision auto is here, for batches of the largest size
-	ema   bool
+	def   diffusion.Sampling // the checkpoint config's sampling
+	// auto is what precision auto is here for batches of each power of two
+	// up to the largest (and the largest): a batch takes the choice of the
+	// smallest of them that holds it.
+	auto map[int]torch.Precision
+	ema  bool
 }
 
 // Load loads a checkpoint (a file or a run folder's latest) on device
@@ -54,9 +57,9 @@ func Load(checkpoint, device string, noEMA bool, maxBatch int) (*Model, error) {
 			sm.def = models.GridSampling(ck.Config)
 			auto := sm.def
 			auto.Precision = torch.Auto
-			sm.auto = dm.ResolvePrecision(auto, maxBatch).Precision
-			if sm.def.Precision == torch.Auto {
-				sm.def.Precision = sm.auto
+			sm.auto = map[int]torch.Precision{}
+			for _, n := range batchSizes(maxBatch) {
+				sm.auto[n] = dm.ResolvePrecision(auto, n).Precision
 			}
 		}
 		return nil
@@ -65,6 +68,32 @@ func Load(checkpoint, device string, noEMA bool, maxBatch int) (*Model, error) {
 		return nil, err
 	}
 	return sm, nil
+}
+
+// batchSizes are the powers of two below maxBatch, and maxBatch.
+func batchSizes(maxBatch int) []int {
+	var out []int
+	for n := 1; n < maxBatch; n *= 2 {
+		out = append(out, n)
+	}
+	return append(out, maxBatch)
+}
+
+// precisionFor is s's precision for a batch of n images: auto resolved
+// by measurement for the smallest measured size that holds n (Load), as
+// bin/sample resolves it for its batch size.
+func (m *Model) precisionFor(s diffusion.Sampling, n int) diffusion.Sampling {
+	if s.Precision != torch.Auto {
+		return s
+	}
+	best := 0
+	for size := range m.auto {
+		if size >= n && (best == 0 || size < best) {
+			best = size
+		}
+	}
+	s.Precision = m.auto[best]
+	return s
 }
 
 // Free releases the model.
@@ -161,7 +190,7 @@ func (m *Model) drawTensor(ps []piece, r *Request) (*torch.Tensor, error) {
 	if r.Mask != nil {
 		b.Mask = torch.FromSlice(mask, []int64{n, 1, int64(g.H), int64(g.W)}, m.dev)
 	}
-	return m.dm.Draw(b, r.Sampling)
+	return m.dm.Draw(b, m.precisionFor(r.Sampling, len(ps)))
 }
 
 // sameKey reports whether two requests' images may share a batch: the

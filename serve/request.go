@@ -18,7 +18,6 @@ import (
 	"kakusan/diffusion"
 	"kakusan/models"
 	"kakusan/sample"
-	"kakusan/torch"
 )
 
 // Limits bound what one request may ask; every size is checked before
@@ -169,10 +168,7 @@ func (m *Model) checkSampling(r *Request, s diffusion.Sampling, given []string, 
 	if m.dm == nil {
 		return nil // CheckSettings refused every sampling setting
 	}
-	s = s.Over(m.def, given)
-	if s.Precision == torch.Auto {
-		s.Precision = m.auto
-	}
+	s = s.Over(m.def, given) // precision auto is resolved by batch size (precisionFor)
 	if edit {
 		s = s.ForEdit(masked)
 	}

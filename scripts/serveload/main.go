@@ -1,0 +1,154 @@
+// Command serveload is bin/serve's load generator: C clients, each sending
+// one request after another to a server for a while (or until a number of
+// requests), and a JSON line of what they saw: images/s, latency
+// percentiles, errors by status, and the server's resident memory
+// (process_resident_memory_bytes from /metrics) at the start, every 1,000
+// requests and at the end.
+//
+//	go run ./scripts/serveload -url http://127.0.0.1:8080 -clients 64 -for 60s -n 1
+//
+// Each request asks for n images of a random class with its own seed, as
+// independent users would; scripts/bench_serve.sh runs it against a batching
+// server and a one-request-at-a-time one.
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// report is the JSON line serveload prints.
+type report struct {
+	Label      string         `json:"label,omitempty"`
+	Clients    int            `json:"clients"`
+	N          int            `json:"n"`
+	Seconds    float64        `json:"seconds"`
+	Requests   int            `json:"requests"`
+	Images     int            `json:"images"`
+	ImagesPerS float64        `json:"images_per_s"`
+	P50, P99   float64        `json:"-"`
+	P50ms      float64        `json:"p50_ms"`
+	P99ms      float64        `json:"p99_ms"`
+	Errors     map[string]int `json:"errors"`
+	RSSMiB     []float64      `json:"rss_mib"` // at the start, every 1,000 requests, at the end
+}
+
+func main() {
+	url := flag.String("url", "http://127.0.0.1:8080", "the server")
+	clients := flag.Int("clients", 8, "concurrent clients")
+	dur := flag.Duration("for", time.Minute, "how long to send requests")
+	max := flag.Int("requests", 0, "stop after this many requests (0: none)")
+	n := flag.Int("n", 1, "images a request")
+	classes := flag.Int("classes", 10, "the model's classes (0: unconditional)")
+	label := flag.String("label", "", "a label for the report")
+	flag.Parse()
+	if *clients < 1 || *clients > 1024 || *n < 1 || *dur <= 0 || *dur > time.Hour {
+		fmt.Fprintln(os.Stderr, "serveload: -clients 1-1024, -n at least 1, -for up to 1h")
+		os.Exit(2)
+	}
+	r := run(*url, *clients, *n, *classes, *dur, *max)
+	r.Label = *label
+	json.NewEncoder(os.Stdout).Encode(r)
+}
+
+func run(url string, clients, n, classes int, dur time.Duration, max int) report {
+	client := &http.Client{Timeout: 5 * time.Minute, Transport: &http.Transport{MaxIdleConnsPerHost: clients}}
+	var (
+		mu        sync.Mutex
+		latencies []float64
+		errs      = map[string]int{}
+		rss       = []float64{rssMiB(client, url)}
+		sent      atomic.Int64
+		wg        sync.WaitGroup
+	)
+	t0 := time.Now()
+	deadline := t0.Add(dur)
+	for c := range clients {
+		wg.Go(func() {
+			for k := 0; time.Now().Before(deadline); k++ {
+				i := sent.Add(1)
+				if max > 0 && i > int64(max) {
+					return
+				}
+				body := map[string]any{"n": n, "seed": uint64(c)<<32 | uint64(k)}
+				if classes > 0 {
+					body["labels"] = strconv.Itoa(int((uint64(c)*7919 + uint64(k)*104729) % uint64(classes)))
+				}
+				b, _ := json.Marshal(body)
+				start := time.Now()
+				code, err := post(client, url, b)
+				took := time.Since(start).Seconds()
+				mu.Lock()
+				switch {
+				case err != nil:
+					errs[err.Error()]++
+				case code != http.StatusOK:
+					errs[strconv.Itoa(code)]++
+				default:
+					latencies = append(latencies, took)
+				}
+				mu.Unlock()
+				if i%1000 == 0 {
+					v := rssMiB(client, url)
+					mu.Lock()
+					rss = append(rss, v)
+					mu.Unlock()
+				}
+			}
+		})
+	}
+	wg.Wait()
+	secs := time.Since(t0).Seconds()
+	rss = append(rss, rssMiB(client, url))
+	slices.Sort(latencies)
+	r := report{Clients: clients, N: n, Seconds: secs, Requests: len(latencies), Images: len(latencies) * n,
+		ImagesPerS: float64(len(latencies)*n) / secs, Errors: errs, RSSMiB: rss}
+	if len(latencies) > 0 {
+		r.P50ms = 1e3 * latencies[len(latencies)/2]
+		r.P99ms = 1e3 * latencies[min(len(latencies)-1, len(latencies)*99/100)]
+	}
+	return r
+}
+
+// post sends one request and reads its answer whole.
+func post(client *http.Client, url string, body []byte) (int, error) {
+	r, err := client.Post(url+"/v1/images", "application/json", bytes.NewReader(body))
+	if err != nil {
+		return 0, err
+	}
+	defer r.Body.Close()
+	if _, err := io.Copy(io.Discard, r.Body); err != nil {
+		return 0, err
+	}
+	return r.StatusCode, nil
+}
+
+// rssMiB is the server's resident memory from its /metrics, in MiB (0 when
+// it cannot be read).
+func rssMiB(client *http.Client, url string) float64 {
+	r, err := client.Get(url + "/metrics")
+	if err != nil {
+		return 0
+	}
+	defer r.Body.Close()
+	sc := bufio.NewScanner(r.Body)
+	for sc.Scan() {
+		if v, ok := strings.CutPrefix(sc.Text(), "process_resident_memory_bytes "); ok {
+			f, _ := strconv.ParseFloat(v, 64)
+			return f / (1 << 20)
+		}
+	}
+	return 0
+}
