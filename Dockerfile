@@ -61,7 +61,7 @@ RUN for f in /usr/local/lib/kakusan/*; do \
     useradd --uid 1000 --create-home --shell /bin/sh kakusan && \
     mkdir -p /kakusan/runs && chown -R kakusan:kakusan /kakusan
 WORKDIR /kakusan
-COPY --from=build /src/bin/train /src/bin/sample /src/bin/eval /src/bin/libkakusan_torch.so /kakusan/bin/
+COPY --from=build /src/bin/train /src/bin/sample /src/bin/eval /src/bin/serve /src/bin/libkakusan_torch.so /kakusan/bin/
 COPY configs/ configs/
 COPY third_party/dlfs5/ third_party/dlfs5/
 COPY scripts/entrypoint.sh /usr/local/bin/kakusan
@@ -86,7 +86,7 @@ RUN useradd --uid 1000 --create-home --shell /bin/sh kakusan && \
     mkdir -p /kakusan/runs && chown -R kakusan:kakusan /kakusan
 WORKDIR /kakusan
 COPY --from=cuda-shim /src/bin/libkakusan_torch.so /kakusan/bin/
-COPY --from=build /src/bin/train /src/bin/sample /src/bin/eval /src/bin/torch.test /kakusan/bin/
+COPY --from=build /src/bin/train /src/bin/sample /src/bin/eval /src/bin/serve /src/bin/torch.test /kakusan/bin/
 COPY configs/ configs/
 COPY third_party/dlfs5/ third_party/dlfs5/
 COPY scripts/entrypoint.sh /usr/local/bin/kakusan

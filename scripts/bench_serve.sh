@@ -19,6 +19,7 @@ out=runs/bench_serve
 mkdir -p "$out"
 : >"$out/load.jsonl"
 [[ -e $ck ]] || { echo "bench_serve: no $ck: train it first (bin/train -config configs/mnist_cond_cpu.yaml)" >&2; exit 1; }
+make build >/dev/null # bin/serve as the source says
 go build -o "$out/serveload" ./scripts/serveload
 port=18080
 serve() { # serve NAME FLAGS...: start a server, wait until it is ready
@@ -48,17 +49,65 @@ for mode in batching single; do
   fi
   stop
 done
+# How far merged images are from their jobs': 16 requests of one image
+# each, merged into one batch (--max-wait 2s), against bin/sample making
+# each image alone (--batch 1), in fp32 and in bf16.
+serve merged --max-batch 64 --max-wait 2s
+for p in fp32 bf16; do
+  for s in $(seq 16); do
+    bin/sample --checkpoint "$ck" --n 1 --seed "$s" --labels $((s % 10)) --batch 1 --precision $p --out "$out/alone-$p-$s" >/dev/null 2>&1
+  done
+done
+/usr/bin/python3 - "$port" "$out" <<'EOF2' | tee "$out/merged.txt"
+import base64, glob, json, sys, threading, urllib.request, zlib
+port, out = sys.argv[1], sys.argv[2]
+def pixels(png):  # 8-bit grey, non-interlaced: the filtered rows of the IDAT chunks
+    data, i = b"", 8
+    w = int.from_bytes(png[16:20], "big")
+    while i < len(png):
+        n = int.from_bytes(png[i:i+4], "big"); kind = png[i+4:i+8]
+        if kind == b"IDAT": data += png[i+8:i+8+n]
+        i += 12 + n
+    raw, rows, prev = zlib.decompress(data), [], bytearray(w)
+    for r in range(len(raw) // (w + 1)):
+        f, line = raw[r*(w+1)], bytearray(raw[r*(w+1)+1:(r+1)*(w+1)])
+        for x in range(w):
+            a = line[x-1] if x else 0; b = prev[x]; c = prev[x-1] if x else 0
+            if f == 1: line[x] = (line[x] + a) & 255
+            elif f == 2: line[x] = (line[x] + b) & 255
+            elif f == 3: line[x] = (line[x] + (a + b) // 2) & 255
+            elif f == 4:
+                p = a + b - c; pa, pb, pc = abs(p - a), abs(p - b), abs(p - c)
+                line[x] = (line[x] + (a if pa <= pb and pa <= pc else b if pb <= pc else c)) & 255
+        rows.append(line); prev = line
+    return b"".join(rows)
+for prec in ("fp32", "bf16"):
+    got = {}
+    def ask(s):
+        body = json.dumps({"n": 1, "seed": s, "labels": str(s % 10), "precision": prec}).encode()
+        r = urllib.request.urlopen(urllib.request.Request(f"http://127.0.0.1:{port}/v1/images", data=body, headers={"Content-Type": "application/json"}), timeout=120)
+        got[s] = base64.b64decode(json.load(r)["images"][0]["png"])
+    ts = [threading.Thread(target=ask, args=(s,)) for s in range(1, 17)]
+    [t.start() for t in ts]; [t.join() for t in ts]
+    worst, same = 0, 0
+    for s, png in got.items():
+        alone = open(glob.glob(f"{out}/alone-{prec}-{s}/000000_label*.png")[0], "rb").read()
+        same += png == alone
+        worst = max(worst, max(abs(a - b) for a, b in zip(pixels(png), pixels(alone))))
+    print(f"{prec}: 16 requests merged into one batch against each made alone: {same} of 16 byte-identical, at most {worst} grey levels apart")
+EOF2
+stop
 grep -m1 "model name" /proc/cpuinfo | sed 's/.*: /CPU: /'
 /usr/bin/python3 - "$out/load.jsonl" <<'EOF'
 import json, sys
 rows = [json.loads(l) for l in open(sys.argv[1])]
 single = {r["clients"]: r for r in rows if r["label"] == "single"}
-print("| server | clients | images/s | vs one at a time | p50 ms | p99 ms | errors |")
-print("| --- | --- | --- | --- | --- | --- | --- |")
+print("| server | clients | images/s | vs one at a time | mean batch | p50 ms | p99 ms | errors |")
+print("| --- | --- | --- | --- | --- | --- | --- | --- |")
 for r in rows:
     base = single.get(r["clients"])
     ratio = f'{r["images_per_s"] / base["images_per_s"]:.1f}x' if base and r["label"] != "single" else "1.0x" if base else "-"
-    print(f'| {r["label"]} | {r["clients"]} | {r["images_per_s"]:.1f} | {ratio} | {r["p50_ms"]:.0f} | {r["p99_ms"]:.0f} | {sum(r["errors"].values()) or 0} |')
+    print(f'| {r["label"]} | {r["clients"]} | {r["images_per_s"]:.1f} | {ratio} | {r.get("mean_batch", 0):.1f} | {r["p50_ms"]:.0f} | {r["p99_ms"]:.0f} | {sum(r["errors"].values()) or 0} |')
 for r in rows:
     if r["label"] == "batching-10k":
         print(f'\n{r["requests"]} requests at 64 clients: resident memory (MiB) ' + ", ".join(f"{v:.0f}" for v in r["rss_mib"]))

@@ -45,7 +45,7 @@ grep -q 'libtorch_cpu' <<<"$libs" || fail "ldd of the shim in the image: $libs"
 ! grep -q 'not found' <<<"$libs" || fail "the shim's libraries are incomplete: $(grep 'not found' <<<"$libs")"
 ok "every library the shim links resolves ($(grep -c '=> /' <<<"$libs") of them)"
 commands=$(run | sed -n 's/^commands: *//p')
-[[ $(tr -s ' ' '\n' <<<"$commands" | sort | xargs) == "eval sample train" ]] || fail "the default command lists '$commands', want eval sample train"
+[[ $(tr -s ' ' '\n' <<<"$commands" | sort | xargs) == "eval sample serve train" ]] || fail "the default command lists '$commands', want eval sample serve train"
 ok "the default command lists the binaries: $commands"
 
 # Ladder step 3 (a classical config): EM on Old Faithful, then sampling.
@@ -77,6 +77,32 @@ files=$(python3 -c 'import json, sys; [print(json.loads(l)["file"]) for l in ope
 [[ $(wc -l <<<"$files") == 20 ]] || fail "the manifest names $(wc -l <<<"$files") images, want 20"
 for f in $files; do is_png "$runs/samples/$f" || fail "$f, named by the manifest, is not a PNG"; done
 ok "sample 20 images from that checkpoint: each image the manifest names is a PNG"
+
+# bin/serve inside the image on the host's loopback (--network host): ready,
+# two images as a grid PNG, then SIGTERM drains it and it exits 0.
+port=${SERVE_PORT:-18931}
+name=kakusan-image-test-serve-$$
+"${podman[@]}" run -d --name "$name" --network host "${limits[@]}" "${userns[@]}" -v "$runs:/kakusan/runs" "$image" \
+  serve --checkpoint /kakusan/runs/diffusion --addr 127.0.0.1:$port >/dev/null
+python3 - "$port" "$work/serve.png" <<'PY' || { "${podman[@]}" logs "$name" >&2; "${podman[@]}" rm -f "$name" >/dev/null; fail "bin/serve in the image did not answer"; }
+import sys, time, urllib.request
+port, out = sys.argv[1], sys.argv[2]
+for _ in range(300):
+    try:
+        urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2).read()
+        break
+    except OSError:
+        time.sleep(0.2)
+req = urllib.request.Request(f"http://127.0.0.1:{port}/v1/images", data=b'{"n": 2, "steps": 5, "format": "png"}', headers={"Content-Type": "application/json"})
+open(out, "wb").write(urllib.request.urlopen(req, timeout=60).read())
+PY
+"${podman[@]}" stop -t 30 "$name" >/dev/null
+code=$("${podman[@]}" inspect --format '{{.State.ExitCode}}' "$name")
+"${podman[@]}" logs "$name" >"$work/serve.log" 2>&1 || true
+"${podman[@]}" rm "$name" >/dev/null
+is_png "$work/serve.png" || fail "bin/serve's grid is not a PNG"
+[[ $code == 0 ]] && grep -q "drained" "$work/serve.log" || { cat "$work/serve.log" >&2; fail "bin/serve exited $code after SIGTERM"; }
+ok "serve that checkpoint: ready, a grid of two images, SIGTERM drains it (exit 0)"
 
 job eval-help eval --help
 grep -q -- '--judge' "$work/eval-help.log" || fail "eval --help does not describe --judge"

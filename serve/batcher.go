@@ -38,8 +38,9 @@ var (
 // batcher merges the queued requests' images into sampler batches: the
 // oldest request's next images first, then those of later requests it may
 // share a batch with (Model.sameKey), up to maxBatch, waiting at most
-// maxWait from the oldest request's arrival for a batch to fill when the
-// last batch was merged (concurrent clients), not otherwise. It runs
+// maxWait from the oldest request's arrival for a batch to fill when
+// requests have been in the server together since the last batch formed
+// (concurrent clients), not otherwise. It runs
 // one batch at a time (the torch thread runs it): the next forms while the
 // queue fills.
 type batcher struct {
@@ -49,17 +50,22 @@ type batcher struct {
 	maxQueue int
 	met      *metrics
 
-	mu      sync.Mutex
-	queue   []*job
-	queued  int  // images waiting
-	merged  bool // the last batch held images of several requests
-	closed  bool
-	wake    chan struct{}
-	stopped chan struct{}
+	mu     sync.Mutex
+	queue  []*job
+	queued int // images waiting
+	// active is the requests in the server (queued, in a batch or being
+	// answered), peak the most there were since the last batch formed:
+	// more than one means concurrent clients, whose next requests are worth
+	// waiting for.
+	active, peak int
+	closed       bool
+	wake         chan struct{}
+	stopped      chan struct{}
 }
 
 func newBatcher(m *Model, l Limits, maxWait time.Duration, met *metrics) *batcher {
-	b := &batcher{m: m, maxBatch: l.MaxBatch, maxWait: maxWait, maxQueue: l.MaxQueue, met: met, merged: true,
+	b := &batcher{m: m, maxBatch: l.MaxBatch, maxWait: maxWait, maxQueue: l.MaxQueue, met: met,
+		peak: 2, // the first batch waits: nothing says yet that its client is alone
 		wake: make(chan struct{}, 1), stopped: make(chan struct{})}
 	go b.loop()
 	return b
@@ -79,14 +85,20 @@ func (b *batcher) submit(ctx context.Context, r *Request) (*job, error) {
 	}
 	b.queue = append(b.queue, j)
 	b.queued += r.N
+	b.active++
+	b.peak = max(b.peak, b.active)
 	b.met.queue.Set(float64(b.queued))
 	b.signal()
 	return j, nil
 }
 
-// drop stops handing out a request's images (its client left).
-func (b *batcher) drop(j *job) {
+// release is a request's end, answered or not: its images not yet handed
+// out are dropped (its client may have left).
+func (b *batcher) release(j *job) {
 	j.dropped.Store(true)
+	b.mu.Lock()
+	b.active--
+	b.mu.Unlock()
 	b.signal()
 }
 
@@ -158,12 +170,12 @@ func (b *batcher) next() ([]piece, bool) {
 			}
 		}
 		// Wait for companions only where there are any: a lone client's
-		// requests come one after another, and waiting would only delay
-		// them. The first batch, and each after a merged one, waits.
+		// requests come one after another (never two in the server), and
+		// waiting would only delay them.
 		wait := time.Until(head.arrived.Add(b.maxWait))
-		if avail >= b.maxBatch || wait <= 0 || b.closed || !b.merged {
+		if avail >= b.maxBatch || wait <= 0 || b.closed || b.peak < 2 {
 			ps := b.take(head)
-			b.merged = len(ps) > 0 && ps[0].j != ps[len(ps)-1].j
+			b.peak = b.active
 			b.mu.Unlock()
 			return ps, true
 		}

@@ -72,9 +72,7 @@ func start(t *testing.T, o Options) (*Server, *httptest.Server) {
 		t.Fatal(err)
 	}
 	s := New(m, o)
-	ts := httptest.NewUnstartedServer(nil)
-	ts.Config = s.HTTPServer()
-	ts.Start()
+	ts := startHTTP(t, s)
 	t.Cleanup(func() {
 		ts.Close()
 		s.Drain()
@@ -82,6 +80,15 @@ func start(t *testing.T, o Options) (*Server, *httptest.Server) {
 		m.Free()
 	})
 	return s, ts
+}
+
+// startHTTP serves s on a loopback port with its own http.Server settings.
+func startHTTP(t *testing.T, s *Server) *httptest.Server {
+	t.Helper()
+	ts := httptest.NewUnstartedServer(nil)
+	ts.Config = s.HTTPServer()
+	ts.Start()
+	return ts
 }
 
 // answer is a JSON answer of POST /v1/images.

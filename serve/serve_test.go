@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
 
@@ -112,7 +113,7 @@ func TestConcurrentRequestsShareABatch(t *testing.T) {
 		})
 	}
 	wg.Wait()
-	if got := histogramCount(t, s, "kakusan_batch_images"); got != 1 {
+	if got := metric(t, s, "kakusan_batch_images").GetHistogram().GetSampleCount(); got != 1 {
 		t.Errorf("%d batches for 12 images of 4 requests, want 1", got)
 	}
 	worst := 0
@@ -129,8 +130,8 @@ func TestConcurrentRequestsShareABatch(t *testing.T) {
 	t.Logf("merged images are at most %d grey levels from their jobs'", worst)
 }
 
-// histogramCount reads a histogram's count from the server's metrics.
-func histogramCount(t *testing.T, s *Server, name string) uint64 {
+// metric is the first series of a metric of the server's registry.
+func metric(t *testing.T, s *Server, name string) *dto.Metric {
 	t.Helper()
 	fams, err := s.met.reg.Gather()
 	if err != nil {
@@ -138,11 +139,11 @@ func histogramCount(t *testing.T, s *Server, name string) uint64 {
 	}
 	for _, f := range fams {
 		if f.GetName() == name {
-			return f.GetMetric()[0].GetHistogram().GetSampleCount()
+			return f.GetMetric()[0]
 		}
 	}
 	t.Fatalf("no metric %s", name)
-	return 0
+	return nil
 }
 
 // Inpainting keeps the pixels outside the mask exactly and redraws those
@@ -274,23 +275,11 @@ func TestClientLeavesMidRequest(t *testing.T) {
 		}
 	}
 	time.Sleep(100 * time.Millisecond)
-	made := counter(t, s, "kakusan_images_total")
+	made := metric(t, s, "kakusan_images_total").GetCounter().GetValue()
 	if made >= 16 {
 		t.Errorf("%g images made: the leaving client's were not dropped", made)
 	}
 	t.Logf("%g images made for 16 asked by the client that left and 2 by the other", made)
-}
-
-func counter(t *testing.T, s *Server, name string) float64 {
-	t.Helper()
-	fams, _ := s.met.reg.Gather()
-	for _, f := range fams {
-		if f.GetName() == name {
-			return f.GetMetric()[0].GetCounter().GetValue()
-		}
-	}
-	t.Fatalf("no metric %s", name)
-	return 0
 }
 
 // /metrics is Prometheus's text format with the server's figures; /v1/model

@@ -141,7 +141,7 @@ func (s *Server) serveImages(w http.ResponseWriter, r *http.Request) (int, int) 
 		w.Header().Set("Retry-After", "5")
 		return s.fail(w, httpError{http.StatusServiceUnavailable, err.Error()}), 0
 	}
-	defer s.b.drop(j) // nothing more for it once it is answered, whichever way
+	defer s.b.release(j) // nothing more for it once it is answered, whichever way
 	if req.Format == "ndjson" {
 		return s.stream(ctx, w, j)
 	}

@@ -5,6 +5,8 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"image"
+	"image/png"
 	"math"
 	"os"
 	"path/filepath"
@@ -324,5 +326,78 @@ func TestAutoencoderJobReconstructsTrainingImages(t *testing.T) {
 	j.set = []string{"labels"}
 	if err := runNeural(context.Background(), j); err == nil || !strings.Contains(err.Error(), "with their own labels") {
 		t.Errorf("--labels on an autoencoder: %v", err)
+	}
+}
+
+// --init and --mask (image-to-image, inpainting): the kept pixels are the
+// image's exactly, the painted ones are not, job.json records the edit; the
+// edit flags are refused where they do nothing.
+func TestEditJobs(t *testing.T) {
+	ck := tinyCheckpoint(t)
+	dir := t.TempDir()
+	write := func(name string, f func(x, y int) uint8) string {
+		img := image.NewGray(image.Rect(0, 0, 28, 28))
+		for y := range 28 {
+			for x := range 28 {
+				img.Pix[y*28+x] = f(x, y)
+			}
+		}
+		p := filepath.Join(dir, name)
+		out, _ := os.Create(p)
+		png.Encode(out, img)
+		out.Close()
+		return p
+	}
+	init := write("init.png", func(x, y int) uint8 { return uint8(x*9 + y) })
+	left := write("left.png", func(x, y int) uint8 { return map[bool]uint8{true: 255}[x < 10] })
+	j := job(ck, filepath.Join(dir, "inpainted"), 0, 1)
+	j.init, j.mask = init, left
+	if err := runNeural(context.Background(), j); err != nil {
+		t.Fatal(err)
+	}
+	want, _ := os.ReadFile(init)
+	wimg, _ := png.Decode(bytes.NewReader(want))
+	for name, b := range files(t, j.out) {
+		img, err := png.Decode(bytes.NewReader(b))
+		if err != nil {
+			t.Fatal(err)
+		}
+		g, w := img.(*image.Gray), wimg.(*image.Gray)
+		changed := false
+		for i := range g.Pix {
+			if i%28 >= 10 && g.Pix[i] != w.Pix[i] {
+				t.Fatalf("%s: kept pixel %d is %d, the image's %d", name, i, g.Pix[i], w.Pix[i])
+			}
+			changed = changed || i%28 < 10 && g.Pix[i] != w.Pix[i]
+		}
+		if !changed {
+			t.Errorf("%s: the painted region is the image's", name)
+		}
+	}
+	var rec struct {
+		Params map[string]any `json:"params"`
+	}
+	b, _ := os.ReadFile(filepath.Join(j.out, "job.json"))
+	json.Unmarshal(b, &rec)
+	if rec.Params["init"] != init || rec.Params["mask"] != left || rec.Params["strength"] != 1.0 || rec.Params["resample"] != 1.0 {
+		t.Errorf("job.json params %v", rec.Params)
+	}
+	for _, c := range []struct {
+		edit func(*neuralJob)
+		want string
+	}{
+		{func(j *neuralJob) { j.sampling.Strength, j.set = 0.5, append(j.set, "strength") }, "--strength is for image-to-image and inpainting (--init)"},
+		{func(j *neuralJob) { j.mask = left }, "--mask: inpainting needs the image too (--init)"},
+		{func(j *neuralJob) { j.init, j.sampling.Resample, j.set = init, 3, append(j.set, "resample") }, "--resample is for inpainting (--init with --mask)"},
+		{func(j *neuralJob) { j.init = filepath.Join(dir, "none.png") }, "none.png"},
+		{func(j *neuralJob) { j.init = ck + "/config.yaml" }, "not a PNG or JPEG file"},
+		{func(j *neuralJob) { j.init, j.mask = init, write("black.png", func(x, y int) uint8 { return 0 }) }, "the mask paints nothing"},
+		{func(j *neuralJob) { j.init, j.sampling.Strength, j.set = init, 1.5, append(j.set, "strength") }, "strength: must be in (0, 1]"},
+	} {
+		j := job(ck, t.TempDir(), 0, 1)
+		c.edit(&j)
+		if err := runNeural(context.Background(), j); err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("want %q, got %v", c.want, err)
+		}
 	}
 }

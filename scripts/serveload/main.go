@@ -43,6 +43,7 @@ type report struct {
 	P99ms      float64        `json:"p99_ms"`
 	Errors     map[string]int `json:"errors"`
 	RSSMiB     []float64      `json:"rss_mib"` // at the start, every 1,000 requests, at the end
+	MeanBatch  float64        `json:"mean_batch"` // images a sampler batch, over the run (from /metrics)
 }
 
 func main() {
@@ -70,6 +71,7 @@ func run(url string, clients, n, classes int, dur time.Duration, max int) report
 		latencies []float64
 		errs      = map[string]int{}
 		rss       = []float64{rssMiB(client, url)}
+		before    = scrape(client, url)
 		sent      atomic.Int64
 		wg        sync.WaitGroup
 	)
@@ -112,9 +114,13 @@ func run(url string, clients, n, classes int, dur time.Duration, max int) report
 	wg.Wait()
 	secs := time.Since(t0).Seconds()
 	rss = append(rss, rssMiB(client, url))
+	after := scrape(client, url)
 	slices.Sort(latencies)
 	r := report{Clients: clients, N: n, Seconds: secs, Requests: len(latencies), Images: len(latencies) * n,
 		ImagesPerS: float64(len(latencies)*n) / secs, Errors: errs, RSSMiB: rss}
+	if n := after["kakusan_batch_images_count"] - before["kakusan_batch_images_count"]; n > 0 {
+		r.MeanBatch = (after["kakusan_batch_images_sum"] - before["kakusan_batch_images_sum"]) / n
+	}
 	if len(latencies) > 0 {
 		r.P50ms = 1e3 * latencies[len(latencies)/2]
 		r.P99ms = 1e3 * latencies[min(len(latencies)-1, len(latencies)*99/100)]
@@ -138,17 +144,23 @@ func post(client *http.Client, url string, body []byte) (int, error) {
 // rssMiB is the server's resident memory from its /metrics, in MiB (0 when
 // it cannot be read).
 func rssMiB(client *http.Client, url string) float64 {
+	return scrape(client, url)["process_resident_memory_bytes"] / (1 << 20)
+}
+
+// scrape reads the unlabelled series of the server's /metrics: name, value.
+func scrape(client *http.Client, url string) map[string]float64 {
+	out := map[string]float64{}
 	r, err := client.Get(url + "/metrics")
 	if err != nil {
-		return 0
+		return out
 	}
 	defer r.Body.Close()
 	sc := bufio.NewScanner(r.Body)
 	for sc.Scan() {
-		if v, ok := strings.CutPrefix(sc.Text(), "process_resident_memory_bytes "); ok {
-			f, _ := strconv.ParseFloat(v, 64)
-			return f / (1 << 20)
+		name, v, ok := strings.Cut(sc.Text(), " ")
+		if ok && !strings.HasPrefix(name, "#") && !strings.Contains(name, "{") {
+			out[name], _ = strconv.ParseFloat(v, 64)
 		}
 	}
-	return 0
+	return out
 }

@@ -130,6 +130,7 @@ func Snapshot(t *testing.T, dir string) string {
 type Container struct {
 	File string
 	Doc  map[string]any // the whole document it is in
+	Spec map[string]any // the container's own fields (ports, probes, resources)
 	Args []string
 	Env  map[string]string
 }
@@ -161,7 +162,7 @@ func Containers(t *testing.T, root string) []Container {
 				t.Fatalf("%s: a document without apiVersion and kind", p)
 			}
 			walkContainers(doc, func(c map[string]any) {
-				k := Container{File: filepath.Base(p), Doc: doc, Env: map[string]string{}}
+				k := Container{File: filepath.Base(p), Doc: doc, Spec: c, Env: map[string]string{}}
 				args, _ := c["args"].([]any)
 				for _, a := range args {
 					s, ok := a.(string)

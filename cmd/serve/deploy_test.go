@@ -1,0 +1,78 @@
+package main
+
+import (
+	"net"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"kakusan/cmd/internal/cli"
+	"kakusan/cmd/internal/clitest"
+)
+
+// TestDeployServing checks deploy/'s server: bin/serve's flag parser takes
+// its command line and its checks pass; its probes are the server's
+// /readyz and /healthz on the port it listens on; it asks for resources;
+// the grace period outlasts --drain.
+func TestDeployServing(t *testing.T) {
+	root, _ := filepath.Abs("../..")
+	found := 0
+	for _, c := range clitest.Containers(t, root) {
+		if len(c.Args) == 0 || c.Args[0] != "serve" {
+			continue
+		}
+		found++
+		fs, f := newFlags()
+		if err := cli.Parse(fs, c.Args[1:]); err != nil {
+			t.Fatalf("%s: %v: %v", c.File, c.Args, err)
+		}
+		if err := f.check(); err != nil {
+			t.Errorf("%s: %v", c.File, err)
+		}
+		_, port, err := net.SplitHostPort(f.addr)
+		if err != nil || strings.HasPrefix(f.addr, "127.") {
+			t.Errorf("%s: --addr %s: a pod must listen beyond loopback (0.0.0.0:PORT)", c.File, f.addr)
+		}
+		ports, _ := c.Spec["ports"].([]any)
+		named := map[string]string{}
+		for _, p := range ports {
+			m, _ := p.(map[string]any)
+			name, _ := m["name"].(string)
+			named[name] = itoa(m["containerPort"])
+		}
+		for probe, path := range map[string]string{"readinessProbe": "/readyz", "livenessProbe": "/healthz"} {
+			pr, _ := c.Spec[probe].(map[string]any)
+			get, _ := pr["httpGet"].(map[string]any)
+			p := itoa(get["port"])
+			if named[p] != "" {
+				p = named[p]
+			}
+			if get["path"] != path || p != port {
+				t.Errorf("%s: %s is %v on port %s, want %s on --addr's port %s", c.File, probe, get["path"], p, path, port)
+			}
+		}
+		res, _ := c.Spec["resources"].(map[string]any)
+		if res["requests"] == nil {
+			t.Errorf("%s: no resource requests", c.File)
+		}
+		grace := c.Doc["spec"].(map[string]any)["template"].(map[string]any)["spec"].(map[string]any)["terminationGracePeriodSeconds"]
+		if g, ok := grace.(int); !ok || time.Duration(g)*time.Second <= f.drain {
+			t.Errorf("%s: terminationGracePeriodSeconds %v, want more than --drain %v", c.File, grace, f.drain)
+		}
+	}
+	if found == 0 {
+		t.Fatal("no bin/serve in deploy/")
+	}
+}
+
+func itoa(v any) string {
+	switch v := v.(type) {
+	case int:
+		return strconv.Itoa(v)
+	case string:
+		return v
+	}
+	return ""
+}
