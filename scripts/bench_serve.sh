@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # bench_serve.sh: bin/serve under load on the CPU default model, loopback
-# only. Two servers of the same checkpoint, one after the other: dynamic
-# batching (--max-batch 64 --max-wait 20ms) and one request at a time
-# (--max-batch 1: a batch is one request's image), each under 1, 8 and 64
-# concurrent clients for SECONDS (60) each, one image a request
-# (scripts/serveload); then 10,000 requests at 64 clients against the
-# batching server, its resident memory read every 1,000. A JSON line per
+# only. Two servers of the same checkpoint, up together and measured in
+# turn: dynamic batching (--max-batch 64 --max-wait 20ms) and one request
+# at a time (--max-batch 1: a batch is one request's image), under 1, 8 and
+# 64 concurrent clients for SECONDS_EACH (60) seconds each, ROUNDS (1)
+# times, one image a request (scripts/serveload); then 10,000 requests at
+# 64 clients against the batching server, its resident memory read every
+# 1,000; then how far merged images are from their jobs'. A JSON line per
 # run in runs/bench_serve/load.jsonl and a Markdown table on stdout.
 #
 #   scripts/bench_serve.sh [CHECKPOINT]   (default runs/mnist_cond_cpu;
@@ -21,12 +22,11 @@ mkdir -p "$out"
 [[ -e $ck ]] || { echo "bench_serve: no $ck: train it first (bin/train -config configs/mnist_cond_cpu.yaml)" >&2; exit 1; }
 make build >/dev/null # bin/serve as the source says
 go build -o "$out/serveload" ./scripts/serveload
-port=18080
-serve() { # serve NAME FLAGS...: start a server, wait until it is ready
-  local name=$1
-  shift
+serve() { # serve NAME PORT FLAGS...: start a server, wait until it is ready; its pid in pids[NAME]
+  local name=$1 port=$2
+  shift 2
   bin/serve --checkpoint "$ck" --addr 127.0.0.1:$port --queue 4096 --max-n 64 "$@" 2>"$out/$name.log" &
-  pid=$!
+  pids[$name]=$!
   for _ in $(seq 600); do
     curl -sf http://127.0.0.1:$port/readyz >/dev/null && return 0
     sleep 0.2
@@ -35,30 +35,39 @@ serve() { # serve NAME FLAGS...: start a server, wait until it is ready
   exit 1
 }
 stop() {
-  kill -TERM "$pid"
-  wait "$pid"
+  kill -TERM "${pids[$1]}"
+  wait "${pids[$1]}"
 }
+declare -A pids port=([batching]=18080 [single]=18081)
+# Both servers are up together (one idles while the other is measured) and
+# the runs alternate between them, client count by client count: these
+# machines drift by 1.5x within minutes, and a ratio of two runs an hour
+# apart would measure the drift.
+serve batching ${port[batching]} --max-batch 64 --max-wait 20ms
+serve single ${port[single]} --max-batch 1 --max-wait 0s
 for mode in batching single; do
-  if [[ $mode == batching ]]; then serve $mode --max-batch 64 --max-wait 20ms; else serve $mode --max-batch 1 --max-wait 0s; fi
-  "$out/serveload" -url http://127.0.0.1:$port -clients 8 -for 10s -label warm >/dev/null
-  for c in 1 8 64; do
-    "$out/serveload" -url http://127.0.0.1:$port -clients $c -for "${secs}s" -label "$mode" | tee -a "$out/load.jsonl"
-  done
-  if [[ $mode == batching ]]; then
-    "$out/serveload" -url http://127.0.0.1:$port -clients 64 -for 30m -requests "${REQUESTS:-10000}" -label "batching-10k" | tee -a "$out/load.jsonl"
-  fi
-  stop
+  "$out/serveload" -url http://127.0.0.1:${port[$mode]} -clients 8 -for 10s -label warm >/dev/null
 done
+for round in $(seq "${ROUNDS:-1}"); do
+  for c in 1 8 64; do
+    for mode in batching single; do
+      "$out/serveload" -url http://127.0.0.1:${port[$mode]} -clients $c -for "${secs}s" -label "$mode" | tee -a "$out/load.jsonl"
+    done
+  done
+done
+stop single
+"$out/serveload" -url http://127.0.0.1:${port[batching]} -clients 64 -for 30m -requests "${REQUESTS:-10000}" -label "batching-10k" | tee -a "$out/load.jsonl"
+stop batching
 # How far merged images are from their jobs': 16 requests of one image
 # each, merged into one batch (--max-wait 2s), against bin/sample making
 # each image alone (--batch 1), in fp32 and in bf16.
-serve merged --max-batch 64 --max-wait 2s
+serve merged ${port[batching]} --max-batch 64 --max-wait 2s
 for p in fp32 bf16; do
   for s in $(seq 16); do
     bin/sample --checkpoint "$ck" --n 1 --seed "$s" --labels $((s % 10)) --batch 1 --precision $p --out "$out/alone-$p-$s" >/dev/null 2>&1
   done
 done
-/usr/bin/python3 - "$port" "$out" <<'EOF2' | tee "$out/merged.txt"
+/usr/bin/python3 - "${port[batching]}" "$out" <<'EOF2' | tee "$out/merged.txt"
 import base64, glob, json, sys, threading, urllib.request, zlib
 port, out = sys.argv[1], sys.argv[2]
 def pixels(png):  # 8-bit grey, non-interlaced: the filtered rows of the IDAT chunks
@@ -96,7 +105,7 @@ for prec in ("fp32", "bf16"):
         worst = max(worst, max(abs(a - b) for a, b in zip(pixels(png), pixels(alone))))
     print(f"{prec}: 16 requests merged into one batch against each made alone: {same} of 16 byte-identical, at most {worst} grey levels apart")
 EOF2
-stop
+stop merged
 grep -m1 "model name" /proc/cpuinfo | sed 's/.*: /CPU: /'
 /usr/bin/python3 - "$out/load.jsonl" <<'EOF'
 import json, sys
