@@ -9,6 +9,7 @@ import (
 	"image"
 	_ "image/jpeg" // input images: DecodeConfig's formats
 	_ "image/png"
+	"maps"
 	"reflect"
 	"slices"
 	"sort"
@@ -60,9 +61,19 @@ func knownFields() []string {
 	return out
 }
 
-// parse reads a request's body: a JSON object of the fields above. Every
-// problem is an error that names its field; nothing is run.
-func (m *Model) parse(body []byte, l Limits) (*Request, error) {
+// fields are a request's fields as sent, decoded but not yet checked
+// against the model.
+type fields struct {
+	r          *Request
+	s          diffusion.Sampling
+	labels     string   // a --labels spec
+	init, mask string   // base64 images
+	given      []string // the settings sent, by flag name (and "labels")
+}
+
+// decode reads a request's body: a JSON object of the known fields, each of
+// its type. Every problem is an error that names its field.
+func decode(body []byte, l Limits) (*fields, error) {
 	var raw map[string]json.RawMessage
 	if err := json.Unmarshal(body, &raw); err != nil {
 		return nil, fmt.Errorf("the body is not a JSON object: %v", err)
@@ -76,17 +87,14 @@ func (m *Model) parse(body []byte, l Limits) (*Request, error) {
 			return nil, fmt.Errorf("unknown field %q (known: %s)", k, strings.Join(known, ", "))
 		}
 	}
-	r := &Request{N: 1, Seed: 1, Format: "json"}
-	labels := "all"
-	var init, mask string
-	var given []string
-	for _, f := range []struct {
+	f := &fields{r: &Request{N: 1, Seed: 1, Format: "json"}, labels: "all"}
+	for _, p := range []struct {
 		key string
 		dst any
-	}{{"n", &r.N}, {"seed", &r.Seed}, {"init", &init}, {"mask", &mask}, {"format", &r.Format}} {
-		if v, ok := raw[f.key]; ok {
-			if err := json.Unmarshal(v, f.dst); err != nil {
-				return nil, fmt.Errorf("%s: %v", f.key, jsonProblem(err))
+	}{{"n", &f.r.N}, {"seed", &f.r.Seed}, {"init", &f.init}, {"mask", &f.mask}, {"format", &f.r.Format}} {
+		if v, ok := raw[p.key]; ok {
+			if err := json.Unmarshal(v, p.dst); err != nil {
+				return nil, fmt.Errorf("%s: %v", p.key, jsonProblem(err))
 			}
 		}
 	}
@@ -95,27 +103,36 @@ func (m *Model) parse(body []byte, l Limits) (*Request, error) {
 		if err != nil {
 			return nil, fmt.Errorf("labels: %v", err)
 		}
-		labels, given = spec, append(given, "labels")
+		f.labels, f.given = spec, append(f.given, "labels")
 	}
-	if r.N < 1 || r.N > l.MaxN {
-		return nil, fmt.Errorf("n: must be 1-%d, got %d", l.MaxN, r.N)
+	if f.r.N < 1 || f.r.N > l.MaxN {
+		return nil, fmt.Errorf("n: must be 1-%d, got %d", l.MaxN, f.r.N)
 	}
-	if !slices.Contains(formats, r.Format) {
-		return nil, fmt.Errorf("format: unknown %q (known: %s)", r.Format, strings.Join(formats, ", "))
+	if !slices.Contains(formats, f.r.Format) {
+		return nil, fmt.Errorf("format: unknown %q (known: %s)", f.r.Format, strings.Join(formats, ", "))
 	}
-	var s diffusion.Sampling
-	for _, f := range diffusion.SamplingFields() {
-		v, ok := raw[f.Record()]
-		if !ok {
-			continue
+	for _, sf := range diffusion.SamplingFields() {
+		if v, ok := raw[sf.Record()]; ok {
+			if err := setField(sf.Ptr(&f.s), v); err != nil {
+				return nil, fmt.Errorf("%s: %v", sf.Record(), err)
+			}
+			f.given = append(f.given, sf.Flag)
 		}
-		if err := setField(f.Ptr(&s), v); err != nil {
-			return nil, fmt.Errorf("%s: %v", f.Record(), err)
-		}
-		given = append(given, f.Flag)
 	}
+	return f, nil
+}
+
+// parse reads a request's body (decode) and checks it for the model as
+// bin/sample checks its flags, then decodes its images. Every problem is an
+// error that names its field; nothing is run.
+func (m *Model) parse(body []byte, l Limits) (*Request, error) {
+	f, err := decode(body, l)
+	if err != nil {
+		return nil, err
+	}
+	r, s, edit, masked := f.r, f.s, f.init != "", f.mask != ""
 	name := func(flag string) string { return strings.ReplaceAll(flag, "-", "_") }
-	if err := models.CheckSettings(m.entry, m.m, m.ck.Config, s, given, init != "", mask != "", name); err != nil {
+	if err := models.CheckSettings(m.entry, m.m, m.ck.Config, s, f.given, edit, masked, name); err != nil {
 		return nil, err
 	}
 	g := m.ck.Geometry
@@ -124,28 +141,28 @@ func (m *Model) parse(body []byte, l Limits) (*Request, error) {
 		return nil, fmt.Errorf("prompt: %v", err)
 	}
 	if class >= 0 {
-		if slices.Contains(given, "labels") {
+		if slices.Contains(f.given, "labels") {
 			return nil, fmt.Errorf("prompt %.60q names a class and labels gives the classes: one or the other", s.Prompt)
 		}
-		labels = strconv.Itoa(class)
+		f.labels = strconv.Itoa(class)
 	}
 	s.Prompt = style
-	if err := m.checkSampling(r, s, given, init != "", mask != "", l); err != nil {
+	if err := m.checkSampling(r, s, f.given, edit, masked, l); err != nil {
 		return nil, err
 	}
 	if models.Conditional(m.m) {
-		if r.Labels, err = sample.ParseLabels(labels, r.N, g.Classes, r.Seed); err != nil {
+		if r.Labels, err = sample.ParseLabels(f.labels, r.N, g.Classes, r.Seed); err != nil {
 			return nil, fmt.Errorf("labels: %s", strings.TrimPrefix(err.Error(), "--labels "))
 		}
 	}
 	var iw, ih, mw, mh int
-	if init != "" {
-		if r.Init, iw, ih, err = m.inputImage("init", init, l, false); err != nil {
+	if edit {
+		if r.Init, iw, ih, err = m.inputImage("init", f.init, l, false); err != nil {
 			return nil, err
 		}
 	}
-	if mask != "" {
-		if r.Mask, mw, mh, err = m.inputImage("mask", mask, l, true); err != nil {
+	if masked {
+		if r.Mask, mw, mh, err = m.inputImage("mask", f.mask, l, true); err != nil {
 			return nil, err
 		}
 		if mw != iw || mh != ih { // both are resized alike: only the same size maps pixel to pixel
@@ -154,9 +171,7 @@ func (m *Model) parse(body []byte, l Limits) (*Request, error) {
 	}
 	r.Record = map[string]any{"n": r.N, "seed": r.Seed}
 	if m.dm != nil {
-		for k, v := range models.SamplingRecord(m.ck.Config, r.Sampling) {
-			r.Record[k] = v
-		}
+		maps.Copy(r.Record, models.SamplingRecord(m.ck.Config, r.Sampling))
 	}
 	return r, nil
 }

@@ -5,7 +5,6 @@ import (
 	"strconv"
 	"testing"
 
-	"kakusan/cmd/internal/cli"
 	"kakusan/cmd/internal/clitest"
 )
 
@@ -16,14 +15,9 @@ import (
 func TestDeploySampling(t *testing.T) {
 	root, _ := filepath.Abs("../..")
 	outs, merges := map[string]bool{}, []string{}
-	for _, c := range clitest.Containers(t, root) {
-		if len(c.Args) == 0 || c.Args[0] != "sample" {
-			continue
-		}
+	for _, c := range clitest.Deployed(t, root, "sample") {
 		fs, f := newFlags()
-		if err := cli.Parse(fs, c.Args[1:]); err != nil {
-			t.Fatalf("%s: %v: %v", c.File, c.Args, err)
-		}
+		c.Parse(t, fs)
 		if f.merge != "" {
 			merges = append(merges, f.merge)
 			continue

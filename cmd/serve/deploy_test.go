@@ -8,7 +8,6 @@ import (
 	"testing"
 	"time"
 
-	"kakusan/cmd/internal/cli"
 	"kakusan/cmd/internal/clitest"
 )
 
@@ -18,16 +17,9 @@ import (
 // the grace period outlasts --drain.
 func TestDeployServing(t *testing.T) {
 	root, _ := filepath.Abs("../..")
-	found := 0
-	for _, c := range clitest.Containers(t, root) {
-		if len(c.Args) == 0 || c.Args[0] != "serve" {
-			continue
-		}
-		found++
+	for _, c := range clitest.Deployed(t, root, "serve") {
 		fs, f := newFlags()
-		if err := cli.Parse(fs, c.Args[1:]); err != nil {
-			t.Fatalf("%s: %v: %v", c.File, c.Args, err)
-		}
+		c.Parse(t, fs)
 		if err := f.check(); err != nil {
 			t.Errorf("%s: %v", c.File, err)
 		}
@@ -61,9 +53,6 @@ func TestDeployServing(t *testing.T) {
 		if g, ok := grace.(int); !ok || time.Duration(g)*time.Second <= f.drain {
 			t.Errorf("%s: terminationGracePeriodSeconds %v, want more than --drain %v", c.File, grace, f.drain)
 		}
-	}
-	if found == 0 {
-		t.Fatal("no bin/serve in deploy/")
 	}
 }
 

@@ -5,7 +5,6 @@ import (
 	"strings"
 	"testing"
 
-	"kakusan/cmd/internal/cli"
 	"kakusan/cmd/internal/clitest"
 	"kakusan/models"
 )
@@ -17,16 +16,9 @@ import (
 // shared volume.
 func TestDeployTraining(t *testing.T) {
 	root, _ := filepath.Abs("../..")
-	n := 0
-	for _, c := range clitest.Containers(t, root) {
-		if len(c.Args) == 0 || c.Args[0] != "train" {
-			continue
-		}
-		n++
+	for _, c := range clitest.Deployed(t, root, "train") {
 		fs, f := newFlags()
-		if err := cli.Parse(fs, c.Args[1:]); err != nil {
-			t.Fatalf("%s: %v: %v", c.File, c.Args, err)
-		}
+		c.Parse(t, fs)
 		if _, err := models.LoadConfig(filepath.Join(root, f.config), f.sets); err != nil {
 			t.Errorf("%s: %v", c.File, err)
 		}
@@ -40,8 +32,5 @@ func TestDeployTraining(t *testing.T) {
 				t.Errorf("%s: want one Master and Workers, got %v", c.File, specs)
 			}
 		}
-	}
-	if n == 0 {
-		t.Error("no training command in deploy/")
 	}
 }

@@ -19,7 +19,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/spf13/pflag"
 	"go.yaml.in/yaml/v3"
+
+	"kakusan/cmd/internal/cli"
 )
 
 const envMain = "KAKUSAN_CLITEST_MAIN"
@@ -184,6 +187,31 @@ func Containers(t *testing.T, root string) []Container {
 		f.Close()
 	}
 	return out
+}
+
+// Deployed is the containers of root/deploy that run command (the image
+// entrypoint's first argument); it fails the test when none does.
+func Deployed(t *testing.T, root, command string) []Container {
+	t.Helper()
+	var out []Container
+	for _, c := range Containers(t, root) {
+		if len(c.Args) > 0 && c.Args[0] == command {
+			out = append(out, c)
+		}
+	}
+	if len(out) == 0 {
+		t.Fatalf("no %s command in %s/deploy", command, root)
+	}
+	return out
+}
+
+// Parse parses the container's command line (after the command) with fs,
+// failing the test when the command refuses it.
+func (c Container) Parse(t *testing.T, fs *pflag.FlagSet) {
+	t.Helper()
+	if err := cli.Parse(fs, c.Args[1:]); err != nil {
+		t.Fatalf("%s: %v: %v", c.File, c.Args, err)
+	}
 }
 
 func walkContainers(v any, f func(map[string]any)) {
