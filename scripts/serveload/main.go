@@ -42,7 +42,7 @@ type report struct {
 	P50ms      float64        `json:"p50_ms"`
 	P99ms      float64        `json:"p99_ms"`
 	Errors     map[string]int `json:"errors"`
-	RSSMiB     []float64      `json:"rss_mib"` // at the start, every 1,000 requests, at the end
+	RSSMiB     []float64      `json:"rss_mib"`    // at the start, every 1,000 requests, at the end
 	MeanBatch  float64        `json:"mean_batch"` // images a sampler batch, over the run (from /metrics)
 }
 
