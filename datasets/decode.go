@@ -13,18 +13,29 @@ import (
 // resized and centre-cropped as an image folder's images are (Resize then
 // CenterCrop), transparency composited on bg. A colour image for a grey
 // model (c = 1) becomes its luma (ITU-R BT.601, as PIL's convert("L")).
-// The header's dimensions are checked against the folders' limits before
-// anything is decoded; r should be bounded by the caller (a request body).
-func DecodeImage(r io.Reader, name string, c, size int, bg color.RGBA) ([]float32, error) {
+// The header's dimensions are checked against the folders' limits, and
+// against maxPixels when it is positive, before anything is decoded; r
+// should be bounded by the caller (a request body). It returns the image's
+// own width and height too.
+func DecodeImage(r io.Reader, name string, c, size int, bg color.RGBA, maxPixels int) (px []float32, w, h int, err error) {
 	if c != 1 && c != 3 || size < 1 || size > maxSide {
-		return nil, fmt.Errorf("%s: cannot make %d channels of %dx%d", name, c, size, size)
+		return nil, 0, 0, fmt.Errorf("%s: cannot make %d channels of %dx%d", name, c, size, size)
 	}
 	br := bufio.NewReader(r)
-	h, read, err := readHeader(name, br)
+	head, read, err := readHeader(name, br)
 	if err != nil {
-		return nil, err
+		return nil, 0, 0, err
 	}
-	img, err := h.decode(io.MultiReader(bytes.NewReader(read), br))
+	if maxPixels > 0 && head.w*head.h > maxPixels {
+		return nil, 0, 0, fmt.Errorf("%s: %dx%d pixels, over the limit of %d", name, head.w, head.h, maxPixels)
+	}
+	px, err = decodeInput(head, io.MultiReader(bytes.NewReader(read), br), name, c, size, bg)
+	return px, head.w, head.h, err
+}
+
+// decodeInput decodes an image whose header h was read and resizes it.
+func decodeInput(h imageHeader, r io.Reader, name string, c, size int, bg color.RGBA) ([]float32, error) {
+	img, err := h.decode(r)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %v", name, err)
 	}

@@ -29,6 +29,7 @@ type Batch struct {
 const (
 	knownTag   = 0x6b6e6f776e   // "known"
 	renoiseTag = 0x72656e6f6973 // "renois"
+	redoTag    = 0x7265646f     // "redo": a redone step's own sampler noise
 )
 
 // edit is how an image-to-image or inpainting run departs from Run (see
@@ -40,7 +41,12 @@ type edit struct {
 	mask     *torch.Tensor // 1 where painted, in the model's space; nil: image-to-image
 	resample int           // the visits of each step, RePaint's U (1: none)
 	kn, rn   Noise         // the known region's noise, each re-noising's
+	redo     Noise         // a redone step's sampler noise (ddpm, ddim with η > 0)
 }
+
+// draw is the index in an edit's noise streams of visit i's redo-th run:
+// each run of a step draws afresh, as RePaint's do.
+func draw(i, redo int) int { return i*(MaxResample+1) + redo }
 
 // noised is SDEdit's start: z0 taken by the forward process to timestep t
 // with the run's starting noise eps, √ᾱ_t z0 + √(1-ᾱ_t) ε.
@@ -50,19 +56,22 @@ func (e *edit) noised(eps *torch.Tensor, t int) *torch.Tensor {
 }
 
 // known puts the known region back into x, a state at timestep t after
-// visit i: the init images noised to t with fresh noise (at t = 0, the
-// images themselves), the replacement method of inpainting. Without a mask
-// x is left as it is.
-func (e *edit) known(x *torch.Tensor, t, i int) *torch.Tensor {
+// the redo-th run of visit i: the init images noised to t with fresh noise
+// (at t = 0, the images themselves), the replacement method of
+// inpainting. Without a mask x is left as it is.
+func (e *edit) known(x *torch.Tensor, t, i, redo int) *torch.Tensor {
 	if e.mask == nil {
 		return x
 	}
 	k := e.z0
 	if t > 0 {
-		k = e.noised(e.kn(i), t)
+		k = e.noised(e.kn(draw(i, redo)), t)
 	}
-	return k.Add(x.Sub(k).Mul(e.mask))
+	return blend(k, x, e.mask)
 }
+
+// blend is x where mask is 1 and k where it is 0.
+func blend(k, x, mask *torch.Tensor) *torch.Tensor { return k.Add(x.Sub(k).Mul(mask)) }
 
 // renoise takes x from timestep t back up to timestep to > t by the forward
 // process between them, x_to = √(ᾱ_to/ᾱ_t) x_t + √(1-ᾱ_to/ᾱ_t) z, with
@@ -70,7 +79,7 @@ func (e *edit) known(x *torch.Tensor, t, i int) *torch.Tensor {
 // painted region agree with the known one.
 func (e *edit) renoise(x *torch.Tensor, t, to, i, redo int) *torch.Tensor {
 	a := e.s.AlphaBar(to) / e.s.AlphaBar(t)
-	return x.MulScalar(math.Sqrt(a)).Add(e.rn(i*(MaxResample+1) + redo).MulScalar(math.Sqrt(1 - a)))
+	return x.MulScalar(math.Sqrt(a)).Add(e.rn(draw(i, redo)).MulScalar(math.Sqrt(1 - a)))
 }
 
 // startVisit is the visit where an edit of the given strength starts among
@@ -115,9 +124,13 @@ func (m *Model) newEdit(b Batch, s Sampling, ts []int) (*edit, error) {
 		return nil, fmt.Errorf("a mask of shape %v, want %v", b.Mask.Shape(), []int64{n, 1, px[1], px[2]})
 	}
 	s = s.ForEdit(b.Mask != nil)
-	e := &edit{s: m.Sched, start: startVisit(ts, s.Strength), resample: s.Resample,
-		kn: ImageNoise(tagged(b.Seeds, knownTag), b.Images, m.Shape, m.dev),
-		rn: ImageNoise(tagged(b.Seeds, renoiseTag), b.Images, m.Shape, m.dev)}
+	e := &edit{s: m.Sched, start: startVisit(ts, s.Strength), resample: 1,
+		kn:   ImageNoise(tagged(b.Seeds, knownTag), b.Images, m.Shape, m.dev),
+		rn:   ImageNoise(tagged(b.Seeds, renoiseTag), b.Images, m.Shape, m.dev),
+		redo: ImageNoise(tagged(b.Seeds, redoTag), b.Images, m.Shape, m.dev)}
+	if b.Mask != nil { // resampling harmonises a painted region with a kept one; there is none without a mask
+		e.resample = s.Resample
+	}
 	e.z0 = m.Codec.Encode(b.Init.To(torch.Float32))
 	if b.Mask != nil {
 		e.mask = modelMask(b.Mask, m.Shape, m.dev)
@@ -163,6 +176,5 @@ func paste(x *torch.Tensor, b Batch) *torch.Tensor {
 	if b.Mask == nil {
 		return x
 	}
-	init := b.Init.To(torch.Float32)
-	return init.Add(x.Sub(init).Mul(b.Mask.To(torch.Float32)))
+	return blend(b.Init.To(torch.Float32), x, b.Mask.To(torch.Float32))
 }

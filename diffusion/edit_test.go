@@ -93,9 +93,7 @@ func TestInpaintingKeepsTheKnownRegion(t *testing.T) {
 					calls++
 					return gaussEps(s, 0, 1)(x, t)
 				}
-				e := &edit{s: s, start: startVisit(ts, 0.5), z0: z0, mask: mask, resample: resample,
-					kn: ImageNoise(tagged(SameSeed(2, 2), knownTag), images, shape, torch.CPU),
-					rn: ImageNoise(tagged(SameSeed(2, 2), renoiseTag), images, shape, torch.CPU)}
+				e := testEdit(s, SameSeed(2, 2), images, shape, z0, mask, startVisit(ts, 0.5), resample)
 				got := run(sm, pred, nil, ImageNoise(SameSeed(2, 2), images, shape, torch.CPU), e)
 				if got.Sub(z0).Mul(keep).Abs().Max().Item() != 0 {
 					t.Errorf("%s, resample %d: the known region moved by %g", name, resample, got.Sub(z0).Mul(keep).Abs().Max().Item())
@@ -113,6 +111,15 @@ func TestInpaintingKeepsTheKnownRegion(t *testing.T) {
 	})
 }
 
+// testEdit is an edit of z0 under mask with its noise streams, as newEdit
+// makes them, on the CPU.
+func testEdit(s *Schedule, seeds []uint64, images []int, shape []int64, z0, mask *torch.Tensor, start, resample int) *edit {
+	return &edit{s: s, start: start, z0: z0, mask: mask, resample: resample,
+		kn:   ImageNoise(tagged(seeds, knownTag), images, shape, torch.CPU),
+		rn:   ImageNoise(tagged(seeds, renoiseTag), images, shape, torch.CPU),
+		redo: ImageNoise(tagged(seeds, redoTag), images, shape, torch.CPU)}
+}
+
 // An edit's images come out alike whatever batch they are in: the init
 // noise, the known region's and the re-noising's are drawn per image.
 func TestEditNoiseIsPerImage(t *testing.T) {
@@ -123,9 +130,7 @@ func TestEditNoiseIsPerImage(t *testing.T) {
 		mask := torch.FromSlice([]float32{1, 0, 0, 1, 0, 0, 1, 1}, []int64{2, 1, 2, 2})
 		edit := func(seeds []uint64, images []int, z0, mask *torch.Tensor) *torch.Tensor {
 			sm := newSampler(t, "ddim", s, Options{Steps: 5, Eta: 1})
-			e := &edit{s: s, start: 1, z0: z0, mask: mask, resample: 2,
-				kn: ImageNoise(tagged(seeds, knownTag), images, shape, torch.CPU),
-				rn: ImageNoise(tagged(seeds, renoiseTag), images, shape, torch.CPU)}
+			e := testEdit(s, seeds, images, shape, z0, mask, 1, 2)
 			return run(sm, gaussEps(s, 0, 1), nil, ImageNoise(seeds, images, shape, torch.CPU), e)
 		}
 		both := edit([]uint64{7, 9}, []int{3, 0}, z0, mask)

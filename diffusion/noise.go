@@ -1,6 +1,8 @@
 package diffusion
 
 import (
+	"slices"
+
 	"kakusan/internal/splitmix"
 	"kakusan/torch"
 )
@@ -24,13 +26,7 @@ func ImageNoise(seeds []uint64, images []int, shape []int64, dev torch.Device) N
 }
 
 // SameSeed is n copies of seed: the seeds of a batch of one job.
-func SameSeed(seed uint64, n int) []uint64 {
-	out := make([]uint64, n)
-	for i := range out {
-		out[i] = seed
-	}
-	return out
-}
+func SameSeed(seed uint64, n int) []uint64 { return slices.Repeat([]uint64{seed}, n) }
 
 // tagged is seeds each xor'ed with tag: the seeds of a second noise stream
 // for the same images (an edit's known region, its re-noising).

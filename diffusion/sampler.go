@@ -127,9 +127,11 @@ func run(sm Sampler, pred Predictor, pieces Pieces, noise Noise, e *edit) *torch
 		if multistep && pieces != nil && i > start && pieces(t) != pieces(ts[i-1]) {
 			r.Restart()
 		}
-		x = advance(x, func() *torch.Tensor {
-			return sm.Step(x, pred(x, t), i, func() *torch.Tensor { return noise(i + 1) })
-		})
+		stepNoise := func() *torch.Tensor { return noise(i + 1) }
+		if redo > 0 { // a redone step draws its noise afresh
+			stepNoise = func() *torch.Tensor { return e.redo(draw(i, redo)) }
+		}
+		x = advance(x, func() *torch.Tensor { return sm.Step(x, pred(x, t), i, stepNoise) })
 		if e == nil || twoVisits && c.Pending() {
 			i++
 			continue
@@ -138,11 +140,11 @@ func run(sm Sampler, pred Predictor, pieces Pieces, noise Noise, e *edit) *torch
 		if i+1 < len(ts) {
 			next = ts[i+1]
 		}
-		x = advance(x, func() *torch.Tensor { return e.known(x, next, i) })
+		x = advance(x, func() *torch.Tensor { return e.known(x, next, i, redo) })
 		if redo+1 < e.resample && next != 0 {
 			x = advance(x, func() *torch.Tensor { return e.renoise(x, next, ts[begin], i, redo) })
 			if multistep {
-				r.Restart() // its history is of the step being redone
+				r.Restart() // its history is of the step being redone: DPM-Solver++ resampled is first order
 			}
 			i, redo = begin, redo+1
 			continue

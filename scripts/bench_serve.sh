@@ -39,6 +39,7 @@ stop() {
   wait "${pids[$1]}"
 }
 declare -A pids port=([batching]=18080 [single]=18081)
+trap 'kill "${pids[@]}" 2>/dev/null || true' EXIT # no server outlives a failed run
 # Both servers are up together (one idles while the other is measured) and
 # the runs alternate between them, client count by client count: these
 # machines drift by 1.5x within minutes, and a ratio of two runs an hour

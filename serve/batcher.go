@@ -3,6 +3,7 @@ package serve
 import (
 	"context"
 	"errors"
+	"fmt"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -21,12 +22,19 @@ type job struct {
 	dropped atomic.Bool // its client is gone: hand out nothing more
 }
 
-// result is one image of a request, or the error of its batch.
+// result is one image of a request (image i of its batch's images, which
+// its handler encodes), or the error of its batch.
 type result struct {
 	index int
-	pix   []float32 // C·H·W in [0, 1]
-	png   []byte
+	imgs  *sample.Images
+	i     int
 	err   error
+}
+
+// pix is the image's C·H·W values in [0, 1].
+func (r result) pix() []float32 {
+	n := r.imgs.C * r.imgs.H * r.imgs.W
+	return r.imgs.Pix[r.i*n : (r.i+1)*n]
 }
 
 // Errors of admission.
@@ -93,11 +101,15 @@ func (b *batcher) submit(ctx context.Context, r *Request) (*job, error) {
 }
 
 // release is a request's end, answered or not: its images not yet handed
-// out are dropped (its client may have left).
+// out are dropped at once (its client may have left), and leave the
+// queue's count.
 func (b *batcher) release(j *job) {
 	j.dropped.Store(true)
 	b.mu.Lock()
+	b.queued -= j.req.N - j.next
+	j.next = j.req.N
 	b.active--
+	b.met.queue.Set(float64(b.queued))
 	b.mu.Unlock()
 	b.signal()
 }
@@ -192,17 +204,17 @@ func (b *batcher) next() ([]piece, bool) {
 	}
 }
 
-// prune removes the requests whose clients are gone or whose images are
-// all handed out. b.mu is held.
+// prune removes the requests whose images are all handed out (or
+// dropped: release). A request whose deadline passed is dropped here
+// already, before its handler gets to release it. b.mu is held.
 func (b *batcher) prune() {
 	kept := b.queue[:0]
 	for _, j := range b.queue {
-		left := j.req.N - j.next
-		if j.dropped.Load() || j.ctx.Err() != nil {
-			b.queued -= left
-			continue
+		if j.ctx.Err() != nil {
+			b.queued -= j.req.N - j.next
+			j.next = j.req.N
 		}
-		if left > 0 {
+		if j.next < j.req.N {
 			kept = append(kept, j)
 		}
 	}
@@ -229,11 +241,12 @@ func (b *batcher) take(head *job) []piece {
 	return ps
 }
 
-// run makes a batch and hands each request its images; a request whose
-// client left meanwhile has its images dropped.
+// run makes a batch and hands each request its images (its handler
+// encodes them, so that the next batch starts at once); a panic of the
+// batch is its requests' error, not the server's end.
 func (b *batcher) run(ps []piece) {
 	t0 := time.Now()
-	imgs, err := b.m.draw(ps)
+	imgs, err := b.draw(ps)
 	took := time.Since(t0)
 	b.met.batch.Observe(float64(len(ps)))
 	if err == nil {
@@ -241,16 +254,16 @@ func (b *batcher) run(ps []piece) {
 		b.met.rate.Set(float64(len(ps)) / took.Seconds())
 	}
 	for i, p := range ps {
-		r := result{index: p.index, err: err}
-		if err == nil && !p.j.dropped.Load() {
-			r.pix = imgs.Pix[i*imgs.C*imgs.H*imgs.W : (i+1)*imgs.C*imgs.H*imgs.W]
-			r.png, r.err = encodePNG(imgs, i)
-		}
-		p.j.done <- r // buffered: one slot an image
+		p.j.done <- result{index: p.index, imgs: imgs, i: i, err: err} // buffered: one slot an image
 	}
 }
 
-// encodePNG is image i of imgs as bin/sample writes it.
-func encodePNG(imgs *sample.Images, i int) ([]byte, error) {
-	return sample.EncodePNG(imgs.Image(i))
+// draw is the model's draw of a batch, a panic in it returned as an error.
+func (b *batcher) draw(ps []piece) (imgs *sample.Images, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("the batch failed (a bug: please report it): %v", r)
+		}
+	}()
+	return b.m.draw(ps)
 }

@@ -38,11 +38,12 @@ func newMetrics(maxBatch int) *metrics {
 	return m
 }
 
-// batchBuckets are 1, 2, 4, ... up to maxBatch and maxBatch itself.
+// batchBuckets are the batch sizes precision auto is measured for
+// (batchSizes): 1, 2, 4, ... and maxBatch.
 func batchBuckets(maxBatch int) []float64 {
 	var b []float64
-	for v := 1; v < maxBatch; v *= 2 {
-		b = append(b, float64(v))
+	for _, n := range batchSizes(maxBatch) {
+		b = append(b, float64(n))
 	}
-	return append(b, float64(maxBatch))
+	return b
 }

@@ -6,7 +6,6 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
-	"image"
 	_ "image/jpeg" // input images: DecodeConfig's formats
 	_ "image/png"
 	"maps"
@@ -52,14 +51,14 @@ var requestFields = []string{"n", "seed", "labels", "init", "mask", "format"}
 var formats = []string{"json", "ndjson", "png"}
 
 // knownFields is every field a request may have, sorted.
-func knownFields() []string {
+var knownFields = func() []string {
 	out := slices.Clone(requestFields)
 	for _, f := range diffusion.SamplingFields() {
 		out = append(out, f.Record())
 	}
 	sort.Strings(out)
 	return out
-}
+}()
 
 // fields are a request's fields as sent, decoded but not yet checked
 // against the model.
@@ -81,10 +80,12 @@ func decode(body []byte, l Limits) (*fields, error) {
 	if raw == nil {
 		return nil, fmt.Errorf("the body is not a JSON object (null)")
 	}
-	known := knownFields()
-	for k := range raw {
-		if !slices.Contains(known, k) {
-			return nil, fmt.Errorf("unknown field %q (known: %s)", k, strings.Join(known, ", "))
+	for k, v := range raw {
+		if !slices.Contains(knownFields, k) {
+			return nil, fmt.Errorf("unknown field %q (known: %s)", k, strings.Join(knownFields, ", "))
+		}
+		if string(bytes.TrimSpace(v)) == "null" { // JSON leaves the value as it was: it would read as 0
+			return nil, fmt.Errorf("%s: null; leave the field out for its default", k)
 		}
 	}
 	f := &fields{r: &Request{N: 1, Seed: 1, Format: "json"}, labels: "all"}
@@ -98,15 +99,18 @@ func decode(body []byte, l Limits) (*fields, error) {
 			}
 		}
 	}
+	if f.r.N < 1 || f.r.N > l.MaxN {
+		return nil, fmt.Errorf("n: must be 1-%d, got %d", l.MaxN, f.r.N)
+	}
 	if v, ok := raw["labels"]; ok {
-		spec, err := labelSpec(v)
+		spec, listed, err := labelSpec(v)
 		if err != nil {
 			return nil, fmt.Errorf("labels: %v", err)
 		}
+		if listed > f.r.N {
+			return nil, fmt.Errorf("labels: a list of %d labels for n = %d images", listed, f.r.N)
+		}
 		f.labels, f.given = spec, append(f.given, "labels")
-	}
-	if f.r.N < 1 || f.r.N > l.MaxN {
-		return nil, fmt.Errorf("n: must be 1-%d, got %d", l.MaxN, f.r.N)
 	}
 	if !slices.Contains(formats, f.r.Format) {
 		return nil, fmt.Errorf("format: unknown %q (known: %s)", f.r.Format, strings.Join(formats, ", "))
@@ -190,15 +194,29 @@ func (m *Model) checkSampling(r *Request, s diffusion.Sampling, given []string, 
 	if err := m.dm.CheckSampling(s); err != nil {
 		return err
 	}
-	steps := s.Steps
-	if s.Sampler == "ddpm" {
-		steps = m.dm.Sched.T
-	}
-	if steps > l.MaxSteps {
-		return fmt.Errorf("steps: %d sampler steps (%s), over this server's limit of %d", steps, s.Sampler, l.MaxSteps)
+	if cost, what := stepCost(s, m.dm.Sched.T, masked); cost > l.MaxSteps {
+		return fmt.Errorf("steps: %d network passes (%s), over this server's limit of %d", cost, what, l.MaxSteps)
 	}
 	r.Sampling = s
 	return nil
+}
+
+// stepCost is what a request's sampling costs in steps of the network
+// (each guided step's two passes counted once, as for every request): the
+// sampler's steps (ddpm's T), Heun's two visits a step, RePaint's redos
+// (masked: inpainting); and how it adds up, for a message.
+func stepCost(s diffusion.Sampling, T int, masked bool) (int, string) {
+	steps, what := s.Steps, fmt.Sprintf("%s, %d steps", s.Sampler, s.Steps)
+	if s.Sampler == "ddpm" {
+		steps, what = T, fmt.Sprintf("ddpm, the model's %d timesteps", T)
+	}
+	if s.Sampler == "heun" {
+		steps, what = 2*steps, what+" of two passes"
+	}
+	if masked && s.Resample > 1 {
+		steps, what = steps*s.Resample, what+fmt.Sprintf(", each run %d times", s.Resample)
+	}
+	return steps, what
 }
 
 // setField sets one sampling setting from its JSON value, as its flag
@@ -228,25 +246,26 @@ func setField(dst any, v json.RawMessage) error {
 }
 
 // labelSpec reads labels as bin/sample's --labels takes them ("all",
-// "0-9", "3,7", "random"), or as a number or a list of numbers.
-func labelSpec(v json.RawMessage) (string, error) {
+// "0-9", "3,7", "random"; cycled over the images), or as a number or a
+// list of numbers, whose length it returns too (0 for the others).
+func labelSpec(v json.RawMessage) (spec string, listed int, err error) {
 	var s string
 	if json.Unmarshal(v, &s) == nil {
-		return s, nil
+		return s, 0, nil
 	}
 	var one int64
 	if json.Unmarshal(v, &one) == nil {
-		return strconv.FormatInt(one, 10), nil
+		return strconv.FormatInt(one, 10), 0, nil
 	}
 	var list []int64
 	if err := json.Unmarshal(v, &list); err != nil || len(list) == 0 {
-		return "", fmt.Errorf(`want "all", "random", "0-9", "3,7", a class number or a list of them`)
+		return "", 0, fmt.Errorf(`want "all", "random", "0-9", "3,7", a class number or a list of them`)
 	}
 	parts := make([]string, len(list))
 	for i, l := range list {
 		parts[i] = strconv.FormatInt(l, 10)
 	}
-	return strings.Join(parts, ","), nil
+	return strings.Join(parts, ","), len(list), nil
 }
 
 // jsonProblem is a JSON decoding error without Go's type names.
@@ -270,9 +289,9 @@ func jsonProblem(err error) error {
 }
 
 // inputImage decodes an init image or a mask: base64 PNG or JPEG bytes, a
-// data: URL's payload included (what a canvas gives), checked against the
-// pixel limit before decoding. It returns the model's input and the
-// image's size as sent.
+// data: URL's payload included (what a canvas gives), its size checked
+// against the pixel limit from its header before decoding. It returns the
+// model's input and the image's size as sent.
 func (m *Model) inputImage(field, text string, l Limits, mask bool) (px []float32, w, h int, err error) {
 	if _, payload, ok := strings.Cut(text, ";base64,"); ok && strings.HasPrefix(text, "data:") {
 		text = payload
@@ -281,17 +300,8 @@ func (m *Model) inputImage(field, text string, l Limits, mask bool) (px []float3
 	if err != nil {
 		return nil, 0, 0, fmt.Errorf("%s: not base64: %v", field, err)
 	}
-	cfg, _, err := image.DecodeConfig(bytes.NewReader(b))
-	if err != nil {
-		return nil, 0, 0, fmt.Errorf("%s: not a PNG or JPEG image: %v", field, err)
-	}
-	if px := cfg.Width * cfg.Height; cfg.Width > 0 && cfg.Height > 0 && px > l.MaxImagePixels {
-		return nil, 0, 0, fmt.Errorf("%s: %dx%d pixels, over this server's limit of %d", field, cfg.Width, cfg.Height, l.MaxImagePixels)
-	}
 	if mask {
-		px, err = models.InputMask(bytes.NewReader(b), field, m.ck.Geometry)
-	} else {
-		px, err = models.InputImage(bytes.NewReader(b), field, m.ck.Geometry, m.ck.Config.Data)
+		return models.InputMask(bytes.NewReader(b), field, m.ck.Geometry, l.MaxImagePixels)
 	}
-	return px, cfg.Width, cfg.Height, err
+	return models.InputImage(bytes.NewReader(b), field, m.ck.Geometry, m.ck.Config.Data, l.MaxImagePixels)
 }

@@ -180,7 +180,7 @@ func TestEdits(t *testing.T) {
 	}
 	jobs := jobImages(t, 4, 4, 9, "0-3", func(s *diffusion.Sampling) { s.Precision, s.Strength = torch.FP32, 0.5 },
 		func(m models.Model, s diffusion.Sampling) (sample.Generator, error) {
-			px, err := models.InputImage(bytes.NewReader(init), "init", models.Geometry{C: 1, H: 28, W: 28}, models.Data{})
+			px, _, _, err := models.InputImage(bytes.NewReader(init), "init", models.Geometry{C: 1, H: 28, W: 28}, models.Data{}, 0)
 			if err != nil {
 				return nil, err
 			}

@@ -10,6 +10,8 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"os"
+	"runtime"
 	"strconv"
 	"sync/atomic"
 	"time"
@@ -36,6 +38,7 @@ type Server struct {
 	met      *metrics
 	draining atomic.Bool
 	mux      *http.ServeMux
+	parsing  chan struct{} // a slot for each request being parsed (its images decoded)
 }
 
 //go:embed page.html
@@ -46,7 +49,7 @@ func New(m *Model, o Options) *Server {
 	if o.Log == nil {
 		o.Log = slog.New(slog.DiscardHandler)
 	}
-	s := &Server{m: m, o: o, met: newMetrics(o.MaxBatch)}
+	s := &Server{m: m, o: o, met: newMetrics(o.MaxBatch), parsing: make(chan struct{}, 2*runtime.GOMAXPROCS(0))}
 	s.b = newBatcher(m, o.Limits, o.MaxWait, s.met)
 	mux := http.NewServeMux()
 	mux.HandleFunc("POST /v1/images", s.images)
@@ -116,17 +119,26 @@ func (s *Server) images(w http.ResponseWriter, r *http.Request) {
 // sent (499 when the client left first) and the images made for it.
 func (s *Server) serveImages(w http.ResponseWriter, r *http.Request) (int, int) {
 	if s.draining.Load() {
+		w.Header().Set("Retry-After", "5")
 		return s.fail(w, httpError{http.StatusServiceUnavailable, errDraining.Error()}), 0
 	}
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, s.o.MaxBody))
-	if err != nil {
-		var tooBig *http.MaxBytesError
-		if errors.As(err, &tooBig) {
-			return s.fail(w, httpError{http.StatusRequestEntityTooLarge, fmt.Sprintf("the body is over this server's limit of %d bytes", s.o.MaxBody)}), 0
-		}
-		return s.fail(w, httpError{http.StatusRequestTimeout, "reading the body: " + err.Error()}), 0
+	if !s.b.ready() { // before reading and decoding what would be refused anyway
+		w.Header().Set("Retry-After", "1")
+		return s.fail(w, httpError{http.StatusTooManyRequests, fmt.Sprintf("%v (%d images); try again shortly", errFull, s.o.MaxQueue)}), 0
 	}
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, s.o.MaxBody))
+	var tooBig *http.MaxBytesError
+	switch {
+	case errors.As(err, &tooBig):
+		return s.fail(w, httpError{http.StatusRequestEntityTooLarge, fmt.Sprintf("the body is over this server's limit of %d bytes", s.o.MaxBody)}), 0
+	case errors.Is(err, os.ErrDeadlineExceeded):
+		return s.fail(w, httpError{http.StatusRequestTimeout, fmt.Sprintf("the body did not arrive within %v", s.o.ReadTimeout)}), 0
+	case err != nil:
+		return s.fail(w, httpError{http.StatusBadRequest, "reading the body: " + err.Error()}), 0
+	}
+	s.parsing <- struct{}{} // decoding images takes memory: a few at a time
 	req, err := s.m.parse(body, s.o.Limits)
+	<-s.parsing
 	if err != nil {
 		return s.fail(w, httpError{http.StatusBadRequest, err.Error()}), 0
 	}
@@ -146,13 +158,18 @@ func (s *Server) serveImages(w http.ResponseWriter, r *http.Request) (int, int) 
 		return s.stream(ctx, w, j)
 	}
 	results := make([]result, req.N)
+	pngs := make([][]byte, req.N)
 	for range req.N {
 		select {
 		case res := <-j.done:
+			var png []byte
+			if res.err == nil {
+				png, res.err = sample.EncodePNG(res.imgs.Image(res.i)) // as bin/sample writes it
+			}
 			if res.err != nil {
 				return s.fail(w, httpError{http.StatusInternalServerError, res.err.Error()}), 0
 			}
-			results[res.index] = res
+			results[res.index], pngs[res.index] = res, png
 		case <-ctx.Done():
 			return s.gone(w, ctx), 0
 		}
@@ -161,8 +178,8 @@ func (s *Server) serveImages(w http.ResponseWriter, r *http.Request) (int, int) 
 		return s.grid(w, req, results), req.N
 	}
 	out := make([]map[string]any, req.N)
-	for i, res := range results {
-		out[i] = s.imageJSON(req, res)
+	for i := range results {
+		out[i] = s.imageJSON(req, i, pngs[i])
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"images": out, "params": req.Record})
 	return http.StatusOK, req.N
@@ -179,11 +196,15 @@ func (s *Server) stream(ctx context.Context, w http.ResponseWriter, j *job) (int
 	for k := range j.req.N {
 		select {
 		case res := <-j.done:
+			var png []byte
+			if res.err == nil {
+				png, res.err = sample.EncodePNG(res.imgs.Image(res.i))
+			}
 			if res.err != nil {
 				enc.Encode(map[string]any{"error": res.err.Error()})
 				return http.StatusInternalServerError, k
 			}
-			if enc.Encode(s.imageJSON(j.req, res)) != nil || rc.Flush() != nil {
+			if enc.Encode(s.imageJSON(j.req, res.index, png)) != nil || rc.Flush() != nil {
 				return 499, k
 			}
 		case <-ctx.Done():
@@ -195,12 +216,12 @@ func (s *Server) stream(ctx context.Context, w http.ResponseWriter, j *job) (int
 	return http.StatusOK, j.req.N
 }
 
-// imageJSON is one image of an answer: its index, seed, label, class name
-// and PNG (base64).
-func (s *Server) imageJSON(req *Request, res result) map[string]any {
-	im := map[string]any{"index": res.index, "seed": req.Seed, "png": base64.StdEncoding.EncodeToString(res.png)}
+// imageJSON is image index of an answer: its index, seed, label, class
+// name and PNG (base64).
+func (s *Server) imageJSON(req *Request, index int, png []byte) map[string]any {
+	im := map[string]any{"index": index, "seed": req.Seed, "png": base64.StdEncoding.EncodeToString(png)}
 	if req.Labels != nil {
-		l := req.Labels[res.index]
+		l := req.Labels[index]
 		im["label"] = l
 		if names := s.m.ck.Geometry.ClassNames; int(l) < len(names) {
 			im["class"] = names[l]
@@ -215,7 +236,7 @@ func (s *Server) grid(w http.ResponseWriter, req *Request, results []result) int
 	size := g.C * g.H * g.W
 	im := &sample.Images{N: req.N, C: g.C, H: g.H, W: g.W, Pix: make([]float32, req.N*size)}
 	for i, res := range results {
-		copy(im.Pix[i*size:], res.pix)
+		copy(im.Pix[i*size:], res.pix())
 	}
 	b, err := sample.EncodePNG(im.Grid(min(req.N, 8), 2))
 	if err != nil {

@@ -129,14 +129,20 @@ func (j neuralJob) editGenerator(ck *models.Checkpoint, m models.Model, s diffus
 		return decode(f)
 	}
 	g := ck.Geometry
-	px, err := read(j.init, func(r io.Reader) ([]float32, error) { return models.InputImage(r, "--init "+j.init, g, ck.Config.Data) })
+	px, err := read(j.init, func(r io.Reader) ([]float32, error) {
+		px, _, _, err := models.InputImage(r, "--init "+j.init, g, ck.Config.Data, 0)
+		return px, err
+	})
 	if err != nil {
 		return nil, err
 	}
 	init := torch.FromSlice(px, []int64{1, int64(g.C), int64(g.H), int64(g.W)}, dev)
 	var mask *torch.Tensor
 	if j.mask != "" {
-		v, err := read(j.mask, func(r io.Reader) ([]float32, error) { return models.InputMask(r, "--mask "+j.mask, g) })
+		v, err := read(j.mask, func(r io.Reader) ([]float32, error) {
+			v, _, _, err := models.InputMask(r, "--mask "+j.mask, g, 0)
+			return v, err
+		})
 		if err != nil {
 			return nil, err
 		}

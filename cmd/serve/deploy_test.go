@@ -14,7 +14,7 @@ import (
 // TestDeployServing checks deploy/'s server: bin/serve's flag parser takes
 // its command line and its checks pass; its probes are the server's
 // /readyz and /healthz on the port it listens on; it asks for resources;
-// the grace period outlasts --drain.
+// the grace period outlasts the preStop wait and --drain.
 func TestDeployServing(t *testing.T) {
 	root, _ := filepath.Abs("../..")
 	for _, c := range clitest.Deployed(t, root, "serve") {
@@ -50,8 +50,17 @@ func TestDeployServing(t *testing.T) {
 			t.Errorf("%s: no resource requests", c.File)
 		}
 		grace := c.Doc["spec"].(map[string]any)["template"].(map[string]any)["spec"].(map[string]any)["terminationGracePeriodSeconds"]
-		if g, ok := grace.(int); !ok || time.Duration(g)*time.Second <= f.drain {
-			t.Errorf("%s: terminationGracePeriodSeconds %v, want more than --drain %v", c.File, grace, f.drain)
+		// The grace period holds the preStop hook's wait, then the drain.
+		pre := 0
+		if life, ok := c.Spec["lifecycle"].(map[string]any); ok {
+			exec, _ := life["preStop"].(map[string]any)["exec"].(map[string]any)
+			cmd, _ := exec["command"].([]any)
+			if len(cmd) == 2 && cmd[0] == "sleep" {
+				pre, _ = strconv.Atoi(cmd[1].(string))
+			}
+		}
+		if g, ok := grace.(int); !ok || time.Duration(g-pre)*time.Second <= f.drain {
+			t.Errorf("%s: terminationGracePeriodSeconds %v, want more than the preStop wait (%d s) and --drain %v", c.File, grace, pre, f.drain)
 		}
 	}
 }

@@ -49,7 +49,7 @@ func newFlags() (*pflag.FlagSet, *flags) {
 	fs.DurationVar(&o.MaxWait, "max-wait", 20*time.Millisecond, "how long a batch waits to fill, from its oldest request's arrival")
 	fs.IntVar(&o.MaxQueue, "queue", 512, "images waiting at most; a request that would overfill the queue gets 429 with Retry-After")
 	fs.IntVar(&o.MaxN, "max-n", 64, "images a request at most")
-	fs.IntVar(&o.MaxSteps, "max-steps", 1000, "sampler steps a request at most (ddpm: the model's timesteps)")
+	fs.IntVar(&o.MaxSteps, "max-steps", 1000, "sampler steps a request at most, Heun's two passes a step and inpainting's resamplings counted (ddpm: the model's timesteps)")
 	fs.Int64Var(&o.MaxBody, "max-body", 8<<20, "a request body's bytes at most")
 	fs.IntVar(&o.MaxImagePixels, "max-image-pixels", 4<<20, "an input image's pixels at most, before it is resized")
 	fs.DurationVar(&o.Timeout, "timeout", 2*time.Minute, "a request's deadline, queue included: past it the answer is 504 and its images are dropped")
@@ -120,7 +120,6 @@ func run(f *flags) error {
 	if err != nil {
 		return err
 	}
-	defer m.Free()
 	s := serve.New(m, f.o)
 	g := m.Geometry()
 	log.Info("serving", "addr", ln.Addr().String(), "checkpoint", f.checkpoint, "geometry", fmt.Sprintf("%dx%dx%d", g.C, g.H, g.W),
@@ -132,6 +131,7 @@ func run(f *flags) error {
 	go func() { served <- srv.Serve(ln) }()
 	select {
 	case err := <-served:
+		m.Free()
 		return err
 	case got := <-sig:
 		log.Info("draining", "signal", got.String(), "drain", f.drain)
@@ -140,11 +140,14 @@ func run(f *flags) error {
 	ctx, cancel := context.WithTimeout(context.Background(), f.drain)
 	defer cancel()
 	if err := srv.Shutdown(ctx); errors.Is(err, context.DeadlineExceeded) {
+		// A batch may still be running on the model: the process ends
+		// without freeing it.
 		log.Warn("drain time over: closing the requests still in flight", "drain", f.drain)
 		srv.Close()
 		return nil
 	}
 	s.Wait()
+	m.Free()
 	log.Info("drained: every request answered")
 	return nil
 }
