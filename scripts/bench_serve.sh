@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # bench_serve.sh: bin/serve under load on the CPU default model, loopback
 # only. Two servers of the same checkpoint, up together and measured in
-# turn: dynamic batching (--max-batch 64 --max-wait 20ms) and one request
+# turn: dynamic batching (--max-batch 64 --max-wait 50ms) and one request
 # at a time (--max-batch 1: a batch is one request's image), under 1, 8 and
 # 64 concurrent clients for SECONDS_EACH (60) seconds each, ROUNDS (1)
 # times, one image a request (scripts/serveload); then 10,000 requests at
@@ -44,7 +44,7 @@ trap 'kill "${pids[@]}" 2>/dev/null || true' EXIT # no server outlives a failed 
 # the runs alternate between them, client count by client count: these
 # machines drift by 1.5x within minutes, and a ratio of two runs an hour
 # apart would measure the drift.
-serve batching ${port[batching]} --max-batch 64 --max-wait 20ms
+serve batching ${port[batching]} --max-batch 64 --max-wait 50ms
 serve single ${port[single]} --max-batch 1 --max-wait 0s
 for mode in batching single; do
   "$out/serveload" -url http://127.0.0.1:${port[$mode]} -clients 8 -for 10s -label warm >/dev/null

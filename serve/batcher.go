@@ -46,9 +46,9 @@ var (
 // batcher merges the queued requests' images into sampler batches: the
 // oldest request's next images first, then those of later requests it may
 // share a batch with (Model.sameKey), up to maxBatch, waiting at most
-// maxWait from the oldest request's arrival for a batch to fill when
-// requests have been in the server together since the last batch formed
-// (concurrent clients), not otherwise. It runs
+// maxWait from the oldest request's arrival (or the last batch's end, if
+// later) for a batch to fill when requests have been in the server together
+// since the last batch formed (concurrent clients), not otherwise. It runs
 // one batch at a time (the torch thread runs it): the next forms while the
 // queue fills.
 type batcher struct {
@@ -66,6 +66,9 @@ type batcher struct {
 	// more than one means concurrent clients, whose next requests are worth
 	// waiting for.
 	active, peak int
+	free         time.Time // when the last batch ended
+	last         int       // the requests the last batch answered: clients coming back
+	expect       int       // requests worth waiting for: those queued when the last batch ended, and its own
 	closed       bool
 	wake         chan struct{}
 	stopped      chan struct{}
@@ -73,7 +76,7 @@ type batcher struct {
 
 func newBatcher(m *Model, l Limits, maxWait time.Duration, met *metrics) *batcher {
 	b := &batcher{m: m, maxBatch: l.MaxBatch, maxWait: maxWait, maxQueue: l.MaxQueue, met: met,
-		peak: 2, // the first batch waits: nothing says yet that its client is alone
+		peak: 2, expect: l.MaxBatch + 1, // the first batch waits: nothing says yet that its client is alone
 		wake: make(chan struct{}, 1), stopped: make(chan struct{})}
 	go b.loop()
 	return b
@@ -149,6 +152,9 @@ func (b *batcher) loop() {
 		}
 		if len(ps) > 0 {
 			b.run(ps)
+			b.mu.Lock()
+			b.free, b.expect = time.Now(), len(b.queue)+b.last
+			b.mu.Unlock()
 		}
 	}
 }
@@ -175,19 +181,30 @@ func (b *batcher) next() ([]piece, bool) {
 			continue
 		}
 		head := b.queue[0]
-		avail := 0
+		avail, reqs := 0, 0
 		for _, j := range b.queue {
 			if b.m.sameKey(j.req, head.req) {
 				avail += j.req.N - j.next
+				reqs++
 			}
 		}
 		// Wait for companions only where there are any: a lone client's
 		// requests come one after another (never two in the server), and
-		// waiting would only delay them.
-		wait := time.Until(head.arrived.Add(b.maxWait))
-		if avail >= b.maxBatch || wait <= 0 || b.closed || b.peak < 2 {
+		// waiting would only delay them. The wait runs from the oldest
+		// request's arrival or the last batch's end, whichever is later:
+		// the clients that batch answered come back within it, and a batch
+		// that went without them would split the clients into groups that
+		// take turns, each a batch of its own.
+		from := head.arrived
+		if b.free.After(from) {
+			from = b.free
+		}
+		// Those queued when the last batch ended and those it answered
+		// are here: the batch is as full as waiting would make it.
+		wait := time.Until(from.Add(b.maxWait))
+		if avail >= b.maxBatch || reqs >= b.expect || wait <= 0 || b.closed || b.peak < 2 {
 			ps := b.take(head)
-			b.peak = b.active
+			b.peak, b.last = b.active, requests(ps)
 			b.mu.Unlock()
 			return ps, true
 		}
@@ -202,6 +219,18 @@ func (b *batcher) next() ([]piece, bool) {
 		case <-timer.C:
 		}
 	}
+}
+
+// requests is the number of requests whose images ps holds (in queue
+// order, each request's together).
+func requests(ps []piece) int {
+	n := 0
+	for i, p := range ps {
+		if i == 0 || p.j != ps[i-1].j {
+			n++
+		}
+	}
+	return n
 }
 
 // prune removes the requests whose images are all handed out (or

@@ -46,7 +46,7 @@ func newFlags() (*pflag.FlagSet, *flags) {
 	fs.BoolVar(&f.noEMA, "no-ema", false, "serve the trained weights even when the checkpoint has a moving average")
 	o := &f.o
 	fs.IntVar(&o.MaxBatch, "max-batch", 64, "images in one sampler batch: concurrent requests are merged up to it")
-	fs.DurationVar(&o.MaxWait, "max-wait", 20*time.Millisecond, "how long a batch waits to fill, from its oldest request's arrival")
+	fs.DurationVar(&o.MaxWait, "max-wait", 50*time.Millisecond, "how long a batch waits to fill, from its oldest request's arrival or the last batch's end (when clients are concurrent)")
 	fs.IntVar(&o.MaxQueue, "queue", 512, "images waiting at most; a request that would overfill the queue gets 429 with Retry-After")
 	fs.IntVar(&o.MaxN, "max-n", 64, "images a request at most")
 	fs.IntVar(&o.MaxSteps, "max-steps", 1000, "sampler steps a request at most, Heun's two passes a step and inpainting's resamplings counted (ddpm: the model's timesteps)")
