@@ -111,12 +111,19 @@ grep -m1 "model name" /proc/cpuinfo | sed 's/.*: /CPU: /'
 /usr/bin/python3 - "$out/load.jsonl" <<'EOF'
 import json, sys
 rows = [json.loads(l) for l in open(sys.argv[1])]
-single = {r["clients"]: r for r in rows if r["label"] == "single"}
+# Each batching run is compared with the one-at-a-time run right after it
+# (same round, same client count): the machine drifts between rounds.
+single = {}
+for i, r in enumerate(rows):
+    if r["label"] == "single":
+        single[id(rows[i - 1]) if i else None] = r
+        single[id(r)] = r
 print("| server | clients | images/s | vs one at a time | mean batch | p50 ms | p99 ms | errors |")
 print("| --- | --- | --- | --- | --- | --- | --- | --- |")
+last64 = [r for r in rows if r["label"] == "single" and r["clients"] == 64][-1:]
 for r in rows:
-    base = single.get(r["clients"])
-    ratio = f'{r["images_per_s"] / base["images_per_s"]:.1f}x' if base and r["label"] != "single" else "1.0x" if base else "-"
+    base = single.get(id(r)) or (last64[0] if r["label"] == "batching-10k" and last64 else None)
+    ratio = f'{r["images_per_s"] / base["images_per_s"]:.1f}x' if base else "-"
     print(f'| {r["label"]} | {r["clients"]} | {r["images_per_s"]:.1f} | {ratio} | {r.get("mean_batch", 0):.1f} | {r["p50_ms"]:.0f} | {r["p99_ms"]:.0f} | {sum(r["errors"].values()) or 0} |')
 for r in rows:
     if r["label"] == "batching-10k":
