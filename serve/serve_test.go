@@ -327,3 +327,34 @@ func TestMetricsModelAndPage(t *testing.T) {
 		t.Errorf("the page: %s", r.Header.Get("Content-Type"))
 	}
 }
+
+// Serving frees every tensor it makes: the live tensors after many merged
+// batches (pixel model, edits included) are those before them.
+func TestBatchesLeaveNoTensors(t *testing.T) {
+	o := testOptions()
+	o.MaxWait = 0
+	_, ts := start(t, o)
+	init := greyPNG(28, 28, func(x, y int) uint8 { return uint8(x * 9) })
+	top := greyPNG(28, 28, func(x, y int) uint8 { return map[bool]uint8{true: 255}[y < 14] })
+	bodies := []map[string]any{{"n": 3}, {"n": 2, "init": b64(init)}, {"n": 2, "init": b64(init), "mask": b64(top), "resample": 2}}
+	for _, b := range bodies { // warm: precision choices, caches
+		post(t, ts.URL, b)
+	}
+	before := torch.LiveTensors()
+	var wg sync.WaitGroup
+	for range 4 {
+		wg.Go(func() {
+			for range 5 {
+				for _, b := range bodies {
+					if code, a := post(t, ts.URL, b); code != http.StatusOK {
+						t.Errorf("%d %s", code, a.Error)
+					}
+				}
+			}
+		})
+	}
+	wg.Wait()
+	if after := torch.LiveTensors(); after != before {
+		t.Errorf("%d live tensors before 60 requests, %d after", before, after)
+	}
+}
