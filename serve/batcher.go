@@ -67,6 +67,7 @@ type batcher struct {
 	// waiting for.
 	active, peak int
 	free         time.Time // when the last batch ended
+	trimmed      time.Time // when malloc's heap was last trimmed
 	last         int       // the requests the last batch answered: clients coming back
 	expect       int       // requests worth waiting for: those queued when the last batch ended, and its own
 	closed       bool
@@ -152,6 +153,10 @@ func (b *batcher) loop() {
 		}
 		if len(ps) > 0 {
 			b.run(ps)
+			if time.Since(b.trimmed) > trimEvery {
+				b.m.trimHeap()
+				b.trimmed = time.Now()
+			}
 			b.mu.Lock()
 			b.free, b.expect = time.Now(), len(b.queue)+b.last
 			b.mu.Unlock()
@@ -220,6 +225,11 @@ func (b *batcher) next() ([]piece, bool) {
 		}
 	}
 }
+
+// trimEvery is how often the batcher returns malloc's free heap to the
+// system: batches of every size leave holes that would keep resident
+// memory growing (torch.TrimHeap); once a second costs little.
+const trimEvery = time.Second
 
 // requests is the number of requests whose images ps holds (in queue
 // order, each request's together).

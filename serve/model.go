@@ -96,6 +96,9 @@ func (m *Model) precisionFor(s diffusion.Sampling, n int) diffusion.Sampling {
 	return s
 }
 
+// trimHeap returns malloc's free heap to the system, on the torch thread.
+func (m *Model) trimHeap() { torch.Do(func() error { torch.TrimHeap(); return nil }) }
+
 // Free releases the model.
 func (m *Model) Free() { torch.Do(func() error { models.Free(m.m); return nil }) }
 

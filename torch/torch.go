@@ -169,6 +169,13 @@ func tuneMalloc() {
 	C.kk_tune_malloc(32<<20, 1<<30)
 }
 
+// TrimHeap returns the free memory of malloc's heaps to the system
+// (glibc's malloc_trim): tensors of many sizes, freed, leave holes that
+// tuneMalloc's high trim threshold keeps resident. A long-lived process
+// whose tensor sizes vary (a server's batches) calls it now and then; it
+// costs the page faults of the memory it returns when it is used again.
+func TrimHeap() { C.kk_malloc_trim() }
+
 // onThread reports whether the caller runs on the torch thread.
 func onThread() bool { return C.kk_on_thread() != 0 }
 

@@ -261,6 +261,9 @@ int kk_set_tf32(int on);
  * glibc's default of a fresh mmap (and a page fault per 4 KiB) for most
  * activations. Returns 0 when glibc refused a value. */
 int kk_tune_malloc(int64_t mmap_threshold, int64_t trim_threshold);
+/* Returns the free memory of malloc's heaps to the system (glibc's
+ * malloc_trim(0)); 1 when some was. */
+int kk_malloc_trim(void);
 int kk_set_cudnn_benchmark(int on);
 /* Memory formats follow at::MemoryFormat's order of the two used here. */
 enum { KK_CONTIGUOUS_FORMAT = 0, KK_CHANNELS_LAST = 1 };

@@ -68,6 +68,8 @@ int kk_tune_malloc(int64_t mmap_threshold, int64_t trim_threshold) {
   return mallopt(M_TRIM_THRESHOLD, static_cast<int>(std::min<int64_t>(trim_threshold, INT32_MAX))) && ok;
 }
 
+int kk_malloc_trim(void) { return malloc_trim(0); }
+
 int kk_set_cudnn_benchmark(int on) {
   auto &ctx = at::globalContext();
   bool prev = ctx.benchmarkCuDNN();
