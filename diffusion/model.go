@@ -328,18 +328,7 @@ func (m *Model) Draw(b Batch, s Sampling) (*torch.Tensor, error) {
 		if e, err = m.newEdit(b, s, sm.Timesteps()); err != nil {
 			return
 		}
-		var y *torch.Tensor
-		switch {
-		case m.Prompted():
-			style := m.stylePrompt(s).StyleTokens(m.Classes())
-			tokens := make([]int64, 0, len(labels)*prompt.Context)
-			for _, l := range labels {
-				tokens = append(tokens, l+1, style[prompt.InkSlot], style[prompt.SlantSlot])
-			}
-			y = torch.FromSlice(tokens, []int64{int64(len(labels)), prompt.Context}, m.dev)
-		case m.Conditional():
-			y = torch.FromSlice(labels, nil, m.dev)
-		}
+		y := m.conditioning(labels, s)
 		if s.Precision == torch.Auto {
 			s.Precision = m.measuredPrecision(s, y, len(images))
 		}
@@ -350,6 +339,25 @@ func (m *Model) Draw(b Batch, s Sampling) (*torch.Tensor, error) {
 		return nil, err
 	}
 	return x, nil
+}
+
+// conditioning is what the network takes for images of the given labels
+// under s: a prompted model's tokens (each label's class word and s's
+// style words), a conditional model's labels, nil for an unconditional
+// model.
+func (m *Model) conditioning(labels []int64, s Sampling) *torch.Tensor {
+	switch {
+	case m.Prompted():
+		style := m.stylePrompt(s).StyleTokens(m.Classes())
+		tokens := make([]int64, 0, len(labels)*prompt.Context)
+		for _, l := range labels {
+			tokens = append(tokens, l+1, style[prompt.InkSlot], style[prompt.SlantSlot])
+		}
+		return torch.FromSlice(tokens, []int64{int64(len(labels)), prompt.Context}, m.dev)
+	case m.Conditional():
+		return torch.FromSlice(labels, nil, m.dev)
+	}
+	return nil
 }
 
 // Predictor is what the samplers call: ε̂ at x_t, guided by s.Guidance
@@ -374,16 +382,7 @@ func (m *Model) ResolvePrecision(s Sampling, n int) Sampling {
 	if s.Precision != torch.Auto {
 		return s
 	}
-	torch.NoGrad(func() {
-		var y *torch.Tensor
-		switch {
-		case m.Prompted():
-			y = torch.Ones([]int64{int64(n), prompt.Context}, m.dev).To(torch.Int64)
-		case m.Conditional():
-			y = torch.Zeros([]int64{int64(n)}, m.dev).To(torch.Int64)
-		}
-		s.Precision = m.measuredPrecision(s, y, n)
-	})
+	torch.NoGrad(func() { s.Precision = m.measuredPrecision(s, m.conditioning(make([]int64, n), s), n) })
 	return s
 }
 

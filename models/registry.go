@@ -167,6 +167,11 @@ type Entry struct {
 // Does reports whether the entry declares every capability in c.
 func (e Entry) Does(c Capability) bool { return e.Can&c == c }
 
+// ReconstructsOnly reports whether the entry's model reconstructs images
+// without drawing any of its own (the autoencoder): its sampling jobs are
+// its reconstructions of training images.
+func (e Entry) ReconstructsOnly() bool { return e.Does(Reconstructs) && !e.Does(DrawsImages) }
+
 // NewGenerator wraps m, a model of this entry, as a sampling job's
 // generator drawing with s; a model that does not draw images is an
 // error saying what it does instead.

@@ -31,7 +31,7 @@ func CheckSettings(e Entry, m Model, c *Config, s diffusion.Sampling, given []st
 	for _, flag := range given {
 		n := name(flag)
 		switch {
-		case flag == "labels" && e.Does(Reconstructs) && !e.Does(DrawsImages):
+		case flag == "labels" && e.ReconstructsOnly():
 			return fmt.Errorf("%s: an autoencoder reconstructs the first n training images, with their own labels", n)
 		case flag != "labels" && !isDiffusion:
 			return fmt.Errorf("%s is for diffusion models; this one does not sample by diffusion", n)

@@ -20,7 +20,6 @@ import (
 	"kakusan/models"
 	"kakusan/sample"
 	"kakusan/torch"
-	"kakusan/train"
 )
 
 // tiny is a width-4 conditional diffusion model trained for 2 steps, made
@@ -39,21 +38,10 @@ func tinyModel(t *testing.T) string {
 			tiny.err = err
 			return
 		}
-		c, err := models.LoadConfig("../configs/mnist_cond.yaml", []string{"data.subset=256", "data.test_subset=64", "device=cpu",
-			"train.batch_size=32", "train.max_steps=2", "samples=10", "unet.width=4", "diffusion.sample_steps=3"})
-		if err != nil {
-			tiny.err = err
-			return
-		}
-		r, err := train.Train(c, train.Options{Out: filepath.Join(dir, "run")})
-		if err != nil {
-			tiny.err = err
-			return
-		}
-		tiny.dir = r.Dir
+		tiny.dir = trainTiny(t, dir, "run", "mnist_cond.yaml", "unet.width=4", "diffusion.sample_steps=3")
 	})
-	if tiny.err != nil {
-		t.Fatal(tiny.err)
+	if tiny.err != nil || tiny.dir == "" {
+		t.Fatalf("the shared tiny model did not train: %v", tiny.err)
 	}
 	return tiny.dir
 }

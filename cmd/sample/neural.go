@@ -69,7 +69,7 @@ func runNeural(ctx context.Context, j neuralJob) error {
 		case j.init != "":
 			s = s.ForEdit(j.mask != "")
 			gen, err = j.editGenerator(ck, m, s, dev)
-		case reconstructsOnly(e): // it draws nothing: its images are reconstructions
+		case e.ReconstructsOnly(): // it draws nothing: its images are reconstructions
 			gen, job.Labels, err = reconstructions(ck, m, j.n, dev)
 		default:
 			gen, err = e.NewGenerator(m, s)
@@ -102,13 +102,6 @@ func runNeural(ctx context.Context, j neuralJob) error {
 		}
 		return vaeExtras(e, ck.Config, m, dev, j.out)
 	})
-}
-
-// reconstructsOnly reports whether a model of entry e reconstructs images
-// without drawing any of its own (the autoencoder): its sampling jobs are
-// its reconstructions of training images.
-func reconstructsOnly(e models.Entry) bool {
-	return e.Does(models.Reconstructs) && !e.Does(models.DrawsImages)
 }
 
 // flagsApply refuses the flags that do nothing for the checkpoint's model
