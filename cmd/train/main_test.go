@@ -141,3 +141,32 @@ func TestAutoResume(t *testing.T) {
 	}
 	clitest.Run(t, "", "-config", "x.yaml", "--auto-resume").Refused(t, []string{"--auto-resume"}, "--auto-resume needs --out")
 }
+
+// TestVersionNamesTheRevision builds bin/train as `make build` does and
+// checks that --version prints the checkout's revision, read from the
+// binary's build information.
+func TestVersionNamesTheRevision(t *testing.T) {
+	root, _ := filepath.Abs("../..")
+	rev, err := exec.Command("git", "-C", root, "rev-parse", "HEAD").Output()
+	if err != nil {
+		t.Skipf("no git checkout: %v", err)
+	}
+	dir := t.TempDir()
+	shim := filepath.Join(root, "bin", "libkakusan_torch.so")
+	if _, err := os.Stat(shim); err != nil {
+		t.Skipf("no shim in bin/ (make build): %v", err)
+	}
+	os.Symlink(shim, filepath.Join(dir, "libkakusan_torch.so"))
+	build := exec.Command("go", "build", "-buildvcs=true", "-ldflags", `-extldflags "-Wl,-rpath,$ORIGIN"`, "-o", dir, "./cmd/train")
+	build.Dir = root
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	out, err := exec.Command(filepath.Join(dir, "train"), "--version").Output()
+	if err != nil {
+		t.Fatalf("train --version: %v", err)
+	}
+	if want := "revision " + strings.TrimSpace(string(rev)); !strings.Contains(string(out), want) {
+		t.Errorf("train --version printed %q, want %q", out, want)
+	}
+}

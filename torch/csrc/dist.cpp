@@ -287,6 +287,17 @@ struct kk_ddp_s {
   }
 };
 
+int kk::dist_built_with() {
+  int bits = 0;
+#ifdef USE_C10D_GLOO
+  bits |= KK_BUILT_GLOO;
+#endif
+#ifdef USE_C10D_NCCL
+  bits |= KK_BUILT_NCCL;
+#endif
+  return bits;
+}
+
 extern "C" {
 
 int kk_dist_has_backend(const char *backend) {

@@ -31,6 +31,17 @@ namespace {
 
 extern "C" {
 
+int kk_built_with(void) {
+  int bits = kk::dist_built_with();
+#ifdef KK_CUDA_BUILD
+  bits |= KK_BUILT_CUDA;
+#endif
+#ifdef KK_CUDA_GRAPHS
+  bits |= KK_BUILT_CUDA_GRAPHS;
+#endif
+  return bits;
+}
+
 int kk_cuda_graphs_available(void) {
 #ifdef KK_CUDA_GRAPHS
   return kk_cuda_available();

@@ -89,6 +89,9 @@ inline std::vector<at::Tensor> list(const kk_tensor *ts, int n) {
   return v;
 }
 
+// The c10d backends dist.cpp was compiled with, as KK_BUILT_* bits.
+int dist_built_with();
+
 }  // namespace kk
 
 // KK_TRY wraps a function body: it checks the calling thread and turns every

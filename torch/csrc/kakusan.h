@@ -23,7 +23,7 @@ extern "C" {
 #endif
 #pragma GCC visibility push(default)
 
-#define KK_ABI_VERSION 9
+#define KK_ABI_VERSION 10
 
 typedef struct kk_tensor_s *kk_tensor;
 
@@ -287,6 +287,13 @@ void kk_to_async(kk_tensor t, int dev, int dev_index, kk_tensor *out, char **err
  * kk_cuda_graphs_available is 0. */
 typedef struct kk_graph_s *kk_graph;
 int kk_cuda_graphs_available(void);
+/* What this shim was compiled with, as KK_BUILT_* bits (whatever the
+ * machine it runs on has): a CUDA libtorch, CUDA graphs, NCCL, Gloo. */
+#define KK_BUILT_CUDA 1
+#define KK_BUILT_CUDA_GRAPHS 2
+#define KK_BUILT_NCCL 4
+#define KK_BUILT_GLOO 8
+int kk_built_with(void);
 void kk_graph_begin(int dev_index, kk_graph *out, char **err);
 void kk_graph_end(kk_graph g, char **err);
 void kk_graph_replay(kk_graph g, char **err);

@@ -16,9 +16,16 @@ import (
 // Parse parses args into fs after rewriting "-name" to "--name" for every
 // long flag fs defines, so both spellings work. The commands take flags
 // only: a stray argument is an error, not something silently dropped.
+// Where fs has VersionFlag's --version and it is given, Parse prints
+// Version to stdout and returns pflag.ErrHelp: the commands stop there as
+// they do after --help.
 func Parse(fs *pflag.FlagSet, args []string) error {
 	if err := fs.Parse(Normalize(fs, args)); err != nil {
 		return err
+	}
+	if v, err := fs.GetBool("version"); err == nil && v {
+		fmt.Print(Version(fs.Name()))
+		return pflag.ErrHelp
 	}
 	if fs.NArg() > 0 {
 		return fmt.Errorf("unexpected argument %q: %s takes flags only (see --help)", fs.Arg(0), fs.Name())
@@ -66,4 +73,38 @@ func Recover(cmd string) {
 func Fatal(cmd string, err error) {
 	fmt.Fprintf(os.Stderr, "%s: %v\n", cmd, err)
 	os.Exit(1)
+}
+
+// revisionFlag is the VCS revision where the build had no repository to
+// read it from (a container's build context): the linker sets it with
+// -X kakusan/cmd/internal/cli.revisionFlag=REV.
+var revisionFlag string
+
+// VersionFlag adds --version to fs.
+func VersionFlag(fs *pflag.FlagSet) *bool {
+	return fs.Bool("version", false, "print kakusan's version, its revision and what the shim was built with, and exit")
+}
+
+// Version is what --version prints for cmd: the module's version and VCS
+// revision from the binary's build information, the Go release, and the
+// shim's ABI, libtorch and compiled-in CUDA, CUDA graphs, NCCL and Gloo.
+func Version(cmd string) string {
+	version, revision, dirty, goVersion := "(unknown)", "unknown", "", "unknown"
+	if revisionFlag != "" {
+		revision = revisionFlag
+	}
+	if info, ok := debug.ReadBuildInfo(); ok {
+		version, goVersion = info.Main.Version, info.GoVersion
+		for _, s := range info.Settings {
+			switch s.Key {
+			case "vcs.revision":
+				revision = s.Value
+			case "vcs.modified":
+				if s.Value == "true" {
+					dirty = " (modified)"
+				}
+			}
+		}
+	}
+	return fmt.Sprintf("%s: kakusan %s, revision %s%s, %s\n%s: %s\n", cmd, version, revision, dirty, goVersion, cmd, torch.Build())
 }

@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"fmt"
 	"io"
 	"reflect"
 	"strings"
@@ -9,6 +10,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"kakusan/diffusion"
+	"kakusan/torch"
 )
 
 func TestNormalize(t *testing.T) {
@@ -55,5 +57,31 @@ func TestGuidanceIntervalFlag(t *testing.T) {
 		if _, _, err := parse("--guidance-interval", bad); err == nil || !strings.Contains(err.Error(), "guidance-interval") {
 			t.Errorf("%q: %v", bad, err)
 		}
+	}
+}
+
+// TestVersion: --version stops parsing like --help and names the shim's
+// ABI and libtorch as the loaded shim reports them.
+func TestVersion(t *testing.T) {
+	fs := pflag.NewFlagSet("x", pflag.ContinueOnError)
+	fs.String("config", "", "")
+	VersionFlag(fs)
+	if err := Parse(fs, []string{"-config", "a.yaml"}); err != nil {
+		t.Fatalf("without --version: %v", err)
+	}
+	if err := Parse(fs, []string{"-version"}); err != pflag.ErrHelp {
+		t.Errorf("-version: %v, want pflag.ErrHelp (the command stops)", err)
+	}
+	v, b := Version("x"), torch.Build()
+	for _, want := range []string{"x: kakusan ", fmt.Sprintf("shim ABI %d, libtorch %s", b.ABI, torch.Version()), "CUDA graphs ", "NCCL "} {
+		if !strings.Contains(v, want) {
+			t.Errorf("Version: %q lacks %q", v, want)
+		}
+	}
+	if b.CUDAGraphs && !b.CUDA || b.NCCL && !b.CUDA {
+		t.Errorf("%v: CUDA graphs or NCCL without a CUDA build", b)
+	}
+	if torch.CUDAGraphsAvailable() && !b.CUDAGraphs {
+		t.Errorf("%v: graphs available but not reported as compiled in", b)
 	}
 }
