@@ -106,7 +106,7 @@ CMD ["help"]
 # inductor build its kernels, with Python's headers and setuptools).
 FROM ${GO_TRIXIE_IMAGE} AS torch2
 RUN apt-get update && \
-    apt-get install -y --no-install-recommends libtorch-dev libgloo-dev libopenblas0-openmp python3-torch python3-dev python3-setuptools dataset-fashion-mnist g++ make && \
+    apt-get install -y --no-install-recommends libtorch-dev libgloo-dev libopenblas0-openmp python3-torch python3-dev python3-setuptools python3-protobuf protobuf-compiler dataset-fashion-mnist g++ make && \
     rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 

@@ -142,7 +142,30 @@ type TrainConfig struct {
 	DistBackend   string  `yaml:"dist_backend"`   // data parallelism's backend: auto (NCCL on CUDA, Gloo on the CPU), nccl or gloo
 	DistTimeout   float64 `yaml:"dist_timeout"`   // seconds the rendezvous and each collective may take before the run stops
 	DistBucketMB  float64 `yaml:"dist_bucket_mb"` // MiB of gradients all-reduced together, launched as the backward pass completes them (DDP's bucket_cap_mb)
+
+	// Watching and steering a run.
+
+	TensorBoard bool `yaml:"tensorboard"` // write TensorBoard event files into the run folder: scalars, sample grids, the config
+	// Accumulate sums the gradients of this many batches of batch_size
+	// before each optimizer step: a step trains on accumulate x batch_size
+	// images (x the ranks), and steps, the schedule, the moving average,
+	// logging and checkpoints count optimizer steps.
+	Accumulate int `yaml:"accumulate"`
+	// InitFrom starts a fresh run from another run's weights (a run folder,
+	// its latest checkpoint, or a checkpoint file): parameters matched by
+	// name and shape, every mismatch named; optimizer, step and moving
+	// average start anew.
+	InitFrom    string `yaml:"init_from"`
+	InitFromEMA bool   `yaml:"init_from_ema"` // take init_from's moving average when it has one (false: its trained weights)
+	// Evaluation during training, as bin/eval scores a checkpoint.
+	EvalEvery  int    `yaml:"eval_every"`  // steps between evaluations that draw eval_images and score them with eval_judge; 0 = none
+	EvalImages int    `yaml:"eval_images"` // images an evaluation draws, with the run's sampling settings and the moving average
+	EvalJudge  string `yaml:"eval_judge"`  // the classifier that scores them: a run folder or checkpoint (default: runs/mnist_classifier for MNIST)
 }
+
+// StepImages is the images one optimizer step trains on, on each rank:
+// batch_size times accumulate.
+func (t *TrainConfig) StepImages() int { return t.BatchSize * max(1, t.Accumulate) }
 
 // OptimConfig picks and tunes the optimizer.
 type OptimConfig struct {
@@ -244,7 +267,8 @@ func defaults(model string) *Config {
 		c.Data.Dataset = "mnist"
 		c.Data.Background = datasets.DefaultBackground
 		c.Train = &TrainConfig{BatchSize: 32, Epochs: 30, LogEvery: 200, KeepCheckpoints: 3, Precision: "fp32", CuDNNBenchmark: true,
-			DistBackend: "auto", DistTimeout: 600, DistBucketMB: 25}
+			DistBackend: "auto", DistTimeout: 600, DistBucketMB: 25,
+			TensorBoard: true, Accumulate: 1, InitFromEMA: true, EvalImages: 1000}
 		c.Optimizer = &OptimConfig{Name: "adam", LR: 3e-4, Betas: []float64{0.9, 0.999}, Eps: 1e-8}
 	}
 	if e.Sections != nil {
@@ -684,6 +708,15 @@ func (t *TrainConfig) validate(bad *problems) {
 	}
 	if !(t.DistBucketMB > 0 && t.DistBucketMB <= 1024) {
 		bad.add("train.dist_bucket_mb", "must be in (0, 1024], got %g", t.DistBucketMB)
+	}
+	if t.Accumulate < 1 || t.Accumulate > 1024 {
+		bad.add("train.accumulate", "must be between 1 (no accumulation) and 1024 batches, got %d", t.Accumulate)
+	}
+	if t.EvalEvery < 0 {
+		bad.add("train.eval_every", "must be at least 0 (0: no evaluation during training), got %d", t.EvalEvery)
+	}
+	if t.EvalImages < 10 || t.EvalImages > 100000 {
+		bad.add("train.eval_images", "must be between 10 and 100000, got %d", t.EvalImages)
 	}
 }
 

@@ -8,6 +8,10 @@
 #   python3-torch         PyTorch on the same libtorch: the interop tests load
 #                         our checkpoints into the PyTorch twins of our
 #                         models, and the benchmarks' peers run on it
+#   protobuf-compiler, python3-protobuf
+#                         an independent reader of the TensorBoard event
+#                         files training writes (a test compiles the
+#                         messages' .proto for Python's protobuf runtime)
 # With LIBTORCH or TORCH_FROM_PYTHON set it installs nothing with apt: that
 # machine brings its own libtorch (and, for Fashion-MNIST, data.dir). Go
 # modules (MNIST among them) always come through `go mod download`.
@@ -18,7 +22,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-pkgs=(libtorch-dev libgloo-dev libopenblas0-openmp dataset-fashion-mnist python3-torch)
+pkgs=(libtorch-dev libgloo-dev libopenblas0-openmp dataset-fashion-mnist python3-torch protobuf-compiler python3-protobuf)
 if [[ -n "${LIBTORCH:-}" || -n "${TORCH_FROM_PYTHON:-}" ]]; then
   pkgs=()
 fi

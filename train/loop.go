@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"image"
 	"math"
 	"os"
 	"path/filepath"
@@ -205,9 +206,14 @@ func (l *loop) buildStep() error {
 	if err != nil {
 		return err
 	}
+	step.Accumulate = t.Accumulate
 	l.step = step
+	if t.Accumulate > 1 {
+		fmt.Fprintf(l.r.Log, "gradient accumulation: %d batches of %d images a step\n", t.Accumulate, t.BatchSize)
+	}
 	if l.dist != nil {
 		step.Sync = l.dist.sync(l.st.Model, step.params)
+		step.NoSync = l.dist.reducer.Pause
 		if t.SyncBatchNorm {
 			l.st.Model.Module().SetSyncBatchNorm(l.dist.g)
 		}
@@ -272,7 +278,7 @@ func (l *loop) syncRanks() error {
 	if t.SyncBatchNorm {
 		bn = ", batch norm over all ranks"
 	}
-	fmt.Fprintf(l.r.Log, "data parallel: %d ranks (%s), %d images a step (%d a rank)%s\n", l.dist.env.World, l.dist.g.Backend, t.BatchSize*l.dist.env.World, t.BatchSize, bn)
+	fmt.Fprintf(l.r.Log, "data parallel: %d ranks (%s), %d images a step (%d a rank)%s\n", l.dist.env.World, l.dist.g.Backend, t.StepImages()*l.dist.env.World, t.StepImages(), bn)
 	return nil
 }
 
@@ -361,6 +367,12 @@ func (l *loop) continueRun() error {
 	if err := l.r.truncateMetrics(l.resumed.step, l.resumed.convert); err != nil {
 		return err
 	}
+	if err := l.r.board.resume(l.r.Dir, l.resumed.step, l.st.Step, l.resumed.convert); err != nil {
+		return err
+	}
+	if err := l.r.board.config(l.st.Step, l.c.Marshal()); err != nil {
+		return err
+	}
 	fmt.Fprintf(l.r.Log, "resumed from %s at step %d\n", l.resumed.path, l.st.Step)
 	return nil
 }
@@ -390,6 +402,7 @@ func (l *loop) run() error {
 		l.bar.Set(l.st.Step)
 	}
 	l.windowStart = time.Now()
+	start := l.windowStart
 	spe := l.data.spe
 	for l.st.Step < l.total {
 		if err := l.epoch(l.st.Step/spe, l.st.Step%spe); err != nil {
@@ -414,6 +427,10 @@ func (l *loop) run() error {
 	}
 	if err := l.grid("final.png"); err != nil {
 		return err
+	}
+	if b := l.r.board; b != nil {
+		took := time.Since(start)
+		l.logf("tensorboard: %d writes took %.0f ms, %.2f%% of the run's %.1f s\n", b.n, b.spent.Seconds()*1000, 100*b.spent.Seconds()/took.Seconds(), took.Seconds())
 	}
 	if _, ok := l.generator(); ok {
 		l.logf("done: %d steps; checkpoint %s, samples %s\n", l.st.Step, l.lastCk, l.r.Path("samples/final.png"))
@@ -636,10 +653,19 @@ func (l *loop) grid(name string) error {
 	if classes > 0 && n%classes == 0 {
 		cols = n / classes
 	}
+	return l.saveGrid(name, imgs.Grid(cols, 2))
+}
+
+// saveGrid writes samples/name and shows it in TensorBoard at this step.
+func (l *loop) saveGrid(name string, grid image.Image) error {
 	if err := os.MkdirAll(l.r.Path("samples"), 0o755); err != nil {
 		return err
 	}
-	return sample.SavePNG(l.r.Path(filepath.Join("samples", name)), imgs.Grid(cols, 2))
+	path := l.r.Path(filepath.Join("samples", name))
+	if err := sample.SavePNG(path, grid); err != nil {
+		return err
+	}
+	return l.r.board.image("samples", l.st.Step, path)
 }
 
 // reconstructions draws samples/name for a model that reconstructs rather
@@ -664,10 +690,7 @@ func (l *loop) reconstructions(name string) error {
 	if err != nil {
 		return fmt.Errorf("reconstruction grid: %w", err)
 	}
-	if err := os.MkdirAll(l.r.Path("samples"), 0o755); err != nil {
-		return err
-	}
-	return sample.SavePNG(l.r.Path(filepath.Join("samples", name)), imgs.Grid(cols, 2))
+	return l.saveGrid(name, imgs.Grid(cols, 2))
 }
 
 // evaluate logs the test loss (and a scorer's accuracy) at an epoch's end.
@@ -723,10 +746,10 @@ func learningRate(c *models.Config, step, total int) float64 {
 }
 
 // globalBatch is the number of images a step trains on: the batch size on
-// each rank times the ranks.
+// each rank times the accumulated batches times the ranks.
 func (l *loop) globalBatch() int {
 	if l.dist == nil {
-		return l.c.Train.BatchSize
+		return l.c.Train.StepImages()
 	}
-	return l.c.Train.BatchSize * l.dist.env.World
+	return l.c.Train.StepImages() * l.dist.env.World
 }

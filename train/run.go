@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -39,6 +40,7 @@ type Run struct {
 	lock    *os.File
 	created bool // the folder was made by this run (removed again if it fails before writing anything of worth)
 	dist    *DistEnv
+	board   *board // TensorBoard's event file; nil: train.tensorboard off, or a rank other than 0
 }
 
 // Start resolves the run folder, locks it and writes the resolved config
@@ -81,8 +83,13 @@ func Start(c *models.Config, o Options) (*Run, error) {
 		return nil, err
 	}
 	if o.Overwrite {
-		for _, old := range []string{"checkpoints", "samples", "loss.png", "params.json"} {
-			if err := os.RemoveAll(filepath.Join(dir, old)); err != nil {
+		old, _ := filepath.Glob(filepath.Join(dir, eventsGlob)) // the old run's event files, not this one's
+		old = slices.DeleteFunc(old, func(f string) bool { return r.board != nil && f == r.board.w.Path })
+		for _, name := range []string{"checkpoints", "samples", "loss.png", "params.json"} {
+			old = append(old, filepath.Join(dir, name))
+		}
+		for _, f := range old {
+			if err := os.RemoveAll(f); err != nil {
 				r.fail()
 				return nil, err
 			}
@@ -90,6 +97,10 @@ func Start(c *models.Config, o Options) (*Run, error) {
 	}
 	c.OutDir = dir
 	if err := atomic.WriteFile(filepath.Join(dir, "config.yaml"), c.Marshal()); err != nil {
+		r.fail()
+		return nil, err
+	}
+	if err := r.board.config(0, c.Marshal()); err != nil {
 		r.fail()
 		return nil, err
 	}
@@ -131,6 +142,10 @@ func (r *Run) open(resume bool) error {
 		flags = os.O_RDWR | os.O_CREATE
 	}
 	if r.metrics, err = os.OpenFile(filepath.Join(r.Dir, "metrics.jsonl"), flags, 0o644); err != nil {
+		r.Close()
+		return err
+	}
+	if err := r.openBoard(); err != nil {
 		r.Close()
 		return err
 	}
@@ -216,17 +231,22 @@ func (r *Run) Metric(step int, fields map[string]any) error {
 	if err != nil {
 		return err
 	}
-	_, err = r.metrics.Write(append(b, '\n'))
-	return err
+	if _, err = r.metrics.Write(append(b, '\n')); err != nil {
+		return err
+	}
+	return r.board.scalars(step, fields)
 }
 
 // Path is a file inside the run folder.
 func (r *Run) Path(name string) string { return filepath.Join(r.Dir, name) }
 
-// Close flushes the metrics and releases the folder.
+// Close flushes the metrics and the event file and releases the folder.
 func (r *Run) Close() error {
-	var err error
-	if r.metrics != nil {
+	err := r.board.close()
+	r.board = nil
+	if r.metrics != nil && err != nil {
+		r.metrics.Close()
+	} else if r.metrics != nil {
 		if err = r.metrics.Sync(); err == nil {
 			err = r.metrics.Close()
 		} else {
