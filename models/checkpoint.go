@@ -297,12 +297,12 @@ func (c *Checkpoint) Entry() Entry { return registry[c.Config.Model] }
 func (c *Checkpoint) HasEMA() bool { return c.ema }
 
 // GlobalBatch is the number of images a step of its run trained on: the
-// batch size times the ranks.
+// batch size times the accumulated batches times the ranks.
 func (c *Checkpoint) GlobalBatch() int {
 	if c.Config == nil || c.Config.Train == nil {
 		return c.World
 	}
-	return c.Config.Train.BatchSize * c.World
+	return c.Config.Train.StepImages() * c.World
 }
 
 // Free releases the tensors (the metadata stays).

@@ -161,6 +161,23 @@ func (r *Reducer) Finish() (early, buckets int) {
 	return int(e), int(b)
 }
 
+// Pause stops (true) or restarts (false) the all-reduce the backward pass
+// launches: paused, backward passes only accumulate gradients, as under
+// DDP's no_sync. Gradient accumulation pauses it for every micro-batch but
+// the last, whose pass then reduces the sum of them all.
+func (r *Reducer) Pause(paused bool) {
+	if r == nil || r.h == nil {
+		fail("Reducer.Pause", "closed reducer")
+	}
+	p := 0
+	if paused {
+		p = 1
+	}
+	var err *C.char
+	C.kk_ddp_pause(r.h, C.int(p), &err)
+	check("Reducer.Pause", err)
+}
+
 // Close removes the hooks.
 func (r *Reducer) Close() {
 	if r != nil && r.h != nil {

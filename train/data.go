@@ -112,11 +112,15 @@ func loadData(c *models.Config, rank, world int, log io.Writer) (*data, error) {
 		return nil, err
 	}
 	out := &data{train: tr.Subset(d.Subset), test: te.Subset(d.TestSubset), hflip: d.HFlip}
-	out.loader = &datasets.Loader{Set: out.train, Batch: c.Train.BatchSize, Seed: c.Seed, Shuffle: true, Balance: d.Balance, Rank: rank, World: world}
+	out.loader = &datasets.Loader{Set: out.train, Batch: c.Train.StepImages(), Seed: c.Seed, Shuffle: true, Balance: d.Balance, Rank: rank, World: world}
+	batch := fmt.Sprintf("train.batch_size %d", c.Train.BatchSize)
+	if c.Train.Accumulate > 1 {
+		batch = fmt.Sprintf("train.batch_size %d x train.accumulate %d", c.Train.BatchSize, c.Train.Accumulate)
+	}
 	if out.spe = out.loader.StepsPerEpoch(); out.spe == 0 && world > 1 {
-		return nil, fmt.Errorf("train.batch_size %d on each of %d ranks is more than the %d training images", c.Train.BatchSize, world, out.train.N)
+		return nil, fmt.Errorf("%s on each of %d ranks is more than the %d training images", batch, world, out.train.N)
 	} else if out.spe == 0 {
-		return nil, fmt.Errorf("train.batch_size %d is larger than the %d training images", c.Train.BatchSize, out.train.N)
+		return nil, fmt.Errorf("%s is larger than the %d training images", batch, out.train.N)
 	}
 	return out, nil
 }

@@ -207,7 +207,7 @@ func (l *loop) broadcastState() error {
 	// Every rank must train the same model on the same data in the same
 	// steps, or the collectives below would pair tensors of other shapes:
 	// rank 0's description is compared with each rank's first.
-	desc := []float64{float64(len(ts)), float64(l.data.train.N), float64(l.data.spe), float64(l.total), float64(l.c.Train.BatchSize)}
+	desc := []float64{float64(len(ts)), float64(l.data.train.N), float64(l.data.spe), float64(l.total), float64(l.c.Train.StepImages())}
 	for _, t := range ts {
 		desc = append(desc, float64(t.Numel()))
 	}

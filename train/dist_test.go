@@ -249,19 +249,30 @@ func TestDataParallelMatchesOneProcess(t *testing.T) {
 			dir := t.TempDir()
 			sets := append([]string{"classifier.dropout=0", "train.max_steps=8", "train.ema_decay=0.9", "train.grad_clip=" + clip,
 				"train.precision=fp32", "classifier.hidden=32", "optimizer.name=sgd", "optimizer.lr=0.05", "optimizer.momentum=0.9"}, distSmall...)
-			one := distJob{config: "../configs/mnist_classifier.yaml", out: filepath.Join(dir, "one"), dump: filepath.Join(dir, "one"),
-				sets: append([]string{"train.batch_size=64"}, sets...)}
-			two := distJob{config: "../configs/mnist_classifier.yaml", out: filepath.Join(dir, "two"), dump: filepath.Join(dir, "two"),
-				sets: append([]string{"train.batch_size=32"}, sets...)}
+			job := func(name string, more ...string) distJob {
+				return distJob{config: "../configs/mnist_classifier.yaml", out: filepath.Join(dir, name), dump: filepath.Join(dir, name),
+					sets: append(more, sets...)}
+			}
+			one := job("one", "train.batch_size=64")
+			two := job("two", "train.batch_size=32")
+			// Gradient accumulation: the same 64 images a step, 16 at a
+			// time, on one process and on two ranks (which all-reduce once a
+			// step, after their second micro-batch).
+			oneAcc := job("one-acc", "train.batch_size=16", "train.accumulate=4")
+			twoAcc := job("two-acc", "train.batch_size=16", "train.accumulate=2")
 			distRun(t, one, 0)
 			distRun(t, two, 2)
+			distRun(t, oneAcc, 0)
+			distRun(t, twoAcc, 2)
 			a, _ := readDump(t, filepath.Join(one.dump, "rank-0.safetensors"))
-			b, _ := readDump(t, filepath.Join(two.dump, "rank-0.safetensors"))
-			worst := compare(t, a, b, 1e-5)
-			t.Logf("largest difference %.2g", worst)
+			for _, other := range []distJob{two, oneAcc, twoAcc} {
+				b, _ := readDump(t, filepath.Join(other.dump, "rank-0.safetensors"))
+				worst := compare(t, a, b, 1e-5)
+				t.Logf("%s: largest difference %.2g", filepath.Base(other.out), worst)
+			}
 			// The moving average was updated at every step on every rank (a
 			// known trap: diffusers#1895), and equals one process's (above).
-			for _, d := range []string{filepath.Join(two.dump, "rank-0.safetensors"), filepath.Join(two.dump, "rank-1.safetensors")} {
+			for _, d := range []string{filepath.Join(two.dump, "rank-0.safetensors"), filepath.Join(two.dump, "rank-1.safetensors"), filepath.Join(twoAcc.dump, "rank-1.safetensors")} {
 				if _, meta := readDumpMeta(t, d); meta["ema_updates"] != "8" {
 					t.Errorf("%s: the moving average had %s updates in 8 steps", d, meta["ema_updates"])
 				}
@@ -269,6 +280,13 @@ func TestDataParallelMatchesOneProcess(t *testing.T) {
 			ms := readMetrics(t, two.out)
 			if ms[0].Loss == nil || ms[len(ms)-1].Step != 8 {
 				t.Errorf("metrics %v", ms)
+			}
+			// The logged losses, means over the step's 64 images, agree.
+			la, lb := readMetrics(t, one.out), readMetrics(t, twoAcc.out)
+			for i := range la {
+				if la[i].Loss != nil && (i >= len(lb) || lb[i].Loss == nil || math.Abs(*la[i].Loss-*lb[i].Loss) > 1e-5) {
+					t.Errorf("metrics line %d: loss %v in one process, %v on two ranks accumulating", i, *la[i].Loss, lb[i].Loss)
+				}
 			}
 		})
 	}

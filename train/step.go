@@ -34,11 +34,24 @@ type Stepper interface {
 //     backward pass outside it, as torch.autocast is meant to be used.
 //   - Sync runs between the backward pass and clipping; a distributed
 //     strategy all-reduces the gradients there (nil on one process).
+//   - NoSync pauses (true) and resumes (false) a synchronisation that runs
+//     during the backward pass, around the micro-batches of an accumulated
+//     step before the last (DDP's no_sync); nil: nothing to pause.
+//
+// With Accumulate K > 1 a batch is split into K micro-batches of equal size
+// in order; each one's loss, divided by K, is back-propagated on its own
+// (activations are kept for one micro-batch at a time) and the gradients
+// add up, so the update is the one the whole batch would make, up to
+// rounding, wherever the loss is a mean over the images and nothing in the
+// model mixes images (batch norm normalises each micro-batch by its own
+// statistics).
 type Step struct {
-	*State         // what it trains; the State owns and frees it
-	Clip   float64 // the gradients' largest joint L2 norm; 0: no clipping
-	Loss   func(b Batch) *torch.Tensor
-	Sync   func(params []*torch.Tensor)
+	*State             // what it trains; the State owns and frees it
+	Clip       float64 // the gradients' largest joint L2 norm; 0: no clipping
+	Accumulate int     // micro-batches a batch is split into; 0 or 1: none
+	Loss       func(b Batch) *torch.Tensor
+	Sync       func(params []*torch.Tensor)
+	NoSync     func(paused bool)
 
 	// Precision is the policy in force on the model's device (auto
 	// resolved); its TF32 setting holds through the backward pass too.
@@ -72,9 +85,14 @@ func NewStep(st *State, clip float64, p torch.Precision) (*Step, error) {
 // device. Temporaries are freed when the caller's scope closes.
 func (s *Step) Run(b Batch) *torch.Tensor {
 	defer torch.SetTF32(torch.SetTF32(s.Precision != torch.FP32))
-	loss := s.Loss(b)
-	s.Opt.ZeroGrad()
-	loss.Backward()
+	var loss *torch.Tensor
+	if s.Accumulate > 1 {
+		loss = s.accumulate(b)
+	} else {
+		loss = s.Loss(b)
+		s.Opt.ZeroGrad()
+		loss.Backward()
+	}
 	if s.Sync != nil {
 		s.Sync(s.params)
 	}
@@ -86,6 +104,33 @@ func (s *Step) Run(b Batch) *torch.Tensor {
 		torch.NoGrad(func() { s.EMA.Update(s.Model) })
 	}
 	return loss.Detach()
+}
+
+// accumulate back-propagates b's micro-batches one after another and
+// returns the mean of their losses.
+func (s *Step) accumulate(b Batch) *torch.Tensor {
+	k := int64(s.Accumulate)
+	n := b.X.Size(0)
+	if n%k != 0 {
+		panic(fmt.Sprintf("train: a batch of %d images does not split into %d micro-batches", n, k))
+	}
+	s.Opt.ZeroGrad()
+	var sum *torch.Tensor
+	for i := range k {
+		last := i == k-1
+		if s.NoSync != nil {
+			s.NoSync(!last)
+		}
+		m := Batch{X: b.X.Narrow(0, i*n/k, n/k), Y: b.Y.Narrow(0, i*n/k, n/k)}
+		loss := s.Loss(m).MulScalar(1 / float64(k))
+		loss.Backward()
+		if sum == nil {
+			sum = loss.Detach()
+		} else {
+			sum = sum.Add(loss.Detach())
+		}
+	}
+	return sum
 }
 
 // SetLR sets the optimizer's learning rate.

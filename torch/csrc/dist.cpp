@@ -214,6 +214,7 @@ struct kk_ddp_s {
   std::mutex mu;
   size_t next = 0;    // the first bucket not launched yet: buckets launch in order
   int64_t early = 0;  // buckets launched by the hooks since the last finish
+  bool paused = false;  // kk_ddp_pause: the hooks do nothing
 
   ~kk_ddp_s() {
     for (size_t i = 0; i < accs.size(); i++) accs[i]->del_post_hook(keys[i]);
@@ -246,6 +247,7 @@ struct kk_ddp_s {
   // its collectives in the same order whatever order its hooks ran in.
   void ready(size_t i) {
     std::lock_guard<std::mutex> lock(mu);
+    if (paused) return;
     size_t b = bucket_of[i];
     if (pending[b] > 0) pending[b]--;
     while (next < buckets.size() && pending[next] == 0) {
@@ -485,6 +487,11 @@ void kk_ddp_new(kk_dist d, const kk_tensor *params, int n, int64_t bucket_bytes,
 void kk_ddp_finish(kk_ddp r, int64_t *early, int64_t *buckets, char **err) {
   KK_TRY(if (!r) throw std::invalid_argument("nil reducer");
          *buckets = static_cast<int64_t>(r->buckets.size()); *early = r->finish();)
+}
+
+void kk_ddp_pause(kk_ddp r, int paused, char **err) {
+  KK_TRY(if (!r) throw std::invalid_argument("nil reducer");
+         std::lock_guard<std::mutex> lock(r->mu); r->paused = paused != 0;)
 }
 
 void kk_ddp_free(kk_ddp r) { delete r; }

@@ -325,6 +325,10 @@ typedef struct kk_ddp_s *kk_ddp;
 void kk_ddp_new(kk_dist d, const kk_tensor *params, int n, int64_t bucket_bytes, kk_ddp *out,
                 char **err);
 void kk_ddp_finish(kk_ddp r, int64_t *early, int64_t *buckets, char **err);
+/* kk_ddp_pause(r, 1) makes the hooks do nothing, so backward passes only
+ * accumulate gradients (DDP's no_sync, for the micro-batches of gradient
+ * accumulation before the last); kk_ddp_pause(r, 0) arms them again. */
+void kk_ddp_pause(kk_ddp r, int paused, char **err);
 void kk_ddp_free(kk_ddp r);
 /* Batch norm in training with the group's batch statistics
  * (torch.nn.SyncBatchNorm): w, b, running_mean, running_var required. */
