@@ -166,7 +166,8 @@ func (l *loop) loadData() (err error) {
 // from its own files), else fresh, its constants measured on the
 // training images. Other ranks measure too, so that a model that cannot
 // be measured stops every rank at once, but they train with rank 0's
-// state (syncRanks).
+// state (syncRanks). A fresh run with train.init_from starts from that
+// run's weights (initFrom).
 func (l *loop) buildState(resume string) error {
 	var from *models.Checkpoint
 	if resume != "" && l.dist.leader() {
@@ -188,6 +189,11 @@ func (l *loop) buildState(resume string) error {
 	}
 	if err := l.calibrate(); err != nil {
 		return err
+	}
+	if l.c.Train.InitFrom != "" && l.dist.leader() { // other ranks get rank 0's weights
+		if err := l.initFrom(); err != nil {
+			return err
+		}
 	}
 	return l.st.StartEMA()
 }

@@ -1,0 +1,116 @@
+package train
+
+import (
+	"fmt"
+	"slices"
+	"sort"
+	"strings"
+
+	"kakusan/models"
+	"kakusan/models/nn"
+	"kakusan/torch"
+)
+
+// initFrom loads train.init_from's weights into a fresh run's model before
+// its moving average starts: fine-tuning. Parameters and buffers are
+// matched by name and shape; a tensor the checkpoint lacks, one it has that
+// the model does not, or one of another shape is an error naming each of
+// them, except for the tensors whose shape differs only by the change in
+// the number of classes (a label embedding, a classifier's last layer),
+// which keep their fresh initialisation, said in the log. The frozen parts
+// and measured constants (a latent model's autoencoder and scale) are this
+// run's own; the optimizer and the step start afresh.
+func (l *loop) initFrom() error {
+	t := l.c.Train
+	ck, err := models.ReadCheckpoint(t.InitFrom, l.dev)
+	if err != nil {
+		return fmt.Errorf("train.init_from: %w", err)
+	}
+	defer ck.Free()
+	if ck.Config.Model != l.c.Model {
+		return fmt.Errorf("train.init_from %s: a %q checkpoint; this run trains %q", ck.Path, ck.Config.Model, l.c.Model)
+	}
+	ema := t.InitFromEMA && ck.HasEMA()
+	from := ck.Weights(ema)
+	m := l.st.Model.Module()
+	own := append(append([]nn.Named(nil), m.Params()...), m.Buffers()...)
+	classes := [2]int{ck.Geometry.Classes, l.st.Geometry.Classes}
+	var problems, fresh []string
+	load := map[string]*torch.Tensor{}
+	names := map[string]bool{}
+	for _, n := range own {
+		names[n.Name] = true
+		src, ok := from[n.Name]
+		if !ok {
+			problems = append(problems, fmt.Sprintf("%s: not in the checkpoint", n.Name))
+			continue
+		}
+		have, want := src.Shape(), n.T.Shape()
+		switch {
+		case slices.Equal(have, want) && src.DType().IsFloat() == n.T.DType().IsFloat():
+			load[n.Name] = src
+		case byClasses(have, want, classes):
+			fresh = append(fresh, fmt.Sprintf("%s %v -> %v", n.Name, have, want))
+		default:
+			problems = append(problems, fmt.Sprintf("%s: shape %v %s in the checkpoint, %v %s in the model", n.Name, have, src.DType(), want, n.T.DType()))
+		}
+	}
+	for _, n := range m.Frozen() {
+		names[n.Name] = true
+	}
+	for name := range from {
+		if !names[name] && !strings.HasPrefix(name, models.OptimPrefix) && !strings.HasPrefix(name, models.RNGPrefix) && !strings.HasPrefix(name, models.EMAPrefix) {
+			problems = append(problems, fmt.Sprintf("%s: in the checkpoint, not in the model", name))
+		}
+	}
+	if len(problems) > 0 {
+		sort.Strings(problems)
+		more := ""
+		if len(problems) > 12 {
+			more = fmt.Sprintf("; and %d more", len(problems)-12)
+			problems = problems[:12]
+		}
+		return fmt.Errorf("train.init_from %s: %d tensors do not match the model (another architecture? compare the configs):\n  %s%s",
+			ck.Path, len(problems), strings.Join(problems, "\n  "), more)
+	}
+	for name, src := range load {
+		if src.DType().IsFloat() && !src.IsFinite().All() {
+			return fmt.Errorf("train.init_from %s: tensor %q holds NaN or infinite values", ck.Path, name)
+		}
+	}
+	torch.NoGrad(func() {
+		for _, n := range own {
+			if src, ok := load[n.Name]; ok {
+				n.T.CopyFrom(src)
+			}
+		}
+	})
+	which := "trained weights"
+	if ema {
+		which = "moving average"
+	}
+	fmt.Fprintf(l.r.Log, "initialised from %s (step %d, its %s): %d of %d tensors\n", ck.Path, ck.Step, which, len(load), len(own))
+	if len(fresh) > 0 {
+		fmt.Fprintf(l.r.Log, "  %d classes there, %d here: freshly initialised %s\n", classes[0], classes[1], strings.Join(fresh, ", "))
+	}
+	return nil
+}
+
+// byClasses reports whether shapes have and want differ in one dimension
+// only, by the change in the number of classes: a tensor with a row (or
+// more) per class.
+func byClasses(have, want []int64, classes [2]int) bool {
+	if classes[0] == classes[1] || len(have) != len(want) {
+		return false
+	}
+	differ := 0
+	for i := range have {
+		if have[i] != want[i] {
+			differ++
+			if want[i]-have[i] != int64(classes[1]-classes[0]) {
+				return false
+			}
+		}
+	}
+	return differ == 1
+}

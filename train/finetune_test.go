@@ -1,0 +1,147 @@
+package train
+
+import (
+	"context"
+	"fmt"
+	"image"
+	"image/color"
+	"image/png"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"kakusan/models"
+	"kakusan/torch"
+)
+
+// classifierConfig is a small, fast classifier run.
+func classifierConfig(t *testing.T, sets ...string) *models.Config {
+	t.Helper()
+	base := []string{"data.subset=640", "data.test_subset=128", "device=cpu", "classifier.hidden=16", "train.log_every=2",
+		"train.max_steps=6", "train.ema_decay=0.9"}
+	c, err := models.LoadConfig("../configs/mnist_classifier.yaml", append(base, sets...))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+// greyFolder writes an image folder of classes classes, n 28x28 grey
+// images each (a class is a brightness), and returns it.
+func greyFolder(t *testing.T, classes, n int) string {
+	dir := t.TempDir()
+	for k := range classes {
+		os.MkdirAll(filepath.Join(dir, fmt.Sprintf("c%d", k)), 0o755)
+		for i := range n {
+			img := image.NewGray(image.Rect(0, 0, 28, 28))
+			for p := range img.Pix {
+				img.Pix[p] = uint8((k*80 + i*7 + p) % 256)
+			}
+			img.Set(i%28, k, color.Gray{255})
+			f, _ := os.Create(filepath.Join(dir, fmt.Sprintf("c%d", k), fmt.Sprintf("%03d.png", i)))
+			png.Encode(f, img)
+			f.Close()
+		}
+	}
+	return dir
+}
+
+// setUp builds a run's loop as far as its first step and hands it to
+// check: the state a fine-tuned run starts from.
+func setUp(t *testing.T, c *models.Config, check func(l *loop)) (string, error) {
+	t.Helper()
+	var log strings.Builder
+	r, err := Start(c, Options{Out: filepath.Join(t.TempDir(), "run"), Log: &log})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	err = torch.Do(func() error {
+		l, err := newLoop(context.Background(), r, "")
+		defer l.free()
+		if err == nil {
+			check(l)
+		}
+		return err
+	})
+	return log.String(), err
+}
+
+// TestInitFrom: a fine-tuned run starts from the other run's moving
+// average (or its trained weights), with a fresh optimizer at step 0; a
+// new class count re-initialises only the classifier's last layer; any
+// other mismatch is refused, naming every tensor.
+func TestInitFrom(t *testing.T) {
+	base, err := Train(classifierConfig(t), Options{Out: filepath.Join(t.TempDir(), "base")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	same := func(l *loop, ema bool, skip ...string) {
+		err := torch.Do(func() error { // (already on the torch thread: Do runs inline)
+			ck, err := models.ReadCheckpoint(base.Dir, torch.CPU)
+			if err != nil {
+				return err
+			}
+			defer ck.Free()
+			want := ck.Weights(ema)
+		params:
+			for _, p := range l.st.Model.Module().Params() {
+				for _, s := range skip {
+					if p.Name == s {
+						if want[p.Name].Shape()[0] == p.T.Shape()[0] {
+							t.Errorf("%s kept its shape", p.Name)
+						}
+						continue params
+					}
+				}
+				if !p.T.AllClose(want[p.Name], 0, 0) {
+					t.Errorf("%s (ema %v) is not the base run's", p.Name, ema)
+				}
+				if !l.st.EMA.Avg.Module().StateDict()[p.Name].AllClose(p.T, 0, 0) {
+					t.Errorf("%s: the moving average does not start from the loaded weights", p.Name)
+				}
+			}
+			if l.st.Step != 0 {
+				t.Errorf("step %d, want 0", l.st.Step)
+			}
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	log, err := setUp(t, classifierConfig(t, "train.init_from="+base.Dir), func(l *loop) { same(l, true) })
+	if err != nil || !strings.Contains(log, "its moving average") {
+		t.Errorf("init_from: %v\n%s", err, log)
+	}
+	log, err = setUp(t, classifierConfig(t, "train.init_from="+base.Dir, "train.init_from_ema=false"), func(l *loop) { same(l, false) })
+	if err != nil || !strings.Contains(log, "its trained weights") {
+		t.Errorf("init_from_ema=false: %v\n%s", err, log)
+	}
+	three := greyFolder(t, 3, 40)
+	log, err = setUp(t, classifierConfig(t, "train.init_from="+base.Dir, "data.dir="+three, "data.size=28", "train.batch_size=16"),
+		func(l *loop) { same(l, true, "fc2.weight", "fc2.bias") })
+	if err != nil || !strings.Contains(log, "10 classes there, 3 here: freshly initialised fc2.weight [10 16] -> [3 16], fc2.bias [10] -> [3]") {
+		t.Errorf("three classes: %v\n%s", err, log)
+	}
+	// Another width: every tensor it changes is named.
+	_, err = setUp(t, classifierConfig(t, "train.init_from="+base.Dir, "classifier.hidden=32"), func(*loop) {})
+	if err == nil || !strings.Contains(err.Error(), "fc1.weight: shape [16 3136] float32 in the checkpoint, [32 3136] float32 in the model") ||
+		!strings.Contains(err.Error(), "fc2.weight") {
+		t.Errorf("another width: %v", err)
+	}
+	_, err = setUp(t, classifierConfig(t, "train.init_from="+filepath.Join(base.Dir, "nothing")), func(*loop) {})
+	if err == nil || !strings.Contains(err.Error(), "train.init_from") {
+		t.Errorf("a missing run: %v", err)
+	}
+	// A checkpoint of another model.
+	vae, err := Train(neuralConfig(t, "vae", "train.max_steps=2", "data.subset=256"), Options{Out: filepath.Join(t.TempDir(), "vae")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = setUp(t, classifierConfig(t, "train.init_from="+vae.Dir), func(*loop) {})
+	if err == nil || !strings.Contains(err.Error(), `a "vae" checkpoint; this run trains "classifier"`) {
+		t.Errorf("a VAE's checkpoint: %v", err)
+	}
+}
