@@ -11,6 +11,7 @@ import (
 	"strings"
 	"testing"
 
+	"kakusan/eval"
 	"kakusan/models"
 	"kakusan/torch"
 )
@@ -144,4 +145,82 @@ func TestInitFrom(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), `a "vae" checkpoint; this run trains "classifier"`) {
 		t.Errorf("a VAE's checkpoint: %v", err)
 	}
+}
+
+// TestEvalDuringTraining: train.eval_every logs the judge's figures at its
+// steps and at the last, in metrics.jsonl and TensorBoard, and leaves the
+// training itself exactly as it was without it.
+func TestEvalDuringTraining(t *testing.T) {
+	judge, err := Train(classifierConfig(t), Options{Out: filepath.Join(t.TempDir(), "judge")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sets := []string{"data.subset=640", "train.max_steps=10", "train.log_every=2"}
+	plain, err := Train(diffusionConfig(t, sets...), Options{Out: filepath.Join(t.TempDir(), "plain")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var log strings.Builder
+	c := diffusionConfig(t, append(sets, "train.eval_every=4", "train.eval_images=40", "train.eval_judge="+judge.Dir)...)
+	judged, err := Train(c, Options{Out: filepath.Join(t.TempDir(), "judged"), Log: &log, Scorer: scorer})
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, b := readMetricLines(t, plain.Dir), readMetricLines(t, judged.Dir)
+	var evals []int
+	var withoutEval []map[string]any
+	for _, m := range b {
+		if _, ok := m["eval_fid"]; ok {
+			evals = append(evals, int(m["step"].(float64)))
+			for _, k := range []string{"eval_accuracy", "eval_precision", "eval_recall", "eval_seconds"} {
+				if v, ok := m[k].(float64); !ok || v < 0 || v != v {
+					t.Errorf("step %v: %s = %v", m["step"], k, m[k])
+				}
+			}
+			continue
+		}
+		withoutEval = append(withoutEval, m)
+	}
+	if fmt.Sprint(evals) != "[4 8 10]" {
+		t.Errorf("evaluations at steps %v, want [4 8 10]", evals)
+	}
+	if len(a) != len(withoutEval) {
+		t.Fatalf("%d metrics lines without evaluation, %d with (the evaluations aside)", len(a), len(withoutEval))
+	}
+	for i := range a {
+		for _, k := range []string{"loss", "test_loss"} {
+			if a[i][k] != withoutEval[i][k] {
+				t.Errorf("line %d: %s %v without evaluation, %v with", i, k, a[i][k], withoutEval[i][k])
+			}
+		}
+	}
+	if got := scalarsOf(t, judged.Dir); got["eval/fid@8"] == 0 {
+		t.Errorf("no eval/fid at step 8 in metrics' TensorBoard view: %v", got)
+	}
+	for _, want := range []string{"evaluation every 4 steps: 40 images judged by", "evaluation at step 8 (40 images): accuracy ", "evaluation during training: 3 evaluations took"} {
+		if !strings.Contains(log.String(), want) {
+			t.Errorf("the log lacks %q:\n%s", want, log.String())
+		}
+	}
+	// Refusals, before the first step.
+	three := greyFolder(t, 3, 40)
+	for _, c := range []struct {
+		sets   []string
+		scorer NewScorer
+		want   string
+	}{
+		{[]string{"train.eval_every=4"}, nil, "train.eval_every: this program cannot judge images"},
+		{[]string{"train.eval_every=4", "data.dir=" + three, "data.size=28"}, scorer, "name the classifier that judges the images in train.eval_judge"},
+		{[]string{"train.eval_every=4", "data.dir=" + three, "data.size=28", "train.eval_judge=" + judge.Dir}, scorer, "was trained on 1x28x28 images of classes [0 1 2 3 4 5 6 7 8 9], but the data has 1x28x28 images of classes [c0 c1 c2]"},
+		{[]string{"train.eval_every=4", "train.eval_judge=" + plain.Dir}, scorer, `a "diffusion" checkpoint; the judge must be a classifier`},
+	} {
+		_, err := Train(diffusionConfig(t, append(sets, c.sets...)...), Options{Out: filepath.Join(t.TempDir(), "x"), Scorer: c.scorer})
+		if err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%v: %v, want %q", c.sets, err, c.want)
+		}
+	}
+}
+
+func scorer(path string, dev torch.Device, g models.Geometry) (Scorer, error) {
+	return eval.NewScorer(path, dev, g)
 }

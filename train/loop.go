@@ -53,6 +53,7 @@ type loop struct {
 	bar         *progressbar.ProgressBar
 	curve       [2][]float64 // logged steps and mean losses, for loss.png
 	lastCk      string
+	judging     *judging // evaluation during training; nil: none (or a rank other than 0)
 }
 
 // trainNeural runs the training loop; it must run on the torch thread.
@@ -97,6 +98,7 @@ func newLoop(ctx context.Context, r *Run, resume string) (*loop, error) {
 		func() error { return l.buildState(resume) },
 		l.buildStep,
 		l.syncRanks,
+		l.loadJudge,
 		l.continueRun,
 	} {
 		if err := phase(); err != nil {
@@ -385,6 +387,7 @@ func (l *loop) continueRun() error {
 
 func (l *loop) free() {
 	defer l.dist.close()
+	l.judging.free()
 	if g, ok := l.step.(*Graphed); ok {
 		g.Free()
 	}
@@ -434,9 +437,12 @@ func (l *loop) run() error {
 	if err := l.grid("final.png"); err != nil {
 		return err
 	}
+	took := time.Since(start)
 	if b := l.r.board; b != nil {
-		took := time.Since(start)
 		l.logf("tensorboard: %d writes took %.0f ms, %.2f%% of the run's %.1f s\n", b.n, b.spent.Seconds()*1000, 100*b.spent.Seconds()/took.Seconds(), took.Seconds())
+	}
+	if j := l.judging; j != nil && j.n > 0 {
+		l.logf("evaluation during training: %d evaluations took %.1f s, %.1f%% of the run's %.1f s\n", j.n, j.spent.Seconds(), 100*j.spent.Seconds()/took.Seconds(), took.Seconds())
 	}
 	if _, ok := l.generator(); ok {
 		l.logf("done: %d steps; checkpoint %s, samples %s\n", l.st.Step, l.lastCk, l.r.Path("samples/final.png"))
@@ -507,6 +513,11 @@ func (l *loop) onBatch(b datasets.Batch, epoch int) error {
 	}
 	if (t.SampleEvery > 0 && l.st.Step%t.SampleEvery == 0) || (t.SampleEvery == 0 && epochEnd) {
 		if err := l.grid(fmt.Sprintf("step-%08d.png", l.st.Step)); err != nil {
+			return err
+		}
+	}
+	if t.EvalEvery > 0 && (l.st.Step%t.EvalEvery == 0 || l.st.Step == l.total) {
+		if err := l.judge(epoch); err != nil {
 			return err
 		}
 	}

@@ -28,6 +28,9 @@ type Options struct {
 	// Dist is this process's place in a data-parallel job (DistFromEnv);
 	// nil: it trains alone. Only rank 0 touches the run folder.
 	Dist *DistEnv
+	// Scorer loads the judge of evaluation during training
+	// (train.eval_every); bin/train passes eval.NewScorer's.
+	Scorer NewScorer
 }
 
 // Run is one training run's folder and logs. It holds an exclusive lock on
@@ -41,6 +44,7 @@ type Run struct {
 	created bool // the folder was made by this run (removed again if it fails before writing anything of worth)
 	dist    *DistEnv
 	board   *board // TensorBoard's event file; nil: train.tensorboard off, or a rank other than 0
+	scorer  NewScorer
 }
 
 // Start resolves the run folder, locks it and writes the resolved config
@@ -294,7 +298,7 @@ func Train(c *models.Config, o Options) (*Run, error) {
 	if err != nil {
 		return nil, err
 	}
-	r.dist = o.Dist
+	r.dist, r.scorer = o.Dist, o.Scorer
 	switch {
 	case models.Neural(c.Model):
 		ctx, stop := signals.Context()

@@ -18,8 +18,10 @@ import (
 	"github.com/spf13/pflag"
 
 	"kakusan/cmd/internal/cli"
+	"kakusan/eval"
 	"kakusan/internal/signals"
 	"kakusan/models"
+	"kakusan/torch"
 	"kakusan/train"
 )
 
@@ -48,6 +50,11 @@ func newFlags() (*pflag.FlagSet, *flags) {
 	fs.BoolVar(&f.autoResume, "auto-resume", false, "with --out: continue the run in that folder if it holds a checkpoint (a restarted job), else start it")
 	cli.VersionFlag(fs)
 	return fs, f
+}
+
+// scorer is the judge of evaluation during training (train.eval_every).
+func scorer(path string, dev torch.Device, g models.Geometry) (train.Scorer, error) {
+	return eval.NewScorer(path, dev, g)
 }
 
 func main() {
@@ -98,7 +105,7 @@ func main() {
 	if err != nil {
 		cli.Fatal("train", err)
 	}
-	r, err := train.Train(c, train.Options{Out: f.out, Overwrite: f.overwrite, Resume: f.resume, Log: os.Stdout, Dist: dist})
+	r, err := train.Train(c, train.Options{Out: f.out, Overwrite: f.overwrite, Resume: f.resume, Log: os.Stdout, Dist: dist, Scorer: scorer})
 	if errors.Is(err, signals.ErrInterrupted) {
 		os.Exit(signals.ExitCode)
 	}
