@@ -285,9 +285,15 @@ func (b *batcher) take(head *job) []piece {
 // batch is its requests' error, not the server's end.
 func (b *batcher) run(ps []piece) {
 	t0 := time.Now()
-	imgs, err := b.draw(ps)
+	ctx, stop := allGone(ps)
+	imgs, err := b.draw(ctx, ps)
+	stop()
 	took := time.Since(t0)
 	b.met.batch.Observe(float64(len(ps)))
+	if err != nil && ctx.Err() != nil {
+		b.met.dropped.Inc()
+		err = fmt.Errorf("abandoned: every request in the batch had gone")
+	}
 	if err == nil {
 		b.met.images.Add(float64(len(ps)))
 		b.met.rate.Set(float64(len(ps)) / took.Seconds())
@@ -298,11 +304,42 @@ func (b *batcher) run(ps []piece) {
 }
 
 // draw is the model's draw of a batch, a panic in it returned as an error.
-func (b *batcher) draw(ps []piece) (imgs *sample.Images, err error) {
+func (b *batcher) draw(ctx context.Context, ps []piece) (imgs *sample.Images, err error) {
 	defer func() {
 		if r := recover(); r != nil {
 			err = fmt.Errorf("the batch failed (a bug: please report it): %v", r)
 		}
 	}()
-	return b.m.draw(ps)
+	return b.m.draw(ctx, ps)
+}
+
+// allGone is a context that ends once every request with images in ps has
+// gone (its client left, or its deadline passed): the batch then stops
+// within one torch operation instead of making images nobody will read.
+// A batch some of whose requests are still there runs to its end. stop
+// releases it.
+func allGone(ps []piece) (ctx context.Context, stop func()) {
+	ctx, cancel := context.WithCancel(context.Background())
+	var jobs []*job
+	for i, p := range ps {
+		if i == 0 || p.j != ps[i-1].j {
+			jobs = append(jobs, p.j)
+		}
+	}
+	var left atomic.Int64
+	left.Store(int64(len(jobs)))
+	stops := make([]func() bool, len(jobs))
+	for i, j := range jobs {
+		stops[i] = context.AfterFunc(j.ctx, func() {
+			if left.Add(-1) == 0 {
+				cancel()
+			}
+		})
+	}
+	return ctx, func() {
+		for _, s := range stops {
+			s()
+		}
+		cancel()
+	}
 }

@@ -15,6 +15,7 @@ type metrics struct {
 	queue    prometheus.Gauge       // images waiting
 	images   prometheus.Counter     // images made
 	rate     prometheus.Gauge       // images/s of the last batch
+	dropped  prometheus.Counter     // batches stopped because all their clients left
 }
 
 func newMetrics(maxBatch int) *metrics {
@@ -32,8 +33,10 @@ func newMetrics(maxBatch int) *metrics {
 			Help: "Images made; rate() of it is images/s."}),
 		rate: prometheus.NewGauge(prometheus.GaugeOpts{Name: "kakusan_batch_images_per_second",
 			Help: "Images/s of the last sampler batch."}),
+		dropped: prometheus.NewCounter(prometheus.CounterOpts{Name: "kakusan_batches_abandoned_total",
+			Help: "Sampler batches stopped mid-way because every request in them had gone (clients left, deadlines passed)."}),
 	}
-	m.reg.MustRegister(m.requests, m.latency, m.batch, m.queue, m.images, m.rate,
+	m.reg.MustRegister(m.requests, m.latency, m.batch, m.queue, m.images, m.rate, m.dropped,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }

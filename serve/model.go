@@ -7,6 +7,7 @@
 package serve
 
 import (
+	"context"
 	"fmt"
 
 	"kakusan/diffusion"
@@ -138,15 +139,17 @@ type piece struct {
 
 // draw makes the images of a batch of pieces whose requests share a key
 // (compatible settings) on the torch thread and copies them to the host.
-func (m *Model) draw(ps []piece) (*sample.Images, error) {
+func (m *Model) draw(ctx context.Context, ps []piece) (*sample.Images, error) {
 	r := ps[0].j.req
 	var imgs *sample.Images
 	err := torch.Do(func() (err error) {
-		torch.Scoped(func() {
-			var x *torch.Tensor
-			if x, err = m.drawTensor(ps, r); err == nil {
-				imgs, err = sample.FromTensor(x)
-			}
+		torch.Interruptible(ctx, func() {
+			torch.Scoped(func() {
+				var x *torch.Tensor
+				if x, err = m.drawTensor(ps, r); err == nil {
+					imgs, err = sample.FromTensor(x)
+				}
+			})
 		})
 		return err
 	})

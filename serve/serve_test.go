@@ -358,3 +358,45 @@ func TestBatchesLeaveNoTensors(t *testing.T) {
 		t.Errorf("%d live tensors before 60 requests, %d after", before, after)
 	}
 }
+
+// A batch whose every client has left stops within one torch operation:
+// counted as abandoned, and none of its images made.
+func TestLeftBatchIsAbandoned(t *testing.T) {
+	o := testOptions()
+	o.MaxBatch, o.MaxWait, o.MaxSteps = 4, 0, 1000
+	s, ts := start(t, o)
+	ctx, cancel := context.WithCancel(context.Background())
+	b, _ := json.Marshal(map[string]any{"n": 4, "steps": 1000, "precision": "fp32"})
+	hr, _ := http.NewRequestWithContext(ctx, "POST", ts.URL+"/v1/images", bytes.NewReader(b))
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		if r, err := http.DefaultClient.Do(hr); err == nil {
+			r.Body.Close()
+		}
+	}()
+	// The batch is running once the queue is empty.
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		if metric(t, s, "kakusan_batch_images").GetHistogram().GetSampleCount() == 0 &&
+			metric(t, s, "kakusan_queue_images").GetGauge().GetValue() == 0 && time.Since(deadline.Add(-30*time.Second)) > 200*time.Millisecond {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the batch never started")
+		}
+	}
+	cancel()
+	<-done
+	for deadline := time.Now().Add(30 * time.Second); metric(t, s, "kakusan_batches_abandoned_total").GetCounter().GetValue() < 1; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the batch was not abandoned (%g images made)", metric(t, s, "kakusan_images_total").GetCounter().GetValue())
+		}
+	}
+	if made := metric(t, s, "kakusan_images_total").GetCounter().GetValue(); made != 0 {
+		t.Errorf("%g images made by an abandoned batch", made)
+	}
+	// The server goes on.
+	if code, a := post(t, ts.URL, map[string]any{"n": 1, "steps": 2}); code != http.StatusOK {
+		t.Errorf("after the abandoned batch: %d %s", code, a.Error)
+	}
+}
