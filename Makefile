@@ -1,6 +1,6 @@
 # kakusan: `make` builds the shim and the binaries into bin/, `make test` runs
-# every test, `make bench` the benchmarks beside their PyTorch peers,
-# `make image` the CPU container image, `make image-test` builds it and runs
+# every test but the long ones, `make test-long` those, `make bench` the
+# benchmarks beside their PyTorch peers, `make image` the CPU container image, `make image-test` builds it and runs
 # kakusan's jobs inside it, `make test-torch2` the tests against libtorch 2.6
 # and the CUDA shim's compile in Debian 13 containers, `make test-web` the
 # server's web page in a headless chromium, `make bench-serve` the server's
@@ -15,7 +15,7 @@ LDFLAGS := -ldflags '-extldflags "-Wl,-rpath,$$ORIGIN"'
 # The engine: podman as scripts/container.sh sets it up, or PODMAN=docker.
 IMAGE   ?= kakusan:cpu
 
-.PHONY: all build setup shim test bench bench-serve clean image image-test test-torch2 test-web docs
+.PHONY: all build setup shim test test-long bench bench-serve clean image image-test test-torch2 test-web docs
 
 all: build
 
@@ -30,9 +30,15 @@ shim: $(SHIM)
 build: setup $(SHIM)
 	$(GO) build -buildvcs=auto $(LDFLAGS) -o bin/ ./cmd/...
 
+# make test skips the long integration tests (-short); make test-long runs
+# only them (TestLong...). Timeouts: at least 3x the slowest package's time
+# on 2 quiet cores (docs/development.md lists the slowest tests).
 test: build
 	$(GO) vet ./...
-	$(GO) test -count=1 ./...
+	$(GO) test -short -count=1 -timeout 8m ./...
+
+test-long: build
+	$(GO) test -count=1 -timeout 20m -run '^TestLong' ./...
 
 docs: build
 	KAKUSAN_UPDATE_DOCS=1 $(GO) test -count=1 -run 'Docs?$$' ./models ./cmd/...

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"image"
 	"image/png"
+	"kakusan/internal/longtest"
 	"math"
 	"math/rand/v2"
 	"os"
@@ -214,7 +215,8 @@ func trainJudge(t *testing.T) (string, float64) {
 	return r.Dir, acc
 }
 
-func TestJudgeOnRealAndNoise(t *testing.T) {
+func TestLongJudgeOnRealAndNoise(t *testing.T) {
+	longtest.Skip(t)
 	dir, reported := trainJudge(t)
 	on(t, func() {
 		j, err := LoadJudge(dir, torch.CPU)

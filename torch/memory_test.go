@@ -2,6 +2,7 @@ package torch
 
 import (
 	"bufio"
+	"kakusan/internal/longtest"
 	"os"
 	"strconv"
 	"strings"
@@ -66,7 +67,8 @@ func rssKiB(t *testing.T) int64 {
 	return 0
 }
 
-func TestMemoryFlatOverTrainingSteps(t *testing.T) {
+func TestLongMemoryFlatOverTrainingSteps(t *testing.T) {
+	longtest.Skip(t)
 	on(t, func() {
 		ManualSeed(0)
 		net := newConvNet(dev)

@@ -1,6 +1,7 @@
 package train
 
 import (
+	"kakusan/internal/longtest"
 	"math"
 	"os"
 	"path/filepath"
@@ -26,7 +27,8 @@ func diffusionConfig(t *testing.T, sets ...string) *models.Config {
 	return c
 }
 
-func TestConditionalDiffusionLearns(t *testing.T) {
+func TestLongConditionalDiffusionLearns(t *testing.T) {
+	longtest.Skip(t)
 	// 217 steps (7 epochs of 31) of a width-8 U-Net on 2,000 images. The
 	// noise-prediction MSE starts near 1 (the noise's variance); it must end
 	// below 0.12 and below a fifth of where it started.
@@ -35,7 +37,8 @@ func TestConditionalDiffusionLearns(t *testing.T) {
 
 // The same under bf16 autocast with the channels-last layout: the same bar,
 // and the checkpoint's weights are float32.
-func TestBF16ChannelsLastDiffusionLearns(t *testing.T) {
+func TestLongBF16ChannelsLastDiffusionLearns(t *testing.T) {
+	longtest.Skip(t)
 	r := learns(t, diffusionConfig(t, "train.epochs=7", "train.precision=bf16", "unet.channels_last=true", "diffusion.sample_precision=bf16"))
 	err := torch.Do(func() error {
 		m, _, err := models.Load(r.Dir, torch.CPU, false)

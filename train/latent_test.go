@@ -3,6 +3,7 @@ package train
 import (
 	"encoding/json"
 	"fmt"
+	"kakusan/internal/longtest"
 	"math"
 	"os"
 	"path/filepath"
@@ -153,7 +154,8 @@ func TestMain(m *testing.M) {
 // its architecture in their metadata; the latent scale is 1/std of the
 // training images' latents, measured and held by the model; the
 // checkpoint samples without the autoencoder's own files.
-func TestLatentDiffusion(t *testing.T) {
+func TestLongLatentDiffusion(t *testing.T) {
+	longtest.Skip(t)
 	dir := t.TempDir()
 	ae := trainAutoencoder(t, dir) // its own: the test moves it away
 	r := trainLadder9(t, "latent", filepath.Join(dir, "latent"), "train.max_steps=20", "diffusion.autoencoder="+ae.Dir)
@@ -285,7 +287,8 @@ func TestLatentDiffusion(t *testing.T) {
 // Prompt conditioning (ladder step 9): the vocabulary comes from the
 // data's class names, the style thresholds are the tertiles measured on
 // the training images, and sampling takes style words.
-func TestPromptDiffusion(t *testing.T) {
+func TestLongPromptDiffusion(t *testing.T) {
+	longtest.Skip(t)
 	dir := t.TempDir()
 	ae := sharedAutoencoder(t)
 	r := trainLadder9(t, "prompt", filepath.Join(dir, "prompt"), "train.max_steps=20", "diffusion.autoencoder="+ae.Dir)
@@ -374,7 +377,8 @@ func readMetricLines(t *testing.T, dir string) []map[string]any {
 // frozen autoencoder included, even when rank 1's autoencoder files hold
 // other weights (another seed): rank 0's first stage, latent scale and
 // style thresholds reach every rank.
-func TestDataParallelLatentPromptRanksAgree(t *testing.T) {
+func TestLongDataParallelLatentPromptRanksAgree(t *testing.T) {
+	longtest.Skip(t)
 	dir := t.TempDir()
 	ae0, ae1 := sharedAutoencoder(t), trainAutoencoder(t, dir, "seed=7")
 	j := distJob{config: "../configs/mnist_prompt.yaml", out: filepath.Join(dir, "run"), dump: dir,

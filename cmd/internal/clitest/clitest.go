@@ -50,6 +50,10 @@ func Main(m *testing.M, main func()) {
 	os.Exit(m.Run())
 }
 
+// runLimit bounds a command's run in a test: 3x and more the slowest's
+// (about 20 s on 2 quiet cores).
+const runLimit = 3 * time.Minute
+
 // Result is what a run of the command did.
 type Result struct {
 	Code           int
@@ -57,7 +61,7 @@ type Result struct {
 }
 
 // Run runs the command with args (in dir, when not empty) and waits at most
-// a minute.
+// runLimit: a guard against hangs, far above any command a test runs.
 func Run(t *testing.T, dir string, args ...string) Result {
 	t.Helper()
 	cmd := exec.Command(os.Args[0])
@@ -74,9 +78,9 @@ func Run(t *testing.T, dir string, args ...string) Result {
 	var err error
 	select {
 	case err = <-done:
-	case <-time.After(time.Minute):
+	case <-time.After(runLimit):
 		cmd.Process.Kill()
-		t.Fatalf("%v: still running after a minute", args)
+		t.Fatalf("%v: still running after %v", args, runLimit)
 	}
 	r := Result{Stdout: out.String(), Stderr: errOut.String()}
 	var exit *exec.ExitError
