@@ -4,10 +4,13 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"math"
+	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 
@@ -273,13 +276,20 @@ const (
 	maxPixels   = 1 << 31
 )
 
-// LoadSamples reads a sampling job's folder: every manifest*.jsonl, the
-// PNGs they name (of geometry g, the judge's; a name must be a file in the
-// folder itself) and their labels (nil when the images have none; every
-// line has one or none does, each a class of g). Errors name the file.
+// LoadSamples reads a sampling job's folder: its manifest (manifest.jsonl,
+// whole or merged from the shards', else every shard's
+// manifest-i-of-n.jsonl), the PNGs it names (of geometry g, the judge's; a
+// name must be a file in the folder itself) and their labels (nil when the
+// images have none; every line has one or none does, each a class of g).
+// Where the folder has bin/sample's job.json, the manifests must list the
+// job's every image, and the job's class names must be the judge's. Errors
+// name the file.
 func LoadSamples(dir string, g models.Geometry) (*torch.Tensor, []int64, error) {
 	entries, err := readManifests(dir)
 	if err != nil {
+		return nil, nil, err
+	}
+	if err := checkJob(dir, g, len(entries)); err != nil {
 		return nil, nil, err
 	}
 	size := g.C * g.H * g.W
@@ -306,9 +316,43 @@ func LoadSamples(dir string, g models.Geometry) (*torch.Tensor, []int64, error) 
 	return torch.FromSlice(pix, []int64{int64(len(entries)), int64(g.C), int64(g.H), int64(g.W)}), labels, nil
 }
 
-// readManifests reads the entries of every manifest*.jsonl in dir.
+// checkJob checks a folder's job.json, when it has one, against the
+// judge's geometry g and the n images its manifests list.
+func checkJob(dir string, g models.Geometry, n int) error {
+	path := filepath.Join(dir, "job.json")
+	raw, err := files.Read(path, 1<<20)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil // a folder of images made elsewhere, with a manifest of its own
+	} else if err != nil {
+		return err
+	}
+	var job struct {
+		N          *int     `json:"n"`
+		ClassNames []string `json:"class_names"`
+	}
+	if err := json.Unmarshal(raw, &job); err != nil || job.N == nil {
+		return fmt.Errorf("%s: not bin/sample's job record (no image count n)", path)
+	}
+	if *job.N != n {
+		return fmt.Errorf("%s: the job made %d images, its manifests list %d: a shard's manifest is missing or the job is unfinished (finish every shard, then bin/sample --merge %s)", path, *job.N, n, dir)
+	}
+	if job.ClassNames != nil && g.ClassNames != nil && !slices.Equal(job.ClassNames, g.ClassNames) {
+		return fmt.Errorf("%s: the images are of the classes %q, the judge classifies %q: judge them with a classifier of the model's data", path, job.ClassNames, g.ClassNames)
+	}
+	if job.ClassNames != nil && len(job.ClassNames) != g.Classes {
+		return fmt.Errorf("%s: the images are of %d classes, the judge classifies %d", path, len(job.ClassNames), g.Classes)
+	}
+	return nil
+}
+
+// readManifests reads the entries of a folder's manifest: manifest.jsonl
+// (a whole job's, or the shards' merged by bin/sample --merge), else every
+// shard's manifest-i-of-n.jsonl.
 func readManifests(dir string) ([]entry, error) {
-	manifests, _ := filepath.Glob(filepath.Join(dir, "manifest*.jsonl"))
+	manifests := []string{filepath.Join(dir, "manifest.jsonl")}
+	if _, err := os.Stat(manifests[0]); err != nil {
+		manifests, _ = filepath.Glob(filepath.Join(dir, "manifest-*-of-*.jsonl"))
+	}
 	if len(manifests) == 0 {
 		return nil, fmt.Errorf("%s: no manifest.jsonl (write samples with bin/sample)", dir)
 	}

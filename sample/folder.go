@@ -3,7 +3,6 @@ package sample
 import (
 	"bufio"
 	"bytes"
-	"crypto/sha256"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -11,8 +10,8 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"regexp"
 	"sort"
-	"strconv"
 
 	"kakusan/internal/atomic"
 	"kakusan/internal/files"
@@ -31,10 +30,20 @@ type Folder struct {
 	H, W  int            // image size
 	Meta  map[string]any // the job's parameters (sampler, steps, guidance, checkpoint, ...), recorded in job.json and in each manifest line
 	Names []string       // class names, recorded in job.json (optional)
+	// Overwrite starts the job afresh in a folder that holds another
+	// job's images: that job's images, manifests, grid and evaluation are
+	// removed first. A folder that is not a job's is never written into.
+	Overwrite bool
 }
 
+// jobFile matches the files a job writes into its folder, the ones
+// Overwrite removes.
+var jobFile = regexp.MustCompile(`^(\d{6,}(_label\d+)?\.png|manifest(-\d+-of-\d+)?\.jsonl|grid\.png|eval\.json|job\.json)$`)
+
 // Open makes the folder (or reopens it for a restart) and records the
-// job's parameters, refusing a folder that holds another job's images.
+// job's parameters. It refuses a folder that holds another job's images
+// (unless Overwrite) and a non-empty folder without a job.json: a folder
+// that is not a sampling job's, whose files a job would overwrite.
 func (f *Folder) Open() error {
 	if err := os.MkdirAll(f.Dir, 0o755); err != nil {
 		return err
@@ -53,11 +62,27 @@ func (f *Folder) Open() error {
 	have, err := files.Read(path, 1<<20)
 	switch {
 	case errors.Is(err, os.ErrNotExist):
+		if entries, _ := os.ReadDir(f.Dir); len(entries) > 0 {
+			return fmt.Errorf("%s is not empty and holds no sampling job (no job.json): its files could be overwritten; give an empty or new --out", f.Dir)
+		}
 		return atomic.WriteFile(path, want)
 	case err != nil:
 		return err
+	case !bytes.Equal(have, want) && !f.Overwrite:
+		return fmt.Errorf("%s holds the images of another job (see its job.json): give another --out, the same parameters to finish that job, or --overwrite to start this one there afresh", f.Dir)
 	case !bytes.Equal(have, want):
-		return fmt.Errorf("%s holds the images of another job (see its job.json): give another --out, or the same parameters to finish that job", f.Dir)
+		entries, err := os.ReadDir(f.Dir)
+		if err != nil {
+			return err
+		}
+		for _, e := range entries {
+			if jobFile.MatchString(e.Name()) {
+				if err := os.Remove(filepath.Join(f.Dir, e.Name())); err != nil {
+					return err
+				}
+			}
+		}
+		return atomic.WriteFile(path, want)
 	}
 	return nil
 }
@@ -65,17 +90,11 @@ func (f *Folder) Open() error {
 // labelsDigest identifies a job's labels in job.json without listing
 // them (a job may have 10^8): "none", or the SHA-256 of their decimal list.
 func labelsDigest(labels []int64) string {
-	if labels == nil {
-		return "none"
-	}
-	h := sha256.New()
-	w := bufio.NewWriter(h)
+	h := newLabelsHash()
 	for _, l := range labels {
-		w.WriteString(strconv.FormatInt(l, 10))
-		w.WriteByte(',')
+		h.add(l)
 	}
-	w.Flush()
-	return fmt.Sprintf("sha256:%x", h.Sum(nil))
+	return h.digest()
 }
 
 // Name is image k's file name.

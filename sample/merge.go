@@ -2,9 +2,12 @@ package sample
 
 import (
 	"bufio"
+	"bytes"
 	"container/heap"
+	"crypto/sha256"
 	"encoding/json"
 	"fmt"
+	"hash"
 	"io"
 	"os"
 	"path/filepath"
@@ -26,13 +29,12 @@ func Merge(dir string) (int, error) {
 	if err != nil {
 		return 0, fmt.Errorf("%s: not a sampling job's folder: %w", dir, err)
 	}
-	var job struct {
-		N *int `json:"n"`
-	}
+	var job jobRecord
 	if err := json.Unmarshal(raw, &job); err != nil || job.N == nil || *job.N < 1 || *job.N > MaxImages {
 		return 0, fmt.Errorf("%s: job.json has no image count n between 1 and %d", filepath.Join(dir, "job.json"), MaxImages)
 	}
 	n := *job.N
+	labels := newLabelsHash()
 	shards, of, err := shardManifests(dir)
 	if err != nil {
 		return 0, err
@@ -66,7 +68,10 @@ func Merge(dir string) (int, error) {
 			case r.index < want:
 				return fmt.Errorf("%s: image %d is listed twice", r.path, r.index)
 			case r.index > want:
-				return fmt.Errorf("image %d is missing: no shard lists it (is a shard unfinished? rerun it)", want)
+				return fmt.Errorf("image %d is missing or out of order: the shards' manifests list image %d (%s line %d) before it (is a shard unfinished, or a manifest edited? rerun it)", want, r.index, r.path, r.lines)
+			}
+			if err := job.check(r, labels); err != nil {
+				return err
 			}
 			if st, err := os.Stat(filepath.Join(dir, r.file)); err != nil || !st.Mode().IsRegular() || st.Size() == 0 {
 				return fmt.Errorf("%s lists %s, which is not in %s (rerun its shard: a restart makes what is missing)", r.path, r.file, dir)
@@ -86,9 +91,91 @@ func Merge(dir string) (int, error) {
 		if want != n {
 			return fmt.Errorf("the shards list %d images; the job has %d (is a shard unfinished? rerun it)", want, n)
 		}
+		if got := labels.digest(); got != job.Labels {
+			return fmt.Errorf("the shards' labels are not the job's (job.json's labels %s, the manifests' %s): a manifest was edited; rerun the shards", job.Labels, got)
+		}
 		return w.Flush()
 	})
 	return want, err
+}
+
+// jobRecord is what Merge checks each manifest line against: job.json.
+type jobRecord struct {
+	N      *int                       `json:"n"`
+	Seed   json.RawMessage            `json:"seed"`
+	Labels string                     `json:"labels"`
+	Params map[string]json.RawMessage `json:"params"`
+}
+
+// check checks the line r holds against the job: its file is the name the
+// job gives its image (index and label), its seed and parameters are the
+// job's; its label goes into labels.
+func (j *jobRecord) check(r *manifestReader, labels *labelsHash) error {
+	where := fmt.Sprintf("%s line %d", r.path, r.lines)
+	b := Batch{Images: []int{r.index}}
+	if label, ok := r.rec["label"]; ok {
+		var l int64
+		if err := json.Unmarshal(label, &l); err != nil {
+			return fmt.Errorf("%s: label %s is not a class number", where, label)
+		}
+		b.Labels = []int64{l}
+		labels.add(l)
+	}
+	if name := (&Folder{}).Name(r.index, b, 0); r.file != name {
+		return fmt.Errorf("%s: image %d is %s, the line names %s: a manifest was edited; rerun its shard", where, r.index, name, r.file)
+	}
+	same := func(key string, want json.RawMessage) error {
+		have, ok := r.rec[key]
+		if !ok {
+			return fmt.Errorf("%s: no %s; the job's (job.json) is %s: a manifest was edited, or is another job's; rerun its shard", where, key, want)
+		}
+		if !sameJSON(have, want) {
+			return fmt.Errorf("%s: %s is %s, the job's (job.json) %s: a manifest was edited, or is another job's; rerun its shard", where, key, have, want)
+		}
+		return nil
+	}
+	if err := same("seed", j.Seed); err != nil {
+		return err
+	}
+	for key, want := range j.Params {
+		if err := same(key, want); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// sameJSON reports whether two JSON values are written the same, spacing
+// aside.
+func sameJSON(a, b json.RawMessage) bool {
+	var ca, cb bytes.Buffer
+	return json.Compact(&ca, a) == nil && json.Compact(&cb, b) == nil && bytes.Equal(ca.Bytes(), cb.Bytes())
+}
+
+// labelsHash computes labelsDigest of labels seen one at a time.
+type labelsHash struct {
+	h   hash.Hash
+	w   *bufio.Writer
+	any bool
+}
+
+func newLabelsHash() *labelsHash {
+	h := sha256.New()
+	return &labelsHash{h: h, w: bufio.NewWriter(h)}
+}
+
+func (l *labelsHash) add(label int64) {
+	l.any = true
+	l.w.WriteString(strconv.FormatInt(label, 10))
+	l.w.WriteByte(',')
+}
+
+func (l *labelsHash) digest() string {
+	if !l.any {
+		return "none"
+	}
+	l.w.Flush()
+	return fmt.Sprintf("sha256:%x", l.h.Sum(nil))
 }
 
 // maxMergeShards bounds the files Merge holds open.
@@ -146,6 +233,7 @@ type manifestReader struct {
 	prev  int
 	done  bool
 	lines int
+	rec   map[string]json.RawMessage
 }
 
 func (r *manifestReader) next() error {
@@ -162,7 +250,8 @@ func (r *manifestReader) next() error {
 		File  string `json:"file"`
 		Index *int   `json:"index"`
 	}
-	if err := json.Unmarshal(r.line, &rec); err != nil || rec.Index == nil || rec.File == "" {
+	r.rec = nil
+	if err := json.Unmarshal(r.line, &rec); err != nil || rec.Index == nil || rec.File == "" || json.Unmarshal(r.line, &r.rec) != nil {
 		return fmt.Errorf("%s line %d: not a manifest record with file and index", r.path, r.lines)
 	}
 	if *rec.Index <= r.prev {

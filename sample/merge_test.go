@@ -94,6 +94,29 @@ func TestMergeShards(t *testing.T) {
 	breakIt("a path", func() {
 		os.WriteFile(m1, []byte(`{"file": "../x.png", "index": 2}`+"\n"), 0o644)
 	}, "not a name in the folder")
+	// Each line is checked against the job: its file, label, seed and
+	// parameters.
+	edit := func(from, to string) func() {
+		return func() {
+			l := lines()
+			l[0] = strings.Replace(l[0], from, to, 1)
+			os.WriteFile(m1, []byte(strings.Join(l, "\n")+"\n"), 0o644)
+		}
+	}
+	first := lines()[0] // image 2, label 2
+	if !strings.Contains(first, `"file":"000002_label2.png"`) || !strings.Contains(first, `"label":2`) {
+		t.Fatalf("shard 1's first line %s", first)
+	}
+	breakIt("two lines naming one file", edit("000002_label2.png", "000000_label0.png"), "image 2 is 000002_label2.png, the line names 000000_label0.png")
+	breakIt("a line naming job.json", edit("000002_label2.png", "job.json"), "the line names job.json")
+	breakIt("a seed edited", edit(`"seed":5`, `"seed":6`), "seed is 6, the job's (job.json) 5")
+	breakIt("a parameter edited", edit(`"sampler":"ddim"`, `"sampler":"ddpm"`), `sampler is "ddpm", the job's (job.json) "ddim"`)
+	breakIt("a parameter removed", edit(`"sampler":"ddim",`, ``), `no sampler; the job's (job.json) is "ddim"`)
+	breakIt("a label edited, its file renamed to match", func() {
+		edit(`"label":2`, `"label":1`)()
+		edit("000002_label2.png", "000002_label1.png")()
+		os.Rename(filepath.Join(dir, "000002_label2.png"), filepath.Join(dir, "000002_label1.png"))
+	}, "the shards' labels are not the job's")
 	if n, err := Merge(dir); err != nil || n != 11 {
 		t.Errorf("after the broken cases were undone: %d, %v", n, err)
 	}

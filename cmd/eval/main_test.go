@@ -1,11 +1,13 @@
 package main
 
 import (
+	"encoding/json"
 	"os"
 	"path/filepath"
 	"testing"
 
 	"kakusan/cmd/internal/clitest"
+	"kakusan/datasets"
 	"kakusan/models"
 	"kakusan/train"
 )
@@ -42,6 +44,12 @@ func TestHostileInputs(t *testing.T) {
 	}
 	os.WriteFile(filepath.Join(dir, "secret.png"), []byte("outside the folder"), 0o644)
 	traversal := folder("traversal", `{"file":"../secret.png","label":1}`+"\n")
+	job := func(name, record string) string {
+		d := folder(name, `{"file":"a.png","label":1}`+"\n")
+		os.WriteFile(filepath.Join(d, "job.json"), []byte(record), 0o644)
+		return d
+	}
+	fashion, _ := json.Marshal(map[string]any{"n": 1, "class_names": datasets.FashionMNISTClasses})
 	before := clitest.Snapshot(t, traversal)
 	cases := []struct {
 		args []string
@@ -59,6 +67,9 @@ func TestHostileInputs(t *testing.T) {
 		{[]string{"--judge", judge, "--checkpoint", vae, "--guidance", "nan"}, "--guidance"},
 		{[]string{"--judge", vae, "--samples", traversal}, `a "vae" checkpoint; the judge must be a classifier`},
 		{[]string{"--judge", "/dev/zero", "--samples", traversal}, "/dev/zero: not a regular file"},
+		{[]string{"--judge", judge, "--samples", job("fashion", string(fashion))}, `the images are of the classes ["T-shirt/top"`},
+		{[]string{"--judge", judge, "--samples", job("unfinished", `{"n": 3}`)}, "the job made 3 images, its manifests list 1"},
+		{[]string{"--judge", judge, "--samples", job("nocount", `{"seed": 3}`)}, "not bin/sample's job record"},
 	}
 	for _, c := range cases {
 		clitest.Run(t, dir, c.args...).Refused(t, c.args, c.want)

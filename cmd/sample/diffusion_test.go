@@ -11,13 +11,16 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 
 	"kakusan/cmd/internal/clitest"
 	"kakusan/diffusion"
+	"kakusan/eval"
 	"kakusan/models"
 	"kakusan/sample"
+	"kakusan/torch"
 	"kakusan/train"
 )
 
@@ -88,6 +91,32 @@ func TestShardsMakeTheUnshardedJob(t *testing.T) {
 	if len(mw) == 0 || !bytes.Equal(mw, mp) {
 		t.Errorf("merged manifest:\n%s\nwant the unsharded job's:\n%s", mp, mw)
 	}
+	// bin/eval reads the merged folder as the unsharded job (each image
+	// once), the shards' manifests where there is no merged one, and
+	// refuses a folder missing a shard's manifest.
+	mnist := models.Geometry{C: 1, H: 28, W: 28, Classes: 10, ClassNames: strings.Split("0 1 2 3 4 5 6 7 8 9", " ")}
+	load := func(dir string) ([]int64, error) {
+		var labels []int64
+		err := torch.Do(func() (err error) {
+			torch.Scoped(func() { _, labels, err = eval.LoadSamples(dir, mnist) })
+			return err
+		})
+		return labels, err
+	}
+	lw, err := load(whole)
+	if lp, perr := load(parts); err != nil || perr != nil || len(lw) != 10 || !reflect.DeepEqual(lw, lp) {
+		t.Errorf("eval reads the whole job's labels %v (%v), the merged shards' %v (%v)", lw, err, lp, perr)
+	}
+	os.Rename(filepath.Join(parts, "manifest.jsonl"), filepath.Join(parts, "merged"))
+	if lp, err := load(parts); err != nil || !reflect.DeepEqual(slices.Sorted(slices.Values(lw)), slices.Sorted(slices.Values(lp))) {
+		t.Errorf("eval reads the shards' manifests as %v (%v), want %v in some order", lp, err, lw)
+	}
+	os.Rename(filepath.Join(parts, "manifest-1-of-3.jsonl"), filepath.Join(parts, "shard1"))
+	if _, err := load(parts); err == nil || !strings.Contains(err.Error(), "the job made 10 images, its manifests list") {
+		t.Errorf("a shard's manifest missing: %v", err)
+	}
+	os.Rename(filepath.Join(parts, "shard1"), filepath.Join(parts, "manifest-1-of-3.jsonl"))
+	os.Rename(filepath.Join(parts, "merged"), filepath.Join(parts, "manifest.jsonl"))
 	os.Remove(filepath.Join(parts, "000006_label2.png"))
 	clitest.Run(t, "", "--merge", parts).Refused(t, []string{"--merge"}, "000006_label2.png")
 	clitest.Run(t, "", "--merge", parts, "--n", "3").Refused(t, []string{"--merge", "--n"}, "--merge takes no other flags")

@@ -3,6 +3,7 @@ package main
 import (
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -33,6 +34,11 @@ func TestHostileInputs(t *testing.T) {
 		t.Fatalf("a good job: %+v", r)
 	}
 	before := clitest.Snapshot(t, done)
+	photos := filepath.Join(dir, "photos") // a user's folder, not a job's
+	os.MkdirAll(photos, 0o755)
+	os.WriteFile(filepath.Join(photos, "000001.png"), []byte("a user's picture"), 0o644)
+	os.WriteFile(filepath.Join(photos, "manifest.jsonl"), []byte("a user's list\n"), 0o644)
+	beforePhotos := clitest.Snapshot(t, photos)
 	fifo := filepath.Join(dir, "fifo.safetensors")
 	if err := mkfifo(fifo); err != nil {
 		t.Fatal(err)
@@ -61,6 +67,8 @@ func TestHostileInputs(t *testing.T) {
 		{[]string{"--params", "/dev/zero", "--device", "cuda"}, "--device is for neural checkpoints"},
 		{[]string{"--params", "/dev/zero"}, "/dev/zero: not a regular file"},
 		{[]string{"--params", fifo}, "fifo.safetensors: not a regular file"},
+		{slices.Concat(base[:len(base)-1], []string{photos}), "is not empty and holds no sampling job (no job.json)"},
+		{slices.Concat(base[:len(base)-1], []string{photos, "--overwrite"}), "is not empty and holds no sampling job (no job.json)"},
 	}
 	for _, c := range cases {
 		clitest.Run(t, dir, c.args...).Refused(t, c.args, c.want)
@@ -68,10 +76,24 @@ func TestHostileInputs(t *testing.T) {
 	if after := clitest.Snapshot(t, done); after != before {
 		t.Errorf("the refused commands changed the finished job:\n%s\nbecame\n%s", before, after)
 	}
+	if after := clitest.Snapshot(t, photos); after != beforePhotos {
+		t.Errorf("the refused commands changed a user's folder:\n%s\nbecame\n%s", beforePhotos, after)
+	}
 	if _, err := os.Stat(filepath.Join(dir, "b")); err == nil {
 		if entries, _ := os.ReadDir(filepath.Join(dir, "b")); len(entries) > 1 {
 			t.Errorf("refused jobs wrote %d files into their folder", len(entries))
 		}
+	}
+	// --overwrite starts another job afresh in a job's folder: 2 labelled
+	// images where there were 4, the old ones gone, a file of the user's kept.
+	os.WriteFile(filepath.Join(done, "notes.txt"), []byte("mine"), 0o644)
+	if r := clitest.Run(t, dir, append(base, "--overwrite", "--n", "2", "--seed", "9")...); r.Code != 0 {
+		t.Fatalf("--overwrite: %+v", r)
+	}
+	pngs, _ := filepath.Glob(filepath.Join(done, "0*.png"))
+	job, _ := os.ReadFile(filepath.Join(done, "job.json"))
+	if notes, err := os.ReadFile(filepath.Join(done, "notes.txt")); len(pngs) != 2 || !strings.Contains(string(job), `"seed": 9`) || err != nil || string(notes) != "mine" {
+		t.Errorf("after --overwrite: images %v, job.json %s, notes %q (%v)", pngs, job, notes, err)
 	}
 }
 

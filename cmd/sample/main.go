@@ -79,6 +79,7 @@ func newFlags() (*pflag.FlagSet, *flags) {
 	cli.SamplingFlags(fs, &j.sampling)
 	fs.StringVar(&f.shard, "shard", "auto", "this machine's part of the job, `i/n`; auto: JOB_COMPLETION_INDEX of JOB_COMPLETIONS (a Kubernetes Indexed Job), else RANK of WORLD_SIZE, else 0/1")
 	fs.StringVar(&f.merge, "merge", "", "join the shard manifests of a finished job in this `folder` into manifest.jsonl, checking every image is there once")
+	fs.BoolVar(&j.overwrite, "overwrite", false, "neural models: start the job afresh in an --out folder that holds another job's images (they are removed); a folder that holds no job is never written into")
 	fs.BoolVar(&j.noEMA, "no-ema", false, "sample with the trained weights even when the checkpoint has a moving average")
 	fs.StringVar(&j.init, "init", "", "diffusion models: image-to-image (SDEdit) from this PNG or JPEG `file`, resized and cropped as the training images were: every image of the job redraws it, as far as --strength says")
 	fs.StringVar(&j.mask, "mask", "", "with --init: inpainting; a PNG or JPEG `file`, white where the model paints, black where --init is kept (see --resample)")

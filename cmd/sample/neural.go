@@ -31,7 +31,7 @@ type neuralJob struct {
 	seed                            uint64
 	sampling                        diffusion.Sampling
 	set                             []string // the sampling flags given; the others take the checkpoint config's values
-	noEMA                           bool
+	noEMA, overwrite                bool
 }
 
 // runNeural loads a checkpoint and runs a sampling job into j.out: one PNG
@@ -93,7 +93,7 @@ func runNeural(ctx context.Context, j neuralJob) error {
 			}
 		}
 		maps.Copy(meta, models.SamplingRecord(ck.Config, s))
-		out := &sample.Folder{Dir: j.out, Job: job, C: g.C, H: g.H, W: g.W, Meta: meta, Names: g.ClassNames}
+		out := &sample.Folder{Dir: j.out, Job: job, C: g.C, H: g.H, W: g.W, Meta: meta, Names: g.ClassNames, Overwrite: j.overwrite}
 		if err := out.Open(); err != nil {
 			return err
 		}
