@@ -214,8 +214,16 @@ func (l *loop) broadcastState() error {
 	theirs := torch.FromSlice(desc, nil).To(l.dev)
 	d.g.Broadcast([]*torch.Tensor{theirs}, 0)
 	if got := theirs.Float64s(); !slices.Equal(got, desc) {
-		return fmt.Errorf("rank %d trains another model or data than rank 0 (tensors, training images, steps an epoch, steps, batch: %v against rank 0's %v): every rank needs the same config and dataset",
-			d.env.Rank, desc[:5], got[:5])
+		names := []string{"tensors", "training images", "steps an epoch", "steps", "images a step"}
+		for i := range desc {
+			if got[i] != desc[i] {
+				what := "elements of tensor " + fmt.Sprint(i-len(names))
+				if i < len(names) {
+					what = names[i]
+				}
+				return fmt.Errorf("rank %d trains another model or data than rank 0: %s %g here, %g on rank 0; every rank needs the same config and dataset", d.env.Rank, what, desc[i], got[i])
+			}
+		}
 	}
 	torch.NoGrad(func() { d.g.Broadcast(ts, 0) }) // the measured constants with the frozen tensors: rank 0's
 	counts := torch.FromSlice([]float64{float64(l.st.Step), float64(optStep)}, nil).To(l.dev)

@@ -3,6 +3,8 @@ package train
 import (
 	"bytes"
 	"fmt"
+	"image"
+	"image/png"
 	"math"
 	"os"
 	"os/exec"
@@ -300,11 +302,41 @@ func TestDataParallelRefusesMismatchedRanks(t *testing.T) {
 		sets: append([]string{"train.max_steps=4", "classifier.hidden=16"}, distSmall...), rank1: []string{"classifier.hidden=17"}}
 	cs := distStart(t, j, 2)
 	distWait(cs)
-	if cs[1].err == nil || !strings.Contains(cs[1].out.String(), "rank 1 trains another model or data than rank 0") {
+	if cs[1].err == nil || !strings.Contains(cs[1].out.String(), "rank 1 would train differently from rank 0: classifier.hidden is 17 here, 16 on rank 0") {
 		t.Errorf("rank 1: %v\n%s", cs[1].err, cs[1].out.String())
 	}
-	if cs[0].err == nil {
-		t.Errorf("rank 0 went on alone:\n%s", cs[0].out.String())
+	if cs[0].err == nil || !strings.Contains(cs[0].out.String(), "another rank's config, seed or data differs from rank 0's") {
+		t.Errorf("rank 0: %v\n%s", cs[0].err, cs[0].out.String())
+	}
+	// What shapes training but not the tensors' sizes, and other data.
+	folder := filepath.Join(dir, "folder")
+	for k, class := range []string{"a", "b"} {
+		os.MkdirAll(filepath.Join(folder, class), 0o755)
+		for i := range 40 {
+			img := image.NewGray(image.Rect(0, 0, 28, 28))
+			img.Pix[i] = uint8(100 + k)
+			f, _ := os.Create(filepath.Join(folder, class, fmt.Sprintf("%02d.png", i)))
+			png.Encode(f, img)
+			f.Close()
+		}
+	}
+	for _, c := range []struct {
+		rank1 []string
+		want  string
+	}{
+		{[]string{"optimizer.lr=0.002"}, "optimizer.lr is 0.002 here, 0.001 on rank 0"},
+		{[]string{"seed=7"}, "seed is 7 here, 0 on rank 0"},
+		{[]string{"train.precision=bf16"}, "train.precision is bf16 here, fp32 on rank 0"},
+		{[]string{"data.size=32"}, "data.size is 32 here, 28 on rank 0"},
+	} {
+		j := distJob{config: "../configs/mnist_classifier.yaml", out: filepath.Join(dir, "run-"+c.rank1[0]),
+			sets: append([]string{"train.max_steps=2", "classifier.hidden=16", "train.precision=fp32", "train.batch_size=8", "data.dir=" + folder, "data.size=28"},
+				append(distSmall[1:], "data.subset=0")...), rank1: c.rank1}
+		cs := distStart(t, j, 2)
+		distWait(cs)
+		if out := cs[1].out.String(); cs[1].err == nil || !strings.Contains(out, c.want) || strings.Contains(out, "did not answer") {
+			t.Errorf("%v on rank 1: %v\n%s", c.rank1, cs[1].err, out)
+		}
 	}
 }
 

@@ -275,6 +275,12 @@ func (l *loop) syncRanks() error {
 	if l.dist == nil {
 		return nil
 	}
+	if err := torch.Try(l.compareRanks); err != nil {
+		if errors.As(err, new(mismatch)) {
+			return err
+		}
+		return l.distError(err)
+	}
 	if err := l.collective(l.broadcastState); err != nil {
 		return err
 	}
