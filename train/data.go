@@ -125,12 +125,28 @@ func loadData(c *models.Config, rank, world int, log io.Writer) (*data, error) {
 	return out, nil
 }
 
-// checkClasses refuses a judge of one class and says in the log what a
-// set's classes leave out: a single class (labels that carry nothing), and
+// checkClasses refuses classes without training images (an IDX label file
+// whose stray label 200 would make 201 classes) and a judge of one class,
+// and says in the log what a set's classes leave out: a single class (labels that carry nothing), and
 // classes without test images (their test loss is not measured; an image
 // folder's every-10th rule gives none to a class of fewer than 10 images).
 func checkClasses(c *models.Config, tr, te *datasets.Images, log io.Writer) error {
 	where := c.Data.Source()
+	var empty []string
+	for i, n := range tr.ClassCounts() {
+		if n == 0 {
+			empty = append(empty, tr.ClassNames[i])
+		}
+	}
+	if len(empty) > 0 {
+		shown := empty[:min(len(empty), 8)]
+		more := ""
+		if len(empty) > len(shown) {
+			more = fmt.Sprintf(" and %d more", len(empty)-len(shown))
+		}
+		return fmt.Errorf("%s: %d of its %d classes have no training images (%s%s): a model would learn labels it never saw; a stray label (the largest is %d) makes every number below it a class, so fix the labels",
+			where, len(empty), tr.Classes, strings.Join(shown, ", "), more, tr.Classes-1)
+	}
 	if tr.Classes == 1 {
 		if e, ok := models.Lookup(c.Model); ok && e.Does(models.Classifies) {
 			return fmt.Errorf("%s: one class (%s): a classifier needs two or more", where, tr.ClassNames[0])

@@ -1,6 +1,9 @@
 package train
 
 import (
+	"bytes"
+	"encoding/binary"
+	"os"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -113,6 +116,9 @@ func TestCheckClasses(t *testing.T) {
 	}
 	c := &models.Config{Model: "diffusion", Data: models.Data{Dir: "pets"}}
 	var log strings.Builder
+	if err := checkClasses(c, set(0, 2, 2), set(0, 2), &log); err == nil || !strings.Contains(err.Error(), "pets: 1 of its 3 classes have no training images (dogs)") {
+		t.Errorf("a class without training images: %v", err)
+	}
 	if err := checkClasses(c, set(0, 1, 2, 2), set(0, 2), &log); err != nil || !strings.Contains(log.String(), "pets: no test images of dogs") {
 		t.Errorf("%v, log %q", err, log.String())
 	}
@@ -127,5 +133,32 @@ func TestCheckClasses(t *testing.T) {
 	log.Reset()
 	if err := checkClasses(c, set(0, 1), set(0, 1), &log); err != nil || log.Len() != 0 {
 		t.Errorf("a sound set: %v, log %q", err, log.String())
+	}
+}
+
+// An IDX label file with one stray label (200) is refused by name, not
+// trained as a model of 201 classes.
+func TestStrayIDXLabelIsRefused(t *testing.T) {
+	dir := t.TempDir()
+	write := func(name string, magic uint32, dims []uint32, body []byte) {
+		var b bytes.Buffer
+		binary.Write(&b, binary.BigEndian, magic)
+		binary.Write(&b, binary.BigEndian, dims)
+		b.Write(body)
+		os.WriteFile(filepath.Join(dir, name), b.Bytes(), 0o644)
+	}
+	for _, split := range []string{"train", "t10k"} {
+		labels := []byte{0, 1, 0, 1, 200, 1}
+		write(split+"-images-idx3-ubyte", 0x803, []uint32{6, 28, 28}, make([]byte, 6*28*28))
+		write(split+"-labels-idx1-ubyte", 0x801, []uint32{6}, labels)
+	}
+	c, err := models.LoadConfig("../configs/mnist_classifier.yaml", []string{"data.dir=" + dir, "device=cpu", "train.batch_size=2"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = Train(c, Options{Out: filepath.Join(t.TempDir(), "run")})
+	if err == nil || !strings.Contains(err.Error(), "198 of its 201 classes have no training images (2, 3, 4, 5, 6, 7, 8, 9 and 190 more)") ||
+		!strings.Contains(err.Error(), "the largest is 200") {
+		t.Errorf("a stray label: %v", err)
 	}
 }
