@@ -2,6 +2,7 @@ package models
 
 import (
 	"fmt"
+	"path/filepath"
 	"reflect"
 	"slices"
 
@@ -27,6 +28,9 @@ func latentAutoencoder(d *diffusion.Config, g Geometry, dev torch.Device, from *
 	if from != nil {
 		if from.FirstStage == nil {
 			return nil, fmt.Errorf("diffusion: codec latent, but the checkpoint records no autoencoder architecture (%s)", MetaFirstStage)
+		}
+		if was := diffusionSection(from.Config); was != nil && d.Autoencoder != "" && filepath.Clean(d.Autoencoder) != filepath.Clean(was.Autoencoder) {
+			return nil, fmt.Errorf("diffusion.autoencoder: %s trained on the latents of %s, whose autoencoder it holds; the config now names %s, which a resume cannot use: leave diffusion.autoencoder as it was, or start a new run", from.Path, was.Autoencoder, d.Autoencoder)
 		}
 		if d.AutoencoderConfig != nil && !reflect.DeepEqual(*d.AutoencoderConfig, *from.FirstStage) {
 			return nil, fmt.Errorf("diffusion.autoencoder_config: the config says %+v, but %s holds %+v; leave it out (the checkpoints record the autoencoder's architecture)", *d.AutoencoderConfig, from.Path, *from.FirstStage)

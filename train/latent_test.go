@@ -248,9 +248,13 @@ func TestLongLatentDiffusion(t *testing.T) {
 	if again, _, _ := constants(t, r.Dir); again != scale {
 		t.Errorf("after the resume the latent scale is %g, the run measured %g", again, scale)
 	}
-	c = ladder9Config(t, "latent", "train.max_steps=40", "diffusion.latent_scale=0.5")
+	c = ladder9Config(t, "latent", "train.max_steps=40", "diffusion.latent_scale=0.5", "diffusion.autoencoder="+ae.Dir)
 	if _, err := Train(c, Options{Resume: r.Dir}); err == nil || !strings.Contains(err.Error(), "diffusion.latent_scale: the config says 0.5") {
 		t.Errorf("resume with another latent scale: %v", err)
+	}
+	c = ladder9Config(t, "latent", "train.max_steps=40", "diffusion.autoencoder="+filepath.Join(dir, "other"))
+	if _, err := Train(c, Options{Resume: r.Dir}); err == nil || !strings.Contains(err.Error(), "diffusion.autoencoder: ") || !strings.Contains(err.Error(), "the config now names "+filepath.Join(dir, "other")) {
+		t.Errorf("resume with another autoencoder: %v", err)
 	}
 	// Training a new one needs the autoencoder: its absence, or a
 	// checkpoint of another model, is an error naming the key.
