@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"runtime"
 	"strings"
 	"testing"
 )
@@ -182,4 +183,42 @@ func FuzzParseIDX(f *testing.F) {
 			t.Fatalf("dims %v but %d bytes", x.Dims, len(x.Data))
 		}
 	})
+}
+
+// A gzip bomb: a valid header promising one 1-byte image, then 256 MiB of
+// zeros in concatenated gzip members (a few hundred KiB on disk). It is
+// refused, by file name, after reading at most the header's promise and a
+// byte, not after decompressing the rest.
+func TestIDXGzipBombIsRefusedEarly(t *testing.T) {
+	var bomb bytes.Buffer
+	bomb.Write(gz(idx([]uint32{1, 1, 1}, []byte{7})))
+	zeros := gz(make([]byte, 1<<20))
+	for range 256 {
+		bomb.Write(zeros)
+	}
+	dir := t.TempDir()
+	path := filepath.Join(dir, "train-images-idx3-ubyte.gz")
+	if err := os.WriteFile(path, bomb.Bytes(), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	os.WriteFile(filepath.Join(dir, "train-labels-idx1-ubyte"), idx([]uint32{1}, []byte{0}), 0o644)
+	for name, read := range map[string]func() error{
+		"ParseIDX": func() error { _, err := ParseIDX(bomb.Bytes()); return err },
+		"ReadIDX":  func() error { _, err := ReadIDX(path); return err },
+		"Load":     func() error { _, err := Load("mnist", dir, "train", Options{}); return err },
+	} {
+		var before, after runtime.MemStats
+		runtime.ReadMemStats(&before)
+		err := read()
+		runtime.ReadMemStats(&after)
+		if err == nil || !strings.Contains(err.Error(), "beyond the 1 bytes the header promises") {
+			t.Errorf("%s: err = %v, want the data beyond the header's promise refused", name, err)
+		}
+		if name != "ParseIDX" && (err == nil || !strings.Contains(err.Error(), path)) {
+			t.Errorf("%s: err = %v, want it to name %s", name, err, path)
+		}
+		if alloc := after.TotalAlloc - before.TotalAlloc; alloc > 16<<20 {
+			t.Errorf("%s: allocated %d MiB to refuse a bomb whose header promises 1 byte", name, alloc>>20)
+		}
+	}
 }
