@@ -7,7 +7,6 @@ import (
 	"net"
 	"os"
 	"os/exec"
-	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -299,25 +298,35 @@ func distReducer(g *Group) error {
 }
 
 // Threads: KAKUSAN_THREADS, else OMP_NUM_THREADS (torchrun sets 1), else the
-// cores shared among a machine's ranks.
+// CPUs shared among a machine's ranks; never more than the machine's CPUs
+// (here 4), with a line saying so.
 func TestIntraOpThreads(t *testing.T) {
-	cpus := runtime.NumCPU()
+	const cpus = 4
+	m := machine{cpus: cpus, cpuWhy: "runtime.NumCPU 4", headroom: -1}
 	for _, c := range []struct {
-		env  map[string]string
-		want int
-		bad  bool
+		env     map[string]string
+		want    int
+		bad     bool
+		lowered string // what the line says was lowered
 	}{
-		{map[string]string{}, cpus, false},
-		{map[string]string{"KAKUSAN_THREADS": "3", "OMP_NUM_THREADS": "1"}, 3, false},
-		{map[string]string{"OMP_NUM_THREADS": "1", "LOCAL_WORLD_SIZE": "2"}, 1, false},
-		{map[string]string{"OMP_NUM_THREADS": "4,2"}, cpus, false},
-		{map[string]string{"LOCAL_WORLD_SIZE": "2"}, max(cpus/2, 1), false},
-		{map[string]string{"LOCAL_WORLD_SIZE": "100000"}, 1, false},
-		{map[string]string{"KAKUSAN_THREADS": "0"}, 0, true},
+		{map[string]string{}, cpus, false, ""},
+		{map[string]string{"KAKUSAN_THREADS": "3", "OMP_NUM_THREADS": "1"}, 3, false, ""},
+		{map[string]string{"KAKUSAN_THREADS": "1024"}, cpus, false, "KAKUSAN_THREADS=1024 asks for 1024 threads, more than the 4 CPUs"},
+		{map[string]string{"OMP_NUM_THREADS": "1", "LOCAL_WORLD_SIZE": "2"}, 1, false, ""},
+		{map[string]string{"OMP_NUM_THREADS": "64"}, cpus, false, "OMP_NUM_THREADS=64 asks for 64 threads, more than the 4 CPUs"},
+		{map[string]string{"OMP_NUM_THREADS": "4,2"}, cpus, false, ""},
+		{map[string]string{"LOCAL_WORLD_SIZE": "2"}, cpus / 2, false, ""},
+		{map[string]string{"LOCAL_WORLD_SIZE": "100000"}, 1, false, ""},
+		{map[string]string{"KAKUSAN_THREADS": "0"}, 0, true, ""},
+		{map[string]string{"KAKUSAN_THREADS": "1025"}, 0, true, ""},
 	} {
-		n, err := intraOpThreads(func(k string) string { return c.env[k] })
+		var log strings.Builder
+		n, err := intraOpThreads(func(k string) string { return c.env[k] }, m, &log)
 		if (err != nil) != c.bad || (!c.bad && n != c.want) {
 			t.Errorf("%v: %d threads (%v), want %d", c.env, n, err, c.want)
+		}
+		if got := log.String(); (c.lowered == "") != (got == "") || !strings.Contains(got, c.lowered) || strings.Count(got, "\n") > 1 {
+			t.Errorf("%v: said %q, want a line with %q", c.env, got, c.lowered)
 		}
 	}
 }

@@ -50,6 +50,7 @@ import "C"
 import (
 	"errors"
 	"fmt"
+	"io"
 	"maps"
 	"os"
 	"runtime"
@@ -113,7 +114,7 @@ func worker(ready chan<- error) {
 	}
 	C.kk_bind_thread()
 	tuneMalloc()
-	n, err := intraOpThreads(os.Getenv)
+	n, err := intraOpThreads(os.Getenv, currentMachine(), threadLog)
 	if err != nil {
 		ready <- err
 		return
@@ -133,25 +134,30 @@ func worker(ready chan<- error) {
 
 // intraOpThreads is the number of threads libtorch's kernels use:
 // KAKUSAN_THREADS; else OMP_NUM_THREADS, as PyTorch takes it (torchrun sets
-// it to 1 for each rank it starts); else the cores shared among the ranks on
+// it to 1 for each rank it starts); else the CPUs shared among the ranks on
 // this machine (LOCAL_WORLD_SIZE, which torchrun sets), so that data-parallel
-// ranks on one CPU do not oversubscribe it; else the cores.
-func intraOpThreads(getenv func(string) string) (int, error) {
+// ranks on one CPU do not oversubscribe it; else the CPUs. The CPUs are
+// m's (runtime.NumCPU and the cgroup's CPU quota), and a request above them
+// or above the threads the process may still create is lowered, with a
+// line on log (machine.bound).
+func intraOpThreads(getenv func(string) string, m machine, log io.Writer) (int, error) {
 	if s := getenv("KAKUSAN_THREADS"); s != "" {
 		v, err := strconv.Atoi(s)
 		if err != nil || v < 1 || v > 1024 {
 			return 0, fmt.Errorf("torch: KAKUSAN_THREADS=%q is not an integer between 1 and 1024", s)
 		}
-		return v, nil
+		return m.bound(v, "KAKUSAN_THREADS="+s, log), nil
 	}
-	if v, err := strconv.Atoi(getenv("OMP_NUM_THREADS")); err == nil && v >= 1 && v <= 1024 {
-		return v, nil
+	if s := getenv("OMP_NUM_THREADS"); s != "" {
+		if v, err := strconv.Atoi(s); err == nil && v >= 1 && v <= 1024 {
+			return m.bound(v, "OMP_NUM_THREADS="+s, log), nil
+		}
 	}
-	n := runtime.NumCPU()
+	n := m.cpus
 	if v, err := strconv.Atoi(getenv("LOCAL_WORLD_SIZE")); err == nil && v > 1 {
 		n = max(n/v, 1)
 	}
-	return n, nil
+	return m.bound(n, "the default (the CPUs)", log), nil
 }
 
 // tuneMalloc makes glibc keep tensor-sized blocks for reuse (see
@@ -266,9 +272,12 @@ func LiveTensors() int64 { return int64(C.kk_live_tensors()) }
 // it leaves the count unchanged. It may be read from any goroutine.
 func HostReads() int64 { return int64(C.kk_host_reads()) }
 
-// SetNumThreads sets libtorch's intra-op threads (default: the core count,
-// or KAKUSAN_THREADS).
+// SetNumThreads sets libtorch's intra-op threads (default: the CPUs, or
+// KAKUSAN_THREADS), as the config key threads asks: n above what the
+// machine allows (MaxThreads) is lowered to it with a line on stderr naming
+// the key and both numbers.
 func SetNumThreads(n int) {
+	n = currentMachine().bound(n, "the config's threads", threadLog)
 	var err *C.char
 	C.kk_set_num_threads(C.int(n), &err)
 	check("SetNumThreads", err)
