@@ -3,8 +3,11 @@ package models
 import (
 	"encoding/json"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
+	"slices"
+	"sort"
 	"strconv"
 	"strings"
 
@@ -30,7 +33,7 @@ import (
 // place that reads and writes that format.
 const (
 	OptimPrefix = "optimizer." // optimizer.<kind>.<param>: exp_avg, exp_avg_sq, momentum_buffer
-	EMAPrefix   = "ema."       // ema.<param, buffer or frozen tensor>: the moving average
+	EMAPrefix   = "ema."       // ema.<param or buffer>: the moving average (frozen tensors are kept once, unprefixed; earlier versions saved them twice)
 	RNGPrefix   = "rng."       // rng.cpu, rng.cuda:N: generator states
 )
 
@@ -85,8 +88,16 @@ func NewCheckpoint(c *Config, g Geometry, step, epoch, world int) *Checkpoint {
 // EMAPrefix for its moving average), and what its checkpoints record of
 // it: a latent diffusion model's autoencoder architecture.
 func (c *Checkpoint) PutModel(m Model, prefix string) {
+	frozen := map[string]bool{} // the moving average's frozen tensors are the model's: one copy
+	if prefix != "" {
+		for _, n := range m.Module().Frozen() {
+			frozen[n.Name] = true
+		}
+	}
 	for name, t := range m.Module().StateDict() {
-		c.Tensors[prefix+name] = t
+		if !frozen[name] {
+			c.Tensors[prefix+name] = t
+		}
 	}
 	if fs, ok := m.(interface{ FirstStage() *autoencoder.Config }); ok && prefix == "" {
 		c.FirstStage = fs.FirstStage()
@@ -283,10 +294,83 @@ func (c *Checkpoint) Weights(ema bool) map[string]*torch.Tensor {
 			avg[name] = v
 		}
 	}
-	if ema && len(avg) > 0 {
-		return avg
+	if !ema || len(avg) == 0 {
+		return c.Tensors
 	}
-	return c.Tensors
+	for k, v := range c.Tensors { // the frozen tensors, kept once (CheckWhole checks the rest is averaged)
+		if _, ok := avg[k]; !ok && !strings.HasPrefix(k, EMAPrefix) && !strings.HasPrefix(k, OptimPrefix) && !strings.HasPrefix(k, RNGPrefix) {
+			avg[k] = v
+		}
+	}
+	return avg
+}
+
+// CheckWhole refuses a checkpoint that is not whole for model m, whichever
+// of its weights are then used: every floating-point tensor finite (the
+// optimizer's state and a frozen autoencoder's too); every parameter and
+// buffer of m there with m's shape, and again under the moving average's
+// prefix when the checkpoint has one; every frozen tensor there once;
+// every optimizer tensor a parameter's, of its shape; the generators'
+// states bytes; nothing else. The first problem is named.
+func (c *Checkpoint) CheckWhole(m Model) error {
+	names := make([]string, 0, len(c.Tensors))
+	for k := range c.Tensors {
+		names = append(names, k)
+	}
+	sort.Strings(names)
+	for _, k := range names {
+		if t := c.Tensors[k]; t.DType().IsFloat() && !t.IsFinite().All() {
+			return fmt.Errorf("%s: tensor %q holds NaN or infinite values: the checkpoint is damaged", c.Path, k)
+		}
+	}
+	mod := m.Module()
+	want := map[string][]int64{}
+	params := map[string][]int64{}
+	for _, n := range mod.Params() {
+		params[n.Name] = n.T.Shape()
+	}
+	for _, n := range append(mod.Params(), mod.Buffers()...) {
+		want[n.Name] = n.T.Shape()
+		if c.ema {
+			want[EMAPrefix+n.Name] = n.T.Shape()
+		}
+	}
+	for _, n := range mod.Frozen() {
+		want[n.Name] = n.T.Shape()
+	}
+	for _, name := range slices.Sorted(maps.Keys(want)) {
+		shape := want[name]
+		t, ok := c.Tensors[name]
+		switch {
+		case !ok:
+			return fmt.Errorf("%s: tensor %q is missing: the checkpoint is damaged or of another model", c.Path, name)
+		case !slices.Equal(t.Shape(), shape):
+			return fmt.Errorf("%s: tensor %q has shape %v, the model wants %v", c.Path, name, t.Shape(), shape)
+		}
+	}
+	for _, k := range names {
+		t := c.Tensors[k]
+		switch {
+		case want[k] != nil:
+		case strings.HasPrefix(k, OptimPrefix):
+			_, param, _ := strings.Cut(strings.TrimPrefix(k, OptimPrefix), ".")
+			if shape, ok := params[param]; !ok || !slices.Equal(t.Shape(), shape) {
+				return fmt.Errorf("%s: optimizer tensor %q is of no parameter of the model (shape %v): the checkpoint is damaged", c.Path, k, t.Shape())
+			}
+		case strings.HasPrefix(k, RNGPrefix):
+			if t.DType() != torch.Uint8 || t.Numel() == 0 {
+				return fmt.Errorf("%s: generator state %q is not bytes: the checkpoint is damaged", c.Path, k)
+			}
+		case strings.HasPrefix(k, EMAPrefix) && want[strings.TrimPrefix(k, EMAPrefix)] != nil:
+			// an earlier version's second copy of a frozen tensor
+			if shape := want[strings.TrimPrefix(k, EMAPrefix)]; !slices.Equal(t.Shape(), shape) {
+				return fmt.Errorf("%s: tensor %q has shape %v, the model wants %v", c.Path, k, t.Shape(), shape)
+			}
+		default:
+			return fmt.Errorf("%s: unexpected tensor %q (not part of this model)", c.Path, k)
+		}
+	}
+	return nil
 }
 
 // Entry is the registry entry of the checkpoint's model (ReadCheckpoint
@@ -384,6 +468,10 @@ func Load(path string, dev torch.Device, ema bool) (Model, *Checkpoint, error) {
 	m, err := Build(ck.Config, ck.Geometry, dev, ck)
 	if err != nil {
 		return nil, nil, fmt.Errorf("%s: %w", ck.Path, err)
+	}
+	if err := ck.CheckWhole(m); err != nil {
+		Free(m)
+		return nil, nil, err
 	}
 	if err := ck.LoadWeights(m, ema); err != nil {
 		Free(m)

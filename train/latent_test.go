@@ -58,7 +58,7 @@ func trainLadder9(t *testing.T, name, out string, sets ...string) *Run {
 }
 
 // constants are what a run's checkpoint holds of its model's measured
-// constants, the moving average's too (which must be the same): the
+// constants, once (the moving average's weights carry the same): the
 // latent scale (0 when it has none) and the style thresholds (nil when it
 // has none), and its autoencoder's architecture.
 func constants(t *testing.T, run string) (scale float64, thresholds [][]float64, firstStage *autoencoder.Config) {
@@ -74,8 +74,11 @@ func constants(t *testing.T, run string) (scale float64, thresholds [][]float64,
 			if !ok {
 				continue
 			}
-			if avg := ck.Tensors[models.EMAPrefix+name]; avg == nil || !avg.AllClose(w, 0, 0) {
-				t.Errorf("%s: the moving average's is not the model's", name)
+			if _, ok := ck.Tensors[models.EMAPrefix+name]; ok {
+				t.Errorf("%s: the moving average has a copy of its own (a constant is kept once)", name)
+			}
+			if avg := ck.Weights(true)[name]; avg == nil || !avg.AllClose(w, 0, 0) {
+				t.Errorf("%s: the moving average's weights do not carry the model's", name)
 			}
 			v := torch.Values[float64](w.To(torch.Float64))
 			if name == diffusion.LatentScaleName {
@@ -192,19 +195,39 @@ func TestLongLatentDiffusion(t *testing.T) {
 		if math.Abs(scale-want) > 1e-4*want {
 			t.Errorf("latent scale %g, want 1/std = %g", scale, want)
 		}
-		// Frozen: the checkpoint's first stage (and its moving average's)
-		// is the autoencoder's weights, bit for bit, after 20 steps.
+		// Frozen: the checkpoint's first stage is the autoencoder's
+		// weights, bit for bit, after 20 steps, once: the moving average
+		// has no copy of its own (whichever weights a command uses, it is
+		// this one, checked at load).
 		ck, err := models.ReadCheckpoint(r.Dir, torch.CPU)
 		if err != nil {
 			return err
 		}
 		defer ck.Free()
 		for name, w := range aeModel.Module().StateDict() {
-			for _, key := range []string{models.FirstStagePrefix + name, models.EMAPrefix + models.FirstStagePrefix + name} {
-				if got, ok := ck.Tensors[key]; !ok || !got.AllClose(w, 0, 0) {
-					t.Fatalf("%s: missing or trained (present %v)", key, ok)
-				}
+			if got, ok := ck.Tensors[models.FirstStagePrefix+name]; !ok || !got.AllClose(w, 0, 0) {
+				t.Fatalf("%s: missing or trained (present %v)", name, ok)
 			}
+			if _, ok := ck.Tensors[models.EMAPrefix+models.FirstStagePrefix+name]; ok {
+				t.Errorf("%s: a second copy under the moving average's prefix", name)
+			}
+		}
+		// A NaN in the autoencoder refuses the checkpoint, with the moving
+		// average too (which once read its own copy).
+		ts, meta, err := torch.LoadFile(ck.Path, torch.CPU)
+		if err != nil {
+			return err
+		}
+		ts[models.FirstStagePrefix+"quant_conv.bias"] = ts[models.FirstStagePrefix+"quant_conv.bias"].MulScalar(math.NaN())
+		damaged := filepath.Join(dir, "damaged.safetensors")
+		if err := torch.SaveFile(damaged, ts, meta); err != nil {
+			return err
+		}
+		if m, _, err := models.Load(damaged, torch.CPU, true); err == nil || !strings.Contains(err.Error(), `"first_stage_model.quant_conv.bias" holds NaN`) {
+			if m != nil {
+				models.Free(m)
+			}
+			t.Errorf("a NaN in the autoencoder, sampled with the moving average: %v", err)
 		}
 		return nil
 	})

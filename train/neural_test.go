@@ -289,3 +289,75 @@ func TestFashionMNISTByConfig(t *testing.T) {
 		t.Errorf("unknown dataset: %v", err)
 	}
 }
+
+// A checkpoint is whole or refused, whichever of its weights a command
+// uses: a NaN in the optimizer's state, a moving-average tensor missing,
+// a stray tensor, or a generator state that is not bytes stops sampling
+// (which reads only the moving average) and resuming alike.
+func TestDamagedCheckpointsAreRefused(t *testing.T) {
+	dir := t.TempDir()
+	r, err := Train(neuralConfig(t, "vae", "train.max_steps=3", "train.ema_decay=0.9"), Options{Out: filepath.Join(dir, "run")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	path, _ := models.ResolveCheckpoint(r.Dir)
+	for _, c := range []struct {
+		name   string
+		damage func(ts map[string]*torch.Tensor)
+		want   string
+	}{
+		{"NaN optimizer state", func(ts map[string]*torch.Tensor) {
+			for k, v := range ts {
+				if strings.HasPrefix(k, models.OptimPrefix) {
+					ts[k] = v.MulScalar(math.NaN())
+					return
+				}
+			}
+		}, "holds NaN or infinite values"},
+		{"a moving-average tensor missing", func(ts map[string]*torch.Tensor) { delete(ts, models.EMAPrefix+"decoder.linear1.bias") }, `tensor "ema.decoder.linear1.bias" is missing`},
+		{"a stray tensor", func(ts map[string]*torch.Tensor) { ts["extra.weight"] = torch.Zeros([]int64{2}, torch.CPU) }, `unexpected tensor "extra.weight"`},
+		{"an optimizer tensor of no parameter", func(ts map[string]*torch.Tensor) {
+			ts[models.OptimPrefix+"exp_avg.nothing"] = torch.Zeros([]int64{2}, torch.CPU)
+		}, `optimizer tensor "optimizer.exp_avg.nothing" is of no parameter`},
+		{"a generator state of floats", func(ts map[string]*torch.Tensor) { ts[models.RNGPrefix+"cpu"] = torch.Zeros([]int64{2}, torch.CPU) }, `generator state "rng.cpu" is not bytes`},
+	} {
+		damaged := filepath.Join(dir, strings.ReplaceAll(c.name, " ", "_")+".safetensors")
+		err := torch.Do(func() error {
+			ts, meta, err := torch.LoadFile(path, torch.CPU)
+			if err != nil {
+				return err
+			}
+			c.damage(ts)
+			return torch.SaveFile(damaged, ts, meta)
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		err = torch.Do(func() error {
+			m, _, err := models.Load(damaged, torch.CPU, true)
+			if m != nil {
+				models.Free(m)
+			}
+			return err
+		})
+		if err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%s: sampling's load: %v, want %q", c.name, err, c.want)
+		}
+		err = torch.Do(func() error {
+			ck, err := models.ReadCheckpoint(damaged, torch.CPU)
+			if err != nil {
+				return err
+			}
+			defer ck.Free()
+			st, err := NewState(ck.Config, ck.Geometry, torch.CPU, ck)
+			if err != nil {
+				return err
+			}
+			defer st.Free()
+			return st.Restore(ck)
+		})
+		if err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%s: a resume: %v, want %q", c.name, err, c.want)
+		}
+	}
+}

@@ -15,8 +15,10 @@ import (
 
 // perRank are the config keys ranks may set differently: where a rank
 // writes, which device and threads it uses, the data's path on its machine
-// (the data itself is compared by digest), and what only rank 0 does.
-var perRank = []string{"name", "out_dir", "device", "threads", "data.dir",
+// (the data itself is compared by digest), a latent model's autoencoder
+// (rank 0's is broadcast with the other frozen tensors), and what only
+// rank 0 does.
+var perRank = []string{"name", "out_dir", "device", "threads", "data.dir", "diffusion.autoencoder",
 	"train.tensorboard", "train.eval_every", "train.eval_images", "train.eval_judge", "train.init_from", "train.init_from_ema"}
 
 // fingerprint is everything that shapes a rank's training, one "key: value"
@@ -91,7 +93,7 @@ func (l *loop) compareRanks() error {
 	d.g.AllReduceMean([]*torch.Tensor{any}, 0)
 	switch {
 	case diff != "":
-		return mismatch{fmt.Errorf("rank %d would train differently from rank 0: %s. Every rank needs the same config, seed and images (they may differ in out_dir, device, threads and data.dir)", d.env.Rank, diff)}
+		return mismatch{fmt.Errorf("rank %d would train differently from rank 0: %s. Every rank needs the same config, seed and images (they may differ in out_dir, device, threads, data.dir and diffusion.autoencoder)", d.env.Rank, diff)}
 	case any.Float64s()[0] > 0:
 		return mismatch{fmt.Errorf("rank %d: another rank's config, seed or data differs from rank 0's (its log names the key): every rank needs the same", d.env.Rank)}
 	}

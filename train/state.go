@@ -154,6 +154,9 @@ func (s *State) Restore(ck *models.Checkpoint) error {
 	if ck.Step < 0 || ck.Step > maxStep {
 		return fmt.Errorf("%s: step %d is out of range", ck.Path, ck.Step)
 	}
+	if err := ck.CheckWhole(s.Model); err != nil {
+		return err
+	}
 	if err := ck.LoadWeights(s.Model, false); err != nil {
 		return err
 	}
