@@ -52,7 +52,15 @@ const (
 	// (autoencoder.Config as JSON): its weights are the checkpoint's
 	// first_stage_model.* tensors.
 	MetaFirstStage = "kakusan.first_stage_config"
+	// MetaMaxAbs is the largest magnitude of the parameters and buffers
+	// as training left them, by prefix ("" and "ema."), as JSON: a load
+	// refuses weights larger than that (an altered checkpoint).
+	MetaMaxAbs = "kakusan.max_abs"
 )
+
+// maxWeight bounds a weight's magnitude in a checkpoint that records no
+// MetaMaxAbs: training makes nothing near it.
+const maxWeight = 1e4
 
 // optimizerKinds are the optimizers' per-parameter states.
 var optimizerKinds = []string{"exp_avg", "exp_avg_sq", "momentum_buffer"}
@@ -74,7 +82,8 @@ type Checkpoint struct {
 	// FirstStage is a latent diffusion model's autoencoder architecture;
 	// nil for other models.
 	FirstStage *autoencoder.Config
-	ema        bool // it holds a moving average of the weights
+	ema        bool               // it holds a moving average of the weights
+	maxAbs     map[string]float64 // MetaMaxAbs
 }
 
 // NewCheckpoint starts a checkpoint of c's model trained on data of
@@ -99,6 +108,10 @@ func (c *Checkpoint) PutModel(m Model, prefix string) {
 			c.Tensors[prefix+name] = t
 		}
 	}
+	if c.maxAbs == nil {
+		c.maxAbs = map[string]float64{}
+	}
+	c.maxAbs[prefix] = maxAbs(append(m.Module().Params(), m.Module().Buffers()...))
 	if fs, ok := m.(interface{ FirstStage() *autoencoder.Config }); ok && prefix == "" {
 		c.FirstStage = fs.FirstStage()
 	}
@@ -146,6 +159,13 @@ func (c *Checkpoint) Write(path string) error {
 	}
 	if c.World > 1 {
 		meta[MetaWorld] = strconv.Itoa(c.World)
+	}
+	if c.maxAbs != nil {
+		b, err := json.Marshal(c.maxAbs)
+		if err != nil {
+			return err
+		}
+		meta[MetaMaxAbs] = string(b)
 	}
 	if c.FirstStage != nil {
 		fs, err := json.Marshal(c.FirstStage)
@@ -211,8 +231,16 @@ func (c *Checkpoint) readMeta() error {
 		return fmt.Errorf("bad %s %q", MetaStep, meta[MetaStep])
 	}
 	c.Epoch, _ = strconv.Atoi(meta[MetaEpoch]) // informational
-	if c.World, err = strconv.Atoi(meta[MetaWorld]); err != nil || c.World < 1 || c.World > 1<<16 {
-		c.World = 1
+	c.World = 1
+	if w, ok := meta[MetaWorld]; ok {
+		if c.World, err = strconv.Atoi(w); err != nil || c.World < 1 || c.World > 1<<16 {
+			return fmt.Errorf("bad %s %q: want the ranks that trained it, 1 to 65536", MetaWorld, w)
+		}
+	}
+	if m, ok := meta[MetaMaxAbs]; ok {
+		if err := json.Unmarshal([]byte(m), &c.maxAbs); err != nil {
+			return fmt.Errorf("bad %s %q: %v", MetaMaxAbs, m, err)
+		}
 	}
 	if c.Config, err = ParseConfig(c.Path+" (embedded config)", []byte(meta[MetaConfig]), nil); err != nil {
 		return err
@@ -324,6 +352,9 @@ func (c *Checkpoint) CheckWhole(m Model) error {
 		}
 	}
 	mod := m.Module()
+	if err := c.checkMagnitude(mod); err != nil {
+		return err
+	}
 	want := map[string][]int64{}
 	params := map[string][]int64{}
 	for _, n := range mod.Params() {
@@ -387,6 +418,46 @@ func (c *Checkpoint) GlobalBatch() int {
 		return c.World
 	}
 	return c.Config.Train.StepImages() * c.World
+}
+
+// maxAbs is the largest magnitude among ts' floating-point tensors.
+func maxAbs(ts []nn.Named) float64 {
+	m := 0.0
+	torch.NoGrad(func() {
+		for _, n := range ts {
+			if n.T.DType().IsFloat() && n.T.Numel() > 0 {
+				torch.Scoped(func() { m = max(m, n.T.Abs().Max().Item()) })
+			}
+		}
+	})
+	return m
+}
+
+// checkMagnitude refuses weights (parameters and buffers, the moving
+// average's too) larger than training left them (MetaMaxAbs), or, in a
+// checkpoint that does not record that, larger than maxWeight: finite but
+// exploded weights draw saturated images.
+func (c *Checkpoint) checkMagnitude(mod *nn.Module) error {
+	for _, prefix := range []string{"", EMAPrefix} {
+		if prefix == EMAPrefix && !c.ema {
+			continue
+		}
+		var ts []nn.Named
+		for _, n := range append(mod.Params(), mod.Buffers()...) {
+			if t, ok := c.Tensors[prefix+n.Name]; ok {
+				ts = append(ts, nn.Named{Name: prefix + n.Name, T: t})
+			}
+		}
+		got := maxAbs(ts)
+		bound, recorded := c.maxAbs[prefix]
+		switch {
+		case recorded && got > bound*(1+1e-6):
+			return fmt.Errorf("%s: %sweights of magnitude up to %g, but training left them at most %g (%s): the checkpoint was altered", c.Path, prefix, got, bound, MetaMaxAbs)
+		case !recorded && got > maxWeight:
+			return fmt.Errorf("%s: %sweights of magnitude up to %g, far beyond what training makes (at most %g): the checkpoint is damaged", c.Path, prefix, got, float64(maxWeight))
+		}
+	}
+	return nil
 }
 
 // Free releases the tensors (the metadata stays).

@@ -7,6 +7,7 @@ import (
 	"image/color"
 	"image/png"
 	"math"
+	"slices"
 
 	"kakusan/internal/atomic"
 	"kakusan/internal/files"
@@ -31,13 +32,18 @@ func FromTensor(t *torch.Tensor) (*Images, error) {
 	return &Images{N: int(s[0]), C: int(s[1]), H: int(s[2]), W: int(s[3]), Pix: pix}, nil
 }
 
-// Finite refuses images with NaN or infinite values (weights that overflow
-// make them), which would be written as black PNGs.
-func (im *Images) Finite() error {
+// Check refuses images with NaN or infinite values (weights that overflow
+// make them), which would be written as black PNGs, and a batch whose every
+// pixel is one value (exploded weights saturate the output to black or
+// white; no working model draws that).
+func (im *Images) Check() error {
 	for i, v := range im.Pix {
 		if math.IsNaN(float64(v)) || math.IsInf(float64(v), 0) {
 			return fmt.Errorf("image %d of the batch has non-finite values: the model's output overflows (its weights are too large or not finite)", i/(im.C*im.H*im.W))
 		}
+	}
+	if len(im.Pix) > 0 && !slices.ContainsFunc(im.Pix, func(v float32) bool { return v != im.Pix[0] }) {
+		return fmt.Errorf("every pixel of the batch's %d images is %g: the model's output is saturated (its weights are broken, exploded or altered)", im.N, im.Pix[0])
 	}
 	return nil
 }

@@ -131,7 +131,7 @@ func (j *Job) Run(ctx context.Context, gen Generator, out Sink) (int, error) {
 			return made, signals.ErrInterrupted
 		}
 		if err == nil {
-			err = imgs.Finite()
+			err = imgs.Check()
 		}
 		if err == nil {
 			err = out.Put(b, imgs)

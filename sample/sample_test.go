@@ -18,8 +18,8 @@ import (
 
 var on = torchtest.Run
 
-// fake makes image k a constant k/100 in every channel, so what a job
-// hands its sink can be checked image by image.
+// fake makes image k a constant k/100 in every channel (but its last value,
+// 1), so what a job hands its sink can be checked image by image.
 type fake struct {
 	c, h, w int
 	calls   int
@@ -29,9 +29,10 @@ func (f *fake) Generate(b Batch) (*torch.Tensor, error) {
 	f.calls++
 	pix := make([]float32, 0, len(b.Images)*f.c*f.h*f.w)
 	for _, k := range b.Images {
-		for range f.c * f.h * f.w {
+		for range f.c*f.h*f.w - 1 {
 			pix = append(pix, float32(k)/100)
 		}
+		pix = append(pix, 1) // a white last value: no batch is one value (Images.Check)
 	}
 	return torch.FromSlice(pix, []int64{int64(len(b.Images)), int64(f.c), int64(f.h), int64(f.w)}), nil
 }
@@ -110,12 +111,12 @@ func TestFolderJobRestartsAndRGB(t *testing.T) {
 		if err := out.Finish(); err != nil {
 			t.Fatal(err)
 		}
-		// Image 5 reads back as 0.05 in every channel, through 8 bits.
+		// Image 5 reads back as 0.05 in every channel, through 8 bits (its last value aside).
 		pix := make([]float32, 3*5*4)
 		if err := ReadPNG(filepath.Join(dir, "000005_label1.png"), 3, 5, 4, pix); err != nil {
 			t.Fatal(err)
 		}
-		for _, v := range pix {
+		for _, v := range pix[:len(pix)-1] {
 			if math.Abs(float64(v)-math.Round(0.05*255)/255) > 1e-6 {
 				t.Fatalf("read back %v, want %v", v, math.Round(0.05*255)/255)
 			}
@@ -169,5 +170,22 @@ func TestReadPNGRefuses(t *testing.T) {
 		if err := ReadPNG(fifo, 1, 5, 4, pix); err == nil || !strings.Contains(err.Error(), "not a regular file") {
 			t.Errorf("a FIFO: %v", err)
 		}
+	}
+}
+
+// Check refuses a batch saturated to one value (what exploded weights
+// draw) and non-finite values, and passes real images.
+func TestImagesCheck(t *testing.T) {
+	im := &Images{N: 2, C: 1, H: 2, W: 2, Pix: []float32{0, 0, 0, 0, 0, 0, 0, 0}}
+	if err := im.Check(); err == nil || !strings.Contains(err.Error(), "every pixel of the batch's 2 images is 0") {
+		t.Errorf("a black batch: %v", err)
+	}
+	im.Pix[5] = 0.5
+	if err := im.Check(); err != nil {
+		t.Errorf("a batch with one grey pixel: %v", err)
+	}
+	im.Pix[3] = float32(math.NaN())
+	if err := im.Check(); err == nil || !strings.Contains(err.Error(), "image 0 of the batch has non-finite values") {
+		t.Errorf("a NaN: %v", err)
 	}
 }

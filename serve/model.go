@@ -154,7 +154,7 @@ func (m *Model) draw(ctx context.Context, ps []piece) (*sample.Images, error) {
 		return err
 	})
 	if err == nil {
-		err = imgs.Finite()
+		err = imgs.Check()
 	}
 	return imgs, err
 }

@@ -301,11 +301,22 @@ func TestDamagedCheckpointsAreRefused(t *testing.T) {
 		t.Fatal(err)
 	}
 	path, _ := models.ResolveCheckpoint(r.Dir)
+	explode := func(ts map[string]*torch.Tensor) {
+		for k, v := range ts {
+			if strings.HasPrefix(k, models.EMAPrefix) {
+				ts[k] = v.MulScalar(1e6)
+			}
+		}
+	}
 	for _, c := range []struct {
 		name   string
 		damage func(ts map[string]*torch.Tensor)
 		want   string
+		meta   func(meta map[string]string)
 	}{
+		{"an exploded moving average", explode, "ema.weights of magnitude up to", nil},
+		{"an exploded moving average, no record", explode, "far beyond what training makes", func(meta map[string]string) { delete(meta, models.MetaMaxAbs) }},
+		{"a hostile world size", func(map[string]*torch.Tensor) {}, `bad kakusan.world_size "-3"`, func(meta map[string]string) { meta[models.MetaWorld] = "-3" }},
 		{"NaN optimizer state", func(ts map[string]*torch.Tensor) {
 			for k, v := range ts {
 				if strings.HasPrefix(k, models.OptimPrefix) {
@@ -313,13 +324,13 @@ func TestDamagedCheckpointsAreRefused(t *testing.T) {
 					return
 				}
 			}
-		}, "holds NaN or infinite values"},
-		{"a moving-average tensor missing", func(ts map[string]*torch.Tensor) { delete(ts, models.EMAPrefix+"decoder.linear1.bias") }, `tensor "ema.decoder.linear1.bias" is missing`},
-		{"a stray tensor", func(ts map[string]*torch.Tensor) { ts["extra.weight"] = torch.Zeros([]int64{2}, torch.CPU) }, `unexpected tensor "extra.weight"`},
+		}, "holds NaN or infinite values", nil},
+		{"a moving-average tensor missing", func(ts map[string]*torch.Tensor) { delete(ts, models.EMAPrefix+"decoder.linear1.bias") }, `tensor "ema.decoder.linear1.bias" is missing`, nil},
+		{"a stray tensor", func(ts map[string]*torch.Tensor) { ts["extra.weight"] = torch.Zeros([]int64{2}, torch.CPU) }, `unexpected tensor "extra.weight"`, nil},
 		{"an optimizer tensor of no parameter", func(ts map[string]*torch.Tensor) {
 			ts[models.OptimPrefix+"exp_avg.nothing"] = torch.Zeros([]int64{2}, torch.CPU)
-		}, `optimizer tensor "optimizer.exp_avg.nothing" is of no parameter`},
-		{"a generator state of floats", func(ts map[string]*torch.Tensor) { ts[models.RNGPrefix+"cpu"] = torch.Zeros([]int64{2}, torch.CPU) }, `generator state "rng.cpu" is not bytes`},
+		}, `optimizer tensor "optimizer.exp_avg.nothing" is of no parameter`, nil},
+		{"a generator state of floats", func(ts map[string]*torch.Tensor) { ts[models.RNGPrefix+"cpu"] = torch.Zeros([]int64{2}, torch.CPU) }, `generator state "rng.cpu" is not bytes`, nil},
 	} {
 		damaged := filepath.Join(dir, strings.ReplaceAll(c.name, " ", "_")+".safetensors")
 		err := torch.Do(func() error {
@@ -328,6 +339,9 @@ func TestDamagedCheckpointsAreRefused(t *testing.T) {
 				return err
 			}
 			c.damage(ts)
+			if c.meta != nil {
+				c.meta(meta)
+			}
 			return torch.SaveFile(damaged, ts, meta)
 		})
 		if err != nil {
