@@ -19,6 +19,7 @@ import (
 
 	"kakusan/diffusion"
 	"kakusan/models/nn"
+	"kakusan/models/unet"
 	"kakusan/sample"
 	"kakusan/torch"
 )
@@ -248,7 +249,91 @@ func Build(c *Config, g Geometry, dev torch.Device, from *Checkpoint) (Model, er
 	if err := g.Validate(); err != nil {
 		return nil, err
 	}
+	// A run's config (a fresh run, or a resume's, read apart from its
+	// checkpoint) is to train: its batch must fit. A checkpoint's own
+	// config (Load: sampling, serving, judging) trained on its machine, and
+	// builds here to draw, whatever batch it trained with.
+	if from == nil || c != from.Config {
+		if err := checkTrainingBatch(c, g, dev, from); err != nil {
+			return nil, err
+		}
+	}
 	return e.New(c, g, dev, from)
+}
+
+// maxDeviceMemory bounds a training step on a CUDA device, whose memory
+// the host's does not tell: more than any one GPU has (a B200's 192 GB).
+// A batch under it that the GPU cannot hold ends in libtorch's "CUDA out
+// of memory", an error like any other.
+const maxDeviceMemory = 256 << 30
+
+// CheckTrainingBatch refuses a train.batch_size whose training step on
+// images of g cannot fit in the memory this process may use (on the CPU
+// torch.HostMemory: the machine's, or its cgroup's limit; on a GPU
+// maxDeviceMemory), estimated from the config before anything is
+// allocated (trainingBytes), naming the key, the figures and a batch that
+// would fit. A batch of 65536 images was accepted and ended in raw
+// allocation failures for big images.
+func CheckTrainingBatch(c *Config, g Geometry, dev torch.Device) error {
+	return checkTrainingBatch(c, g, dev, nil)
+}
+
+// checkTrainingBatch is CheckTrainingBatch for a model about to be loaded
+// from the checkpoint from (nil: a fresh one), whose recorded autoencoder
+// sizes a latent model's latents.
+func checkTrainingBatch(c *Config, g Geometry, dev torch.Device, from *Checkpoint) error {
+	if c.Train == nil || c.Train.BatchSize < 1 {
+		return nil
+	}
+	per, fixed, what := trainingBytes(c, g, from)
+	limit, where := torch.HostMemory()
+	if dev.Type == torch.CUDADevice {
+		limit, where = maxDeviceMemory, "kakusan's bound for a GPU's memory"
+	}
+	batch := c.Train.BatchSize
+	need := float64(fixed) + float64(per)*float64(batch)
+	if limit <= 0 || need <= float64(limit) {
+		return nil
+	}
+	fits := "none fits"
+	if n := (limit - fixed) / max(per, 1); n >= 1 {
+		fits = fmt.Sprintf("at most about %d images a batch fit (train.accumulate trains a step on several batches)", n)
+	}
+	return fmt.Errorf("train.batch_size: %d images of %dx%dx%d need about %s for a training step (%s), more than the %s this process may use (%s): %s",
+		batch, g.C, g.H, g.W, torch.Bytes(int64(min(need, 1<<62))), what, torch.Bytes(limit), where, fits)
+}
+
+// trainingBytes estimates a training step's memory for images of g: per
+// image of the batch, and fixed whatever the batch, and says what it
+// counts. For a diffusion model, its U-Net's activations
+// (unet.Config.ActivationBytes, at the latents' size where the
+// autoencoder's architecture is known, else at the image's, which is more)
+// and 20 bytes a parameter (weights, gradients, Adam's two moments, the
+// moving average); for the other models, the batch itself four times over
+// in float32 (input, output, target and gradient), a lower estimate.
+func trainingBytes(c *Config, g Geometry, from *Checkpoint) (per, fixed int64, what string) {
+	u, ok := c.Sections["unet"].(*unet.Config)
+	if !ok || u == nil {
+		return 16 * g.Pixels(), 0, "the batch in float32, four times over"
+	}
+	net := *u
+	net.Channels = int64(g.C)
+	if d := diffusionSection(c); d != nil && d.Conditional {
+		net.Classes = int64(g.Classes)
+	}
+	h, w := int64(g.H), int64(g.W)
+	if d := diffusionSection(c); d != nil && d.Codec == "latent" {
+		ae := d.AutoencoderConfig
+		if from != nil && from.FirstStage != nil {
+			ae = from.FirstStage
+		}
+		if ae != nil && ae.Validate() == nil {
+			hs, ws := ae.Sides(h), ae.Sides(w)
+			h, w, net.Channels = hs[len(hs)-1], ws[len(ws)-1], ae.Latent
+		}
+	}
+	return net.ActivationBytes(1, h, w), 20 * net.Params(),
+		fmt.Sprintf("the U-Net's activations at %dx%d, from unet.width %d and levels %d, and its %d parameters' weights, gradients and optimizer state", h, w, net.Width, net.Levels, net.Params())
 }
 
 func neuralNames() []string {

@@ -214,3 +214,40 @@ func TestThreadHeadroom(t *testing.T) {
 		t.Errorf("1 thread: %d, %q", n, log.String())
 	}
 }
+
+// The memory a process may use: MemTotal, or its cgroup's limit when
+// smaller (v2 memory.max, "max" for none; v1 memory.limit_in_bytes, near
+// 2^63 for none).
+func TestHostMemory(t *testing.T) {
+	meminfo := "MemTotal:       24000000 kB\nMemFree:        1000 kB\n"
+	for _, c := range []struct {
+		name  string
+		files map[string]string
+		self  string
+		want  int64
+		why   string
+	}{
+		{"no cgroup", nil, "", 24000000 << 10, "MemTotal"},
+		{"v2 max", map[string]string{"memory.max": "max\n"}, "0::/\n", 24000000 << 10, "MemTotal"},
+		{"v2 limit", map[string]string{"memory.max": "max\n", "job/memory.max": "4294967296\n"}, "0::/job\n", 4 << 30, "job/memory.max"},
+		{"v2 above MemTotal", map[string]string{"memory.max": "1099511627776\n"}, "0::/\n", 24000000 << 10, "MemTotal"},
+		{"v1 none", map[string]string{"memory/memory.limit_in_bytes": "9223372036854771712\n"}, "4:memory:/\n", 24000000 << 10, "MemTotal"},
+		{"v1 limit", map[string]string{"memory/memory.limit_in_bytes": "9223372036854771712", "memory/kk/memory.limit_in_bytes": "2147483648"}, "4:memory:/kk\n", 2 << 30, "kk/memory.limit_in_bytes"},
+	} {
+		n, why := hostMemory(meminfo, fakeFS(t, c.files), c.self)
+		if n != c.want || !strings.Contains(why, c.why) {
+			t.Errorf("%s: %d bytes (%s), want %d (%s)", c.name, n, why, c.want, c.why)
+		}
+	}
+	if n, _ := hostMemory("MemTotal:\nMemTotal: x kB\n", t.TempDir(), ""); n != 0 {
+		t.Errorf("nothing readable: %d bytes, want 0", n)
+	}
+	if n, why := HostMemory(); n <= 0 || why == "" {
+		t.Errorf("this machine: %d bytes (%s)", n, why)
+	}
+	for n, want := range map[int64]string{512: "512 bytes", 3 << 20: "3 MiB", 24576000 << 10: "23.4 GiB", 1 << 40: "1 TiB"} {
+		if got := Bytes(n); got != want {
+			t.Errorf("Bytes(%d) = %q, want %q", n, got, want)
+		}
+	}
+}

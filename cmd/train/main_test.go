@@ -59,6 +59,11 @@ func TestHostileInputs(t *testing.T) {
 		{[]string{"-config", good, "--out", notRun, "--overwrite"}, "the folder holds no run"},
 		{[]string{"-config", good, "configs/other.yaml"}, `unexpected argument "configs/other.yaml"`},
 		{[]string{"-config", good, "--set", "name=../escaped"}, `name: "../escaped" cannot name a folder`},
+		// Sizes refused before anything is allocated: a U-Net of billions of
+		// parameters, a batch no memory holds.
+		{[]string{"-config", write("wide.yaml", "model: diffusion\ndevice: cpu\n"), "--set", "unet.width=4096"}, "unet.width: 4096 (with levels 2, emb_dim 100) makes a network of"},
+		{[]string{"-config", write("batch.yaml", "model: diffusion\ndevice: cpu\ndata: {test_subset: 64}\n"), "--set", "unet.width=512", "--set", "train.batch_size=32768"},
+			"train.batch_size: 32768 images of 1x28x28 need about"},
 	}
 	for _, c := range cases {
 		clitest.Run(t, dir, c.args...).Refused(t, c.args, c.want)

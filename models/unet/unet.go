@@ -116,6 +116,9 @@ func (c *Config) Validate() error {
 	if !(c.Dropout >= 0 && c.Dropout < 1) {
 		bad("dropout: must be in [0, 1), got %g", c.Dropout)
 	}
+	if len(errs) == 0 {
+		c.checkSize(bad) // before anything is built: a config or checkpoint cannot ask for gigabytes
+	}
 	return errors.Join(errs...)
 }
 
