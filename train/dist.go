@@ -1,13 +1,16 @@
 package train
 
 import (
+	"context"
 	"fmt"
 	"math"
+	"os"
 	"slices"
 	"sort"
 	"strconv"
 	"time"
 
+	"kakusan/internal/signals"
 	"kakusan/models"
 	"kakusan/torch"
 )
@@ -113,6 +116,35 @@ func distDevice(e *DistEnv, dev torch.Device) (torch.Device, error) {
 		return dev, fmt.Errorf("LOCAL_RANK %d: this machine has %d GPUs (one process per GPU)", e.LocalRank, n)
 	}
 	return torch.CUDA(e.LocalRank), nil
+}
+
+// rendezvousGrace is how long past train.dist_timeout a rendezvous may
+// take before watchRendezvous ends the process.
+var rendezvousGrace = 5 * time.Second
+
+// watchRendezvous guards a rendezvous, which blocks the torch thread in
+// c10d and cannot be interrupted there: a store that accepts connections
+// but never answers would hold it past train.dist_timeout, deaf to
+// signals. If the rendezvous has not returned (the function this returns
+// is called) within timeout seconds and rendezvousGrace, or a signal
+// arrives first, the process says why and exits: 1, or the signal's
+// status.
+func watchRendezvous(ctx context.Context, e *DistEnv, timeout float64) (done func()) {
+	stop := make(chan struct{})
+	go func() {
+		limit := time.Duration(timeout*float64(time.Second)) + rendezvousGrace
+		select {
+		case <-stop:
+		case <-time.After(limit):
+			fmt.Fprintf(os.Stderr, "train: rank %d of %d: the rendezvous at %s:%d did not complete within train.dist_timeout = %gs (and %v): is MASTER_ADDR:MASTER_PORT rank 0's store, and is rank 0 up?\n",
+				e.Rank, e.World, e.Addr, e.Port, timeout, rendezvousGrace)
+			os.Exit(1)
+		case <-ctx.Done():
+			fmt.Fprintf(os.Stderr, "train: rank %d of %d: interrupted during the rendezvous at %s:%d\n", e.Rank, e.World, e.Addr, e.Port)
+			os.Exit(signals.ExitCode)
+		}
+	}()
+	return func() { close(stop) }
 }
 
 // joinGroup joins the job's process group on the torch thread.

@@ -6,6 +6,7 @@ import (
 	"image"
 	"image/png"
 	"math"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -487,4 +488,70 @@ func TestConvertStep(t *testing.T) {
 			t.Errorf("convertStep(%v) = %d, want %d", c, got, c.want)
 		}
 	}
+}
+
+// A rank whose MASTER_ADDR:MASTER_PORT accepts connections and never
+// answers stops within train.dist_timeout and a grace, saying where it
+// waited, and a SIGTERM during that wait ends it at once.
+func TestRendezvousWithAMuteStore(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		var held []net.Conn
+		defer func() {
+			for _, c := range held {
+				c.Close()
+			}
+		}()
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			held = append(held, c) // accepted, never answered
+		}
+	}()
+	port := ln.Addr().(*net.TCPAddr).Port
+	start := func() (*exec.Cmd, *bytes.Buffer) {
+		cmd := exec.Command(os.Args[0], "-test.run=^TestDistTrainChild$")
+		cmd.Env = append(os.Environ(), "KK_CONFIG=../configs/mnist_classifier.yaml",
+			"KK_SETS="+strings.Join(append([]string{"train.dist_timeout=2", "train.max_steps=2"}, distSmall...), ";"),
+			"KK_OUT="+t.TempDir(), "KAKUSAN_THREADS=1", "RANK=1", "LOCAL_RANK=1", "WORLD_SIZE=2",
+			"MASTER_ADDR=127.0.0.1", "MASTER_PORT="+strconv.Itoa(port))
+		var out bytes.Buffer
+		cmd.Stdout, cmd.Stderr = &out, &out
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		return cmd, &out
+	}
+	wait := func(cmd *exec.Cmd) (int, time.Duration) {
+		t0 := time.Now()
+		done := make(chan error, 1)
+		go func() { done <- cmd.Wait() }()
+		select {
+		case <-done:
+		case <-time.After(2 * time.Minute):
+			cmd.Process.Kill()
+			t.Fatal("the rank still waits after 2 minutes")
+		}
+		return cmd.ProcessState.ExitCode(), time.Since(t0)
+	}
+	cmd, out := start()
+	code, took := wait(cmd)
+	if code != 1 || !strings.Contains(out.String(), "did not complete within train.dist_timeout = 2s") {
+		t.Errorf("a mute store: exit %d after %v\n%s", code, took, out)
+	}
+	t.Logf("a mute store: exit %d after %v", code, took)
+	cmd, out = start()
+	time.Sleep(time.Second)
+	cmd.Process.Signal(syscall.SIGTERM)
+	code, took = wait(cmd)
+	if code != 130 || !strings.Contains(out.String(), "interrupted during the rendezvous") {
+		t.Errorf("SIGTERM: exit %d after %v\n%s", code, took, out)
+	}
+	t.Logf("SIGTERM: exit %d %v after the signal", code, took)
 }

@@ -135,11 +135,13 @@ func (l *loop) setDevice() error {
 }
 
 // joinGroup joins the data-parallel job's process group, if the run is one
-// of its ranks.
+// of its ranks, within train.dist_timeout (and a grace) or a signal.
 func (l *loop) joinGroup() (err error) {
-	if l.r.dist != nil {
-		l.dist, err = joinGroup(l.r.dist, l.c.Train, l.dev)
+	if l.r.dist == nil {
+		return nil
 	}
+	defer watchRendezvous(l.ctx, l.r.dist, l.c.Train.DistTimeout)()
+	l.dist, err = joinGroup(l.r.dist, l.c.Train, l.dev)
 	return err
 }
 
