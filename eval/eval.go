@@ -310,7 +310,7 @@ func LoadSamples(dir string, g models.Geometry) (*torch.Tensor, []int64, error) 
 	pix := make([]float32, len(entries)*size)
 	for i, e := range entries {
 		if err := sample.ReadPNG(filepath.Join(dir, e.File), g.C, g.H, g.W, pix[i*size:(i+1)*size]); err != nil {
-			return nil, nil, err
+			return nil, nil, fmt.Errorf("%w (listed at %s): if bin/sample made it, delete it and rerun the same bin/sample command, which makes what is missing", err, e.where)
 		}
 	}
 	return torch.FromSlice(pix, []int64{int64(len(entries)), int64(g.C), int64(g.H), int64(g.W)}), labels, nil

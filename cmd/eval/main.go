@@ -116,8 +116,13 @@ func parse(args []string) (*options, error) {
 		}
 		o.gammas = append(o.gammas, v)
 	}
-	if o.n < 10 || o.n > sample.MaxImages || o.batch < 0 || math.IsNaN(o.sampling.Eta) {
-		return nil, fmt.Errorf("--n must be between 10 and %d, --batch at least 1 and --eta a number", sample.MaxImages)
+	switch {
+	case o.n < 10 || o.n > sample.MaxImages:
+		return nil, fmt.Errorf("--n %d: must be between 10 (FID and precision/recall need that many) and %d", o.n, sample.MaxImages)
+	case o.batch < 0:
+		return nil, fmt.Errorf("--batch %d: must be at least 1 (or 0 for the default)", o.batch)
+	case math.IsNaN(o.sampling.Eta):
+		return nil, fmt.Errorf("--eta: must be a number")
 	}
 	o.set = cli.SamplingGiven(fs)
 	if o.samples != "" {

@@ -49,6 +49,8 @@ func TestHostileInputs(t *testing.T) {
 		os.WriteFile(filepath.Join(d, "job.json"), []byte(record), 0o644)
 		return d
 	}
+	corrupt := job("corrupt", `{"n": 1}`)
+	os.WriteFile(filepath.Join(corrupt, "a.png"), []byte("not a PNG"), 0o644)
 	fashion, _ := json.Marshal(map[string]any{"n": 1, "class_names": datasets.FashionMNISTClasses})
 	before := clitest.Snapshot(t, traversal)
 	cases := []struct {
@@ -61,6 +63,9 @@ func TestHostileInputs(t *testing.T) {
 		{[]string{"--judge", judge, "--samples", folder("mixed", `{"file":"a.png"}`+"\n"+`{"file":"b.png","label":1}`+"\n")}, "some manifest lines have labels and some do not"},
 		{[]string{"--judge", judge, "--samples", folder("label", `{"file":"a.png","label":12}`+"\n")}, "label 12 is not a class of the judge (0-9)"},
 		{[]string{"--judge", judge, "--samples", traversal, "--n", "50"}, "--n is for --checkpoint"},
+		{[]string{"--judge", judge, "--checkpoint", vae, "--n", "5"}, "--n 5: must be between 10 (FID and precision/recall need that many) and"},
+		{[]string{"--judge", judge, "--samples", corrupt}, "a.png: png: invalid format: not a PNG file (listed at "},
+		{[]string{"--judge", judge, "--samples", corrupt}, "delete it and rerun the same bin/sample command"},
 		{[]string{"--judge", judge, "--samples", folder("twice", `{"file":"a.png","label":1}`+"\n"+`{"file":"a.png","label":1}`+"\n")}, "lists a.png again"},
 		{[]string{"--judge", judge, "--checkpoint", vae, "--steps", "20"}, "--steps is for diffusion models"},
 		{[]string{"--judge", judge, "--samples", traversal, "--out", dir}, "not a file"},
