@@ -542,7 +542,11 @@ func TestRendezvousWithAMuteStore(t *testing.T) {
 	}
 	cmd, out := start()
 	code, took := wait(cmd)
-	if code != 1 || !strings.Contains(out.String(), "did not complete within train.dist_timeout = 2s") {
+	// The watchdog's message, or c10d's own timeout where it comes first
+	// (as it may on a busy machine): either names the store's address.
+	watchdog := strings.Contains(out.String(), "did not complete within train.dist_timeout = 2s")
+	c10d := strings.Contains(out.String(), fmt.Sprintf("joining the process group at 127.0.0.1:%d", port))
+	if code != 1 || !watchdog && !c10d {
 		t.Errorf("a mute store: exit %d after %v\n%s", code, took, out)
 	}
 	t.Logf("a mute store: exit %d after %v", code, took)
