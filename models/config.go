@@ -612,8 +612,8 @@ func (c *Config) validate() error {
 	if c.Name == "." || c.Name == ".." || strings.ContainsAny(c.Name, "/\\\x00") {
 		bad.add("name", "%q cannot name a folder under runs/ (no /, \\, . or ..)", c.Name)
 	}
-	if c.Samples < 1 || c.Samples > 10_000_000 {
-		bad.add("samples", "must be between 1 and 10000000, got %d", c.Samples)
+	if neural := known && e.New != nil; c.Samples < 1 || (!neural && c.Samples > 10_000_000) {
+		bad.add("samples", "must be between 1 and 10000000 (a classical fit's points; a neural model's grid holds at most 1024), got %d", c.Samples)
 	}
 	if known && e.Check != nil && len(bad) == 0 {
 		if err := e.Check(c); err != nil {

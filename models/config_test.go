@@ -168,3 +168,17 @@ func TestNullTypedSetting(t *testing.T) {
 		t.Errorf("spacing %q, clip_x0 %q", d.Spacing, d.ClipX0)
 	}
 }
+
+// One bound a key: samples of a neural model is refused with the grid's
+// bound alone, not with the classical fits' too.
+func TestSamplesHasOneBound(t *testing.T) {
+	_, err := LoadConfig("../configs/mnist_vae.yaml", []string{"samples=100000000"})
+	if err == nil || !strings.Contains(err.Error(), "a neural model's grid holds at most 1024 images, got 100000000") ||
+		strings.Contains(err.Error(), "between 1 and 10000000") {
+		t.Errorf("samples=1e8: %v", err)
+	}
+	_, err = LoadConfig("../configs/normal_height.yaml", []string{"samples=100000000"})
+	if err == nil || !strings.Contains(err.Error(), "must be between 1 and 10000000") {
+		t.Errorf("a classical fit's samples=1e8: %v", err)
+	}
+}
