@@ -107,6 +107,11 @@ ok "serve that checkpoint: ready, a grid of two images, SIGTERM drains it (exit 
 job eval-help eval --help
 grep -q -- '--judge' "$work/eval-help.log" || fail "eval --help does not describe --judge"
 ok "eval --help"
+job version train --version
+rev=$(git rev-parse HEAD 2>/dev/null || echo unknown)
+grep -q "revision $rev" "$work/version.log" && grep -q "shim ABI" "$work/version.log" ||
+  { cat "$work/version.log" >&2; fail "train --version does not name revision $rev and the shim"; }
+ok "train --version: revision ${rev:0:12}, $(grep -o 'libtorch [^,]*' "$work/version.log")"
 job fashion train -config configs/fashion_cond_cpu.yaml --set train.max_steps=1 --set samples=10 -o /kakusan/runs/fashion
 ok "Fashion-MNIST loads (one training step of fashion_cond_cpu.yaml)"
 # Data parallelism inside the image: two ranks on Gloo over the container's
