@@ -377,13 +377,32 @@ func (l *loop) continueRun() error {
 	if l.resumed == nil {
 		return nil
 	}
+	// Another global batch renumbers the steps logged so far: once, even
+	// where a resume stopped half-way is retried (.renumbered).
+	ckStep, convert := l.resumed.step, l.resumed.convert
+	var rec *renumbered
+	if convert != nil {
+		rec = readRenumbered(l.r, l.resumed.path)
+		if err := renumberEvents(l.r, rec, ckStep, convert); err != nil {
+			return err
+		}
+		if rec.Metrics {
+			ckStep, convert = l.st.Step, nil // converted already
+		}
+	}
+	if err := l.r.truncateMetrics(ckStep, convert); err != nil {
+		return err
+	}
+	if rec != nil && !rec.Metrics {
+		rec.Metrics = true
+		if err := rec.save(l.r); err != nil {
+			return err
+		}
+	}
 	if err := atomic.WriteFile(l.r.Path("config.yaml"), l.c.Marshal()); err != nil {
 		return err
 	}
-	if err := l.r.truncateMetrics(l.resumed.step, l.resumed.convert); err != nil {
-		return err
-	}
-	if err := l.r.board.resume(l.r.Dir, l.resumed.step, l.st.Step, l.resumed.convert); err != nil {
+	if err := l.r.board.resume(l.st.Step); err != nil {
 		return err
 	}
 	if err := l.r.board.config(l.st.Step, l.c.Marshal()); err != nil {

@@ -88,7 +88,10 @@ func Start(c *models.Config, o Options) (*Run, error) {
 	}
 	if o.Overwrite {
 		old, _ := filepath.Glob(filepath.Join(dir, eventsGlob)) // the old run's event files, not this one's
-		old = slices.DeleteFunc(old, func(f string) bool { return r.board != nil && f == r.board.w.Path })
+		old = slices.DeleteFunc(old, func(f string) bool {
+			st, err := os.Lstat(f) // only the old run's files: not a folder a user named so
+			return err != nil || !st.Mode().IsRegular() || r.board != nil && f == r.board.w.Path
+		})
 		for _, name := range []string{"checkpoints", "samples", "loss.png", "params.json"} {
 			old = append(old, filepath.Join(dir, name))
 		}

@@ -2,16 +2,20 @@ package train
 
 import (
 	"bytes"
+	"encoding/json"
 	"fmt"
 	"image"
 	"image/color"
 	_ "image/png" // DecodeConfig of the grids
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"time"
 
+	"kakusan/internal/atomic"
+	"kakusan/internal/files"
 	"kakusan/internal/tfevents"
 )
 
@@ -128,27 +132,69 @@ func (b *board) config(step int, yaml []byte) error {
 	})
 }
 
-// resume makes the run's earlier event files agree with the checkpoint it
-// goes on from: where the steps are renumbered (another global batch) the
-// files are rewritten, the events past the checkpoint dropped and the rest
-// renumbered; in any case this file starts with SessionLog START at the
-// next step, after which TensorBoard discards the earlier files' events
-// from that step on (logged after the checkpoint by the run that stopped).
-func (b *board) resume(dir string, ckStep, step int, convert func(int) int) error {
+// renumbered records, in a run folder, the renumbering of a resume with
+// another global batch (resumed from checkpoint, its steps converted), so
+// that a resume that stops half-way and is retried converts nothing twice.
+type renumbered struct {
+	Checkpoint string   `json:"checkpoint"`
+	Metrics    bool     `json:"metrics"` // metrics.jsonl is converted
+	Events     []string `json:"events"`  // the event files converted
+}
+
+func readRenumbered(r *Run, ck string) *renumbered {
+	rec := &renumbered{Checkpoint: ck}
+	if b, err := files.Read(r.Path(".renumbered"), 1<<20); err == nil {
+		var old renumbered
+		if json.Unmarshal(b, &old) == nil && old.Checkpoint == ck {
+			return &old
+		}
+	}
+	return rec
+}
+
+func (rec *renumbered) save(r *Run) error {
+	b, _ := json.Marshal(rec)
+	return atomic.WriteFile(r.Path(".renumbered"), b)
+}
+
+// renumberEvents converts the run folder's event files as a resume with
+// another global batch converts metrics.jsonl: the events past the
+// checkpoint's step dropped, the others' steps converted (a SessionLog
+// START's as the step after its checkpoint's). Event files that are not
+// regular files, or cannot be read, are left alone with a warning: their
+// steps stay as they were, and TensorBoard may show them twice.
+func renumberEvents(r *Run, rec *renumbered, ckStep int, convert func(int) int) error {
+	paths, _ := filepath.Glob(r.Path(eventsGlob))
+	for _, f := range paths {
+		if st, err := os.Lstat(f); err != nil || !st.Mode().IsRegular() || slices.Contains(rec.Events, filepath.Base(f)) ||
+			r.board != nil && f == r.board.w.Path { // this process's own, new file
+			continue
+		}
+		err := tfevents.Rewrite(f, func(s int64, start bool) (int64, bool) {
+			if start {
+				return int64(convert(int(s)-1) + 1), int(s)-1 <= ckStep
+			}
+			return int64(convert(int(s))), s <= int64(ckStep)
+		})
+		if err != nil {
+			fmt.Fprintf(r.Log, "warning: tensorboard: %s keeps its steps (renumbering it failed: %v); delete it if TensorBoard shows steps twice\n", f, err)
+			continue
+		}
+		rec.Events = append(rec.Events, filepath.Base(f))
+		if err := rec.save(r); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// resume starts this event file with SessionLog START at the step after
+// the checkpoint the run goes on from: TensorBoard then discards the
+// earlier files' events from that step on (logged after the checkpoint by
+// the run that stopped), as it does for TensorFlow's restarts.
+func (b *board) resume(step int) error {
 	if b == nil {
 		return nil
-	}
-	if convert != nil {
-		files, _ := filepath.Glob(filepath.Join(dir, eventsGlob))
-		for _, f := range files {
-			if f == b.w.Path {
-				continue
-			}
-			err := tfevents.Rewrite(f, func(s int64) (int64, bool) { return int64(convert(int(s))), s <= int64(ckStep) })
-			if err != nil {
-				return fmt.Errorf("tensorboard: renumbering %s: %w", f, err)
-			}
-		}
 	}
 	return b.timed(func(w *tfevents.Writer) error { return w.Restart(int64(step + 1)) })
 }

@@ -164,3 +164,39 @@ func TestTensorBoardRenumbersOnResume(t *testing.T) {
 		}
 	}
 }
+
+// A broken event file does not stop a renumbering resume (a warning says
+// so), and a resume retried after one that stopped before its first
+// checkpoint converts nothing twice.
+func TestRenumberingIsOnceAndSurvivesABrokenEventFile(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "run")
+	sets := []string{"data.subset=640", "train.log_every=2", "train.checkpoint_every=4", "train.sample_every=100"}
+	if _, err := Train(diffusionConfig(t, append(sets, "train.max_steps=4")...), Options{Out: dir}); err != nil {
+		t.Fatal(err)
+	}
+	files, _ := filepath.Glob(filepath.Join(dir, eventsGlob))
+	os.WriteFile(files[0], bytes.Repeat([]byte{0x5a}, 3000), 0o644)
+	var log strings.Builder
+	// Step 4 of 64 images is step 8 of 32: complete at max_steps 8, so this
+	// resume writes no checkpoint; the next one starts from the same one.
+	c := diffusionConfig(t, append(sets, "train.max_steps=8", "train.batch_size=32")...)
+	if _, err := Train(c, Options{Resume: dir, Log: &log}); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(log.String(), "warning: tensorboard: "+files[0]+" keeps its steps") {
+		t.Errorf("no warning about the broken file:\n%s", log.String())
+	}
+	c = diffusionConfig(t, append(sets, "train.max_steps=10", "train.batch_size=32")...)
+	if _, err := Train(c, Options{Resume: dir}); err != nil {
+		t.Fatal(err)
+	}
+	var steps []int
+	for _, m := range readMetricLines(t, dir) {
+		if _, ok := m["loss"]; ok {
+			steps = append(steps, int(m["step"].(float64)))
+		}
+	}
+	if fmt.Sprint(steps) != "[4 8 10]" { // 2 and 4 of 64 images, then 10 of 32
+		t.Errorf("training-loss steps %v, want [4 8 10]: converted once", steps)
+	}
+}

@@ -20,11 +20,14 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"time"
 
 	"google.golang.org/protobuf/encoding/protowire"
+
+	"kakusan/internal/files"
 )
 
 // Field numbers of TensorBoard's messages.
@@ -59,6 +62,7 @@ const (
 	sessionStart   = 1 // START
 	fileVersion    = "brain.Event:2"
 	maxRecordBytes = 256 << 20 // a record's length at most, read back
+	maxFileBytes   = 64 << 30  // an event file's size at most, read back
 )
 
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)
@@ -217,7 +221,7 @@ func (w *Writer) Close() error {
 // CRC; a torn last record (a writer killed mid-write) ends the file
 // without an error, as TensorBoard reads it.
 func ReadRecords(path string) ([][]byte, error) {
-	f, err := os.Open(path)
+	f, err := files.Open(path, maxFileBytes) // a regular file: a FIFO would block
 	if err != nil {
 		return nil, err
 	}
@@ -317,35 +321,38 @@ func withStep(event []byte, step int64) ([]byte, error) {
 }
 
 // Rewrite rewrites the event file at path keeping the events for which
-// keep says true, each with the step it returns (the file_version event
-// stays as it is). The file is replaced whole, through a temporary file.
-func Rewrite(path string, keep func(step int64) (int64, bool)) error {
+// keep says true, each with the step it returns (keep hears whether the
+// event is a SessionLog START; the file_version event stays as it is). The
+// file is replaced whole through a temporary file in its folder whose name
+// TensorBoard does not read (no "tfevents" in it), removed on failure.
+func Rewrite(path string, keep func(step int64, start bool) (int64, bool)) error {
 	records, err := ReadRecords(path)
 	if err != nil {
 		return err
 	}
-	tmp := path + ".tmp"
+	tmp := filepath.Join(filepath.Dir(path), ".rewrite.tmp-"+strconv.Itoa(os.Getpid()))
 	f, err := os.Create(tmp)
 	if err != nil {
 		return err
 	}
 	w := &Writer{Path: tmp, f: f, w: bufio.NewWriter(f)}
+	fail := func(err error) error {
+		w.Close()
+		os.Remove(tmp)
+		return err
+	}
 	for i, r := range records {
-		step, err := Step(r)
-		if err != nil {
-			w.Close()
-			os.Remove(tmp)
-			return fmt.Errorf("%s: record %d: %w", path, i, err)
-		}
 		if i > 0 { // record 0 is the file version
-			s, ok := keep(step)
+			e, err := Parse(r)
+			if err != nil {
+				return fail(fmt.Errorf("%s: record %d: %w", path, i, err))
+			}
+			s, ok := keep(e.Step, e.Kind == "start")
 			if !ok {
 				continue
 			}
 			if r, err = withStep(r, s); err != nil {
-				w.Close()
-				os.Remove(tmp)
-				return err
+				return fail(err)
 			}
 		}
 		w.record(r)
@@ -354,7 +361,11 @@ func Rewrite(path string, keep func(step int64) (int64, bool)) error {
 		os.Remove(tmp)
 		return err
 	}
-	return os.Rename(tmp, path)
+	if err := os.Rename(tmp, path); err != nil {
+		os.Remove(tmp)
+		return err
+	}
+	return nil
 }
 
 // Event is what a reader sees of an event kakusan writes.

@@ -211,7 +211,7 @@ func TestRewrite(t *testing.T) {
 	}
 	w.Image("samples", 300, testPNG(t), 2, 3, 4)
 	w.Close()
-	err = Rewrite(w.Path, func(step int64) (int64, bool) { return step / 2, step <= 300 })
+	err = Rewrite(w.Path, func(step int64, _ bool) (int64, bool) { return step / 2, step <= 300 })
 	if err != nil {
 		t.Fatal(err)
 	}
