@@ -145,6 +145,18 @@ func TestInitFrom(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), `a "vae" checkpoint; this run trains "classifier"`) {
 		t.Errorf("a VAE's checkpoint: %v", err)
 	}
+	// --overwrite clears nothing when init_from is wrong: not another
+	// model's checkpoint, nor one inside the folder being overwritten.
+	before := listFiles(t, base.Dir)
+	for _, from := range []string{vae.Dir, base.Dir, filepath.Join(base.Dir, "checkpoints", "latest.safetensors")} {
+		_, err := Train(classifierConfig(t, "train.init_from="+from), Options{Out: base.Dir, Overwrite: true})
+		if err == nil {
+			t.Errorf("--overwrite %s with init_from %s: no error", base.Dir, from)
+		}
+	}
+	if after := listFiles(t, base.Dir); after != before {
+		t.Errorf("refused overwrites changed the run folder:\n%s\nbecame\n%s", before, after)
+	}
 }
 
 // TestEvalDuringTraining: train.eval_every logs the judge's figures at its
@@ -223,4 +235,16 @@ func TestEvalDuringTraining(t *testing.T) {
 
 func scorer(path string, dev torch.Device, g models.Geometry) (Scorer, error) {
 	return eval.NewScorer(path, dev, g)
+}
+
+// listFiles names a folder's files and their sizes.
+func listFiles(t *testing.T, dir string) string {
+	var b strings.Builder
+	filepath.Walk(dir, func(p string, info os.FileInfo, err error) error {
+		if err == nil && !info.IsDir() && filepath.Base(p) != ".lock" {
+			fmt.Fprintf(&b, "%s %d\n", strings.TrimPrefix(p, dir), info.Size())
+		}
+		return nil
+	})
+	return b.String()
 }

@@ -297,6 +297,9 @@ func Train(c *models.Config, o Options) (*Run, error) {
 	if o.Dist != nil && o.Dist.Rank != 0 {
 		return nil, follow(c, o)
 	}
+	if err := checkInitFrom(c, o); err != nil {
+		return nil, err
+	}
 	r, err := Start(c, o)
 	if err != nil {
 		return nil, err
@@ -319,6 +322,43 @@ func Train(c *models.Config, o Options) (*Run, error) {
 		err = cerr
 	}
 	return r, err
+}
+
+// checkInitFrom checks train.init_from before the run folder is touched
+// (--overwrite would clear it first): a checkpoint file, or a run folder's
+// latest, of the model the config trains, and not inside the folder being
+// overwritten.
+func checkInitFrom(c *models.Config, o Options) error {
+	if c.Train == nil || c.Train.InitFrom == "" || o.Resume != "" {
+		return nil
+	}
+	path, err := models.ResolveCheckpoint(c.Train.InitFrom)
+	if err == nil {
+		var st os.FileInfo
+		if st, err = os.Stat(path); err == nil && !st.Mode().IsRegular() {
+			err = fmt.Errorf("%s: not a regular file", path)
+		}
+	}
+	if err != nil {
+		return fmt.Errorf("train.init_from: %w", err)
+	}
+	out := o.Out
+	if out == "" {
+		out = c.OutDir
+	}
+	if abs, aerr := filepath.Abs(path); o.Overwrite && out != "" && aerr == nil {
+		if dir, derr := filepath.Abs(out); derr == nil && strings.HasPrefix(abs, dir+string(filepath.Separator)) {
+			return fmt.Errorf("train.init_from %s is inside %s, which --overwrite would clear first: copy it elsewhere", path, out)
+		}
+	}
+	kind, err := models.CheckpointModel(path)
+	if err != nil {
+		return fmt.Errorf("train.init_from: %w", err)
+	}
+	if kind != c.Model {
+		return fmt.Errorf("train.init_from %s: a %q checkpoint; this run trains %q", path, kind, c.Model)
+	}
+	return nil
 }
 
 // follow trains as a rank other than 0: the same steps on its share of the
