@@ -266,6 +266,7 @@ const k = 3
 type entry struct {
 	File  string `json:"file"`
 	Label *int64 `json:"label"`
+	Index *int   `json:"index"`
 	where string
 }
 
@@ -289,7 +290,7 @@ func LoadSamples(dir string, g models.Geometry) (*torch.Tensor, []int64, error) 
 	if err != nil {
 		return nil, nil, err
 	}
-	if err := checkJob(dir, g, len(entries)); err != nil {
+	if err := checkJob(dir, g, entries); err != nil {
 		return nil, nil, err
 	}
 	size := g.C * g.H * g.W
@@ -318,7 +319,8 @@ func LoadSamples(dir string, g models.Geometry) (*torch.Tensor, []int64, error) 
 
 // checkJob checks a folder's job.json, when it has one, against the
 // judge's geometry g and the n images its manifests list.
-func checkJob(dir string, g models.Geometry, n int) error {
+func checkJob(dir string, g models.Geometry, entries []entry) error {
+	n := len(entries)
 	path := filepath.Join(dir, "job.json")
 	raw, err := files.Read(path, 1<<20)
 	if errors.Is(err, os.ErrNotExist) {
@@ -328,9 +330,13 @@ func checkJob(dir string, g models.Geometry, n int) error {
 	}
 	var job struct {
 		N          *int     `json:"n"`
+		Labels     string   `json:"labels"`
 		ClassNames []string `json:"class_names"`
 	}
-	if err := json.Unmarshal(raw, &job); err != nil || job.N == nil {
+	if err := json.Unmarshal(raw, &job); err != nil {
+		return fmt.Errorf("%s: not valid JSON (%v): not bin/sample's job record", path, err)
+	}
+	if job.N == nil {
 		return fmt.Errorf("%s: not bin/sample's job record (no image count n)", path)
 	}
 	if *job.N != n {
@@ -341,6 +347,31 @@ func checkJob(dir string, g models.Geometry, n int) error {
 	}
 	if job.ClassNames != nil && len(job.ClassNames) != g.Classes {
 		return fmt.Errorf("%s: the images are of %d classes, the judge classifies %d", path, len(job.ClassNames), g.Classes)
+	}
+	// The labels are the job's, each image's in its file name too: an
+	// edited manifest would score images against labels they were not
+	// drawn for.
+	byIndex := make([]*entry, n)
+	for i := range entries {
+		e := &entries[i]
+		if e.Index == nil || *e.Index < 0 || *e.Index >= n || byIndex[*e.Index] != nil {
+			return fmt.Errorf("%s: no index, or one out of range or listed twice, for a job of %d images: a manifest was edited; rerun the job", e.where, n)
+		}
+		byIndex[*e.Index] = e
+	}
+	var labels []int64
+	for k, e := range byIndex {
+		b := sample.Batch{Images: []int{k}}
+		if e.Label != nil {
+			b.Labels = []int64{*e.Label}
+			labels = append(labels, *e.Label)
+		}
+		if name := (&sample.Folder{}).Name(k, b, 0); e.File != name {
+			return fmt.Errorf("%s: names %s, but image %d with its label is %s: a manifest was edited; rerun the job", e.where, e.File, k, name)
+		}
+	}
+	if job.Labels != "" && sample.LabelsDigest(labels) != job.Labels {
+		return fmt.Errorf("%s: the manifests' labels are not the job's (its labels %s): a manifest was edited; rerun the job", path, job.Labels)
 	}
 	return nil
 }

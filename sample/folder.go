@@ -68,6 +68,8 @@ func (f *Folder) Open() error {
 		return atomic.WriteFile(path, want)
 	case err != nil:
 		return err
+	case !bytes.Equal(have, want) && !isJobRecord(have):
+		return fmt.Errorf("%s has a job.json that is not bin/sample's (no n, seed, labels, geometry and params): its files could be overwritten; give an empty or new --out", f.Dir)
 	case !bytes.Equal(have, want) && !f.Overwrite:
 		return fmt.Errorf("%s holds the images of another job (see its job.json): give another --out, the same parameters to finish that job, or --overwrite to start this one there afresh", f.Dir)
 	case !bytes.Equal(have, want):
@@ -89,6 +91,24 @@ func (f *Folder) Open() error {
 
 // labelsDigest identifies a job's labels in job.json without listing
 // them (a job may have 10^8): "none", or the SHA-256 of their decimal list.
+// isJobRecord reports whether b is a job.json that bin/sample wrote.
+func isJobRecord(b []byte) bool {
+	var rec map[string]json.RawMessage
+	if json.Unmarshal(b, &rec) != nil {
+		return false
+	}
+	for _, k := range []string{"n", "batch", "seed", "labels", "geometry", "params"} {
+		if _, ok := rec[k]; !ok {
+			return false
+		}
+	}
+	return true
+}
+
+// LabelsDigest is what job.json records of a job's labels, in image
+// order: "none", or the SHA-256 of their decimal list.
+func LabelsDigest(labels []int64) string { return labelsDigest(labels) }
+
 func labelsDigest(labels []int64) string {
 	h := newLabelsHash()
 	for _, l := range labels {

@@ -122,7 +122,7 @@ func (j *jobRecord) check(r *manifestReader, labels *labelsHash) error {
 		labels.add(l)
 	}
 	if name := (&Folder{}).Name(r.index, b, 0); r.file != name {
-		return fmt.Errorf("%s: image %d is %s, the line names %s: a manifest was edited; rerun its shard", where, r.index, name, r.file)
+		return fmt.Errorf("%s: names %s, but image %d with its label (%s) is %s: a manifest was edited; rerun its shard", where, r.file, r.index, labelText(b), name)
 	}
 	same := func(key string, want json.RawMessage) error {
 		have, ok := r.rec[key]
@@ -143,6 +143,14 @@ func (j *jobRecord) check(r *manifestReader, labels *labelsHash) error {
 		}
 	}
 	return nil
+}
+
+// labelText is an image's label, or "none".
+func labelText(b Batch) string {
+	if b.Labels == nil {
+		return "none"
+	}
+	return strconv.FormatInt(b.Labels[0], 10)
 }
 
 // sameJSON reports whether two JSON values are written the same, spacing

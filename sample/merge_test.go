@@ -107,8 +107,8 @@ func TestMergeShards(t *testing.T) {
 	if !strings.Contains(first, `"file":"000002_label2.png"`) || !strings.Contains(first, `"label":2`) {
 		t.Fatalf("shard 1's first line %s", first)
 	}
-	breakIt("two lines naming one file", edit("000002_label2.png", "000000_label0.png"), "image 2 is 000002_label2.png, the line names 000000_label0.png")
-	breakIt("a line naming job.json", edit("000002_label2.png", "job.json"), "the line names job.json")
+	breakIt("two lines naming one file", edit("000002_label2.png", "000000_label0.png"), "names 000000_label0.png, but image 2 with its label (2) is 000002_label2.png")
+	breakIt("a line naming job.json", edit("000002_label2.png", "job.json"), "names job.json, but image 2")
 	breakIt("a seed edited", edit(`"seed":5`, `"seed":6`), "seed is 6, the job's (job.json) 5")
 	breakIt("a parameter edited", edit(`"sampler":"ddim"`, `"sampler":"ddpm"`), `sampler is "ddpm", the job's (job.json) "ddim"`)
 	breakIt("a parameter removed", edit(`"sampler":"ddim",`, ``), `no sampler; the job's (job.json) is "ddim"`)

@@ -2,6 +2,7 @@ package main
 
 import (
 	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
 	"testing"
@@ -9,6 +10,7 @@ import (
 	"kakusan/cmd/internal/clitest"
 	"kakusan/datasets"
 	"kakusan/models"
+	"kakusan/sample"
 	"kakusan/train"
 )
 
@@ -45,12 +47,15 @@ func TestHostileInputs(t *testing.T) {
 	os.WriteFile(filepath.Join(dir, "secret.png"), []byte("outside the folder"), 0o644)
 	traversal := folder("traversal", `{"file":"../secret.png","label":1}`+"\n")
 	job := func(name, record string) string {
-		d := folder(name, `{"file":"a.png","label":1}`+"\n")
+		d := folder(name, `{"file":"000000_label1.png","index":0,"label":1}`+"\n")
 		os.WriteFile(filepath.Join(d, "job.json"), []byte(record), 0o644)
 		return d
 	}
 	corrupt := job("corrupt", `{"n": 1}`)
-	os.WriteFile(filepath.Join(corrupt, "a.png"), []byte("not a PNG"), 0o644)
+	os.WriteFile(filepath.Join(corrupt, "000000_label1.png"), []byte("not a PNG"), 0o644)
+	edited := job("edited", fmt.Sprintf(`{"n": 1, "labels": %q}`, sample.LabelsDigest([]int64{3})))
+	renamed := job("renamed", `{"n": 1}`)
+	os.WriteFile(filepath.Join(renamed, "manifest.jsonl"), []byte(`{"file":"000000_label3.png","index":0,"label":1}`+"\n"), 0o644)
 	fashion, _ := json.Marshal(map[string]any{"n": 1, "class_names": datasets.FashionMNISTClasses})
 	before := clitest.Snapshot(t, traversal)
 	cases := []struct {
@@ -64,7 +69,10 @@ func TestHostileInputs(t *testing.T) {
 		{[]string{"--judge", judge, "--samples", folder("label", `{"file":"a.png","label":12}`+"\n")}, "label 12 is not a class of the judge (0-9)"},
 		{[]string{"--judge", judge, "--samples", traversal, "--n", "50"}, "--n is for --checkpoint"},
 		{[]string{"--judge", judge, "--checkpoint", vae, "--n", "5"}, "--n 5: must be between 10 (FID and precision/recall need that many) and"},
-		{[]string{"--judge", judge, "--samples", corrupt}, "a.png: png: invalid format: not a PNG file (listed at "},
+		{[]string{"--judge", judge, "--samples", corrupt}, "000000_label1.png: png: invalid format: not a PNG file (listed at "},
+		{[]string{"--judge", judge, "--samples", edited}, "the manifests' labels are not the job's"},
+		{[]string{"--judge", judge, "--samples", renamed}, "names 000000_label3.png, but image 0 with its label is 000000_label1.png"},
+		{[]string{"--judge", judge, "--samples", job("badjson", `{"n": 1,`)}, "not valid JSON"},
 		{[]string{"--judge", judge, "--samples", corrupt}, "delete it and rerun the same bin/sample command"},
 		{[]string{"--judge", judge, "--samples", folder("twice", `{"file":"a.png","label":1}`+"\n"+`{"file":"a.png","label":1}`+"\n")}, "lists a.png again"},
 		{[]string{"--judge", judge, "--checkpoint", vae, "--steps", "20"}, "--steps is for diffusion models"},

@@ -38,6 +38,11 @@ func TestHostileInputs(t *testing.T) {
 	os.MkdirAll(photos, 0o755)
 	os.WriteFile(filepath.Join(photos, "000001.png"), []byte("a user's picture"), 0o644)
 	os.WriteFile(filepath.Join(photos, "manifest.jsonl"), []byte("a user's list\n"), 0o644)
+	ci := filepath.Join(dir, "ci") // a user's folder with a job.json of its own
+	os.MkdirAll(ci, 0o755)
+	os.WriteFile(filepath.Join(ci, "job.json"), []byte(`{"name": "my ci job"}`), 0o644)
+	os.WriteFile(filepath.Join(ci, "000050_label7.png"), []byte("a user's picture"), 0o644)
+	beforeCI := clitest.Snapshot(t, ci)
 	beforePhotos := clitest.Snapshot(t, photos)
 	fifo := filepath.Join(dir, "fifo.safetensors")
 	if err := mkfifo(fifo); err != nil {
@@ -69,12 +74,16 @@ func TestHostileInputs(t *testing.T) {
 		{[]string{"--params", fifo}, "fifo.safetensors: not a regular file"},
 		{slices.Concat(base[:len(base)-1], []string{photos}), "is not empty and holds no sampling job (no job.json)"},
 		{slices.Concat(base[:len(base)-1], []string{photos, "--overwrite"}), "is not empty and holds no sampling job (no job.json)"},
+		{slices.Concat(base[:len(base)-1], []string{ci, "--overwrite"}), "has a job.json that is not bin/sample's"},
 	}
 	for _, c := range cases {
 		clitest.Run(t, dir, c.args...).Refused(t, c.args, c.want)
 	}
 	if after := clitest.Snapshot(t, done); after != before {
 		t.Errorf("the refused commands changed the finished job:\n%s\nbecame\n%s", before, after)
+	}
+	if after := clitest.Snapshot(t, ci); after != beforeCI {
+		t.Errorf("--overwrite changed a user's folder with a job.json of its own")
 	}
 	if after := clitest.Snapshot(t, photos); after != beforePhotos {
 		t.Errorf("the refused commands changed a user's folder:\n%s\nbecame\n%s", beforePhotos, after)
