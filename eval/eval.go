@@ -41,7 +41,7 @@ func LoadJudge(path string, dev torch.Device) (*Judge, error) {
 	}
 	if !ck.Entry().Does(models.Classifies) {
 		models.Free(m)
-		return nil, fmt.Errorf("--judge %s: a %q checkpoint; the judge must be a classifier (train one with configs/mnist_classifier.yaml)", ck.Path, ck.Config.Model)
+		return nil, fmt.Errorf("%s: a %q checkpoint; the judge must be a classifier (train one with configs/mnist_classifier.yaml)", ck.Path, ck.Config.Model)
 	}
 	return &Judge{Classifier: m.(models.Classifier), Config: ck.Config, Geometry: ck.Geometry, Path: ck.Path, dev: dev}, nil
 }

@@ -605,6 +605,9 @@ func (c *Config) validate() error {
 		if c.Device != "" || c.Threads != 0 {
 			bad.add("device", "the classical models are fitted without libtorch: device and threads do not apply")
 		}
+		if c.Train != nil || c.Optimizer != nil {
+			bad.add("train", "the classical models are fitted in one go: train and optimizer keys do not apply")
+		}
 	}
 	if c.Data.Columns < 0 {
 		bad.add("data.columns", "must be at least 0 (0 = the model's default), got %d", c.Data.Columns)
@@ -717,6 +720,9 @@ func (t *TrainConfig) validate(bad *problems) {
 	}
 	if t.EvalImages < 10 || t.EvalImages > 100000 {
 		bad.add("train.eval_images", "must be between 10 and 100000, got %d", t.EvalImages)
+	}
+	if t.EvalJudge != "" && t.EvalEvery == 0 {
+		bad.add("train.eval_judge", "is set but train.eval_every is 0: set eval_every (steps between evaluations) too, or leave the judge out")
 	}
 }
 

@@ -182,3 +182,21 @@ func TestSamplesHasOneBound(t *testing.T) {
 		t.Errorf("a classical fit's samples=1e8: %v", err)
 	}
 }
+
+// Keys that would be silently ignored are refused: train keys for a
+// classical fit, a judge without evaluations.
+func TestIgnoredKeysAreRefused(t *testing.T) {
+	for _, c := range []struct {
+		config string
+		sets   []string
+		want   string
+	}{
+		{"gmm_old_faithful", []string{"train.accumulate=7"}, "train: the classical models are fitted in one go"},
+		{"gmm_old_faithful", []string{"train.init_from=runs/x"}, "train: the classical models are fitted in one go"},
+		{"mnist_classifier", []string{"train.eval_judge=runs/mnist_classifier"}, "train.eval_judge: is set but train.eval_every is 0"},
+	} {
+		if _, err := LoadConfig("../configs/"+c.config+".yaml", c.sets); err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%s %v: %v, want %q", c.config, c.sets, err, c.want)
+		}
+	}
+}

@@ -2,6 +2,7 @@ package train
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"image"
 	"image/png"
@@ -17,6 +18,7 @@ import (
 	"testing"
 	"time"
 
+	"kakusan/internal/signals"
 	"kakusan/models"
 	"kakusan/torch"
 	"kakusan/torch/torchtest"
@@ -144,12 +146,16 @@ func TestDistTrainChild(t *testing.T) {
 					panic(err)
 				}
 			}
-			o := Options{Out: os.Getenv("KK_OUT"), Overwrite: true, Log: os.Stdout, Dist: dist}
+			o := Options{Out: os.Getenv("KK_OUT"), Overwrite: true, Log: os.Stdout, Dist: dist, Scorer: scorer}
 			if os.Getenv("KK_RESUME") != "" {
 				o = Options{Resume: os.Getenv("KK_OUT"), Log: os.Stdout, Dist: dist}
 			}
 			_, err = Train(c, o)
 		}
+	}
+	if errors.Is(err, signals.ErrInterrupted) {
+		fmt.Println("child interrupted")
+		os.Exit(signals.ExitCode)
 	}
 	if err != nil {
 		fmt.Println("child failed:", err)

@@ -1,15 +1,19 @@
 package train
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"image"
 	"image/color"
 	"image/png"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
+	"time"
 
 	"kakusan/eval"
 	"kakusan/models"
@@ -247,4 +251,34 @@ func listFiles(t *testing.T, dir string) string {
 		return nil
 	})
 	return b.String()
+}
+
+// A signal while the judge's reference features are computed (seconds,
+// before the first step) ends the run at once with status 130, writing no
+// checkpoint of an untrained model.
+func TestSignalWhileTheJudgeLoads(t *testing.T) {
+	judge, err := Train(classifierConfig(t), Options{Out: filepath.Join(t.TempDir(), "judge")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := filepath.Join(t.TempDir(), "run")
+	cmd := exec.Command(os.Args[0], "-test.run=^TestDistTrainChild$")
+	cmd.Env = append(os.Environ(), "KK_CONFIG=../configs/mnist_cond.yaml", "KK_OUT="+out, "KAKUSAN_THREADS=1",
+		"KK_SETS="+strings.Join([]string{"data.subset=640", "device=cpu", "unet.width=8", "train.max_steps=4", "train.eval_every=2", "train.eval_judge=" + judge.Dir}, ";"))
+	var log bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &log, &log
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	// The reference features (20,000 images through the judge) take 5 s
+	// and more on 2 cores, after a second of setting up.
+	time.Sleep(2 * time.Second)
+	cmd.Process.Signal(syscall.SIGINT)
+	err = cmd.Wait()
+	if code := cmd.ProcessState.ExitCode(); code != 130 || strings.Contains(log.String(), "checkpoint saved") || strings.Contains(log.String(), "reference features took") {
+		t.Errorf("exit %d (%v)\n%s", code, err, log.String())
+	}
+	if _, err := os.Stat(filepath.Join(out, "checkpoints")); err == nil {
+		t.Error("a checkpoint of the untrained model was written")
+	}
 }

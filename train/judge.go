@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"kakusan/diffusion"
+	"kakusan/internal/signals"
 	"kakusan/models"
 	"kakusan/sample"
 	"kakusan/torch"
@@ -69,7 +70,19 @@ func (l *loop) loadJudge() error {
 	var err error
 	// Building the judge draws its initial weights: under a seed whose
 	// generators are put back after, so the training stream is unchanged.
-	torch.WithSeed(evalSeed, func() { s, err = l.r.scorer(path, l.dev, l.st.Geometry) })
+	// Its reference features take a while: a signal stops them.
+	torch.Interruptible(l.ctx, func() {
+		err = torch.Try(func() (err error) {
+			torch.WithSeed(evalSeed, func() { s, err = l.r.scorer(path, l.dev, l.st.Geometry) })
+			return err
+		})
+	})
+	if l.ctx.Err() != nil {
+		if s != nil {
+			s.Free()
+		}
+		return signals.ErrInterrupted
+	}
 	if err != nil {
 		return fmt.Errorf("train.eval_judge: %w", err)
 	}

@@ -409,6 +409,9 @@ func (l *loop) continueRun() error {
 		return err
 	}
 	fmt.Fprintf(l.r.Log, "resumed from %s at step %d\n", l.resumed.path, l.st.Step)
+	if l.c.Train.InitFrom != "" {
+		fmt.Fprintf(l.r.Log, "train.init_from (%s) is for a fresh run: a resume goes on from its checkpoint and ignores it\n", l.c.Train.InitFrom)
+	}
 	return nil
 }
 

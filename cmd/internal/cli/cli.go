@@ -23,12 +23,12 @@ func Parse(fs *pflag.FlagSet, args []string) error {
 	if err := fs.Parse(Normalize(fs, args)); err != nil {
 		return err
 	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("unexpected argument %q: %s takes flags only (see --help)", fs.Arg(0), fs.Name())
+	}
 	if v, err := fs.GetBool("version"); err == nil && v {
 		fmt.Print(Version(fs.Name()))
 		return pflag.ErrHelp
-	}
-	if fs.NArg() > 0 {
-		return fmt.Errorf("unexpected argument %q: %s takes flags only (see --help)", fs.Arg(0), fs.Name())
 	}
 	return nil
 }

@@ -72,6 +72,9 @@ func TestVersion(t *testing.T) {
 	if err := Parse(fs, []string{"-version"}); err != pflag.ErrHelp {
 		t.Errorf("-version: %v, want pflag.ErrHelp (the command stops)", err)
 	}
+	if err := Parse(fs, []string{"-version", "extra"}); err == nil || !strings.Contains(err.Error(), `unexpected argument "extra"`) {
+		t.Errorf("-version extra: %v, want the stray argument refused", err)
+	}
 	v, b := Version("x"), torch.Build()
 	for _, want := range []string{"x: kakusan ", fmt.Sprintf("shim ABI %d, libtorch %s", b.ABI, torch.Version()), "CUDA graphs ", "NCCL "} {
 		if !strings.Contains(v, want) {
