@@ -6,6 +6,8 @@ import (
 	"sort"
 	"strings"
 
+	"go.yaml.in/yaml/v3"
+
 	"kakusan/models"
 	"kakusan/models/nn"
 	"kakusan/torch"
@@ -90,10 +92,26 @@ func (l *loop) initFrom() error {
 		which = "moving average"
 	}
 	fmt.Fprintf(l.r.Log, "initialised from %s (step %d, its %s): %d of %d tensors\n", ck.Path, ck.Step, which, len(load), len(own))
+	if was, now := ck.Config.Sections["diffusion"], l.c.Sections["diffusion"]; was != nil && now != nil {
+		for _, key := range []string{"prediction", "schedule", "timesteps", "codec", "conditioning"} {
+			a, b := sectionValue(was, key), sectionValue(now, key)
+			if a != b {
+				fmt.Fprintf(l.r.Log, "warning: train.init_from's model was trained with diffusion.%s %s, this run trains with %s: its weights predict something else; fine-tuning starts far from them\n", key, a, b)
+			}
+		}
+	}
 	if len(fresh) > 0 {
 		fmt.Fprintf(l.r.Log, "  %d classes there, %d here: freshly initialised %s\n", classes[0], classes[1], strings.Join(fresh, ", "))
 	}
 	return nil
+}
+
+// sectionValue is a config section's key as YAML writes it.
+func sectionValue(section any, key string) string {
+	b, _ := yaml.Marshal(section)
+	var m map[string]any
+	yaml.Unmarshal(b, &m)
+	return fmt.Sprint(m[key])
 }
 
 // byClasses reports whether shapes have and want differ in one dimension

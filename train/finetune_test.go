@@ -282,3 +282,16 @@ func TestSignalWhileTheJudgeLoads(t *testing.T) {
 		t.Error("a checkpoint of the untrained model was written")
 	}
 }
+
+// Fine-tuning a diffusion model into another prediction target (or
+// schedule) is allowed, the shapes being the same, and said in the log.
+func TestInitFromAnotherPredictionWarns(t *testing.T) {
+	base, err := Train(diffusionConfig(t, "data.subset=640", "train.max_steps=2", "diffusion.prediction=v"), Options{Out: filepath.Join(t.TempDir(), "v")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	log, err := setUp(t, diffusionConfig(t, "data.subset=640", "diffusion.prediction=eps", "train.init_from="+base.Dir), func(*loop) {})
+	if err != nil || !strings.Contains(log, "warning: train.init_from's model was trained with diffusion.prediction v, this run trains with eps") {
+		t.Errorf("%v\n%s", err, log)
+	}
+}

@@ -3,6 +3,7 @@ package train
 import (
 	"context"
 	"fmt"
+	"os"
 	"sort"
 	"strings"
 	"time"
@@ -61,6 +62,10 @@ func (l *loop) loadJudge() error {
 	path := t.EvalJudge
 	if path == "" && l.c.Data.Dir == "" {
 		path = defaultJudges[l.c.Data.Dataset]
+		if _, err := os.Stat(path); path != "" && err != nil {
+			return fmt.Errorf("train.eval_every: %s's default judge, %s, is not there (from the folder bin/train runs in): train it with configs/%s_classifier.yaml, or name one in train.eval_judge",
+				l.c.Data.Dataset, path, strings.TrimSuffix(strings.TrimPrefix(path, "runs/"), "_classifier"))
+		}
 	}
 	if path == "" {
 		return fmt.Errorf("train.eval_every: name the classifier that judges the images in train.eval_judge (a run folder or checkpoint; train one on the same folder, as configs/emoji_classifier.yaml does)")
