@@ -229,7 +229,7 @@ func ParseConfig(path string, b []byte, sets []string) (*Config, error) {
 	for _, s := range sets {
 		key, val, ok := strings.Cut(s, "=")
 		if !ok || key == "" || strings.TrimSpace(val) == "" {
-			return nil, fmt.Errorf("--set %q: want key=value, e.g. gmm.components=3", s)
+			return nil, fmt.Errorf("--set %q: want key=value, e.g. gmm.components=3 (an empty string: key=\"\")", s)
 		}
 		if strings.ContainsAny(s, "\n\r") || strings.ContainsAny(key, " \t:#{}[],&*!|>'\"%@`") {
 			return nil, fmt.Errorf("--set %q: a key of letters, digits, _ and dots and a one-line value", s)

@@ -167,11 +167,14 @@ func TestInitFrom(t *testing.T) {
 // steps and at the last, in metrics.jsonl and TensorBoard, and leaves the
 // training itself exactly as it was without it.
 func TestEvalDuringTraining(t *testing.T) {
-	judge, err := Train(classifierConfig(t), Options{Out: filepath.Join(t.TempDir(), "judge")})
+	// A folder of three classes: the judge's reference features (its test
+	// and training images) take no time.
+	folder := greyFolder(t, 3, 40)
+	judge, err := Train(classifierConfig(t, "data.dir="+folder, "data.size=28", "train.batch_size=16"), Options{Out: filepath.Join(t.TempDir(), "judge")})
 	if err != nil {
 		t.Fatal(err)
 	}
-	sets := []string{"data.subset=640", "train.max_steps=10", "train.log_every=2"}
+	sets := []string{"data.dir=" + folder, "data.size=28", "train.batch_size=16", "train.max_steps=10", "train.log_every=2"}
 	plain, err := Train(diffusionConfig(t, sets...), Options{Out: filepath.Join(t.TempDir(), "plain")})
 	if err != nil {
 		t.Fatal(err)
@@ -219,15 +222,14 @@ func TestEvalDuringTraining(t *testing.T) {
 		}
 	}
 	// Refusals, before the first step.
-	three := greyFolder(t, 3, 40)
 	for _, c := range []struct {
 		sets   []string
 		scorer NewScorer
 		want   string
 	}{
 		{[]string{"train.eval_every=4"}, nil, "train.eval_every: this program cannot judge images"},
-		{[]string{"train.eval_every=4", "data.dir=" + three, "data.size=28"}, scorer, "name the classifier that judges the images in train.eval_judge"},
-		{[]string{"train.eval_every=4", "data.dir=" + three, "data.size=28", "train.eval_judge=" + judge.Dir}, scorer, "was trained on 1x28x28 images of classes [0 1 2 3 4 5 6 7 8 9], but the data has 1x28x28 images of classes [c0 c1 c2]"},
+		{[]string{"train.eval_every=4"}, scorer, "name the classifier that judges the images in train.eval_judge"},
+		{[]string{"train.eval_every=4", `data.dir=""`, "data.size=0", "data.subset=640", "train.eval_judge=" + judge.Dir}, scorer, "was trained on 1x28x28 images of classes [c0 c1 c2], but the data has 1x28x28 images of classes [0 1 2 3 4 5 6 7 8 9]"},
 		{[]string{"train.eval_every=4", "train.eval_judge=" + plain.Dir}, scorer, `a "diffusion" checkpoint; the judge must be a classifier`},
 	} {
 		_, err := Train(diffusionConfig(t, append(sets, c.sets...)...), Options{Out: filepath.Join(t.TempDir(), "x"), Scorer: c.scorer})
