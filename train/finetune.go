@@ -33,10 +33,42 @@ func (l *loop) initFrom() error {
 		return fmt.Errorf("train.init_from %s: a %q checkpoint; this run trains %q", ck.Path, ck.Config.Model, l.c.Model)
 	}
 	ema := t.InitFromEMA && ck.HasEMA()
-	from := ck.Weights(ema)
 	m := l.st.Model.Module()
 	own := append(append([]nn.Named(nil), m.Params()...), m.Buffers()...)
 	classes := [2]int{ck.Geometry.Classes, l.st.Geometry.Classes}
+	load, fresh, err := matchWeights(ck.Weights(ema), own, m.Frozen(), classes)
+	if err != nil {
+		return fmt.Errorf("train.init_from %s: %w", ck.Path, err)
+	}
+	for name, src := range load {
+		if src.DType().IsFloat() && !src.IsFinite().All() {
+			return fmt.Errorf("train.init_from %s: tensor %q holds NaN or infinite values", ck.Path, name)
+		}
+	}
+	torch.NoGrad(func() {
+		for _, n := range own {
+			if src, ok := load[n.Name]; ok {
+				n.T.CopyFrom(src)
+			}
+		}
+	})
+	which := "trained weights"
+	if ema {
+		which = "moving average"
+	}
+	fmt.Fprintf(l.r.Log, "initialised from %s (step %d, its %s): %d of %d tensors\n", ck.Path, ck.Step, which, len(load), len(own))
+	l.warnMeaning(ck.Config)
+	if len(fresh) > 0 {
+		fmt.Fprintf(l.r.Log, "  %d classes there, %d here: freshly initialised %s\n", classes[0], classes[1], strings.Join(fresh, ", "))
+	}
+	return nil
+}
+
+// matchWeights matches a checkpoint's weights from with a model's
+// parameters and buffers own by name and shape: what to load, the tensors
+// resized by the change in classes (left fresh), or an error naming every
+// mismatch (frozen tensors are the run's own, not expected in from).
+func matchWeights(from map[string]*torch.Tensor, own, frozen []nn.Named, classes [2]int) (map[string]*torch.Tensor, []string, error) {
 	var problems, fresh []string
 	load := map[string]*torch.Tensor{}
 	names := map[string]bool{}
@@ -57,7 +89,7 @@ func (l *loop) initFrom() error {
 			problems = append(problems, fmt.Sprintf("%s: shape %v %s in the checkpoint, %v %s in the model", n.Name, have, src.DType(), want, n.T.DType()))
 		}
 	}
-	for _, n := range m.Frozen() {
+	for _, n := range frozen {
 		names[n.Name] = true
 	}
 	for name := range from {
@@ -65,45 +97,31 @@ func (l *loop) initFrom() error {
 			problems = append(problems, fmt.Sprintf("%s: in the checkpoint, not in the model", name))
 		}
 	}
-	if len(problems) > 0 {
-		sort.Strings(problems)
-		more := ""
-		if len(problems) > 12 {
-			more = fmt.Sprintf("; and %d more", len(problems)-12)
-			problems = problems[:12]
-		}
-		return fmt.Errorf("train.init_from %s: %d tensors do not match the model (another architecture? compare the configs):\n  %s%s",
-			ck.Path, len(problems), strings.Join(problems, "\n  "), more)
+	if len(problems) == 0 {
+		return load, fresh, nil
 	}
-	for name, src := range load {
-		if src.DType().IsFloat() && !src.IsFinite().All() {
-			return fmt.Errorf("train.init_from %s: tensor %q holds NaN or infinite values", ck.Path, name)
-		}
+	sort.Strings(problems)
+	more := ""
+	if len(problems) > 12 {
+		more = fmt.Sprintf("; and %d more", len(problems)-12)
+		problems = problems[:12]
 	}
-	torch.NoGrad(func() {
-		for _, n := range own {
-			if src, ok := load[n.Name]; ok {
-				n.T.CopyFrom(src)
-			}
-		}
-	})
-	which := "trained weights"
-	if ema {
-		which = "moving average"
+	return nil, nil, fmt.Errorf("%d tensors do not match the model (another architecture? compare the configs):\n  %s%s", len(problems), strings.Join(problems, "\n  "), more)
+}
+
+// warnMeaning says in the log where the run being fine-tuned diffuses
+// otherwise than the run its weights come from (was): the shapes match,
+// what the network predicts does not.
+func (l *loop) warnMeaning(was *models.Config) {
+	a, b := was.Sections["diffusion"], l.c.Sections["diffusion"]
+	if a == nil || b == nil {
+		return
 	}
-	fmt.Fprintf(l.r.Log, "initialised from %s (step %d, its %s): %d of %d tensors\n", ck.Path, ck.Step, which, len(load), len(own))
-	if was, now := ck.Config.Sections["diffusion"], l.c.Sections["diffusion"]; was != nil && now != nil {
-		for _, key := range []string{"prediction", "schedule", "timesteps", "codec", "conditioning"} {
-			a, b := sectionValue(was, key), sectionValue(now, key)
-			if a != b {
-				fmt.Fprintf(l.r.Log, "warning: train.init_from's model was trained with diffusion.%s %s, this run trains with %s: its weights predict something else; fine-tuning starts far from them\n", key, a, b)
-			}
+	for _, key := range []string{"prediction", "schedule", "timesteps", "codec", "conditioning"} {
+		if va, vb := sectionValue(a, key), sectionValue(b, key); va != vb {
+			fmt.Fprintf(l.r.Log, "warning: train.init_from's model was trained with diffusion.%s %s, this run trains with %s: its weights predict something else; fine-tuning starts far from them\n", key, va, vb)
 		}
 	}
-	if len(fresh) > 0 {
-		fmt.Fprintf(l.r.Log, "  %d classes there, %d here: freshly initialised %s\n", classes[0], classes[1], strings.Join(fresh, ", "))
-	}
-	return nil
 }
 
 // sectionValue is a config section's key as YAML writes it.
