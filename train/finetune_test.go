@@ -3,6 +3,7 @@ package train
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"image"
 	"image/color"
@@ -220,6 +221,35 @@ func TestEvalDuringTraining(t *testing.T) {
 		if !strings.Contains(log.String(), want) {
 			t.Errorf("the log lacks %q:\n%s", want, log.String())
 		}
+	}
+	// An evaluation a signal cut short (its step checkpointed, its line
+	// never written) is made when the run resumes.
+	cut := filepath.Join(t.TempDir(), "cut")
+	judging := []string{"train.eval_every=4", "train.eval_images=40", "train.eval_judge=" + judge.Dir}
+	if _, err := Train(diffusionConfig(t, append(append(sets, "train.max_steps=8"), judging...)...), Options{Out: cut, Scorer: scorer}); err != nil {
+		t.Fatal(err)
+	}
+	var kept []byte
+	for _, m := range readMetricLines(t, cut) {
+		if m["step"].(float64) == 8 && m["eval_fid"] != nil {
+			continue
+		}
+		line, _ := json.Marshal(m)
+		kept = append(append(kept, line...), '\n')
+	}
+	os.WriteFile(filepath.Join(cut, "metrics.jsonl"), kept, 0o644)
+	log.Reset()
+	if _, err := Train(diffusionConfig(t, append(append(sets, "train.max_steps=12"), judging...)...), Options{Resume: cut, Log: &log, Scorer: scorer}); err != nil {
+		t.Fatal(err)
+	}
+	evals = nil
+	for _, m := range readMetricLines(t, cut) {
+		if m["eval_fid"] != nil {
+			evals = append(evals, int(m["step"].(float64)))
+		}
+	}
+	if fmt.Sprint(evals) != "[4 8 12]" || !strings.Contains(log.String(), "the evaluation at step 8 was cut short: making it now") {
+		t.Errorf("after a cut evaluation, evaluations at %v\n%s", evals, log.String())
 	}
 	// Refusals, before the first step.
 	for _, c := range []struct {

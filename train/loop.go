@@ -1,6 +1,7 @@
 package train
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/json"
@@ -432,6 +433,31 @@ func (l *loop) free() {
 	}
 }
 
+// missedEval reports whether a resumed run's checkpoint falls on an
+// evaluation step whose figures metrics.jsonl lacks (a signal stopped the
+// evaluation, and the run checkpointed that step): it is made first.
+func (l *loop) missedEval() bool {
+	t := l.c.Train
+	if l.resumed == nil || l.judging == nil || l.st.Step == 0 || l.st.Step%t.EvalEvery != 0 {
+		return false
+	}
+	b, err := os.ReadFile(l.r.Path("metrics.jsonl"))
+	if err != nil {
+		return false
+	}
+	for _, line := range bytes.Split(b, []byte("\n")) {
+		var rec struct {
+			Step int      `json:"step"`
+			FID  *float64 `json:"eval_fid"`
+		}
+		if json.Unmarshal(line, &rec) == nil && rec.Step == l.st.Step && rec.FID != nil {
+			return false
+		}
+	}
+	l.logf("the evaluation at step %d was cut short: making it now\n", l.st.Step)
+	return true
+}
+
 // run trains to the last step, then evaluates, checkpoints and draws the
 // final grid.
 func (l *loop) run() error {
@@ -443,6 +469,11 @@ func (l *loop) run() error {
 	l.windowStart = time.Now()
 	start := l.windowStart
 	spe := l.data.spe
+	if l.missedEval() { // a signal cut the resumed run's evaluation at this step short
+		if err := l.judge(l.st.Step / spe); err != nil {
+			return err
+		}
+	}
 	for l.st.Step < l.total {
 		if err := l.epoch(l.st.Step/spe, l.st.Step%spe); err != nil {
 			return err
