@@ -50,6 +50,9 @@ func (b *board) timed(f func(w *tfevents.Writer) error) error {
 	if b == nil {
 		return nil
 	}
+	if b.w == nil { // discarded
+		return nil
+	}
 	start := time.Now()
 	err := f(b.w)
 	if ferr := b.w.Flush(); err == nil {
@@ -199,8 +202,20 @@ func (b *board) resume(step int) error {
 	return b.timed(func(w *tfevents.Writer) error { return w.Restart(int64(step + 1)) })
 }
 
+// discard closes and removes this process's event file (a resume that had
+// nothing to train), so retries leave no files behind; the run's later
+// writes go nowhere.
+func (b *board) discard() {
+	if b == nil || b.w == nil {
+		return
+	}
+	b.w.Close()
+	os.Remove(b.w.Path)
+	b.w = nil
+}
+
 func (b *board) close() error {
-	if b == nil {
+	if b == nil || b.w == nil {
 		return nil
 	}
 	return b.w.Close()

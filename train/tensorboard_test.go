@@ -63,9 +63,13 @@ func TestTensorBoardMirrorsTheRun(t *testing.T) {
 	if _, err := Train(c, Options{Resume: dir}); err != nil {
 		t.Fatal(err)
 	}
+	// A resume of the finished run trains nothing and leaves no file.
+	if _, err := Train(c, Options{Resume: dir}); err != nil {
+		t.Fatal(err)
+	}
 	files, _ := filepath.Glob(filepath.Join(dir, eventsGlob))
 	if len(files) != 2 {
-		t.Fatalf("%d event files, want one a process: %v", len(files), files)
+		t.Fatalf("%d event files, want one a process that trained: %v", len(files), files)
 	}
 	events := boardView(t, dir)
 	want := scalarsOf(t, dir)
