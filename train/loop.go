@@ -69,7 +69,8 @@ func trainNeural(ctx context.Context, r *Run, resume string) error {
 			return nil
 		}
 		fmt.Fprintf(r.Log, "the run is complete (step %d of %d): nothing to resume; raise train.epochs or train.max_steps to train on\n", l.st.Step, l.total)
-		r.board.discard()                                               // nothing trained: no event file of its own
+		// Nothing trained: no event file of its own.
+		r.board.discard()
 		if _, err := os.Stat(r.Path("samples/final.png")); err != nil { // a signal cut the final grid short
 			if err := l.grid("final.png"); errors.Is(err, errStop) {
 				return signals.ErrInterrupted
