@@ -1,10 +1,8 @@
 package models
 
 import (
-	"encoding/binary"
 	"encoding/json"
 	"fmt"
-	"io"
 	"maps"
 	"os"
 	"path/filepath"
@@ -17,10 +15,10 @@ import (
 
 	"kakusan/datasets"
 	"kakusan/diffusion"
-	"kakusan/internal/files"
 	"kakusan/models/autoencoder"
 	"kakusan/models/nn"
 	"kakusan/torch"
+	"kakusan/torch/safetensors"
 )
 
 // A checkpoint is one safetensors file holding a model and, when written by
@@ -59,12 +57,6 @@ const (
 	// as training left them, by prefix ("" and "ema."), as JSON: a load
 	// refuses weights larger than that (an altered checkpoint).
 	MetaMaxAbs = "kakusan.max_abs"
-)
-
-// maxCheckpoint and maxHeader bound what CheckpointModel reads.
-const (
-	maxCheckpoint = 16 << 30
-	maxHeader     = 100 << 20
 )
 
 // maxWeight bounds a weight's magnitude in a checkpoint that records no
@@ -208,26 +200,14 @@ func ResolveCheckpoint(path string) (string, error) {
 // CheckpointModel reads the model kind a checkpoint file records, from its
 // safetensors header alone (bounded), without reading its tensors.
 func CheckpointModel(path string) (string, error) {
-	f, err := files.Open(path, maxCheckpoint)
+	meta, err := safetensors.ReadMetadata(path)
 	if err != nil {
 		return "", err
 	}
-	defer f.Close()
-	var n uint64
-	if err := binary.Read(f, binary.LittleEndian, &n); err != nil || n > maxHeader {
-		return "", fmt.Errorf("%s: not a safetensors file (header length %d)", path, n)
-	}
-	head := make([]byte, n)
-	if _, err := io.ReadFull(f, head); err != nil {
-		return "", fmt.Errorf("%s: not a safetensors file: %w", path, err)
-	}
-	var h struct {
-		Meta map[string]string `json:"__metadata__"`
-	}
-	if err := json.Unmarshal(head, &h); err != nil || h.Meta[MetaModel] == "" {
+	if meta[MetaModel] == "" {
 		return "", fmt.Errorf("%s: not a kakusan checkpoint (no %s in its metadata)", path, MetaModel)
 	}
-	return h.Meta[MetaModel], nil
+	return meta[MetaModel], nil
 }
 
 // ReadCheckpoint reads a checkpoint file (or a run folder's latest) onto

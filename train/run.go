@@ -333,12 +333,6 @@ func checkInitFrom(c *models.Config, o Options) error {
 		return nil
 	}
 	path, err := models.ResolveCheckpoint(c.Train.InitFrom)
-	if err == nil {
-		var st os.FileInfo
-		if st, err = os.Stat(path); err == nil && !st.Mode().IsRegular() {
-			err = fmt.Errorf("%s: not a regular file", path)
-		}
-	}
 	if err != nil {
 		return fmt.Errorf("train.init_from: %w", err)
 	}
@@ -351,7 +345,7 @@ func checkInitFrom(c *models.Config, o Options) error {
 			return fmt.Errorf("train.init_from %s is inside %s, which --overwrite would clear first: copy it elsewhere", path, out)
 		}
 	}
-	kind, err := models.CheckpointModel(path)
+	kind, err := models.CheckpointModel(path) // a regular file's header: a FIFO is refused unread
 	if err != nil {
 		return fmt.Errorf("train.init_from: %w", err)
 	}

@@ -171,6 +171,32 @@ func ReadFile(path string) (*File, error) {
 	return f, nil
 }
 
+// ReadMetadata reads a regular file's __metadata__ from its header alone,
+// without reading its tensors (the header is bounded by MaxHeader); errors
+// name the path.
+func ReadMetadata(path string) (map[string]string, error) {
+	f, err := files.Open(path, MaxFile)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	var n uint64
+	if err := binary.Read(f, binary.LittleEndian, &n); err != nil || n > MaxHeader {
+		return nil, fmt.Errorf("%s: not a valid safetensors file (header length %d)", path, n)
+	}
+	header := make([]byte, n)
+	if _, err := io.ReadFull(f, header); err != nil {
+		return nil, fmt.Errorf("%s: not a valid safetensors file: %w", path, err)
+	}
+	var h struct {
+		Metadata map[string]string `json:"__metadata__"`
+	}
+	if err := json.Unmarshal(header, &h); err != nil {
+		return nil, fmt.Errorf("%s: not a valid safetensors file: header is not a JSON object: %v", path, err)
+	}
+	return h.Metadata, nil
+}
+
 // WriteTo encodes f: tensors in name order, header padded with spaces to a
 // multiple of 8 bytes so the data is aligned.
 func (f *File) WriteTo(w io.Writer) (int64, error) {
