@@ -2,6 +2,7 @@ package train
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"sort"
@@ -72,17 +73,14 @@ func (l *loop) loadJudge() error {
 	}
 	start := time.Now()
 	var s Scorer
-	var err error
 	// Building the judge draws its initial weights: under a seed whose
 	// generators are put back after, so the training stream is unchanged.
 	// Its reference features take a while: a signal stops them.
-	torch.Interruptible(l.ctx, func() {
-		err = torch.Try(func() (err error) {
-			torch.WithSeed(evalSeed, func() { s, err = l.r.scorer(path, l.dev, l.st.Geometry) })
-			return err
-		})
+	err := l.interruptible(func() (err error) {
+		torch.WithSeed(evalSeed, func() { s, err = l.r.scorer(path, l.dev, l.st.Geometry) })
+		return err
 	})
-	if l.ctx.Err() != nil {
+	if errors.Is(err, errStop) {
 		if s != nil {
 			s.Free()
 		}
