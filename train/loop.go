@@ -741,11 +741,14 @@ func (l *loop) saveGrid(name string, grid image.Image) error {
 	if err := os.MkdirAll(l.r.Path("samples"), 0o755); err != nil {
 		return err
 	}
-	path := l.r.Path(filepath.Join("samples", name))
-	if err := sample.SavePNG(path, grid); err != nil {
+	png, err := sample.EncodePNG(grid)
+	if err != nil {
 		return err
 	}
-	return l.r.board.image("samples", l.st.Step, path)
+	if err := atomic.WriteFile(l.r.Path(filepath.Join("samples", name)), png); err != nil {
+		return err
+	}
+	return l.r.board.image("samples", l.st.Step, grid, png)
 }
 
 // reconstructions draws samples/name for a model that reconstructs rather

@@ -1,12 +1,9 @@
 package train
 
 import (
-	"bytes"
 	"encoding/json"
 	"fmt"
 	"image"
-	"image/color"
-	_ "image/png" // DecodeConfig of the grids
 	"os"
 	"path/filepath"
 	"slices"
@@ -107,22 +104,15 @@ func (b *board) scalars(step int, fields map[string]any) error {
 	})
 }
 
-// image writes the PNG at path (a sample grid) under tag.
-func (b *board) image(tag string, step int, path string) error {
+// image writes img, encoded as the PNG png (a sample grid), under tag.
+func (b *board) image(tag string, step int, img image.Image, png []byte) error {
 	return b.timed(func(w *tfevents.Writer) error {
-		png, err := os.ReadFile(path)
-		if err != nil {
-			return err
-		}
-		cfg, format, err := image.DecodeConfig(bytes.NewReader(png))
-		if err != nil || format != "png" {
-			return fmt.Errorf("%s: not a PNG: %v", path, err)
-		}
 		channels := 4 // the colorspace field: 1 grey, 4 RGBA
-		if cfg.ColorModel == color.GrayModel || cfg.ColorModel == color.Gray16Model {
+		if _, grey := img.(*image.Gray); grey {
 			channels = 1
 		}
-		return w.Image(tag, int64(step), png, cfg.Height, cfg.Width, channels)
+		r := img.Bounds()
+		return w.Image(tag, int64(step), png, r.Dy(), r.Dx(), channels)
 	})
 }
 
