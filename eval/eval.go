@@ -361,12 +361,10 @@ func checkJob(dir string, g models.Geometry, entries []entry) error {
 	}
 	var labels []int64
 	for k, e := range byIndex {
-		b := sample.Batch{Images: []int{k}}
 		if e.Label != nil {
-			b.Labels = []int64{*e.Label}
 			labels = append(labels, *e.Label)
 		}
-		if name := (&sample.Folder{}).Name(k, b, 0); e.File != name {
+		if name := sample.ImageName(k, e.Label); e.File != name {
 			return fmt.Errorf("%s: names %s, but image %d with its label is %s: a manifest was edited; rerun the job", e.where, e.File, k, name)
 		}
 	}

@@ -120,9 +120,18 @@ func labelsDigest(labels []int64) string {
 // Name is image k's file name.
 func (f *Folder) Name(k int, b Batch, i int) string {
 	if b.Labels == nil {
+		return ImageName(k, nil)
+	}
+	return ImageName(k, &b.Labels[i])
+}
+
+// ImageName is the file a job names image k with label (nil: none):
+// 000042.png, 000042_label2.png.
+func ImageName(k int, label *int64) string {
+	if label == nil {
 		return fmt.Sprintf("%06d.png", k)
 	}
-	return fmt.Sprintf("%06d_label%d.png", k, b.Labels[i])
+	return fmt.Sprintf("%06d_label%d.png", k, *label)
 }
 
 // Has reports whether every image of b is written.

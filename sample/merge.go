@@ -112,17 +112,18 @@ type jobRecord struct {
 // job's; its label goes into labels.
 func (j *jobRecord) check(r *manifestReader, labels *labelsHash) error {
 	where := fmt.Sprintf("%s line %d", r.path, r.lines)
-	b := Batch{Images: []int{r.index}}
-	if label, ok := r.rec["label"]; ok {
-		var l int64
-		if err := json.Unmarshal(label, &l); err != nil {
-			return fmt.Errorf("%s: label %s is not a class number", where, label)
+	var label *int64
+	labelText := "none"
+	if raw, ok := r.rec["label"]; ok {
+		label = new(int64)
+		if err := json.Unmarshal(raw, label); err != nil {
+			return fmt.Errorf("%s: label %s is not a class number", where, raw)
 		}
-		b.Labels = []int64{l}
-		labels.add(l)
+		labels.add(*label)
+		labelText = strconv.FormatInt(*label, 10)
 	}
-	if name := (&Folder{}).Name(r.index, b, 0); r.file != name {
-		return fmt.Errorf("%s: names %s, but image %d with its label (%s) is %s: a manifest was edited; rerun its shard", where, r.file, r.index, labelText(b), name)
+	if name := ImageName(r.index, label); r.file != name {
+		return fmt.Errorf("%s: names %s, but image %d with its label (%s) is %s: a manifest was edited; rerun its shard", where, r.file, r.index, labelText, name)
 	}
 	same := func(key string, want json.RawMessage) error {
 		have, ok := r.rec[key]
@@ -143,14 +144,6 @@ func (j *jobRecord) check(r *manifestReader, labels *labelsHash) error {
 		}
 	}
 	return nil
-}
-
-// labelText is an image's label, or "none".
-func labelText(b Batch) string {
-	if b.Labels == nil {
-		return "none"
-	}
-	return strconv.FormatInt(b.Labels[0], 10)
 }
 
 // sameJSON reports whether two JSON values are written the same, spacing
