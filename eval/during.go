@@ -31,7 +31,7 @@ func NewScorer(path string, dev torch.Device, g models.Geometry) (_ *Scorer, err
 	var ref *Reference
 	torch.Scoped(func() {
 		if ref, err = judge.NewReference(); err == nil {
-			for _, t := range []*torch.Tensor{ref.Test, ref.Train, ref.TestRadii} {
+			for _, t := range ref.tensors() {
 				t.Keep() // the reference outlives this scope: the run's
 			}
 		}
@@ -69,8 +69,11 @@ func (s *Scorer) Score(ctx context.Context, e models.Entry, m models.Model, g mo
 
 // Free releases the judge and its reference.
 func (s *Scorer) Free() {
-	for _, t := range []*torch.Tensor{s.ref.Test, s.ref.Train, s.ref.TestRadii} {
+	for _, t := range s.ref.tensors() {
 		t.Free()
 	}
 	s.judge.Free()
 }
+
+// tensors are the reference's tensors.
+func (r *Reference) tensors() []*torch.Tensor { return []*torch.Tensor{r.Test, r.Train, r.TestRadii} }
