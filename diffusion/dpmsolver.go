@@ -97,6 +97,9 @@ func (d *dpmSolver) Step(x, eps *torch.Tensor, i int, _ func() *torch.Tensor) *t
 // previous step's x̂₀ is no earlier value of the new one (Run calls it).
 func (d *dpmSolver) Restart() { d.Free() }
 
+// Narrow keeps the rows idx of the previous step's x̂₀.
+func (d *dpmSolver) Narrow(idx *torch.Tensor) { d.prevX0 = keepRows(d.prevX0, idx) }
+
 // Free releases the state kept between steps (Run calls it at the end).
 func (d *dpmSolver) Free() {
 	d.prevX0.Free()

@@ -124,10 +124,8 @@ func (m *Model) newEdit(b Batch, s Sampling, ts []int) (*edit, error) {
 		return nil, fmt.Errorf("a mask of shape %v, want %v", b.Mask.Shape(), []int64{n, 1, px[1], px[2]})
 	}
 	s = s.ForEdit(b.Mask != nil)
-	e := &edit{s: m.Sched, start: startVisit(ts, s.Strength), resample: 1,
-		kn:   ImageNoise(tagged(b.Seeds, knownTag), b.Images, m.Shape, m.dev),
-		rn:   ImageNoise(tagged(b.Seeds, renoiseTag), b.Images, m.Shape, m.dev),
-		redo: ImageNoise(tagged(b.Seeds, redoTag), b.Images, m.Shape, m.dev)}
+	e := &edit{s: m.Sched, start: startVisit(ts, s.Strength), resample: 1}
+	e.streams(b.Seeds, b.Images, m.Shape, m.dev)
 	if b.Mask != nil { // resampling harmonises a painted region with a kept one; there is none without a mask
 		e.resample = s.Resample
 	}
@@ -136,6 +134,26 @@ func (m *Model) newEdit(b Batch, s Sampling, ts []int) (*edit, error) {
 		e.mask = modelMask(b.Mask, m.Shape, m.dev)
 	}
 	return e, nil
+}
+
+// streams sets the edit's own noise streams, for the images of the given
+// seeds and indices (ImageNoise) of shape (C, H, W) on dev.
+func (e *edit) streams(seeds []uint64, images []int, shape []int64, dev torch.Device) {
+	e.kn = ImageNoise(tagged(seeds, knownTag), images, shape, dev)
+	e.rn = ImageNoise(tagged(seeds, renoiseTag), images, shape, dev)
+	e.redo = ImageNoise(tagged(seeds, redoTag), images, shape, dev)
+}
+
+// narrowed is the edit of the rows idx of e's batch, the images of the
+// given seeds and indices (a batch that sheds images: DrawWanted).
+func (e *edit) narrowed(idx *torch.Tensor, seeds []uint64, images []int, shape []int64, dev torch.Device) *edit {
+	c := *e
+	c.z0 = e.z0.IndexSelect(0, idx)
+	if e.mask != nil {
+		c.mask = e.mask.IndexSelect(0, idx)
+	}
+	c.streams(seeds, images, shape, dev)
+	return &c
 }
 
 // modelMask is a pixel mask (B, 1, H, W) in the model's space of shape

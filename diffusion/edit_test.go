@@ -51,7 +51,7 @@ func TestImageToImageFollowsTheFlowFromItsStart(t *testing.T) {
 			sm := newSampler(t, "dpm++2m", s, Options{Steps: 100, Spacing: Trailing})
 			ts := sm.Timesteps()
 			e := &edit{s: s, start: startVisit(ts, strength), z0: z0, resample: 1}
-			got := run(sm, gaussEps(s, mu, sd), nil, noise, e)
+			got, _ := run(sm, &walk{pred: gaussEps(s, mu, sd), noise: noise, edit: e})
 			flow := func(t0 int) float64 {
 				ab := s.AlphaBar(t0)
 				xt := z0.MulScalar(math.Sqrt(ab)).Add(noise(0).MulScalar(math.Sqrt(1 - ab)))
@@ -94,7 +94,7 @@ func TestInpaintingKeepsTheKnownRegion(t *testing.T) {
 					return gaussEps(s, 0, 1)(x, t)
 				}
 				e := testEdit(s, SameSeed(2, 2), images, shape, z0, mask, startVisit(ts, 0.5), resample)
-				got := run(sm, pred, nil, ImageNoise(SameSeed(2, 2), images, shape, torch.CPU), e)
+				got, _ := run(sm, &walk{pred: pred, noise: ImageNoise(SameSeed(2, 2), images, shape, torch.CPU), edit: e})
 				if got.Sub(z0).Mul(keep).Abs().Max().Item() != 0 {
 					t.Errorf("%s, resample %d: the known region moved by %g", name, resample, got.Sub(z0).Mul(keep).Abs().Max().Item())
 				}
@@ -131,7 +131,8 @@ func TestEditNoiseIsPerImage(t *testing.T) {
 		edit := func(seeds []uint64, images []int, z0, mask *torch.Tensor) *torch.Tensor {
 			sm := newSampler(t, "ddim", s, Options{Steps: 5, Eta: 1})
 			e := testEdit(s, seeds, images, shape, z0, mask, 1, 2)
-			return run(sm, gaussEps(s, 0, 1), nil, ImageNoise(seeds, images, shape, torch.CPU), e)
+			x, _ := run(sm, &walk{pred: gaussEps(s, 0, 1), noise: ImageNoise(seeds, images, shape, torch.CPU), edit: e})
+			return x
 		}
 		both := edit([]uint64{7, 9}, []int{3, 0}, z0, mask)
 		alone := edit([]uint64{9}, []int{0}, z0.Narrow(0, 1, 1), mask.Narrow(0, 1, 1))

@@ -77,10 +77,15 @@ func (k *sigmaSampler) Step(xt, eps *torch.Tensor, i int, _ func() *torch.Tensor
 	return out.MulScalar(math.Sqrt(k.s.AlphaBar(next)))
 }
 
-// Free releases a half-done Heun step's state (Run calls it at the end).
+// Narrow keeps the rows idx of a half-done Heun step's state.
+func (k *sigmaSampler) Narrow(idx *torch.Tensor) {
+	k.x0, k.d0 = keepRows(k.x0, idx), keepRows(k.d0, idx)
+}
+
 // Pending reports whether a Heun step awaits its corrector.
 func (k *sigmaSampler) Pending() bool { return k.x0 != nil }
 
+// Free releases a half-done Heun step's state (Run calls it at the end).
 func (k *sigmaSampler) Free() {
 	k.x0.Free()
 	k.d0.Free()

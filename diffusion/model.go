@@ -2,9 +2,11 @@ package diffusion
 
 import (
 	"crypto/sha256"
+	"errors"
 	"fmt"
 	"math"
 	"os"
+	"slices"
 	"strings"
 
 	"kakusan/models/autoencoder"
@@ -298,47 +300,143 @@ func (m *Model) Generate(images []int, labels []int64, seed uint64, s Sampling) 
 // does not depend on the batch it is made in; with b.Init it edits them
 // (Batch). It returns images (B, C, H, W) in [0, 1] (not clamped).
 func (m *Model) Draw(b Batch, s Sampling) (*torch.Tensor, error) {
+	x, _, err := m.DrawWanted(b, s, nil)
+	return x, err
+}
+
+// ErrNoneWanted is DrawWanted's error when every image of the batch was
+// dropped.
+var ErrNoneWanted = errors.New("every image of the batch was dropped")
+
+// DrawWanted is Draw of the images of b that are still wanted: before
+// each step it asks wanted(i) of each image i of b it still draws, and
+// stops drawing those that are not (the requests of a server's clients
+// that left), so that the rest of the batch runs on fewer rows, the
+// sampler's state, conditioning, noise and edit narrowed with them. x
+// holds the images still wanted at the end, rows their indices in b
+// (ascending); once none is, the error is ErrNoneWanted. An image kept is
+// the one Draw makes but for the rounding of a network run on batches of
+// other sizes. A nil wanted wants every image.
+func (m *Model) DrawWanted(b Batch, s Sampling, wanted func(i int) bool) (x *torch.Tensor, rows []int, err error) {
 	sm, err := NewSampler(s.Sampler, m.Sched, s.Options())
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	if err := m.CheckSampling(s); err != nil {
-		return nil, err
-	}
-	images, labels := b.Images, b.Labels
-	if len(b.Seeds) != len(images) {
-		return nil, fmt.Errorf("%d seeds for %d images", len(b.Seeds), len(images))
-	}
-	if m.Conditional() {
-		if len(labels) != len(images) {
-			return nil, fmt.Errorf("%d labels for %d images", len(labels), len(images))
-		}
-		for _, l := range labels {
-			if l < 0 || l >= m.Net.Cfg.Classes {
-				return nil, fmt.Errorf("label %d out of range: the model has classes 0-%d", l, m.Net.Cfg.Classes-1)
-			}
-		}
+	if err := m.checkBatch(b, s); err != nil {
+		return nil, nil, err
 	}
 	training := m.Net.Training()
 	m.Net.SetTraining(false)
 	defer m.Net.SetTraining(training)
-	var x *torch.Tensor
 	torch.NoGrad(func() {
 		var e *edit
 		if e, err = m.newEdit(b, s, sm.Timesteps()); err != nil {
 			return
 		}
-		y := m.conditioning(labels, s)
+		y := m.conditioning(b.Labels, s)
 		if s.Precision == torch.Auto {
-			s.Precision = m.measuredPrecision(s, y, len(images))
+			s.Precision = m.measuredPrecision(s, y, len(b.Images))
 		}
-		pred, pieces := m.Predictor(y, s)
-		x = paste(m.Codec.Decode(run(sm, pred, pieces, ImageNoise(b.Seeds, images, m.Shape, m.dev), e)), b)
+		var z *torch.Tensor
+		if z, rows = run(sm, m.walk(b, s, y, e, wanted, nil)); z == nil {
+			err = ErrNoneWanted
+			return
+		}
+		if len(rows) < len(b.Images) {
+			idx := torch.FromSlice(int64s(rows), nil, m.dev)
+			defer idx.Free()
+			if b.Init != nil {
+				b.Init = b.Init.IndexSelect(0, idx)
+			}
+			if b.Mask != nil {
+				b.Mask = b.Mask.IndexSelect(0, idx)
+			}
+		}
+		x = paste(m.Codec.Decode(z), b)
 	})
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	return x, nil
+	return x, rows, nil
+}
+
+// checkBatch validates batch b and s for this model: a seed for each image,
+// and for a conditional model a label in range.
+func (m *Model) checkBatch(b Batch, s Sampling) error {
+	if err := m.CheckSampling(s); err != nil {
+		return err
+	}
+	if len(b.Seeds) != len(b.Images) {
+		return fmt.Errorf("%d seeds for %d images", len(b.Seeds), len(b.Images))
+	}
+	if !m.Conditional() {
+		return nil
+	}
+	if len(b.Labels) != len(b.Images) {
+		return fmt.Errorf("%d labels for %d images", len(b.Labels), len(b.Images))
+	}
+	for _, l := range b.Labels {
+		if l < 0 || l >= m.Net.Cfg.Classes {
+			return fmt.Errorf("label %d out of range: the model has classes 0-%d", l, m.Net.Cfg.Classes-1)
+		}
+	}
+	return nil
+}
+
+// walk is what run draws the rows of batch b with (nil rows: all of them),
+// given the conditioning y and edit e of all b's images; with wanted, it
+// sheds the images no longer wanted between steps (DrawWanted).
+func (m *Model) walk(b Batch, s Sampling, y *torch.Tensor, e *edit, wanted func(int) bool, rows []int) *walk {
+	seeds, images, ry, re := b.Seeds, b.Images, y, e
+	if rows == nil {
+		rows = make([]int, len(b.Images))
+		for i := range rows {
+			rows[i] = i
+		}
+	} else {
+		idx := torch.FromSlice(int64s(rows), nil, m.dev)
+		defer idx.Free()
+		seeds, images = pick(b.Seeds, rows), pick(b.Images, rows)
+		if y != nil {
+			ry = y.IndexSelect(0, idx)
+		}
+		if e != nil {
+			re = e.narrowed(idx, seeds, images, m.Shape, m.dev)
+		}
+	}
+	pred, pieces := m.Predictor(ry, s)
+	w := &walk{pred: pred, pieces: pieces, noise: ImageNoise(seeds, images, m.Shape, m.dev), edit: re, rows: rows}
+	if wanted != nil {
+		w.shed = func(cur []int) *walk {
+			kept := slices.DeleteFunc(slices.Clone(cur), func(i int) bool { return !wanted(i) })
+			switch len(kept) {
+			case len(cur):
+				return nil
+			case 0:
+				return &walk{rows: kept}
+			}
+			return m.walk(b, s, y, e, wanted, kept)
+		}
+	}
+	return w
+}
+
+// pick is the elements rows of xs.
+func pick[E any](xs []E, rows []int) []E {
+	out := make([]E, len(rows))
+	for i, r := range rows {
+		out[i] = xs[r]
+	}
+	return out
+}
+
+// int64s is xs as int64s, for an index tensor.
+func int64s(xs []int) []int64 {
+	out := make([]int64, len(xs))
+	for i, x := range xs {
+		out[i] = int64(x)
+	}
+	return out
 }
 
 // conditioning is what the network takes for images of the given labels

@@ -99,39 +99,70 @@ type restarter interface{ Restart() }
 // temporaries are freed at its end, and so is the state it replaces
 // (noise(0) included); the result belongs to the caller's scope.
 func Run(sm Sampler, pred Predictor, pieces Pieces, noise Noise) *torch.Tensor {
-	return run(sm, pred, pieces, noise, nil)
+	x, _ := run(sm, &walk{pred: pred, pieces: pieces, noise: noise})
+	return x
 }
 
 // A corrector is a sampler whose steps take two visits (Heun's): Pending
 // reports whether the step begun at the last visit awaits its second.
 type corrector interface{ Pending() bool }
 
+// A narrower is a sampler that keeps state of each image between steps
+// (a multistep solver's history, half a Heun step): Narrow keeps the rows
+// idx (int64, ascending) of it, for a batch that sheds images mid-way.
+type narrower interface{ Narrow(idx *torch.Tensor) }
+
+// A walk is what run draws a batch with: the predictor and its pieces, the
+// images' noise and an edit (nil: none). A walk that may shed images
+// mid-way (DrawWanted) also knows which of the batch's images it draws.
+type walk struct {
+	pred   Predictor
+	pieces Pieces
+	noise  Noise
+	edit   *edit
+	rows   []int // the batch's images it draws, ascending
+	// shed, asked between steps, is the walk of those of rows still
+	// wanted, nil when all are; nil when the batch never sheds.
+	shed func(rows []int) *walk
+}
+
 // run is Run, and with an edit, image-to-image and inpainting: the walk
 // starts at the edit's visit from its images noised to that timestep, and
 // after each whole step the edit may replace the known region and send the
-// walk back to the step's start (RePaint).
-func run(sm Sampler, pred Predictor, pieces Pieces, noise Noise, e *edit) *torch.Tensor {
+// walk back to the step's start (RePaint). A walk that sheds images
+// continues on the rows still wanted (the sampler's state narrowed with
+// them): run returns the images of the rows still wanted and those rows
+// (nil, nil once none is).
+func run(sm Sampler, w *walk) (*torch.Tensor, []int) {
 	if f, ok := sm.(interface{ Free() }); ok {
 		defer f.Free() // state a multistep sampler kept between steps
 	}
 	r, multistep := sm.(restarter)
 	c, twoVisits := sm.(corrector)
 	ts := sm.Timesteps()
-	start, x := 0, noise(0)
-	if e != nil {
-		start = e.start
-		x = advance(x, func() *torch.Tensor { return e.noised(x, ts[start]) })
+	start, x := 0, w.noise(0)
+	if w.edit != nil {
+		start = w.edit.start
+		x = advance(x, func() *torch.Tensor { return w.edit.noised(x, ts[start]) })
 	}
 	for i, begin, redo := start, start, 0; i < len(ts); {
-		t := ts[i]
-		if multistep && pieces != nil && i > start && pieces(t) != pieces(ts[i-1]) {
+		if w.shed != nil {
+			if next := w.shed(w.rows); next != nil {
+				if x = narrowRows(x, sm, w.rows, next.rows); x == nil {
+					return nil, nil
+				}
+				w = next
+			}
+		}
+		e, t := w.edit, ts[i]
+		if multistep && w.pieces != nil && i > start && w.pieces(t) != w.pieces(ts[i-1]) {
 			r.Restart()
 		}
-		stepNoise := func() *torch.Tensor { return noise(i + 1) }
+		stepNoise := func() *torch.Tensor { return w.noise(i + 1) }
 		if redo > 0 { // a redone step draws its noise afresh
 			stepNoise = func() *torch.Tensor { return e.redo(draw(i, redo)) }
 		}
-		x = advance(x, func() *torch.Tensor { return sm.Step(x, pred(x, t), i, stepNoise) })
+		x = advance(x, func() *torch.Tensor { return sm.Step(x, w.pred(x, t), i, stepNoise) })
 		if e == nil || twoVisits && c.Pending() {
 			i++
 			continue
@@ -152,7 +183,40 @@ func run(sm Sampler, pred Predictor, pieces Pieces, noise Noise, e *edit) *torch
 		i++
 		begin, redo = i, 0
 	}
-	return x
+	return x, w.rows
+}
+
+// narrowRows is the rows kept (a subset of rows, both ascending) of the
+// state x, the sampler's state narrowed with them; nil, x freed, when none
+// is.
+func narrowRows(x *torch.Tensor, sm Sampler, rows, kept []int) *torch.Tensor {
+	if len(kept) == 0 {
+		x.Free()
+		return nil
+	}
+	pos := make([]int64, 0, len(kept))
+	for i, r := range rows {
+		if len(pos) < len(kept) && kept[len(pos)] == r {
+			pos = append(pos, int64(i))
+		}
+	}
+	idx := torch.FromSlice(pos, nil, x.Device())
+	defer idx.Free()
+	if n, ok := sm.(narrower); ok {
+		n.Narrow(idx)
+	}
+	return advance(x, func() *torch.Tensor { return x.IndexSelect(0, idx) })
+}
+
+// keepRows is the rows idx of t, a tensor kept between steps (nil stays
+// nil), kept in its place: t is freed.
+func keepRows(t, idx *torch.Tensor) *torch.Tensor {
+	if t == nil {
+		return nil
+	}
+	out := t.IndexSelect(0, idx).Keep()
+	t.Free()
+	return out
 }
 
 // advance computes the next state in a scope of its own, so each step's

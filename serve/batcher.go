@@ -8,6 +8,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"kakusan/diffusion"
 	"kakusan/sample"
 )
 
@@ -21,6 +22,10 @@ type job struct {
 	done    chan result
 	dropped atomic.Bool // its client is gone: hand out nothing more
 }
+
+// gone reports whether the request's client has left or its deadline
+// passed: its images are no longer worth making.
+func (j *job) gone() bool { return j.dropped.Load() || j.ctx.Err() != nil }
 
 // result is one image of a request (image i of its batch's images, which
 // its handler encodes), or the error of its batch.
@@ -282,29 +287,47 @@ func (b *batcher) take(head *job) []piece {
 
 // run makes a batch and hands each request its images (its handler
 // encodes them, so that the next batch starts at once); a panic of the
-// batch is its requests' error, not the server's end.
+// batch is its requests' error, not the server's end. The images of a
+// request that goes mid-way are cut out of the batch between steps
+// (counted as dropped); a batch whose every request has gone stops within
+// one torch operation (abandoned).
 func (b *batcher) run(ps []piece) {
 	t0 := time.Now()
 	ctx, stop := allGone(ps)
-	imgs, err := b.draw(ctx, ps)
+	imgs, rows, err := b.draw(ctx, ps)
 	stop()
 	took := time.Since(t0)
 	b.met.batch.Observe(float64(len(ps)))
-	if err != nil && ctx.Err() != nil {
-		b.met.dropped.Inc()
+	if err != nil && (ctx.Err() != nil || errors.Is(err, diffusion.ErrNoneWanted)) {
+		b.met.abandoned.Inc()
+		b.met.shed.Add(float64(len(ps)))
 		err = fmt.Errorf("abandoned: every request in the batch had gone")
 	}
-	if err == nil {
-		b.met.images.Add(float64(len(ps)))
-		b.met.rate.Set(float64(len(ps)) / took.Seconds())
-	}
+	made := 0
 	for i, p := range ps {
-		p.j.done <- result{index: p.index, imgs: imgs, i: i, err: err} // buffered: one slot an image
+		res := result{index: p.index, imgs: imgs, err: err}
+		if err == nil {
+			if res.i = rows[i]; res.i < 0 {
+				res.err = errGone
+			} else {
+				made++
+			}
+		}
+		p.j.done <- res // buffered: one slot an image
+	}
+	if err == nil {
+		b.met.images.Add(float64(made))
+		b.met.shed.Add(float64(len(ps) - made))
+		b.met.rate.Set(float64(made) / took.Seconds())
 	}
 }
 
+// errGone is the result of an image cut out of its batch: its request had
+// gone (nobody reads it).
+var errGone = errors.New("dropped: the request had gone")
+
 // draw is the model's draw of a batch, a panic in it returned as an error.
-func (b *batcher) draw(ctx context.Context, ps []piece) (imgs *sample.Images, err error) {
+func (b *batcher) draw(ctx context.Context, ps []piece) (imgs *sample.Images, rows []int, err error) {
 	defer func() {
 		if r := recover(); r != nil {
 			err = fmt.Errorf("the batch failed (a bug: please report it): %v", r)

@@ -15,7 +15,9 @@ type metrics struct {
 	queue    prometheus.Gauge       // images waiting
 	images   prometheus.Counter     // images made
 	rate     prometheus.Gauge       // images/s of the last batch
-	dropped  prometheus.Counter     // batches stopped because all their clients left
+	// Images cut out of batches because their requests had gone, and
+	// batches stopped because all had.
+	shed, abandoned prometheus.Counter
 }
 
 func newMetrics(maxBatch int) *metrics {
@@ -33,10 +35,12 @@ func newMetrics(maxBatch int) *metrics {
 			Help: "Images made; rate() of it is images/s."}),
 		rate: prometheus.NewGauge(prometheus.GaugeOpts{Name: "kakusan_batch_images_per_second",
 			Help: "Images/s of the last sampler batch."}),
-		dropped: prometheus.NewCounter(prometheus.CounterOpts{Name: "kakusan_batches_abandoned_total",
+		shed: prometheus.NewCounter(prometheus.CounterOpts{Name: "kakusan_images_dropped_total",
+			Help: "Images cut out of running sampler batches (between steps) because their requests had gone (clients left, deadlines passed)."}),
+		abandoned: prometheus.NewCounter(prometheus.CounterOpts{Name: "kakusan_batches_abandoned_total",
 			Help: "Sampler batches stopped mid-way because every request in them had gone (clients left, deadlines passed)."}),
 	}
-	m.reg.MustRegister(m.requests, m.latency, m.batch, m.queue, m.images, m.rate, m.dropped,
+	m.reg.MustRegister(m.requests, m.latency, m.batch, m.queue, m.images, m.rate, m.shed, m.abandoned,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }

@@ -9,6 +9,7 @@ package serve
 import (
 	"context"
 	"fmt"
+	"slices"
 
 	"kakusan/diffusion"
 	"kakusan/models"
@@ -138,16 +139,22 @@ type piece struct {
 }
 
 // draw makes the images of a batch of pieces whose requests share a key
-// (compatible settings) on the torch thread and copies them to the host.
-func (m *Model) draw(ctx context.Context, ps []piece) (*sample.Images, error) {
+// (compatible settings) on the torch thread and copies them to the host:
+// rows[i] is piece i's image in imgs, -1 where its request had gone before
+// the batch ended (a diffusion model stops drawing it between steps).
+func (m *Model) draw(ctx context.Context, ps []piece) (imgs *sample.Images, rows []int, err error) {
 	r := ps[0].j.req
-	var imgs *sample.Images
-	err := torch.Do(func() (err error) {
+	err = torch.Do(func() (err error) {
 		torch.Interruptible(ctx, func() {
 			torch.Scoped(func() {
 				var x *torch.Tensor
-				if x, err = m.drawTensor(ps, r); err == nil {
+				var kept []int
+				if x, kept, err = m.drawTensor(ps, r); err == nil {
 					imgs, err = sample.FromTensor(x)
+					rows = slices.Repeat([]int{-1}, len(ps))
+					for k, i := range kept {
+						rows[i] = k
+					}
 				}
 			})
 		})
@@ -156,26 +163,29 @@ func (m *Model) draw(ctx context.Context, ps []piece) (*sample.Images, error) {
 	if err == nil {
 		err = imgs.Check()
 	}
-	return imgs, err
+	return imgs, rows, err
 }
 
 // drawTensor is draw's torch work: a diffusion model draws each piece from
-// its own request's seed, label and images; a VAE draws a request's pieces
-// as a sampling job's batch (its noise is drawn per batch).
-func (m *Model) drawTensor(ps []piece, r *Request) (*torch.Tensor, error) {
+// its own request's seed, label and images, and stops drawing the pieces
+// of requests that have gone; a VAE draws a request's pieces as a sampling
+// job's batch (its noise is drawn per batch). kept are the pieces drawn.
+func (m *Model) drawTensor(ps []piece, r *Request) (x *torch.Tensor, kept []int, err error) {
 	if m.dm == nil {
 		b := sample.Batch{Seed: r.Seed}
-		for _, p := range ps {
+		for i, p := range ps {
 			b.Images = append(b.Images, p.index)
 			if r.Labels != nil {
 				b.Labels = append(b.Labels, r.Labels[p.index])
 			}
+			kept = append(kept, i)
 		}
 		gen, err := m.entry.NewGenerator(m.m, r.Sampling)
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
-		return gen.Generate(b)
+		x, err = gen.Generate(b)
+		return x, kept, err
 	}
 	b := diffusion.Batch{}
 	var init, mask []float32
@@ -196,7 +206,7 @@ func (m *Model) drawTensor(ps []piece, r *Request) (*torch.Tensor, error) {
 	if r.Mask != nil {
 		b.Mask = torch.FromSlice(mask, []int64{n, 1, int64(g.H), int64(g.W)}, m.dev)
 	}
-	return m.dm.Draw(b, m.precisionFor(r.Sampling, len(ps)))
+	return m.dm.DrawWanted(b, m.precisionFor(r.Sampling, len(ps)), func(i int) bool { return !ps[i].j.gone() })
 }
 
 // sameKey reports whether two requests' images may share a batch: the

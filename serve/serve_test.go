@@ -282,6 +282,68 @@ func TestClientLeavesMidRequest(t *testing.T) {
 	t.Logf("%g images made for 16 asked by the client that left and 2 by the other", made)
 }
 
+// A client that leaves while its images are in a running batch with
+// another client's has them cut out of the batch between steps: the batch
+// runs on for the other, whose images are its job's within a grey level
+// or two (the rest of the batch ran on fewer rows), and the dropped images
+// are counted, not made.
+func TestClientLeavesMidBatch(t *testing.T) {
+	o := testOptions()
+	o.MaxBatch, o.MaxWait, o.MaxSteps = 8, 5*time.Second, 1000
+	s, ts := start(t, o)
+	queue := func() float64 { return metric(t, s, "kakusan_queue_images").GetGauge().GetValue() }
+	until := func(what string, ok func() bool) {
+		for deadline := time.Now().Add(30 * time.Second); !ok(); time.Sleep(2 * time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: never", what)
+			}
+		}
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	b, _ := json.Marshal(map[string]any{"n": 6, "steps": 1000, "precision": "fp32"})
+	hr, _ := http.NewRequestWithContext(ctx, "POST", ts.URL+"/v1/images", bytes.NewReader(b))
+	left := make(chan struct{})
+	go func() {
+		defer close(left)
+		if r, err := http.DefaultClient.Do(hr); err == nil {
+			r.Body.Close()
+		}
+	}()
+	until("the first request queued", func() bool { return queue() == 6 })
+	type reply struct {
+		code int
+		a    answer
+	}
+	other := make(chan reply, 1)
+	go func() {
+		code, a := post(t, ts.URL, map[string]any{"n": 2, "labels": "8", "seed": 5, "steps": 1000, "precision": "fp32"})
+		other <- reply{code, a}
+	}()
+	until("the batch of both", func() bool { return queue() == 0 })
+	time.Sleep(50 * time.Millisecond) // some steps of both
+	cancel()
+	<-left
+	r := <-other
+	if r.code != http.StatusOK {
+		t.Fatalf("the client that stayed: %d %s", r.code, r.a.Error)
+	}
+	want := jobImages(t, 2, 2, 5, "8", func(s *diffusion.Sampling) { s.Steps, s.Precision = 1000, torch.FP32 }, nil)
+	worst := 0
+	for k, im := range r.a.Images {
+		worst = max(worst, apart(t, im.PNG, want[k]))
+	}
+	if worst > 2 {
+		t.Errorf("the images of the client that stayed are %d grey levels from its job's", worst)
+	}
+	batches := metric(t, s, "kakusan_batch_images").GetHistogram().GetSampleCount()
+	made := metric(t, s, "kakusan_images_total").GetCounter().GetValue()
+	dropped := metric(t, s, "kakusan_images_dropped_total").GetCounter().GetValue()
+	if batches != 1 || made != 2 || dropped != 6 {
+		t.Errorf("%d batches, %g images made and %g dropped; want 1, 2 and 6", batches, made, dropped)
+	}
+	t.Logf("the stayer's images are at most %d grey levels from its job's", worst)
+}
+
 // /metrics is Prometheus's text format with the server's figures; /v1/model
 // describes the model; / is the page.
 func TestMetricsModelAndPage(t *testing.T) {

@@ -166,6 +166,9 @@ func (s *Server) serveImages(w http.ResponseWriter, r *http.Request) (int, int) 
 			if res.err == nil {
 				png, res.err = sample.EncodePNG(res.imgs.Image(res.i)) // as bin/sample writes it
 			}
+			if res.err != nil && ctx.Err() != nil { // cut out of its batch, or the batch abandoned: it had gone
+				return s.gone(w, ctx), 0
+			}
 			if res.err != nil {
 				return s.fail(w, httpError{http.StatusInternalServerError, res.err.Error()}), 0
 			}
@@ -199,6 +202,10 @@ func (s *Server) stream(ctx context.Context, w http.ResponseWriter, j *job) (int
 			var png []byte
 			if res.err == nil {
 				png, res.err = sample.EncodePNG(res.imgs.Image(res.i))
+			}
+			if res.err != nil && ctx.Err() != nil {
+				enc.Encode(map[string]any{"error": ctxProblem(ctx)})
+				return s.statusOf(ctx), k
 			}
 			if res.err != nil {
 				enc.Encode(map[string]any{"error": res.err.Error()})
