@@ -8,6 +8,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/prometheus/procfs"
+
 	"kakusan/diffusion"
 	"kakusan/sample"
 )
@@ -161,6 +163,11 @@ func (b *batcher) loop() {
 			if time.Since(b.trimmed) > trimEvery {
 				b.m.trimHeap()
 				b.trimmed = time.Now()
+				if p, err := procfs.Self(); err == nil {
+					if st, err := p.Stat(); err == nil {
+						b.met.trimmedRSS.Set(float64(st.ResidentMemory()))
+					}
+				}
 			}
 			b.mu.Lock()
 			b.free, b.expect = time.Now(), len(b.queue)+b.last

@@ -18,6 +18,10 @@ type metrics struct {
 	// Images cut out of batches because their requests had gone, and
 	// batches stopped because all had.
 	shed, abandoned prometheus.Counter
+	// trimmedRSS is resident memory read right after the heap's last trim,
+	// a fixed point of the batch cycle (process_resident_memory_bytes is
+	// read whenever /metrics is, at any point of it).
+	trimmedRSS prometheus.Gauge
 }
 
 func newMetrics(maxBatch int) *metrics {
@@ -39,8 +43,10 @@ func newMetrics(maxBatch int) *metrics {
 			Help: "Images cut out of running sampler batches (between steps) because their requests had gone (clients left, deadlines passed)."}),
 		abandoned: prometheus.NewCounter(prometheus.CounterOpts{Name: "kakusan_batches_abandoned_total",
 			Help: "Sampler batches stopped mid-way because every request in them had gone (clients left, deadlines passed)."}),
+		trimmedRSS: prometheus.NewGauge(prometheus.GaugeOpts{Name: "kakusan_resident_bytes_after_trim",
+			Help: "Resident memory right after malloc's free heap was last returned to the system (after a batch, at most once a second): the same point of every batch cycle, flat where nothing leaks."}),
 	}
-	m.reg.MustRegister(m.requests, m.latency, m.batch, m.queue, m.images, m.rate, m.shed, m.abandoned,
+	m.reg.MustRegister(m.requests, m.latency, m.batch, m.queue, m.images, m.rate, m.shed, m.abandoned, m.trimmedRSS,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }

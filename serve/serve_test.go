@@ -347,7 +347,7 @@ func TestClientLeavesMidBatch(t *testing.T) {
 // /metrics is Prometheus's text format with the server's figures; /v1/model
 // describes the model; / is the page.
 func TestMetricsModelAndPage(t *testing.T) {
-	_, ts := start(t, testOptions())
+	s, ts := start(t, testOptions())
 	post(t, ts.URL, map[string]any{"n": 2})
 	post(t, ts.URL, map[string]any{"n": 0})
 	r, err := http.Get(ts.URL + "/metrics")
@@ -374,6 +374,14 @@ func TestMetricsModelAndPage(t *testing.T) {
 	}
 	if v := fams["kakusan_images_total"].GetMetric()[0].GetCounter().GetValue(); v != 2 {
 		t.Errorf("kakusan_images_total %g", v)
+	}
+	// The first batch's end trims the heap and reads resident memory: the
+	// process's, a little before /metrics read it.
+	trimmed := func() float64 { return metric(t, s, "kakusan_resident_bytes_after_trim").GetGauge().GetValue() }
+	for deadline := time.Now().Add(10 * time.Second); trimmed() == 0 && time.Now().Before(deadline); time.Sleep(5 * time.Millisecond) {
+	}
+	if rss, after := fams["process_resident_memory_bytes"].GetMetric()[0].GetGauge().GetValue(), trimmed(); !(after > rss/2 && after < 2*rss) {
+		t.Errorf("resident memory after the trim %g bytes, the process's %g", after, rss)
 	}
 	r, _ = http.Get(ts.URL + "/v1/model")
 	var info map[string]any

@@ -1,9 +1,11 @@
 // Command serveload is bin/serve's load generator: C clients, each sending
 // one request after another to a server for a while (or until a number of
 // requests), and a JSON line of what they saw: images/s, latency
-// percentiles, errors by status, and the server's resident memory
-// (process_resident_memory_bytes from /metrics) at the start, every 1,000
-// requests and at the end.
+// percentiles, errors by status, and the server's resident memory at the
+// start, every 1,000 requests and at the end: as /metrics reads it
+// (process_resident_memory_bytes, at whatever point of a batch's cycle)
+// and as the server read it right after its last heap trim
+// (kakusan_resident_bytes_after_trim, the same point of every cycle).
 //
 //	go run ./scripts/serveload -url http://127.0.0.1:8080 -clients 64 -for 60s -n 1
 //
@@ -42,8 +44,9 @@ type report struct {
 	P50ms      float64        `json:"p50_ms"`
 	P99ms      float64        `json:"p99_ms"`
 	Errors     map[string]int `json:"errors"`
-	RSSMiB     []float64      `json:"rss_mib"`    // at the start, every 1,000 requests, at the end
-	MeanBatch  float64        `json:"mean_batch"` // images a sampler batch, over the run (from /metrics)
+	RSSMiB     []float64      `json:"rss_mib"`         // at the start, every 1,000 requests, at the end
+	TrimmedMiB []float64      `json:"rss_trimmed_mib"` // the same readings, after the server's last trim
+	MeanBatch  float64        `json:"mean_batch"`      // images a sampler batch, over the run (from /metrics)
 }
 
 func main() {
@@ -70,11 +73,12 @@ func run(url string, clients, n, classes int, dur time.Duration, max int) report
 		mu        sync.Mutex
 		latencies []float64
 		errs      = map[string]int{}
-		rss       = []float64{rssMiB(client, url)}
+		rss       [][2]float64
 		before    = scrape(client, url)
 		sent      atomic.Int64
 		wg        sync.WaitGroup
 	)
+	rss = append(rss, rssMiB(client, url))
 	t0 := time.Now()
 	deadline := t0.Add(dur)
 	for c := range clients {
@@ -117,7 +121,10 @@ func run(url string, clients, n, classes int, dur time.Duration, max int) report
 	after := scrape(client, url)
 	slices.Sort(latencies)
 	r := report{Clients: clients, N: n, Seconds: secs, Requests: len(latencies), Images: len(latencies) * n,
-		ImagesPerS: float64(len(latencies)*n) / secs, Errors: errs, RSSMiB: rss}
+		ImagesPerS: float64(len(latencies)*n) / secs, Errors: errs}
+	for _, v := range rss {
+		r.RSSMiB, r.TrimmedMiB = append(r.RSSMiB, v[0]), append(r.TrimmedMiB, v[1])
+	}
 	if n := after["kakusan_batch_images_count"] - before["kakusan_batch_images_count"]; n > 0 {
 		r.MeanBatch = (after["kakusan_batch_images_sum"] - before["kakusan_batch_images_sum"]) / n
 	}
@@ -142,9 +149,10 @@ func post(client *http.Client, url string, body []byte) (int, error) {
 }
 
 // rssMiB is the server's resident memory from its /metrics, in MiB (0 when
-// it cannot be read).
-func rssMiB(client *http.Client, url string) float64 {
-	return scrape(client, url)["process_resident_memory_bytes"] / (1 << 20)
+// it cannot be read): now, and right after its last heap trim.
+func rssMiB(client *http.Client, url string) [2]float64 {
+	m := scrape(client, url)
+	return [2]float64{m["process_resident_memory_bytes"] / (1 << 20), m["kakusan_resident_bytes_after_trim"] / (1 << 20)}
 }
 
 // scrape reads the unlabelled series of the server's /metrics: name, value.
