@@ -347,6 +347,15 @@ func (c *Checkpoint) Weights(ema bool) map[string]*torch.Tensor {
 	return avg
 }
 
+// StoredName is the name in the file of the tensor Weights(ema) holds as
+// name: under EMAPrefix where the moving average gave it.
+func (c *Checkpoint) StoredName(name string, ema bool) string {
+	if _, ok := c.Tensors[EMAPrefix+name]; ok && ema {
+		return EMAPrefix + name
+	}
+	return name
+}
+
 // CheckWhole refuses a checkpoint that is not whole for model m, whichever
 // of its weights are then used: every floating-point tensor finite (the
 // optimizer's state and a frozen autoencoder's too); every parameter and
@@ -487,6 +496,9 @@ func (c *Checkpoint) Free() {
 // them against what m's config fixes (a latent scale it gives).
 func (c *Checkpoint) LoadWeights(m Model, ema bool) error {
 	if err := m.Module().Load(c.Weights(ema), OptimPrefix, RNGPrefix, EMAPrefix); err != nil {
+		if ema && c.HasEMA() {
+			return fmt.Errorf("%s: its moving average (the tensors named %s<name> in the file): %w", c.Path, EMAPrefix, err)
+		}
 		return fmt.Errorf("%s: %w", c.Path, err)
 	}
 	if k, ok := m.(interface{ CheckConstants() error }); ok {

@@ -247,10 +247,29 @@ func ParseConfig(path string, b []byte, sets []string) (*Config, error) {
 	if c.Name == "" {
 		c.Name = strings.TrimSuffix(filepath.Base(path), filepath.Ext(path))
 	}
-	if err := c.validate(); err != nil {
-		return nil, fmt.Errorf("%s: %w", path, err)
+	if bad := c.validate(); len(bad) > 0 {
+		return nil, blame(path, sets, bad)
 	}
 	return c, nil
+}
+
+// blame is the error of a config's problems, each "key: problem", each
+// named after where its key was last set: the --set that set it (or its
+// section), else the file at path.
+func blame(path string, sets []string, bad problems) error {
+	lines := make([]string, len(bad))
+	for i, line := range bad {
+		key, _, _ := strings.Cut(line, ": ")
+		from := path
+		for _, s := range sets {
+			k, _, _ := strings.Cut(s, "=")
+			if k == key || strings.HasPrefix(key, k+".") || strings.HasPrefix(k, key+".") {
+				from = "--set " + s
+			}
+		}
+		lines[i] = from + ": " + line
+	}
+	return errors.New(strings.Join(lines, "; "))
 }
 
 // defaults is the config of model before the file is read: the shared
@@ -578,7 +597,9 @@ func (p *problems) addErr(section string, err error) {
 	}
 }
 
-func (c *Config) validate() error {
+// validate is the config's problems, each "key: problem", sorted; none
+// when it is whole.
+func (c *Config) validate() problems {
 	var bad problems
 	e, known := registry[c.Model]
 	switch {
@@ -623,11 +644,8 @@ func (c *Config) validate() error {
 			bad.add(c.Model, "%v", err)
 		}
 	}
-	if len(bad) == 0 {
-		return nil
-	}
 	sort.Strings(bad)
-	return errors.New(strings.Join(bad, "; "))
+	return bad
 }
 
 func (c *Config) validateNeural(bad *problems) {

@@ -106,7 +106,10 @@ func TestHostileConfigs(t *testing.T) {
 		{"escaping name", body, []string{"name=../../x"}, "name: \"../../x\" cannot name a folder"},
 		{"huge epochs", body + "train: {epochs: 2000000000}\n", nil, "train.epochs: must be between 1 and 1000000"},
 		{"bad precision", body + "train: {precision: fp8}\n", nil, `train.precision: unknown precision "fp8"`},
-		{"bad size", body, []string{"data.size=3"}, "data.size: must be between 4 and 1024"},
+		{"bad size", body, []string{"data.size=3"}, "--set data.size=3: data.size: must be between 4 and 1024"},
+		// A value a --set gave is blamed on it, the file's on the file.
+		{"bad by --set beside the file's", body + "train: {epochs: 0}\n", []string{"unet.width=0"}, "cfg.yaml: train.epochs: must be between 1 and 1000000 (or set train.max_steps), got 0; --set unet.width=0: unet.width: must be"},
+		{"bad section by --set", body, []string{"diffusion.guidance=99"}, "--set diffusion.guidance=99: diffusion.guidance: must be in [0, 50]"},
 		// Typed settings parse where they are read, naming the line and key.
 		{"bad spacing", body + "diffusion:\n  sampler: ddim\n  spacing: even\n", nil, `cfg.yaml:5: diffusion.spacing: unknown spacing "even" (known: karras, leading, linspace, trailing)`},
 		{"bad clip mode", body + "diffusion: {clip_x0: clamp}\n", nil, `cfg.yaml:3: diffusion.clip_x0: unknown mode "clamp" (known: none, clip, dynamic)`},

@@ -90,6 +90,14 @@ func TestMergeShards(t *testing.T) {
 	breakIt("a shard index with a leading zero", func() {
 		os.WriteFile(filepath.Join(dir, "manifest-01-of-3.jsonl"), nil, 0o644)
 	}, "not a shard's manifest")
+	breakIt("manifest.jsonl a folder", func() {
+		os.Remove(filepath.Join(dir, "manifest.jsonl"))
+		os.Mkdir(filepath.Join(dir, "manifest.jsonl"), 0o755)
+	}, "manifest.jsonl is a folder, not a manifest: move it away")
+	os.Remove(filepath.Join(dir, "manifest.jsonl"))
+	if _, err := Merge(dir); err != nil {
+		t.Fatalf("merge again, the folder moved away: %v", err)
+	}
 	breakIt("garbage", func() { os.WriteFile(m1, []byte("{\"file\": 3}\n"), 0o644) }, "line 1: not a manifest record")
 	breakIt("a path", func() {
 		os.WriteFile(m1, []byte(`{"file": "../x.png", "index": 2}`+"\n"), 0o644)

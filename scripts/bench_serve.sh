@@ -129,4 +129,5 @@ for r in rows:
     if r["label"] == "batching-10k":
         print(f'\n{r["requests"]} requests at 64 clients: resident memory (MiB) ' + ", ".join(f"{v:.0f}" for v in r["rss_mib"]))
         print('the same readings of it right after the last heap trim (MiB) ' + ", ".join(f"{v:.0f}" for v in r.get("rss_trimmed_mib", [])))
+        print('the same readings of the Go heap in use (MiB) ' + ", ".join(f"{v:.0f}" for v in r.get("go_heap_mib", [])))
 EOF

@@ -42,7 +42,7 @@ func (l *loop) initFrom() error {
 	}
 	for name, src := range load {
 		if src.DType().IsFloat() && !src.IsFinite().All() {
-			return fmt.Errorf("train.init_from %s: tensor %q holds NaN or infinite values", ck.Path, name)
+			return fmt.Errorf("train.init_from %s: tensor %q holds NaN or infinite values", ck.Path, ck.StoredName(name, ema))
 		}
 	}
 	torch.NoGrad(func() {

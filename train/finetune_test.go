@@ -8,6 +8,7 @@ import (
 	"image"
 	"image/color"
 	"image/png"
+	"math"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -140,6 +141,23 @@ func TestInitFrom(t *testing.T) {
 	_, err = setUp(t, classifierConfig(t, "train.init_from="+filepath.Join(base.Dir, "nothing")), func(*loop) {})
 	if err == nil || !strings.Contains(err.Error(), "train.init_from") {
 		t.Errorf("a missing run: %v", err)
+	}
+	// A NaN in the moving average is named as the file names it.
+	damaged := filepath.Join(t.TempDir(), "damaged.safetensors")
+	err = torch.Do(func() error {
+		ts, meta, err := torch.LoadFile(filepath.Join(base.Dir, "checkpoints", "latest.safetensors"), torch.CPU)
+		if err != nil {
+			return err
+		}
+		ts[models.EMAPrefix+"fc1.weight"] = ts[models.EMAPrefix+"fc1.weight"].MulScalar(math.NaN())
+		return torch.SaveFile(damaged, ts, meta)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = setUp(t, classifierConfig(t, "train.init_from="+damaged), func(*loop) {})
+	if err == nil || !strings.Contains(err.Error(), `tensor "ema.fc1.weight" holds NaN`) {
+		t.Errorf("a NaN in the moving average: %v", err)
 	}
 	// A checkpoint of another model.
 	vae, err := Train(neuralConfig(t, "vae", "train.max_steps=2", "data.subset=256"), Options{Out: filepath.Join(t.TempDir(), "vae")})

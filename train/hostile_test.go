@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"kakusan/internal/signals"
 	"kakusan/models"
@@ -36,6 +37,36 @@ func TestOverwriteKeepsTheNewRun(t *testing.T) {
 	}
 	if _, err := Train(neuralConfig(t, "vae", "train.max_steps=30"), Options{Resume: out}); err != nil {
 		t.Errorf("resume after --overwrite: %v", err)
+	}
+}
+
+// Checkpoints are pruned by when they were written: a run at one global
+// batch resumed at a larger one writes lower step numbers than it left,
+// and its earlier checkpoints go once keep_checkpoints newer ones are
+// there.
+func TestPruneKeepsTheLastWritten(t *testing.T) {
+	dir := t.TempDir()
+	t0 := time.Now().Add(-time.Hour)
+	write := func(step int, age time.Duration) string {
+		p := filepath.Join(dir, checkpointName(step))
+		os.WriteFile(p, []byte("x"), 0o644)
+		os.Chtimes(p, t0.Add(age), t0.Add(age))
+		return p
+	}
+	for i, step := range []int{1000, 2000, 3000} { // the run at batch 64
+		write(step, time.Duration(i)*time.Minute)
+	}
+	for i, step := range []int{1600, 1700} { // resumed at 128: 3000 is 1500
+		p := write(step, time.Duration(10+i)*time.Minute)
+		prune(dir, p, 3)
+	}
+	steps, _ := filepath.Glob(filepath.Join(dir, "step-*.safetensors"))
+	var names []string
+	for _, p := range steps {
+		names = append(names, strings.TrimSuffix(strings.TrimPrefix(filepath.Base(p), "step-"), ".safetensors"))
+	}
+	if got := strings.Join(names, " "); got != "00001600 00001700 00003000" {
+		t.Errorf("kept %s, want the three last written: 00001600 00001700 00003000", got)
 	}
 }
 

@@ -4,7 +4,9 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"sort"
+	"slices"
+	"strings"
+	"time"
 
 	"kakusan/models"
 	"kakusan/torch"
@@ -129,14 +131,36 @@ func (s *State) save(dir string, keep int) (string, error) {
 	if err := os.Rename(tmp, filepath.Join(dir, "latest.safetensors")); err != nil {
 		return "", err
 	}
-	steps, _ := filepath.Glob(filepath.Join(dir, "step-*.safetensors"))
-	sort.Strings(steps)
-	older := steps[:sort.SearchStrings(steps, path)]
-	for len(older) > keep-1 {
-		os.Remove(older[0])
-		older = older[1:]
-	}
+	prune(dir, path, keep)
 	return path, nil
+}
+
+// prune removes the checkpoints in dir but the keep last written, path
+// (just written) among them: by when they were written, not by step, since
+// a resume with another global batch renumbers the steps (a run at batch
+// 64 resumed at 128 writes step 1100 after step 2000). Ties go by step.
+func prune(dir, path string, keep int) {
+	steps, _ := filepath.Glob(filepath.Join(dir, "step-*.safetensors"))
+	type ck struct {
+		path string
+		t    time.Time
+	}
+	var cks []ck
+	for _, p := range steps {
+		if st, err := os.Lstat(p); err == nil && st.Mode().IsRegular() && p != path {
+			cks = append(cks, ck{p, st.ModTime()})
+		}
+	}
+	slices.SortFunc(cks, func(a, b ck) int {
+		if c := a.t.Compare(b.t); c != 0 {
+			return c
+		}
+		return strings.Compare(a.path, b.path)
+	})
+	for len(cks) > keep-1 {
+		os.Remove(cks[0].path)
+		cks = cks[1:]
+	}
 }
 
 // Restore loads the checkpoint ck into the state, after checking it is of

@@ -46,6 +46,7 @@ type report struct {
 	Errors     map[string]int `json:"errors"`
 	RSSMiB     []float64      `json:"rss_mib"`         // at the start, every 1,000 requests, at the end
 	TrimmedMiB []float64      `json:"rss_trimmed_mib"` // the same readings, after the server's last trim
+	GoHeapMiB  []float64      `json:"go_heap_mib"`     // the same readings of the Go heap in use
 	MeanBatch  float64        `json:"mean_batch"`      // images a sampler batch, over the run (from /metrics)
 }
 
@@ -73,7 +74,7 @@ func run(url string, clients, n, classes int, dur time.Duration, max int) report
 		mu        sync.Mutex
 		latencies []float64
 		errs      = map[string]int{}
-		rss       [][2]float64
+		rss       [][3]float64
 		before    = scrape(client, url)
 		sent      atomic.Int64
 		wg        sync.WaitGroup
@@ -123,7 +124,7 @@ func run(url string, clients, n, classes int, dur time.Duration, max int) report
 	r := report{Clients: clients, N: n, Seconds: secs, Requests: len(latencies), Images: len(latencies) * n,
 		ImagesPerS: float64(len(latencies)*n) / secs, Errors: errs}
 	for _, v := range rss {
-		r.RSSMiB, r.TrimmedMiB = append(r.RSSMiB, v[0]), append(r.TrimmedMiB, v[1])
+		r.RSSMiB, r.TrimmedMiB, r.GoHeapMiB = append(r.RSSMiB, v[0]), append(r.TrimmedMiB, v[1]), append(r.GoHeapMiB, v[2])
 	}
 	if n := after["kakusan_batch_images_count"] - before["kakusan_batch_images_count"]; n > 0 {
 		r.MeanBatch = (after["kakusan_batch_images_sum"] - before["kakusan_batch_images_sum"]) / n
@@ -149,10 +150,11 @@ func post(client *http.Client, url string, body []byte) (int, error) {
 }
 
 // rssMiB is the server's resident memory from its /metrics, in MiB (0 when
-// it cannot be read): now, and right after its last heap trim.
-func rssMiB(client *http.Client, url string) [2]float64 {
+// it cannot be read): now, right after its last heap trim, and its Go
+// heap in use.
+func rssMiB(client *http.Client, url string) [3]float64 {
 	m := scrape(client, url)
-	return [2]float64{m["process_resident_memory_bytes"] / (1 << 20), m["kakusan_resident_bytes_after_trim"] / (1 << 20)}
+	return [3]float64{m["process_resident_memory_bytes"] / (1 << 20), m["kakusan_resident_bytes_after_trim"] / (1 << 20), m["go_memstats_heap_inuse_bytes"] / (1 << 20)}
 }
 
 // scrape reads the unlabelled series of the server's /metrics: name, value.
