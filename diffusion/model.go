@@ -439,6 +439,36 @@ func int64s(xs []int) []int64 {
 	return out
 }
 
+// Warm runs once, on throwaway inputs, what drawing a batch of n images
+// under s runs on the device: the network on n images (a step without
+// guidance) and on 2n (a guided step, for a conditional model) in s's
+// precision, and the codec's decoder on n. libtorch builds and caches
+// state for each shape it meets (oneDNN's primitives on a CPU, cuDNN's
+// algorithms on a GPU); a server warms every batch size it may form, so
+// that no request pays for building it and its memory does not grow as
+// new sizes come. It reads no generator: what is drawn after is the same.
+func (m *Model) Warm(n int, s Sampling) {
+	training := m.Net.Training()
+	m.Net.SetTraining(false)
+	defer m.Net.SetTraining(training)
+	torch.NoGrad(func() {
+		torch.Scoped(func() {
+			y := m.conditioning(make([]int64, n), s)
+			x := torch.Zeros(append([]int64{int64(n)}, m.Shape...), m.dev)
+			for _, g := range []float64{1, 2} {
+				w := s
+				w.Guidance, w.GuidanceInterval = g, Interval{}
+				pred, _ := m.Predictor(y, w)
+				pred(x, m.Sched.T/2)
+				if y == nil {
+					break // one pass whatever the guidance
+				}
+			}
+			m.Codec.Decode(x)
+		})
+	})
+}
+
 // conditioning is what the network takes for images of the given labels
 // under s: a prompted model's tokens (each label's class word and s's
 // style words), a conditional model's labels, nil for an unconditional

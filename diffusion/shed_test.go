@@ -111,3 +111,61 @@ func TestDrawWantedNoneWanted(t *testing.T) {
 		}
 	})
 }
+
+// Warming a model for a batch size (a server's start) runs its network
+// and keeps nothing: no tensor, no draw from a generator (what it draws
+// after is what it drew before, bit for bit), its training mode as it was;
+// for conditional and unconditional models.
+func TestWarmChangesNothing(t *testing.T) {
+	on(t, func() {
+		for _, classes := range []int64{3, 0} {
+			nc := unet.Defaults()
+			nc.Width, nc.EmbDim, nc.Channels, nc.Classes = 8, 16, 1, classes
+			net, err := unet.New(*nc, torch.CPU)
+			if err != nil {
+				t.Fatal(err)
+			}
+			c := DefaultConfig()
+			c.Timesteps, c.Conditional = 100, classes > 0
+			m, err := NewModel(net, c, nil, []int64{1, 8, 8}, nil, torch.CPU)
+			if err != nil {
+				t.Fatal(err)
+			}
+			s := m.Cfg.Sampling
+			s.Steps, s.Precision = 4, torch.FP32
+			b := Batch{Images: []int{0, 1}, Seeds: SameSeed(2, 2)}
+			if classes > 0 {
+				b.Labels = []int64{2, 0}
+			}
+			first, err := m.Draw(b, s)
+			if err != nil {
+				t.Fatal(err)
+			}
+			m.Net.SetTraining(true)
+			before := torch.LiveTensors()
+			torch.ManualSeed(5)
+			for n := 1; n <= 3; n++ {
+				m.Warm(n, s)
+			}
+			drawn := torch.Rand([]int64{4}).Float64s()
+			torch.ManualSeed(5)
+			if want := torch.Rand([]int64{4}).Float64s(); !slices.Equal(drawn, want) {
+				t.Errorf("classes %d: warming drew from the generator", classes)
+			}
+			if after := torch.LiveTensors(); after != before+2 { // the two draws
+				t.Errorf("classes %d: %d live tensors before warming, %d after", classes, before, after-2)
+			}
+			if !m.Net.Training() {
+				t.Errorf("classes %d: warming left the network in eval mode", classes)
+			}
+			second, err := m.Draw(b, s)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !identical(first, second) {
+				t.Errorf("classes %d: the images drawn after warming differ", classes)
+			}
+			m.Free()
+		}
+	})
+}

@@ -10,6 +10,7 @@ import (
 	"context"
 	"fmt"
 	"slices"
+	"time"
 
 	"kakusan/diffusion"
 	"kakusan/models"
@@ -70,6 +71,28 @@ func Load(checkpoint, device string, noEMA bool, maxBatch int) (*Model, error) {
 		return nil, err
 	}
 	return sm, nil
+}
+
+// Warm runs the model once at every batch size from 1 to maxBatch in the
+// precision each would draw in (diffusion.Model.Warm), so that libtorch's
+// per-shape caches hold every batch the batcher may form before the first
+// request: none pays for building them, and resident memory does not grow
+// as new sizes come (docs/serving.md). It costs about maxBatch²
+// images' network passes, seconds for 64 on two CPU cores. A VAE's one
+// decoder pass is not warmed.
+func (m *Model) Warm(maxBatch int) time.Duration {
+	t0 := time.Now()
+	if m.dm == nil {
+		return 0
+	}
+	torch.Do(func() error {
+		for n := 1; n <= maxBatch; n++ {
+			m.dm.Warm(n, m.precisionFor(m.def, n))
+		}
+		torch.TrimHeap()
+		return nil
+	})
+	return time.Since(t0)
 }
 
 // batchSizes are the powers of two below maxBatch, and maxBatch.

@@ -282,6 +282,42 @@ func TestClientLeavesMidRequest(t *testing.T) {
 	t.Logf("%g images made for 16 asked by the client that left and 2 by the other", made)
 }
 
+// A warmed model (every batch size run once before serving) keeps no
+// tensor from its warming and answers as bin/sample draws, byte for byte:
+// warming reads no generator.
+func TestWarmedModelAnswersAsJobs(t *testing.T) {
+	o := testOptions()
+	m, err := Load(tinyModel(t), "cpu", false, o.MaxBatch)
+	if err != nil {
+		t.Fatal(err)
+	}
+	before := torch.LiveTensors()
+	if took := m.Warm(o.MaxBatch); took <= 0 {
+		t.Errorf("warming took %v", took)
+	}
+	if after := torch.LiveTensors(); after != before {
+		t.Errorf("%d live tensors before warming, %d after", before, after)
+	}
+	s := New(m, o)
+	ts := startHTTP(t, s)
+	t.Cleanup(func() {
+		ts.Close()
+		s.Drain()
+		s.Wait()
+		m.Free()
+	})
+	code, a := post(t, ts.URL, map[string]any{"n": 3, "labels": "1,7,7", "seed": 4, "precision": "fp32"})
+	if code != http.StatusOK {
+		t.Fatalf("%d %s", code, a.Error)
+	}
+	want := jobImages(t, 3, 3, 4, "1,7,7", fp32, nil)
+	for i, im := range a.Images {
+		if !bytes.Equal(im.PNG, want[i]) {
+			t.Errorf("image %d differs from bin/sample's by %d grey levels", i, apart(t, im.PNG, want[i]))
+		}
+	}
+}
+
 // A client that leaves while its images are in a running batch with
 // another client's has them cut out of the batch between steps: the batch
 // runs on for the other, whose images are its job's within a grey level

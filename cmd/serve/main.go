@@ -32,7 +32,7 @@ import (
 // flags are the command line's values.
 type flags struct {
 	checkpoint, addr, device, logFormat string
-	noEMA                               bool
+	noEMA, warm                         bool
 	o                                   serve.Options
 	drain                               time.Duration
 }
@@ -44,6 +44,7 @@ func newFlags() (*pflag.FlagSet, *flags) {
 	fs.StringVar(&f.addr, "addr", "127.0.0.1:8080", "listen on this `host:port` (0.0.0.0:8080 for every interface, as in a container)")
 	fs.StringVar(&f.device, "device", "auto", "cpu, cuda, cuda:N or auto")
 	fs.BoolVar(&f.noEMA, "no-ema", false, "serve the trained weights even when the checkpoint has a moving average")
+	fs.BoolVar(&f.warm, "warm", true, "before serving, run the model once at every batch size up to --max-batch, so that libtorch's per-shape caches are built before the first request (flat memory, no slow first batches; about --max-batch² images' network passes)")
 	o := &f.o
 	fs.IntVar(&o.MaxBatch, "max-batch", 64, "images in one sampler batch: concurrent requests are merged up to it")
 	fs.DurationVar(&o.MaxWait, "max-wait", 50*time.Millisecond, "how long a batch waits to fill, from its oldest request's arrival or the last batch's end (when clients are concurrent)")
@@ -120,6 +121,11 @@ func run(f *flags) error {
 	m, err := serve.Load(f.checkpoint, f.device, f.noEMA, f.o.MaxBatch)
 	if err != nil {
 		return err
+	}
+	if f.warm {
+		log.Info("warming", "batch_sizes", fmt.Sprintf("1-%d", f.o.MaxBatch))
+		took := m.Warm(f.o.MaxBatch)
+		log.Info("warmed", "seconds", took.Seconds())
 	}
 	s := serve.New(m, f.o)
 	g := m.Geometry()
