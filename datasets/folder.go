@@ -23,6 +23,8 @@ import (
 
 	"github.com/schollz/progressbar/v3"
 	"golang.org/x/term"
+
+	"kakusan/internal/files"
 )
 
 // The sizes an image folder may be loaded at, in pixels a side.
@@ -447,7 +449,7 @@ func openImage(path string) (*os.File, *bufio.Reader, error) {
 		return nil, nil, err
 	}
 	if !st.Mode().IsRegular() {
-		return nil, nil, fmt.Errorf("%s: not a regular file (%s)", path, fileKind(st.Mode()))
+		return nil, nil, fmt.Errorf("%s: not a regular file (%s)", path, files.Kind(st.Mode()))
 	}
 	f, err := os.OpenFile(path, os.O_RDONLY|openNonblock, 0)
 	if err != nil {
@@ -456,25 +458,11 @@ func openImage(path string) (*os.File, *bufio.Reader, error) {
 	if st, err = f.Stat(); err != nil || !st.Mode().IsRegular() {
 		f.Close()
 		if err == nil {
-			err = fmt.Errorf("%s: not a regular file (%s)", path, fileKind(st.Mode()))
+			err = fmt.Errorf("%s: not a regular file (%s)", path, files.Kind(st.Mode()))
 		}
 		return nil, nil, err
 	}
 	return f, bufio.NewReaderSize(f, 64<<10), nil
-}
-
-func fileKind(m fs.FileMode) string {
-	switch {
-	case m.IsDir():
-		return "a folder"
-	case m&fs.ModeNamedPipe != 0:
-		return "a FIFO"
-	case m&fs.ModeDevice != 0, m&fs.ModeCharDevice != 0:
-		return "a device"
-	case m&fs.ModeSocket != 0:
-		return "a socket"
-	}
-	return "mode " + m.String()
 }
 
 var pngMagic = []byte("\x89PNG\r\n\x1a\n")

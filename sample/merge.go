@@ -61,7 +61,7 @@ func Merge(dir string) (int, error) {
 	heap.Init(h)
 	target := filepath.Join(dir, "manifest.jsonl")
 	if st, err := os.Lstat(target); err == nil && !st.Mode().IsRegular() {
-		return 0, fmt.Errorf("%s is a %s, not a manifest: move it away and merge again", target, fileKind(st.Mode()))
+		return 0, fmt.Errorf("%s is %s, not a manifest: move it away and merge again", target, files.Kind(st.Mode()))
 	}
 	want := 0
 	err = atomic.Write(target, func(out io.Writer) error {
@@ -101,19 +101,6 @@ func Merge(dir string) (int, error) {
 		return w.Flush()
 	})
 	return want, err
-}
-
-// fileKind names what a file that is not a regular one is.
-func fileKind(m os.FileMode) string {
-	switch {
-	case m.IsDir():
-		return "folder"
-	case m&os.ModeSymlink != 0:
-		return "symbolic link"
-	case m&os.ModeNamedPipe != 0:
-		return "named pipe"
-	}
-	return "special file"
 }
 
 // jobRecord is what Merge checks each manifest line against: job.json.

@@ -2,6 +2,7 @@ package serve
 
 import (
 	"bytes"
+	"context"
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
@@ -59,6 +60,13 @@ func start(t *testing.T, o Options) (*Server, *httptest.Server) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return serveModel(t, m, o)
+}
+
+// serveModel serves m with o on a loopback port until the test ends, then
+// frees it.
+func serveModel(t *testing.T, m *Model, o Options) (*Server, *httptest.Server) {
+	t.Helper()
 	s := New(m, o)
 	ts := startHTTP(t, s)
 	t.Cleanup(func() {
@@ -159,6 +167,33 @@ func jobImages(t *testing.T, n, batch int, seed uint64, labels string, set func(
 		t.Fatal(err)
 	}
 	return out
+}
+
+// leaver posts body in the background as a client that will leave: leave
+// makes it disconnect, and gone closes once its request has returned.
+func leaver(url string, body any) (leave func(), gone <-chan struct{}) {
+	ctx, cancel := context.WithCancel(context.Background())
+	b, _ := json.Marshal(body)
+	hr, _ := http.NewRequestWithContext(ctx, "POST", url+"/v1/images", bytes.NewReader(b))
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		if r, err := http.DefaultClient.Do(hr); err == nil {
+			r.Body.Close()
+		}
+	}()
+	return cancel, done
+}
+
+// sameAsJob reports each image of an answer that is not its job's PNG,
+// byte for byte.
+func sameAsJob(t *testing.T, a answer, want [][]byte) {
+	t.Helper()
+	for k, im := range a.Images {
+		if !bytes.Equal(im.PNG, want[k]) {
+			t.Errorf("image %d differs from its job's by %d grey levels", k, apart(t, im.PNG, want[k]))
+		}
+	}
 }
 
 // grey decodes a one-channel PNG's pixels.

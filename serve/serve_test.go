@@ -186,11 +186,7 @@ func TestEdits(t *testing.T) {
 			}
 			return models.EditGenerator(m, s, torch.FromSlice(px, []int64{1, 1, 28, 28}), nil)
 		})
-	for k, im := range a.Images {
-		if !bytes.Equal(im.PNG, jobs[k]) {
-			t.Errorf("image-to-image %d differs from bin/sample --init's by %d grey levels", k, apart(t, im.PNG, jobs[k]))
-		}
-	}
+	sameAsJob(t, a, jobs)
 }
 
 // A server is ready until it drains or its queue is full; a request that
@@ -268,12 +264,7 @@ func TestClientLeavesMidRequest(t *testing.T) {
 	if code != http.StatusOK {
 		t.Fatalf("%d: %s", code, a.Error)
 	}
-	want := jobImages(t, 2, 2, 5, "8", fp32, nil)
-	for k, im := range a.Images {
-		if !bytes.Equal(im.PNG, want[k]) {
-			t.Errorf("image %d differs from its job's by %d grey levels", k, apart(t, im.PNG, want[k]))
-		}
-	}
+	sameAsJob(t, a, jobImages(t, 2, 2, 5, "8", fp32, nil))
 	time.Sleep(100 * time.Millisecond)
 	made := metric(t, s, "kakusan_images_total").GetCounter().GetValue()
 	if made >= 16 {
@@ -298,24 +289,12 @@ func TestWarmedModelAnswersAsJobs(t *testing.T) {
 	if after := torch.LiveTensors(); after != before {
 		t.Errorf("%d live tensors before warming, %d after", before, after)
 	}
-	s := New(m, o)
-	ts := startHTTP(t, s)
-	t.Cleanup(func() {
-		ts.Close()
-		s.Drain()
-		s.Wait()
-		m.Free()
-	})
+	_, ts := serveModel(t, m, o)
 	code, a := post(t, ts.URL, map[string]any{"n": 3, "labels": "1,7,7", "seed": 4, "precision": "fp32"})
 	if code != http.StatusOK {
 		t.Fatalf("%d %s", code, a.Error)
 	}
-	want := jobImages(t, 3, 3, 4, "1,7,7", fp32, nil)
-	for i, im := range a.Images {
-		if !bytes.Equal(im.PNG, want[i]) {
-			t.Errorf("image %d differs from bin/sample's by %d grey levels", i, apart(t, im.PNG, want[i]))
-		}
-	}
+	sameAsJob(t, a, jobImages(t, 3, 3, 4, "1,7,7", fp32, nil))
 }
 
 // A client that leaves while its images are in a running batch with
@@ -335,16 +314,7 @@ func TestClientLeavesMidBatch(t *testing.T) {
 			}
 		}
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	b, _ := json.Marshal(map[string]any{"n": 6, "steps": 1000, "precision": "fp32"})
-	hr, _ := http.NewRequestWithContext(ctx, "POST", ts.URL+"/v1/images", bytes.NewReader(b))
-	left := make(chan struct{})
-	go func() {
-		defer close(left)
-		if r, err := http.DefaultClient.Do(hr); err == nil {
-			r.Body.Close()
-		}
-	}()
+	cancel, left := leaver(ts.URL, map[string]any{"n": 6, "steps": 1000, "precision": "fp32"})
 	until("the first request queued", func() bool { return queue() == 6 })
 	type reply struct {
 		code int
@@ -471,16 +441,7 @@ func TestLeftBatchIsAbandoned(t *testing.T) {
 	o := testOptions()
 	o.MaxBatch, o.MaxWait, o.MaxSteps = 4, 0, 1000
 	s, ts := start(t, o)
-	ctx, cancel := context.WithCancel(context.Background())
-	b, _ := json.Marshal(map[string]any{"n": 4, "steps": 1000, "precision": "fp32"})
-	hr, _ := http.NewRequestWithContext(ctx, "POST", ts.URL+"/v1/images", bytes.NewReader(b))
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		if r, err := http.DefaultClient.Do(hr); err == nil {
-			r.Body.Close()
-		}
-	}()
+	cancel, done := leaver(ts.URL, map[string]any{"n": 4, "steps": 1000, "precision": "fp32"})
 	// The batch is running once the queue is empty.
 	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(10 * time.Millisecond) {
 		if metric(t, s, "kakusan_batch_images").GetHistogram().GetSampleCount() == 0 &&
