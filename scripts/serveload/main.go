@@ -73,13 +73,12 @@ func run(url string, clients, n, classes int, dur time.Duration, max int) report
 	var (
 		mu        sync.Mutex
 		latencies []float64
-		errs      = map[string]int{}
-		rss       [][3]float64
+		r         = report{Clients: clients, N: n, Errors: map[string]int{}}
 		before    = scrape(client, url)
 		sent      atomic.Int64
 		wg        sync.WaitGroup
 	)
-	rss = append(rss, rssMiB(client, url))
+	r.addMemory(before)
 	t0 := time.Now()
 	deadline := t0.Add(dur)
 	for c := range clients {
@@ -100,17 +99,17 @@ func run(url string, clients, n, classes int, dur time.Duration, max int) report
 				mu.Lock()
 				switch {
 				case err != nil:
-					errs[err.Error()]++
+					r.Errors[err.Error()]++
 				case code != http.StatusOK:
-					errs[strconv.Itoa(code)]++
+					r.Errors[strconv.Itoa(code)]++
 				default:
 					latencies = append(latencies, took)
 				}
 				mu.Unlock()
 				if i%1000 == 0 {
-					v := rssMiB(client, url)
+					m := scrape(client, url)
 					mu.Lock()
-					rss = append(rss, v)
+					r.addMemory(m)
 					mu.Unlock()
 				}
 			}
@@ -118,14 +117,11 @@ func run(url string, clients, n, classes int, dur time.Duration, max int) report
 	}
 	wg.Wait()
 	secs := time.Since(t0).Seconds()
-	rss = append(rss, rssMiB(client, url))
 	after := scrape(client, url)
+	r.addMemory(after)
 	slices.Sort(latencies)
-	r := report{Clients: clients, N: n, Seconds: secs, Requests: len(latencies), Images: len(latencies) * n,
-		ImagesPerS: float64(len(latencies)*n) / secs, Errors: errs}
-	for _, v := range rss {
-		r.RSSMiB, r.TrimmedMiB, r.GoHeapMiB = append(r.RSSMiB, v[0]), append(r.TrimmedMiB, v[1]), append(r.GoHeapMiB, v[2])
-	}
+	r.Seconds, r.Requests, r.Images = secs, len(latencies), len(latencies)*n
+	r.ImagesPerS = float64(r.Images) / secs
 	if n := after["kakusan_batch_images_count"] - before["kakusan_batch_images_count"]; n > 0 {
 		r.MeanBatch = (after["kakusan_batch_images_sum"] - before["kakusan_batch_images_sum"]) / n
 	}
@@ -149,12 +145,13 @@ func post(client *http.Client, url string, body []byte) (int, error) {
 	return r.StatusCode, nil
 }
 
-// rssMiB is the server's resident memory from its /metrics, in MiB (0 when
-// it cannot be read): now, right after its last heap trim, and its Go
-// heap in use.
-func rssMiB(client *http.Client, url string) [3]float64 {
-	m := scrape(client, url)
-	return [3]float64{m["process_resident_memory_bytes"] / (1 << 20), m["kakusan_resident_bytes_after_trim"] / (1 << 20), m["go_memstats_heap_inuse_bytes"] / (1 << 20)}
+// addMemory adds a reading of the server's memory from a scrape of its
+// /metrics, in MiB (0 where it has none): resident now, resident right
+// after its last heap trim, and its Go heap in use.
+func (r *report) addMemory(m map[string]float64) {
+	r.RSSMiB = append(r.RSSMiB, m["process_resident_memory_bytes"]/(1<<20))
+	r.TrimmedMiB = append(r.TrimmedMiB, m["kakusan_resident_bytes_after_trim"]/(1<<20))
+	r.GoHeapMiB = append(r.GoHeapMiB, m["go_memstats_heap_inuse_bytes"]/(1<<20))
 }
 
 // scrape reads the unlabelled series of the server's /metrics: name, value.
