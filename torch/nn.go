@@ -237,8 +237,9 @@ func CrossEntropyLoss(logits, target *Tensor, r Reduction, labelSmoothing float6
 }
 
 // ScaledDotProductAttention is softmax(q kᵀ/√d + mask) v over the last two
-// dimensions. mask may be nil, boolean (true = attend) or additive. It uses
-// libtorch's fused kernel on 2.x and the plain formula on 1.13.
+// dimensions. mask may be nil, boolean (true = attend) or additive. On the
+// CPU it is the formula, on every libtorch; on CUDA libtorch 2.x's fused
+// kernels.
 func ScaledDotProductAttention(q, k, v, mask *Tensor, causal bool) *Tensor {
 	var out C.kk_tensor
 	var err *C.char

@@ -297,6 +297,113 @@ func TestAttentionMatchesFormula(t *testing.T) {
 	})
 }
 
+// TestAttentionAtNetworkShapes checks attention in float32 and bfloat16,
+// forward and backward, against the formula in float64, on q, k and v laid
+// out as the networks make them: views of the U-Net's qkv convolution
+// output (NCHW, whose views have a strided last dimension, and
+// channels-last) and the transformer's B,L,heads,d views, at the pixel
+// counts of the shipped networks' attention (7×7, 8×8, 16×16) and a
+// 32×32 one. The reference is the formula in float64 from products and a
+// softmax; the relative error bounds are each dtype's.
+func TestAttentionAtNetworkShapes(t *testing.T) {
+	layouts := []struct {
+		name string
+		leaf func(b, c, n int64) []int64
+		qkv  func(x *Tensor, b, heads, d, n int64) *Tensor // 3, B, heads, n, d
+	}{
+		{"unet-nchw", func(b, c, n int64) []int64 { return []int64{b, 3 * c, n} },
+			func(x *Tensor, b, heads, d, n int64) *Tensor { return x.View(b, 3, heads, d, n).Permute(1, 0, 2, 4, 3) }},
+		{"unet-nhwc", func(b, c, n int64) []int64 { return []int64{b, n, 3 * c} },
+			func(x *Tensor, b, heads, d, n int64) *Tensor { return x.View(b, n, 3, heads, d).Permute(2, 0, 3, 1, 4) }},
+		{"transformer", func(b, c, n int64) []int64 { return []int64{3, b, n, c} },
+			func(x *Tensor, b, heads, d, n int64) *Tensor { return x.View(3, b, n, heads, d).Transpose(2, 3) }},
+	}
+	shapes := [][4]int64{{8, 1, 64, 49}, {4, 4, 16, 64}, {4, 2, 32, 256}, {1, 2, 8, 1024}} // B, heads, d, pixels
+	on(t, func() {
+		for _, l := range layouts {
+			for _, sh := range shapes {
+				b, heads, d, n := sh[0], sh[1], sh[2], sh[3]
+				ManualSeed(1)
+				base := Randn(l.leaf(b, heads*d, n), Float64, dev)
+				up := Randn([]int64{b, heads, n, d}, Float64, dev)
+				formula := func(q, k, v *Tensor) *Tensor {
+					return Matmul(Softmax(Matmul(q, k.Transpose(-2, -1)).DivScalar(math.Sqrt(float64(d))), -1), v)
+				}
+				attend := func(dt DType, f func(q, k, v *Tensor) *Tensor) (out, grad *Tensor) {
+					x := base.To(dt).Detach().SetRequiresGrad(true)
+					qkv := l.qkv(x, b, heads, d, n)
+					out = f(qkv.Index(At(0)), qkv.Index(At(1)), qkv.Index(At(2)))
+					out.BackwardWith(up.To(dt), false)
+					return out.Detach().To(Float64), x.Grad().To(Float64)
+				}
+				sdpa := func(q, k, v *Tensor) *Tensor { return ScaledDotProductAttention(q, k, v, nil, false) }
+				wantOut, wantGrad := attend(Float64, formula)
+				for dt, tol := range map[DType]float64{Float64: 1e-10, Float32: 1e-5, BFloat16: 0.03} {
+					out, grad := attend(dt, sdpa)
+					rel := func(got, want *Tensor) float64 { return got.Sub(want).Abs().Max().Item() / want.Abs().Max().Item() }
+					if e := rel(out, wantOut); !(e < tol) {
+						t.Errorf("%s B=%d heads=%d d=%d pixels=%d %s: output off by %.3g of its largest value, want < %g", l.name, b, heads, d, n, dt, e, tol)
+					}
+					if e := rel(grad, wantGrad); !(e < tol) {
+						t.Errorf("%s B=%d heads=%d d=%d pixels=%d %s: input gradient off by %.3g, want < %g", l.name, b, heads, d, n, dt, e, tol)
+					}
+				}
+			}
+		}
+	})
+}
+
+// TestConvAtNetworkShapes checks float32 convolutions, the networks' 3×3
+// and 1×1 (attention's qkv and projection) at their channel counts, image
+// sizes and batch sizes, NCHW and channels-last, with and without autograd
+// (libtorch picks other kernels for each: oneDNN, XNNPACK, its own), against
+// the same convolution in float64: output, input and weight gradients.
+func TestConvAtNetworkShapes(t *testing.T) {
+	cases := [][5]int64{ // batch, in, out, kernel, size
+		{1, 1, 8, 3, 28}, {2, 8, 16, 3, 14}, {16, 16, 32, 3, 7}, {2, 32, 96, 1, 7}, {16, 32, 32, 1, 7}, {4, 64, 64, 3, 16}, {1, 64, 192, 1, 16},
+	}
+	on(t, func() {
+		for _, c := range cases {
+			n, cin, cout, k, hw := c[0], c[1], c[2], c[3], c[4]
+			ManualSeed(2)
+			x64, w64, b64 := Randn([]int64{n, cin, hw, hw}, Float64, dev), Randn([]int64{cout, cin, k, k}, Float64, dev), Randn([]int64{cout}, Float64, dev)
+			up := Randn([]int64{n, cout, hw, hw}, Float64, dev)
+			opts := Conv2dOpts{Padding: [2]int64{k / 2, k / 2}}
+			conv := func(dt DType, cl, grad bool) (out, dx, dw *Tensor) {
+				x, w := x64.To(dt).Detach(), w64.To(dt).Detach()
+				if cl {
+					x, w = x.ContiguousAs(ChannelsLast), w.ContiguousAs(ChannelsLast)
+				}
+				if !grad {
+					NoGrad(func() { out = Conv2d(x, w, b64.To(dt), opts) })
+					return out.To(Float64), nil, nil
+				}
+				x.SetRequiresGrad(true)
+				w.SetRequiresGrad(true)
+				out = Conv2d(x, w, b64.To(dt), opts)
+				out.BackwardWith(up.To(dt), false)
+				return out.Detach().To(Float64), x.Grad().To(Float64), w.Grad().To(Float64)
+			}
+			wantOut, wantDx, wantDw := conv(Float64, false, true)
+			rel := func(got, want *Tensor) float64 { return got.Sub(want).Abs().Max().Item() / want.Abs().Max().Item() }
+			for _, cl := range []bool{false, true} {
+				for _, grad := range []bool{false, true} {
+					out, dx, dw := conv(Float32, cl, grad)
+					errs := map[string]float64{"output": rel(out, wantOut)}
+					if grad {
+						errs["input gradient"], errs["weight gradient"] = rel(dx, wantDx), rel(dw, wantDw)
+					}
+					for what, e := range errs {
+						if !(e < 1e-4) {
+							t.Errorf("conv %dx%d, %d->%d channels, batch %d, %dx%d images, channels-last %v, autograd %v: float32 %s off by %.3g of its largest value", k, k, cin, cout, n, hw, hw, cl, grad, what, e)
+						}
+					}
+				}
+			}
+		}
+	})
+}
+
 func TestRandnRowsDependOnTheirSeedOnly(t *testing.T) {
 	on(t, func() {
 		a := RandnRows([]uint64{1, 2, 3}, []int64{2, 4})
