@@ -73,7 +73,7 @@ tests() {
     set -euo pipefail
     tar -xf - -C /src
     echo "libtorch $(dpkg-query -W -f "\${Version}" libtorch-dev), PyTorch $(python3 -c "import torch; print(torch.__version__)")"
-    echo "cpu: $(lscpu | sed -n "s/^Model name: *//p"), $(nproc) cores, $(grep -ow "avx2\|avx512f\|avx512_bf16\|avx512_vnni\|amx_bf16" /proc/cpuinfo | sort -u | xargs)"
+    echo "cpu: $(lscpu | sed -n "s/^Model name: *//p") (family $(sed -n "s/^cpu family\t*: //p;T;q" /proc/cpuinfo), model $(sed -n "s/^model\t*: //p;T;q" /proc/cpuinfo)), $(nproc) cores, $(grep -ow "avx2\|avx512f\|avx512_bf16\|avx512_vnni\|amx_bf16" /proc/cpuinfo | sort -u | xargs)"
     python3 scripts/sdpa_check.py >/out/sdpa_check.txt 2>&1 || true
     make build
     go vet ./...

@@ -58,6 +58,9 @@ func TestGroupNormActMatchesDefinition(t *testing.T) {
 		{[]int64{4, 4, 3, 3}, 2, true, false},
 		{[]int64{3, 4, 11}, 2, false, true},
 		{[]int64{1, 32, 28, 28}, 8, true, true},
+		// The networks' sizes, batches that split across threads.
+		{[]int64{16, 32, 28, 28}, 8, false, true},
+		{[]int64{16, 64, 14, 14}, 32, true, true},
 	}
 	acts := []struct {
 		name string

@@ -50,52 +50,59 @@ func TestUpsampleBilinearChannelsLast(t *testing.T) {
 // for channels-last float32 and bf16 tensors, with and without the bias;
 // and that NCHW tensors (libtorch's ops) give the same.
 func TestUpsampleCat(t *testing.T) {
+	// Batch, the input's and the skip's channels, the input's size: a small
+	// case, and the book network's first up block at a batch that splits
+	// across threads.
+	shapes := [][4]int64{{2, 6, 3, 7}, {16, 32, 16, 7}}
 	on(t, func() {
 		ManualSeed(9)
-		for _, dt := range []DType{Float32, BFloat16} {
-			for _, withBias := range []bool{true, false} {
-				for _, cl := range []bool{true, false} {
-					Scoped(func() {
-						name := fmt.Sprintf("%v bias %v channels-last %v", dt, withBias, cl)
-						x := Randn([]int64{2, 6, 7, 7}, dev).To(dt)
-						skip := Randn([]int64{2, 3, 14, 14}, dev).To(dt)
-						var bias, br *Tensor
-						if withBias {
-							bias = Randn([]int64{2, 9}, dev)
-							br = bias.Detach()
-							bias.SetRequiresGrad(true)
-							br.SetRequiresGrad(true)
-						}
-						if cl {
-							x, skip = x.ContiguousAs(ChannelsLast), skip.ContiguousAs(ChannelsLast)
-						}
-						x.SetRequiresGrad(true)
-						skip.SetRequiresGrad(true)
-						y := UpsampleCat(x, skip, bias)
-						if y.DType() != dt || (cl && !y.IsContiguousAs(ChannelsLast)) {
-							t.Fatalf("%s: result %v, channels-last %v", name, y.DType(), y.IsContiguousAs(ChannelsLast))
-						}
-						xr, sr := x.Detach().To(Float32).Contiguous(), skip.Detach().To(Float32).Contiguous()
-						xr.SetRequiresGrad(true)
-						sr.SetRequiresGrad(true)
-						want := Cat([]*Tensor{UpsampleBilinear(xr, 14, 14, false), sr}, 1)
-						if withBias {
-							want = want.Add(br.View(2, 9, 1, 1))
-						}
-						r := RandnLike(want.Detach()).To(dt)
-						y.Mul(r).Sum().Backward()
-						want.Mul(r.To(Float32)).Sum().Backward()
-						tol := 1e-6
-						if dt == BFloat16 {
-							tol = 1e-2
-						}
-						closeTo(t, name+" forward", y.To(Float64).Float64s(), want.To(Float64).Float64s(), tol)
-						closeTo(t, name+" dx", x.Grad().To(Float64).Float64s(), xr.Grad().To(Float64).Float64s(), tol)
-						closeTo(t, name+" dskip", skip.Grad().To(Float64).Float64s(), sr.Grad().To(Float64).Float64s(), tol)
-						if withBias {
-							closeTo(t, name+" dbias", bias.Grad().To(Float64).Float64s(), br.Grad().To(Float64).Float64s(), tol)
-						}
-					})
+		for _, sh := range shapes {
+			n, cx, cs, hw := sh[0], sh[1], sh[2], sh[3]
+			for _, dt := range []DType{Float32, BFloat16} {
+				for _, withBias := range []bool{true, false} {
+					for _, cl := range []bool{true, false} {
+						Scoped(func() {
+							name := fmt.Sprintf("%v %v bias %v channels-last %v", sh, dt, withBias, cl)
+							x := Randn([]int64{n, cx, hw, hw}, dev).To(dt)
+							skip := Randn([]int64{n, cs, 2 * hw, 2 * hw}, dev).To(dt)
+							var bias, br *Tensor
+							if withBias {
+								bias = Randn([]int64{n, cx + cs}, dev)
+								br = bias.Detach()
+								bias.SetRequiresGrad(true)
+								br.SetRequiresGrad(true)
+							}
+							if cl {
+								x, skip = x.ContiguousAs(ChannelsLast), skip.ContiguousAs(ChannelsLast)
+							}
+							x.SetRequiresGrad(true)
+							skip.SetRequiresGrad(true)
+							y := UpsampleCat(x, skip, bias)
+							if y.DType() != dt || (cl && !y.IsContiguousAs(ChannelsLast)) {
+								t.Fatalf("%s: result %v, channels-last %v", name, y.DType(), y.IsContiguousAs(ChannelsLast))
+							}
+							xr, sr := x.Detach().To(Float32).Contiguous(), skip.Detach().To(Float32).Contiguous()
+							xr.SetRequiresGrad(true)
+							sr.SetRequiresGrad(true)
+							want := Cat([]*Tensor{UpsampleBilinear(xr, 2*hw, 2*hw, false), sr}, 1)
+							if withBias {
+								want = want.Add(br.View(n, cx+cs, 1, 1))
+							}
+							r := RandnLike(want.Detach()).To(dt)
+							y.Mul(r).Sum().Backward()
+							want.Mul(r.To(Float32)).Sum().Backward()
+							tol := 1e-6
+							if dt == BFloat16 {
+								tol = 1e-2
+							}
+							closeTo(t, name+" forward", y.To(Float64).Float64s(), want.To(Float64).Float64s(), tol)
+							closeTo(t, name+" dx", x.Grad().To(Float64).Float64s(), xr.Grad().To(Float64).Float64s(), tol)
+							closeTo(t, name+" dskip", skip.Grad().To(Float64).Float64s(), sr.Grad().To(Float64).Float64s(), tol)
+							if withBias {
+								closeTo(t, name+" dbias", bias.Grad().To(Float64).Float64s(), br.Grad().To(Float64).Float64s(), tol)
+							}
+						})
+					}
 				}
 			}
 		}
