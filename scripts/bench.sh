@@ -5,11 +5,19 @@
 # figures are the median of 5 runs, the peers' the median step time.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-py=${PYTHON:-/usr/bin/python3}
+py=("${PYTHON:-/usr/bin/python3}")
+# The peers run under the malloc thresholds kakusan's torch package sets for
+# itself (torch/torch.go: mmap 32 MiB, trim 1 GiB): under glibc's defaults
+# PyTorch maps and faults in its activations afresh at each step, and a mode
+# measured first in its process ran up to 3x slower than the same mode after
+# another (docs/performance.md). PEER_MALLOC=system leaves glibc's defaults.
+if [[ ${PEER_MALLOC:-tuned} != system ]]; then
+  py=(env GLIBC_TUNABLES=glibc.malloc.mmap_threshold=33554432:glibc.malloc.trim_threshold=1073741824 "${py[@]}")
+fi
 log=$(mktemp -d)
 go test -p 1 -run '^$' -bench 'Add|ConvNet|VAE' -benchtime 1s -count 5 ./torch/ ./train/ | tee "$log/go.txt"
-"$py" scripts/bench_convnet.py --steps 200 | tee "$log/convnet.json"
-"$py" scripts/bench_vae.py --steps 3000 | tee "$log/vae.json"
+"${py[@]}" scripts/bench_convnet.py --steps 200 | tee "$log/convnet.json"
+"${py[@]}" scripts/bench_vae.py --steps 3000 | tee "$log/vae.json"
 # The U-Net against the reference peer (shared/bench/ref_unet.py, kept
 # outside the repository: set REF_UNET to its path), in each mode both have
 # (eager, bf16 autocast, channels-last, both), at a size a 2-core CPU runs
@@ -26,7 +34,7 @@ twin_modes=${TWIN_MODES:-fp32-cl,bf16-cl}
 if [[ -f $ref ]]; then
   for r in $(seq "${ROUNDS:-3}"); do
     go test -run '^$' -bench 'UNet' -benchtime 10x -count 1 ./train/ | tee -a "$log/unet.txt"
-    "$py" "$ref" --device cpu --steps 10 --width "$BENCH_UNET_WIDTH" --batch "$BENCH_UNET_BATCH" --sample-batch "$BENCH_UNET_SAMPLE_BATCH" --modes "$modes" | tee -a "$log/ref_unet.json"
+    "${py[@]}" "$ref" --device cpu --steps 10 --width "$BENCH_UNET_WIDTH" --batch "$BENCH_UNET_BATCH" --sample-batch "$BENCH_UNET_SAMPLE_BATCH" --modes "$modes" | tee -a "$log/ref_unet.json"
   done
 else
   echo "bench: $ref not found; skipping the U-Net (set REF_UNET)" >&2
@@ -35,13 +43,13 @@ fi
 # against its PyTorch twin, alternating likewise, in float32 and bf16.
 for r in $(seq "${ROUNDS:-3}"); do
   go test -run '^$' -bench 'CPUDefault' -benchtime 10x -count 1 ./train/ | tee -a "$log/unet.txt"
-  "$py" scripts/bench_cpu_default.py --steps 10 --sample-batch "$BENCH_UNET_SAMPLE_BATCH" --modes "$twin_modes" | tee -a "$log/cpu_default.json"
+  "${py[@]}" scripts/bench_cpu_default.py --steps 10 --sample-batch "$BENCH_UNET_SAMPLE_BATCH" --modes "$twin_modes" | tee -a "$log/cpu_default.json"
 done
 # The colour recipe's network (configs/emoji_cpu.yaml, unet.arch adm) against
 # its PyTorch twin, alternating likewise.
 for r in $(seq "${ROUNDS:-3}"); do
   go test -run '^$' -bench 'Colour' -benchtime 10x -count 1 ./train/ | tee -a "$log/unet.txt"
-  "$py" scripts/bench_cpu_default.py --net colour --batch 64 --steps 10 --sample-batch "$BENCH_UNET_SAMPLE_BATCH" --modes "$twin_modes" | tee -a "$log/colour.json"
+  "${py[@]}" scripts/bench_cpu_default.py --net colour --batch 64 --steps 10 --sample-batch "$BENCH_UNET_SAMPLE_BATCH" --modes "$twin_modes" | tee -a "$log/colour.json"
 done
 # The sampling job a user runs (the CPU default, DDIM-50, 200 images with
 # guidance, PNGs written) in images/s, in fp32 and bf16, from a checkpoint
@@ -59,7 +67,7 @@ if [[ -x bin/train && -x bin/sample ]]; then
       sed -n "s/.*(\([0-9.]*\) images\/s).*/$p \1/p" >>"$log/job.txt"
   done
 fi
-"$py" - "$log" <<'PY'
+"${py[@]}" - "$log" <<'PY'
 import json, re, sys
 d = sys.argv[1]
 import statistics
