@@ -29,14 +29,7 @@ func TestUpsampleBilinearChannelsLast(t *testing.T) {
 					if y.DType() != dt || !y.IsContiguousAs(ChannelsLast) {
 						t.Fatalf("%s: result %v, channels-last %v; want %v channels-last", name, y.DType(), y.IsContiguousAs(ChannelsLast), dt)
 					}
-					r := RandnLike(want.Detach()).To(dt)
-					y.Mul(r).Sum().Backward()
-					want.Mul(r.To(Float32)).Sum().Backward()
-					tol := 1e-6
-					if dt == BFloat16 {
-						tol = 1e-2
-					}
-					closeTo(t, name+" forward", y.To(Float64).Float64s(), want.To(Float64).Float64s(), tol)
+					tol := backwardBoth(t, name, y, want, dt)
 					closeTo(t, name+" backward", xc.Grad().To(Float64).Float64s(), xr.Grad().To(Float64).Float64s(), tol)
 				})
 			}
@@ -88,14 +81,7 @@ func TestUpsampleCat(t *testing.T) {
 							if withBias {
 								want = want.Add(br.View(n, cx+cs, 1, 1))
 							}
-							r := RandnLike(want.Detach()).To(dt)
-							y.Mul(r).Sum().Backward()
-							want.Mul(r.To(Float32)).Sum().Backward()
-							tol := 1e-6
-							if dt == BFloat16 {
-								tol = 1e-2
-							}
-							closeTo(t, name+" forward", y.To(Float64).Float64s(), want.To(Float64).Float64s(), tol)
+							tol := backwardBoth(t, name, y, want, dt)
 							closeTo(t, name+" dx", x.Grad().To(Float64).Float64s(), xr.Grad().To(Float64).Float64s(), tol)
 							closeTo(t, name+" dskip", skip.Grad().To(Float64).Float64s(), sr.Grad().To(Float64).Float64s(), tol)
 							if withBias {
@@ -128,4 +114,20 @@ func TestUpsampleCatErrors(t *testing.T) {
 			t.Errorf("%s: err = %v, want one naming UpsampleCat and %q", c.name, err, c.want)
 		}
 	}
+}
+
+// backwardBoth backpropagates one random output gradient through the
+// kernel's result y (in dt) and the float32 reference want, checks the
+// forward values, and returns the tolerance for dt the gradients get too.
+func backwardBoth(t *testing.T, name string, y, want *Tensor, dt DType) float64 {
+	t.Helper()
+	r := RandnLike(want.Detach()).To(dt)
+	y.Mul(r).Sum().Backward()
+	want.Mul(r.To(Float32)).Sum().Backward()
+	tol := 1e-6
+	if dt == BFloat16 {
+		tol = 1e-2
+	}
+	closeTo(t, name+" forward", y.To(Float64).Float64s(), want.To(Float64).Float64s(), tol)
+	return tol
 }
