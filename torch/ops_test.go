@@ -1,6 +1,7 @@
 package torch
 
 import (
+	"fmt"
 	"math"
 	"reflect"
 	"testing"
@@ -397,6 +398,67 @@ func TestConvAtNetworkShapes(t *testing.T) {
 						if !(e < 1e-4) {
 							t.Errorf("conv %dx%d, %d->%d channels, batch %d, %dx%d images, channels-last %v, autograd %v: float32 %s off by %.3g of its largest value", k, k, cin, cout, n, hw, hw, cl, grad, what, e)
 						}
+					}
+				}
+			}
+		}
+	})
+}
+
+// TestMaxPoolAtNetworkShapes checks 2×2 max pooling, the book U-Net's
+// down-sampling, at its sizes and a batch that splits across threads, NCHW
+// and channels-last, float32 and bfloat16, with and without autograd,
+// against the maxima computed here, and its gradient: each window's
+// upstream gradient lands on the window's largest input.
+func TestMaxPoolAtNetworkShapes(t *testing.T) {
+	on(t, func() {
+		for _, sh := range [][3]int64{{16, 8, 28}, {16, 32, 14}, {3, 16, 7}} {
+			n, c, hw := sh[0], sh[1], sh[2]
+			ho := hw / 2
+			ManualSeed(4)
+			base := Randn([]int64{n, c, hw, hw}, Float64, dev)
+			for _, dt := range []DType{Float32, BFloat16} {
+				xs := base.To(dt).To(Float64).Float64s() // the values the kernel sees
+				want := make([]float64, n*c*ho*ho)
+				arg := make([]int, len(want))
+				for i := range want {
+					p, oy, ox := int64(i)/(ho*ho), int64(i)/ho%ho, int64(i)%ho
+					want[i] = math.Inf(-1)
+					for dy := int64(0); dy < 2; dy++ {
+						for dx := int64(0); dx < 2; dx++ {
+							j := int(p*hw*hw + (2*oy+dy)*hw + 2*ox + dx)
+							if xs[j] > want[i] {
+								want[i], arg[i] = xs[j], j
+							}
+						}
+					}
+				}
+				for _, cl := range []bool{false, true} {
+					for _, grad := range []bool{false, true} {
+						name := fmt.Sprintf("max pool %v %v channels-last %v autograd %v", sh, dt, cl, grad)
+						x := base.To(dt).Detach()
+						if cl {
+							x = x.ContiguousAs(ChannelsLast)
+						}
+						x.SetRequiresGrad(grad)
+						var y *Tensor
+						if grad {
+							y = MaxPool2d(x, 2, 0, 0)
+						} else {
+							NoGrad(func() { y = MaxPool2d(x, 2, 0, 0) })
+						}
+						near(t, name, y.To(Float64).Contiguous().Float64s(), want, 0)
+						if !grad {
+							continue
+						}
+						up := Randn([]int64{n, c, ho, ho}, Float64, dev).To(dt)
+						y.BackwardWith(up, false)
+						g, u := x.Grad().To(Float64).Contiguous().Float64s(), up.To(Float64).Float64s()
+						wantG := make([]float64, len(g))
+						for i, j := range arg {
+							wantG[j] += u[i]
+						}
+						near(t, name+" gradient", g, wantG, 0)
 					}
 				}
 			}
