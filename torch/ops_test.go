@@ -7,14 +7,16 @@ import (
 	"testing"
 )
 
-func TestElementwiseClosedForms(t *testing.T) {
-	xs := []float64{-2, -0.5, 0.25, 1, 3}
+// elementwiseCase is an operation and its closed form.
+type elementwiseCase struct {
+	name string
+	f    func(*Tensor) *Tensor
+	want func(float64) float64
+}
+
+func elementwiseCases() []elementwiseCase {
 	sig := func(x float64) float64 { return 1 / (1 + math.Exp(-x)) }
-	cases := []struct {
-		name string
-		f    func(*Tensor) *Tensor
-		want func(float64) float64
-	}{
+	return []elementwiseCase{
 		{"exp", (*Tensor).Exp, math.Exp},
 		{"sin", (*Tensor).Sin, math.Sin},
 		{"cos", (*Tensor).Cos, math.Cos},
@@ -44,9 +46,13 @@ func TestElementwiseClosedForms(t *testing.T) {
 			return 10 * x
 		}},
 	}
+}
+
+func TestElementwiseClosedForms(t *testing.T) {
+	xs := []float64{-2, -0.5, 0.25, 1, 3}
 	on(t, func() {
 		x := f64(xs)
-		for _, c := range cases {
+		for _, c := range elementwiseCases() {
 			got := c.f(x).Float64s()
 			want := make([]float64, len(xs))
 			for i, v := range xs {
@@ -54,6 +60,39 @@ func TestElementwiseClosedForms(t *testing.T) {
 			}
 			near(t, c.name, got, want, 1e-12)
 		}
+	})
+}
+
+// TestElementwiseVectorisedFloat32 runs the closed-form cases on 2,000
+// float32 values, enough for libtorch's vectorised loops (and their
+// instruction-set variants) rather than the scalar tails five values take,
+// and sin and cos over the time embedding's arguments (up to 1,000).
+func TestElementwiseVectorisedFloat32(t *testing.T) {
+	var xs, args []float64
+	for i := 0; i < 2000; i++ {
+		if x := -4 + 8*float64(i)/1999; math.Abs(x) > 0.1 { // away from 0, where log and 6/x blow up
+			xs = append(xs, x)
+		}
+		args = append(args, 1000*float64(i)/1999)
+	}
+	check := func(name string, f func(*Tensor) *Tensor, want func(float64) float64, vals []float64, tol float64) {
+		x := f64(vals).To(Float32)
+		in := x.To(Float64).Float64s() // the float32-rounded inputs
+		got := f(x).To(Float64).Float64s()
+		for i, v := range in {
+			w := want(v)
+			if d := math.Abs(got[i] - w); !(d <= tol*math.Max(1, math.Abs(w))) {
+				t.Errorf("%s(%g) in float32 = %g, want %g", name, v, got[i], w)
+				return
+			}
+		}
+	}
+	on(t, func() {
+		for _, c := range elementwiseCases() {
+			check(c.name, c.f, c.want, xs, 1e-5)
+		}
+		check("sin of time-embedding arguments", (*Tensor).Sin, math.Sin, args, 1e-5)
+		check("cos of time-embedding arguments", (*Tensor).Cos, math.Cos, args, 1e-5)
 	})
 }
 
