@@ -380,11 +380,10 @@ func TestAttentionAtNetworkShapes(t *testing.T) {
 				wantOut, wantGrad := attend(Float64, formula)
 				for dt, tol := range map[DType]float64{Float64: 1e-10, Float32: 1e-5, BFloat16: 0.03} {
 					out, grad := attend(dt, sdpa)
-					rel := func(got, want *Tensor) float64 { return got.Sub(want).Abs().Max().Item() / want.Abs().Max().Item() }
-					if e := rel(out, wantOut); !(e < tol) {
+					if e := relErr(out, wantOut); !(e < tol) {
 						t.Errorf("%s B=%d heads=%d d=%d pixels=%d %s: output off by %.3g of its largest value, want < %g", l.name, b, heads, d, n, dt, e, tol)
 					}
-					if e := rel(grad, wantGrad); !(e < tol) {
+					if e := relErr(grad, wantGrad); !(e < tol) {
 						t.Errorf("%s B=%d heads=%d d=%d pixels=%d %s: input gradient off by %.3g, want < %g", l.name, b, heads, d, n, dt, e, tol)
 					}
 				}
@@ -396,7 +395,7 @@ func TestAttentionAtNetworkShapes(t *testing.T) {
 // TestConvAtNetworkShapes checks float32 convolutions, the networks' 3×3
 // and 1×1 (attention's qkv and projection) at their channel counts, image
 // sizes and batch sizes, NCHW and channels-last, with and without autograd
-// (libtorch picks other kernels for each: oneDNN, XNNPACK, its own), against
+// (libtorch picks oneDNN or its own im2col kernels by shape), against
 // the same convolution in float64: output, input and weight gradients.
 func TestConvAtNetworkShapes(t *testing.T) {
 	cases := [][5]int64{ // batch, in, out, kernel, size
@@ -425,13 +424,12 @@ func TestConvAtNetworkShapes(t *testing.T) {
 				return out.Detach().To(Float64), x.Grad().To(Float64), w.Grad().To(Float64)
 			}
 			wantOut, wantDx, wantDw := conv(Float64, false, true)
-			rel := func(got, want *Tensor) float64 { return got.Sub(want).Abs().Max().Item() / want.Abs().Max().Item() }
 			for _, cl := range []bool{false, true} {
 				for _, grad := range []bool{false, true} {
 					out, dx, dw := conv(Float32, cl, grad)
-					errs := map[string]float64{"output": rel(out, wantOut)}
+					errs := map[string]float64{"output": relErr(out, wantOut)}
 					if grad {
-						errs["input gradient"], errs["weight gradient"] = rel(dx, wantDx), rel(dw, wantDw)
+						errs["input gradient"], errs["weight gradient"] = relErr(dx, wantDx), relErr(dw, wantDw)
 					}
 					for what, e := range errs {
 						if !(e < 1e-4) {
@@ -503,6 +501,12 @@ func TestMaxPoolAtNetworkShapes(t *testing.T) {
 			}
 		}
 	})
+}
+
+// relErr is got's largest difference from want relative to want's largest
+// magnitude.
+func relErr(got, want *Tensor) float64 {
+	return got.Sub(want).Abs().Max().Item() / want.Abs().Max().Item()
 }
 
 func TestRandnRowsDependOnTheirSeedOnly(t *testing.T) {
