@@ -114,7 +114,7 @@ if [[ -n "$graphflags" ]]; then
   done
 fi
 [[ -n $expect_cuda && -z $ncclflags ]] && die "KAKUSAN_EXPECT_CUDA is set but NCCL's header (nccl.h) is not found: set CUDA_HOME, or install NCCL's headers"
-# norm.cpp and upsample.cpp hold the shim's own CPU kernels (kernels.h):
+# norm.cpp, bnorm.cpp and upsample.cpp hold the shim's own CPU kernels (kernels.h):
 # -O3 vectorises their loops (for each instruction set its target_clones
 # name), and -fopenmp makes at::parallel_for, inlined from libtorch's
 # headers, the OpenMP loop libtorch's own kernels run (without it the
@@ -134,7 +134,7 @@ for f in "$src"/*.cpp; do
   extra=""
   # (GCC 14 at -O3 warns falsely inside std::vector<bool>::reserve, which
   # libtorch's autograd::Function inlines: its bug 107852's kin.)
-  [[ $(basename "$f") == norm.cpp || $(basename "$f") == upsample.cpp ]] && extra="-O3 -fopenmp -Wno-array-bounds"
+  [[ $(basename "$f") == norm.cpp || $(basename "$f") == bnorm.cpp || $(basename "$f") == upsample.cpp ]] && extra="-O3 -fopenmp -Wno-array-bounds"
   ${CXX:-g++} $flags $extra -c "$f" -o "$obj/$(basename "$f" .cpp).o" & pids+=($!) names+=("$(basename "$f")")
 done
 if [[ -n "$graphflags" ]] && ${CXX:-g++} $flags $graphflags -c "$src/graph.cpp" -o "$obj/graph.o" 2>"$obj/graph.log"; then

@@ -70,9 +70,18 @@ func ConvTranspose2d(x, w, b *Tensor, o Conv2dOpts) *Tensor {
 // place with momentum; in evaluation it uses them. Any of w, b and the
 // running statistics may be nil.
 func BatchNorm(x, w, b, runningMean, runningVar *Tensor, training bool, momentum, eps float64) *Tensor {
+	return BatchNormAct(x, w, b, runningMean, runningVar, training, momentum, eps, ActNone)
+}
+
+// BatchNormAct is act(BatchNorm(x, ...)). In training on the CPU, with
+// float32 or bfloat16 x and the running statistics given, one kernel
+// computes it (a pass for the statistics, one for the result) and one its
+// gradients, in x's dtype and layout; elsewhere it is libtorch's batch
+// norm and the activation.
+func BatchNormAct(x, w, b, runningMean, runningVar *Tensor, training bool, momentum, eps float64, act Act) *Tensor {
 	var out C.kk_tensor
 	var err *C.char
-	C.kk_batch_norm(x.handle("BatchNorm"), w.opt("BatchNorm"), b.opt("BatchNorm"), runningMean.opt("BatchNorm"), runningVar.opt("BatchNorm"), b2i(training), C.double(momentum), C.double(eps), &out, &err)
+	C.kk_batch_norm(x.handle("BatchNorm"), w.opt("BatchNorm"), b.opt("BatchNorm"), runningMean.opt("BatchNorm"), runningVar.opt("BatchNorm"), b2i(training), C.double(momentum), C.double(eps), C.int(act), &out, &err)
 	return wrap("BatchNorm", out, err)
 }
 

@@ -29,13 +29,7 @@ func groupNormRef(x *Tensor, groups int64, w, b *Tensor, eps float64, act Act) *
 	if b != nil {
 		y = y.Add(b.View(aff...))
 	}
-	switch act {
-	case ActReLU:
-		return y.Relu()
-	case ActSiLU:
-		return y.Silu()
-	}
-	return y
+	return act.Apply(y)
 }
 
 // TestGroupNormActMatchesDefinition checks the fused group normalisation,
@@ -193,4 +187,135 @@ func TestGroupNormActErrors(t *testing.T) {
 			t.Errorf("%s: err = %v, want one containing %q", c.name, err, c.want)
 		}
 	}
+}
+
+// batchNormRef is act(BatchNorm(x)) in training written out in float64
+// from primitive ops: mean and biased variance per channel over the batch
+// and every position, then the affine; it also returns the batch mean and
+// the unbiased variance the running statistics move towards.
+func batchNormRef(x, w, b *Tensor, eps float64, act Act) (y, mean, uvar *Tensor) {
+	s := x.Shape()
+	dims := []int64{0}
+	for d := int64(2); d < int64(len(s)); d++ {
+		dims = append(dims, d)
+	}
+	aff := make([]int64, len(s))
+	for i := range aff {
+		aff[i] = 1
+	}
+	aff[1] = s[1]
+	m := x.MeanDims(true, dims...)
+	c := x.Sub(m)
+	v := c.Square().MeanDims(true, dims...)
+	n := float64(x.Numel() / s[1])
+	y = c.Div(v.AddScalar(eps).Sqrt()).Mul(w.View(aff...)).Add(b.View(aff...))
+	return act.Apply(y), m.View(-1), v.View(-1).MulScalar(n / (n - 1))
+}
+
+
+// TestBatchNormActMatchesDefinition checks the fused batch normalisation
+// in training, forward, running statistics and all three gradients,
+// against the float64 definition, for float32 and bfloat16 activations in
+// both layouts, (N, C) and (N, C, L) inputs, positions that are no
+// multiple of the kernels' lanes, the book network's sizes (batches whose
+// rows split across threads), and each activation.
+func TestBatchNormActMatchesDefinition(t *testing.T) {
+	cases := []struct {
+		shape []int64
+		cl    bool
+	}{
+		{[]int64{3, 8, 5, 7}, false},
+		{[]int64{3, 8, 5, 7}, true},
+		{[]int64{2, 6, 9, 4}, true},
+		{[]int64{5, 6}, false},
+		{[]int64{3, 4, 11}, false},
+		{[]int64{2, 1, 3, 3}, false},
+		{[]int64{32, 16, 28, 28}, true},
+		{[]int64{32, 32, 14, 14}, false},
+		{[]int64{32, 64, 7, 7}, true},
+	}
+	acts := []struct {
+		name string
+		a    Act
+	}{{"none", ActNone}, {"relu", ActReLU}, {"silu", ActSiLU}}
+	on(t, func() {
+		ManualSeed(4)
+		for _, c := range cases {
+			for _, dt := range []DType{Float32, BFloat16} {
+				for _, a := range acts {
+					name := fmt.Sprintf("%v cl %v %v %s", c.shape, c.cl, dt, a.name)
+					Scoped(func() { checkBatchNormAct(t, name, c.shape, c.cl, dt, a.a) })
+				}
+			}
+		}
+	})
+}
+
+func checkBatchNormAct(t *testing.T, name string, shape []int64, cl bool, dt DType, act Act) {
+	t.Helper()
+	ch := shape[1]
+	// An offset mean, as convolution outputs have: the variance must not
+	// come from a cancelling E[x²] - E[x]².
+	x := Randn(shape, dev).MulScalar(3).AddScalar(20).To(dt)
+	if cl {
+		x = x.ContiguousAs(ChannelsLast)
+	}
+	w, b := Randn([]int64{ch}, dev), Randn([]int64{ch}, dev)
+	rm, rv := Randn([]int64{ch}, dev), Rand([]int64{ch}, dev).AddScalar(0.5)
+	rm0, rv0 := rm.Float64s(), rv.Float64s()
+	w.SetRequiresGrad(true)
+	b.SetRequiresGrad(true)
+	x.SetRequiresGrad(true)
+	y := BatchNormAct(x, w, b, rm, rv, true, 0.1, 1e-5, act)
+	if y.DType() != dt {
+		t.Fatalf("%s: result dtype %v, want the input's", name, y.DType())
+	}
+	if cl && !y.IsContiguousAs(ChannelsLast) {
+		t.Fatalf("%s: result is not channels-last", name)
+	}
+	r := RandnLike(y.Detach().To(Float32))
+	y.To(Float32).Mul(r).Sum().Backward()
+
+	xd := x.Detach().To(Float64) // as the kernel saw it (rounded to dt)
+	wd, bd := w.Detach().To(Float64), b.Detach().To(Float64)
+	for _, p := range []*Tensor{xd, wd, bd} {
+		p.SetRequiresGrad(true)
+	}
+	yd, mean, uvar := batchNormRef(xd, wd, bd, 1e-5, act)
+	// The kernel's dy is y's gradient in y's dtype: r rounded to dt.
+	yd.Mul(r.To(dt).To(Float64)).Sum().Backward()
+
+	tol := 2e-5
+	if dt == BFloat16 {
+		tol = 1e-2 // results rounded to 8 bits of mantissa
+	}
+	closeTo(t, name+" forward", y.To(Float64).Float64s(), yd.Float64s(), tol)
+	closeTo(t, name+" dx", x.Grad().To(Float64).Float64s(), xd.Grad().Float64s(), tol)
+	closeTo(t, name+" dw", w.Grad().To(Float64).Float64s(), wd.Grad().Float64s(), tol)
+	closeTo(t, name+" db", b.Grad().To(Float64).Float64s(), bd.Grad().Float64s(), tol)
+	wantM, wantV := mean.Float64s(), uvar.Float64s()
+	for c := range wantM {
+		wantM[c] = 0.9*rm0[c] + 0.1*wantM[c]
+		wantV[c] = 0.9*rv0[c] + 0.1*wantV[c]
+	}
+	closeTo(t, name+" running mean", rm.Float64s(), wantM, 1e-6)
+	closeTo(t, name+" running var", rv.Float64s(), wantV, 1e-6)
+}
+
+// TestBatchNormActOutsideTheKernels: evaluation, no running statistics
+// and float64 take libtorch's batch norm and the activation, and give
+// what the definition gives.
+func TestBatchNormActOutsideTheKernels(t *testing.T) {
+	on(t, func() {
+		x := Randn([]int64{4, 3, 5, 5}, dev).To(Float64)
+		w, b := Randn([]int64{3}, dev).To(Float64), Randn([]int64{3}, dev).To(Float64)
+		want, _, _ := batchNormRef(x, w, b, 1e-5, ActReLU)
+		closeTo(t, "float64 without running statistics", BatchNormAct(x, w, b, nil, nil, true, 0.1, 1e-5, ActReLU).Float64s(), want.Float64s(), 1e-12)
+		rm, rv := Randn([]int64{3}, dev), Rand([]int64{3}, dev).AddScalar(0.5)
+		xf := x.To(Float32)
+		aff := []int64{1, 3, 1, 1}
+		ref := xf.Sub(rm.View(aff...)).Div(rv.AddScalar(1e-5).Sqrt().View(aff...)).Mul(w.To(Float32).View(aff...)).Add(b.To(Float32).View(aff...)).Silu()
+		got := BatchNormAct(xf, w.To(Float32), b.To(Float32), rm, rv, false, 0.1, 1e-5, ActSiLU)
+		closeTo(t, "evaluation", got.To(Float64).Float64s(), ref.To(Float64).Float64s(), 1e-5)
+	})
 }

@@ -275,13 +275,20 @@ func NewBatchNorm2d(m *Module, name string, ch int64, dev torch.Device) *BatchNo
 
 // Forward normalises x (N, C, H, W).
 func (b *BatchNorm2d) Forward(x *torch.Tensor) *torch.Tensor {
+	return b.ForwardAct(x, torch.ActNone)
+}
+
+// ForwardAct is act(b.Forward(x)): in training on the CPU one fused kernel
+// each way (torch.BatchNormAct); with synchronised statistics (data
+// parallelism), the activation after them.
+func (b *BatchNorm2d) ForwardAct(x *torch.Tensor, act torch.Act) *torch.Tensor {
 	if b.m.training {
 		torch.NoGrad(func() { b.Tracked.AddInPlace(torch.OnesLike(b.Tracked), 1) })
 		if b.m.sync != nil {
-			return b.m.sync.SyncBatchNorm(x, b.W, b.B, b.RunningMean, b.RunningVar, 0.1, normEps)
+			return act.Apply(b.m.sync.SyncBatchNorm(x, b.W, b.B, b.RunningMean, b.RunningVar, 0.1, normEps))
 		}
 	}
-	return torch.BatchNorm(x, b.W, b.B, b.RunningMean, b.RunningVar, b.m.training, 0.1, normEps)
+	return torch.BatchNormAct(x, b.W, b.B, b.RunningMean, b.RunningVar, b.m.training, 0.1, normEps, act)
 }
 
 // normEps is the ε of the normalisation layers, PyTorch's default.
@@ -307,10 +314,16 @@ func ConvNorm(x *torch.Tensor, c *Conv2d, n Norm) *torch.Tensor {
 }
 
 // ConvNormAct is act(n(c(x))): ConvNorm, with the activation fused into a
-// GroupNorm (one pass over the activations, forward and backward).
+// GroupNorm, or a BatchNorm2d in training (one kernel each way over the
+// activations); an evaluated BatchNorm2d is folded into the convolution.
 func ConvNormAct(x *torch.Tensor, c *Conv2d, n Norm, act torch.Act) *torch.Tensor {
-	if g, ok := n.(*GroupNorm); ok {
-		return g.ForwardAct(c.Forward(x), act)
+	switch n := n.(type) {
+	case *GroupNorm:
+		return n.ForwardAct(c.Forward(x), act)
+	case *BatchNorm2d:
+		if n.m.training {
+			return n.ForwardAct(c.Forward(x), act)
+		}
 	}
 	return act.Apply(ConvNorm(x, c, n))
 }

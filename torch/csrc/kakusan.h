@@ -23,7 +23,7 @@ extern "C" {
 #endif
 #pragma GCC visibility push(default)
 
-#define KK_ABI_VERSION 10
+#define KK_ABI_VERSION 11
 
 typedef struct kk_tensor_s *kk_tensor;
 
@@ -177,10 +177,12 @@ void kk_conv_transpose2d(kk_tensor x, kk_tensor w, kk_tensor b,
                          const int64_t *stride, const int64_t *padding,
                          const int64_t *output_padding, const int64_t *dilation,
                          int64_t groups, kk_tensor *out, char **err);
+/* act(batch_norm(x)), act one of KK_ACT_*; in training on the CPU one fused
+ * kernel each way (bnorm.cpp). */
 void kk_batch_norm(kk_tensor x, kk_tensor w, kk_tensor b, kk_tensor running_mean,
                    kk_tensor running_var, int training, double momentum,
-                   double eps, kk_tensor *out, char **err);
-/* Activations a group normalisation may be fused with. */
+                   double eps, int act, kk_tensor *out, char **err);
+/* Activations a batch or group normalisation may be fused with. */
 enum { KK_ACT_NONE = 0, KK_ACT_RELU = 1, KK_ACT_SILU = 2 };
 /* act(group_norm(x)), in x's dtype (computed in float32 or better when x is
  * bfloat16); w and b may be NULL (norm.cpp). */

@@ -1,4 +1,5 @@
-// kernels.h: what the shim's own CPU kernels (norm.cpp, upsample.cpp)
+// kernels.h: what the shim's own CPU kernels (norm.cpp, bnorm.cpp,
+// upsample.cpp)
 // share: instruction-set clones, bfloat16 rows and memory layouts.
 //
 // The kernels are plain loops the compiler vectorises: build_shim.sh
@@ -9,6 +10,8 @@
 // inlined from libtorch's headers, compiles to a serial loop.
 #pragma once
 #include <ATen/ATen.h>
+
+#include "kakusan.h"
 
 #include <cstdint>
 
@@ -21,18 +24,65 @@
 
 namespace kk {
 
+// The activations a fused kernel applies (kakusan.h's KK_ACT_*).
+enum Act : int64_t { kNone = KK_ACT_NONE, kReLU = KK_ACT_RELU, kSiLU = KK_ACT_SILU };
+
+// expf in a form the compiler vectorises (Cephes' polynomial on a
+// Cody-Waite reduction, within 2 ulp of expf over the clamped range); the
+// sigmoid needs nothing better.
+KK_INLINE float fexp(float x) {
+  x = x < -87.0f ? -87.0f : x;  // NaN stays NaN
+  x = x > 88.0f ? 88.0f : x;
+  // k = round(x / ln 2) by the 1.5·2^23 trick (floorf would be a call).
+  float k = (x * 1.44269504088896341f + 12582912.0f) - 12582912.0f;
+  float r = x - k * 0.693359375f + k * 2.12194440e-4f;
+  float p = 1.9875691500e-4f;
+  p = p * r + 1.3981999507e-3f;
+  p = p * r + 8.3334519073e-3f;
+  p = p * r + 4.1665795894e-2f;
+  p = p * r + 1.6666665459e-1f;
+  p = p * r + 5.0000001201e-1f;
+  p = p * r * r + r + 1.0f;
+  return p * __builtin_bit_cast(float, static_cast<uint32_t>(static_cast<int32_t>(k) + 127) << 23);
+}
+
+template <int64_t A>
+struct Activation {
+  static KK_INLINE float f(float z) {
+    if (A == kSiLU) return z / (1.0f + fexp(-z));
+    if (A == kReLU) return z > 0.0f ? z : 0.0f;
+    return z;
+  }
+  // df is act'(z)·dy.
+  static KK_INLINE float df(float z, float dy) {
+    if (A == kSiLU) {
+      float s = 1.0f / (1.0f + fexp(-z));
+      return dy * s * (1.0f + z * (1.0f - s));
+    }
+    if (A == kReLU)  // dy where z > 0, else 0, as a mask (see st)
+      return __builtin_bit_cast(float, __builtin_bit_cast(uint32_t, dy) & (0u - static_cast<uint32_t>(z > 0.0f)));
+    return dy;
+  }
+};
+
 // bfloat16 (its 16 bits) to float32 and back, rounding to nearest even as
-// c10::BFloat16 does (NaN stays NaN), a row at a time so the loops
-// vectorise: the kernels compute in float32 on staged copies.
+// c10::BFloat16 does (NaN stays NaN): ld and st one element (float32
+// passes through), to_float and to_bf16 a row, in loops that vectorise.
+KK_INLINE float ld(float v) { return v; }
+KK_INLINE float ld(uint16_t v) { return __builtin_bit_cast(float, static_cast<uint32_t>(v) << 16); }
+KK_INLINE void st(float f, float *p) { *p = f; }
+KK_INLINE void st(float f, uint16_t *p) {
+  // Branch-free (a mask selects the NaN), so that loops holding another
+  // select still vectorise.
+  uint32_t u = __builtin_bit_cast(uint32_t, f), nan = 0u - static_cast<uint32_t>(f != f);
+  u = (nan & 0x7fc00000u) | (~nan & (u + 0x7fffu + ((u >> 16) & 1u)));
+  *p = static_cast<uint16_t>(u >> 16);
+}
 KK_INLINE void to_float(const uint16_t *__restrict p, float *__restrict f, int64_t n) {
-  for (int64_t i = 0; i < n; i++) f[i] = __builtin_bit_cast(float, static_cast<uint32_t>(p[i]) << 16);
+  for (int64_t i = 0; i < n; i++) f[i] = ld(p[i]);
 }
 KK_INLINE void to_bf16(const float *__restrict f, uint16_t *__restrict p, int64_t n) {
-  for (int64_t i = 0; i < n; i++) {
-    uint32_t u = __builtin_bit_cast(uint32_t, f[i]);
-    u = f[i] != f[i] ? 0x7fc00000u : u + 0x7fffu + ((u >> 16) & 1u);
-    p[i] = static_cast<uint16_t>(u >> 16);
-  }
+  for (int64_t i = 0; i < n; i++) st(f[i], p + i);
 }
 
 // channels_last reports whether x is a 4-d NHWC tensor (and not also NCHW:

@@ -61,17 +61,11 @@ void kk_conv_transpose2d(kk_tensor x, kk_tensor w, kk_tensor b, const int64_t *s
                               pair(output_padding), groups, pair(dilation)))
 }
 
-void kk_batch_norm(kk_tensor x, kk_tensor w, kk_tensor b, kk_tensor running_mean,
-                   kk_tensor running_var, int training, double momentum, double eps,
-                   kk_tensor *out, char **err) {
-  KK_OUT(at::batch_norm(T(x), Opt(w), Opt(b), Opt(running_mean), Opt(running_var),
-                        training != 0, momentum, eps, /*cudnn_enabled=*/true))
-}
-
 // A norm whose input's dtype differs from its affine parameters' (a bf16
 // activation under CPU autocast, whose libtorch 1.13 kernels refuse mixed
 // dtypes) computes in the parameters' dtype, float32: CUDA autocast's policy
-// for the norms. (Group normalisation is in norm.cpp.)
+// for the norms. (Group normalisation is in norm.cpp, batch normalisation
+// in bnorm.cpp.)
 static at::Tensor norm_input(kk_tensor x, kk_tensor w) {
   const at::Tensor &in = T(x);
   if (w != nullptr && T(w).scalar_type() != in.scalar_type()) return in.to(T(w).scalar_type());

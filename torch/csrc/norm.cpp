@@ -30,44 +30,10 @@ using kk::T;
 
 namespace {
 
-enum Act : int64_t { kNone = KK_ACT_NONE, kReLU = KK_ACT_RELU, kSiLU = KK_ACT_SILU };
-
-// expf in a form the compiler vectorises (Cephes' polynomial on a
-// Cody-Waite reduction, within 2 ulp of expf over the clamped range); the
-// sigmoid needs nothing better.
-KK_INLINE float fexp(float x) {
-  x = x < -87.0f ? -87.0f : x;  // NaN stays NaN
-  x = x > 88.0f ? 88.0f : x;
-  // k = round(x / ln 2) by the 1.5·2^23 trick (floorf would be a call).
-  float k = (x * 1.44269504088896341f + 12582912.0f) - 12582912.0f;
-  float r = x - k * 0.693359375f + k * 2.12194440e-4f;
-  float p = 1.9875691500e-4f;
-  p = p * r + 1.3981999507e-3f;
-  p = p * r + 8.3334519073e-3f;
-  p = p * r + 4.1665795894e-2f;
-  p = p * r + 1.6666665459e-1f;
-  p = p * r + 5.0000001201e-1f;
-  p = p * r * r + r + 1.0f;
-  return p * __builtin_bit_cast(float, static_cast<uint32_t>(static_cast<int32_t>(k) + 127) << 23);
-}
-
-template <int64_t A>
-struct Activation {
-  static KK_INLINE float f(float z) {
-    if (A == kSiLU) return z / (1.0f + fexp(-z));
-    if (A == kReLU) return z > 0.0f ? z : 0.0f;
-    return z;
-  }
-  // df is act'(z)·dy.
-  static KK_INLINE float df(float z, float dy) {
-    if (A == kSiLU) {
-      float s = 1.0f / (1.0f + fexp(-z));
-      return dy * s * (1.0f + z * (1.0f - s));
-    }
-    if (A == kReLU) return z > 0.0f ? dy : 0.0f;
-    return dy;
-  }
-};
+using kk::Activation;
+using kk::kNone;
+using kk::kReLU;
+using kk::kSiLU;
 
 // Shape of one image: C channels of S positions in G groups; CL: stored
 // NHWC (rows of C channels), else NCHW (rows of S positions).
