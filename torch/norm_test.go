@@ -212,7 +212,6 @@ func batchNormRef(x, w, b *Tensor, eps float64, act Act) (y, mean, uvar *Tensor)
 	return act.Apply(y), m.View(-1), v.View(-1).MulScalar(n / (n - 1))
 }
 
-
 // TestBatchNormActMatchesDefinition checks the fused batch normalisation
 // in training, forward, running statistics and all three gradients,
 // against the float64 definition, for float32 and bfloat16 activations in
