@@ -87,11 +87,11 @@ KK_INLINE void row_apply(const S *__restrict x, S *__restrict y, const float *__
 template <typename S, int64_t A>
 KK_INLINE void row_gapply(const S *__restrict x, const S *__restrict dy, S *__restrict dx,
                           const float *__restrict a, const float *__restrict b,
-                          const float *__restrict p, const float *__restrict q,
-                          const float *__restrict r, int64_t C) {
+                          const float *__restrict m, const float *__restrict p,
+                          const float *__restrict q, const float *__restrict r, int64_t C) {
   for (int64_t c = 0; c < C; c++) {
     float xv = kk::ld(x[c]), dz = Activation<A>::df(xv * a[c] + b[c], kk::ld(dy[c]));
-    kk::st(dz * p[c] + xv * q[c] + r[c], dx + c);
+    kk::st(dz * p[c] + (xv - m[c]) * q[c] + r[c], dx + c);
   }
 }
 
@@ -194,24 +194,26 @@ KK_INLINE void gsums(const S *__restrict x, const S *__restrict dy, Geo g, int64
   }
 }
 
-// gapply: dx = dz·p + x·q + r, dz = act'(x·a + b)·dy.
+// gapply: dx = dz·p + (x - m)·q + r, dz = act'(x·a + b)·dy (x centred
+// first: x·q and r would cancel where the mean is large against the spread).
 template <typename S, bool CL, int64_t A>
 KK_INLINE void gapply(const S *__restrict x, const S *__restrict dy, S *__restrict dx,
                       Geo g, int64_t lo, int64_t hi, const float *__restrict a,
-                      const float *__restrict b, const float *__restrict p,
+                      const float *__restrict b, const float *__restrict m,
+                      const float *__restrict p,
                       const float *__restrict q, const float *__restrict rr) {
   const int64_t C = g.C, len = g.len;
   for (int64_t r = lo; r < hi; r++) {
     const S *xr = x + r * len, *dyr = dy + r * len;
     S *dxr = dx + r * len;
     if (CL) {
-      row_gapply<S, A>(xr, dyr, dxr, a, b, p, q, rr, C);
+      row_gapply<S, A>(xr, dyr, dxr, a, b, m, p, q, rr, C);
     } else {
       int64_t c = r % C;
-      float ac = a[c], bc = b[c], pc = p[c], qc = q[c], rc = rr[c];
+      float ac = a[c], bc = b[c], mc = m[c], pc = p[c], qc = q[c], rc = rr[c];
       for (int64_t s = 0; s < len; s++) {
         float xv = kk::ld(xr[s]), dz = Activation<A>::df(xv * ac + bc, kk::ld(dyr[s]));
-        kk::st(dz * pc + xv * qc + rc, dxr + s);
+        kk::st(dz * pc + (xv - mc) * qc + rc, dxr + s);
       }
     }
   }
@@ -226,7 +228,7 @@ struct Kernels {
   void (*gsums)(const S *, const S *, Geo, int64_t, int64_t, const float *,
                 const float *, const float *, double *, double *);
   void (*gapply)(const S *, const S *, S *, Geo, int64_t, int64_t, const float *,
-                 const float *, const float *, const float *, const float *);
+                 const float *, const float *, const float *, const float *, const float *);
 };
 
 #define KK_BN_STATS(NAME, S, CL)                                                         \
@@ -245,9 +247,9 @@ struct Kernels {
     gsums<S, CL, A>(x, dy, g, lo, hi, a, b, m, sdz, sdzx);                               \
   }                                                                                      \
   KK_CLONES void NAME##_gapply(const S *x, const S *dy, S *dx, Geo g, int64_t lo, \
-                               int64_t hi, const float *a, const float *b, const float *p, \
-                               const float *q, const float *r) {                         \
-    gapply<S, CL, A>(x, dy, dx, g, lo, hi, a, b, p, q, r);                               \
+                               int64_t hi, const float *a, const float *b, const float *m,   \
+                               const float *p, const float *q, const float *r) {         \
+    gapply<S, CL, A>(x, dy, dx, g, lo, hi, a, b, m, p, q, r);                               \
   }
 #define KK_BN_LAYOUT(NAME, S, CL)    \
   KK_BN_STATS(NAME, S, CL)           \
@@ -370,7 +372,7 @@ void bn_backward(const at::Tensor &x, const at::Tensor &dy, at::Tensor &dx, cons
     k.gsums(xp, dyp, g, lo, hi, sa.data(), sb.data(), mp, acc, acc + C);
   });
   // db = Σdz and dw = Σdz·x̂ = rstd·Σdz·(x - mean); with n values a channel,
-  // dx = rstd·w·(dz - db/n - x̂·dw/n) = dz·p + x·q + r per channel.
+  // dx = rstd·w·(dz - db/n - x̂·dw/n) = dz·p + (x - mean)·q + r per channel.
   double n = static_cast<double>(x.numel() / C);
   double *dwp = dw.data_ptr<double>(), *dbp = db.data_ptr<double>();
   for (int64_t c = 0; c < C; c++) {
@@ -379,10 +381,10 @@ void bn_backward(const at::Tensor &x, const at::Tensor &dy, at::Tensor &dx, cons
     dwp[c] = rc * s[C + c];
     p[c] = static_cast<float>(pc);
     q[c] = static_cast<float>(-pc * rc * dwp[c] / n);
-    r[c] = static_cast<float>(-pc * dbp[c] / n + pc * rc * mp[c] * dwp[c] / n);
+    r[c] = static_cast<float>(-pc * dbp[c] / n);
   }
   each(g, [&](int64_t lo, int64_t hi) {
-    k.gapply(xp, dyp, dxp, g, lo, hi, sa.data(), sb.data(), p.data(), q.data(), r.data());
+    k.gapply(xp, dyp, dxp, g, lo, hi, sa.data(), sb.data(), mp, p.data(), q.data(), r.data());
   });
 }
 
