@@ -56,21 +56,29 @@ func TestGroupNormActMatchesDefinition(t *testing.T) {
 		{[]int64{16, 32, 28, 28}, 8, false, true},
 		{[]int64{16, 64, 14, 14}, 32, true, true},
 	}
+	on(t, func() {
+		ManualSeed(3)
+		for _, c := range cases {
+			eachDTypeAct(func(dt DType, act Act, name string) {
+				name = fmt.Sprintf("%v groups %d cl %v affine %v %s", c.shape, c.groups, c.cl, c.affine, name)
+				checkGroupNormAct(t, name, c.shape, c.groups, c.cl, c.affine, dt, act)
+			})
+		}
+	})
+}
+
+// eachDTypeAct calls f in a scope of its own for float32 and bfloat16
+// with each activation, and their names.
+func eachDTypeAct(f func(dt DType, act Act, name string)) {
 	acts := []struct {
 		name string
 		a    Act
 	}{{"none", ActNone}, {"relu", ActReLU}, {"silu", ActSiLU}}
-	on(t, func() {
-		ManualSeed(3)
-		for _, c := range cases {
-			for _, dt := range []DType{Float32, BFloat16} {
-				for _, a := range acts {
-					name := fmt.Sprintf("%v groups %d cl %v affine %v %v %s", c.shape, c.groups, c.cl, c.affine, dt, a.name)
-					Scoped(func() { checkGroupNormAct(t, name, c.shape, c.groups, c.cl, c.affine, dt, a.a) })
-				}
-			}
+	for _, dt := range []DType{Float32, BFloat16} {
+		for _, a := range acts {
+			Scoped(func() { f(dt, a.a, fmt.Sprintf("%v %s", dt, a.name)) })
 		}
-	})
+	}
 }
 
 func checkGroupNormAct(t *testing.T, name string, shape []int64, groups int64, cl, affine bool, dt DType, act Act) {
@@ -233,19 +241,12 @@ func TestBatchNormActMatchesDefinition(t *testing.T) {
 		{[]int64{32, 32, 14, 14}, false},
 		{[]int64{32, 64, 7, 7}, true},
 	}
-	acts := []struct {
-		name string
-		a    Act
-	}{{"none", ActNone}, {"relu", ActReLU}, {"silu", ActSiLU}}
 	on(t, func() {
 		ManualSeed(4)
 		for _, c := range cases {
-			for _, dt := range []DType{Float32, BFloat16} {
-				for _, a := range acts {
-					name := fmt.Sprintf("%v cl %v %v %s", c.shape, c.cl, dt, a.name)
-					Scoped(func() { checkBatchNormAct(t, name, c.shape, c.cl, dt, a.a) })
-				}
-			}
+			eachDTypeAct(func(dt DType, act Act, name string) {
+				checkBatchNormAct(t, fmt.Sprintf("%v cl %v %s", c.shape, c.cl, name), c.shape, c.cl, dt, act)
+			})
 		}
 	})
 }

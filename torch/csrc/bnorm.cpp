@@ -405,18 +405,13 @@ struct BatchNormAct : public torch::autograd::Function<BatchNormAct> {
     at::NoGradGuard ng;
     rm.mul_(1 - momentum).add_(mean, momentum);
     rv.mul_(1 - momentum).add_(uvar.to(at::kFloat), momentum);
-    ctx->save_for_backward({x, w, b, mean, rstd});
-    ctx->saved_data["act"] = a;
-    ctx->saved_data["cl"] = cl;
+    kk::NormState{x, w, b, mean, rstd, a, cl}.save(ctx);
     return y;
   }
 
   static torch::autograd::variable_list backward(torch::autograd::AutogradContext *ctx,
                                                  torch::autograd::variable_list grads) {
-    auto s = ctx->get_saved_variables();
-    at::Tensor x = s[0], w = s[1], b = s[2], mean = s[3], rstd = s[4];
-    int64_t a = ctx->saved_data["act"].toInt();
-    bool cl = ctx->saved_data["cl"].toBool();
+    auto [x, w, b, mean, rstd, a, cl] = kk::NormState::load(ctx);
     at::MemoryFormat fmt = kk::format(cl && x.dim() == 4);
     at::Tensor dy = grads[0].to(x.scalar_type()).contiguous(fmt);
     at::Tensor dx = at::empty_like(x, fmt);

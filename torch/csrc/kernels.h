@@ -10,6 +10,7 @@
 // inlined from libtorch's headers, compiles to a serial loop.
 #pragma once
 #include <ATen/ATen.h>
+#include <torch/csrc/autograd/custom_function.h>
 
 #include "kakusan.h"
 
@@ -84,6 +85,25 @@ KK_INLINE void to_float(const uint16_t *__restrict p, float *__restrict f, int64
 KK_INLINE void to_bf16(const float *__restrict f, uint16_t *__restrict p, int64_t n) {
   for (int64_t i = 0; i < n; i++) st(f[i], p + i);
 }
+
+// NormState is what a fused normalisation's backward reads: its input as
+// the kernels saw it, the affine parameters, the statistics (mean and
+// 1/std), the activation and the layout.
+struct NormState {
+  at::Tensor x, w, b, mean, rstd;
+  int64_t act;
+  bool cl;
+  void save(torch::autograd::AutogradContext *ctx) const {
+    ctx->save_for_backward({x, w, b, mean, rstd});
+    ctx->saved_data["act"] = act;
+    ctx->saved_data["cl"] = cl;
+  }
+  static NormState load(torch::autograd::AutogradContext *ctx) {
+    auto s = ctx->get_saved_variables();
+    return {s[0], s[1], s[2], s[3], s[4], ctx->saved_data["act"].toInt(),
+            ctx->saved_data["cl"].toBool()};
+  }
+};
 
 // channels_last reports whether x is a 4-d NHWC tensor (and not also NCHW:
 // one channel, or 1×1 images, are both, and the NCHW kernels take them).

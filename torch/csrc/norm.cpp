@@ -373,19 +373,15 @@ struct GroupNormAct : public torch::autograd::Function<GroupNormAct> {
       run_forward<float>(x, y, wc, bc, mean, rstd, groups, eps, a, cl);
     else
       run_forward<uint16_t>(x, y, wc, bc, mean, rstd, groups, eps, a, cl);
-    ctx->save_for_backward({x, wc, bc, mean, rstd});
+    kk::NormState{x, wc, bc, mean, rstd, a, cl}.save(ctx);
     ctx->saved_data["groups"] = groups;
-    ctx->saved_data["act"] = a;
-    ctx->saved_data["cl"] = cl;
     return y;
   }
 
   static torch::autograd::variable_list backward(torch::autograd::AutogradContext *ctx,
                                                  torch::autograd::variable_list grads) {
-    auto s = ctx->get_saved_variables();
-    at::Tensor x = s[0], w = s[1], b = s[2], mean = s[3], rstd = s[4];
-    int64_t groups = ctx->saved_data["groups"].toInt(), a = ctx->saved_data["act"].toInt();
-    bool cl = ctx->saved_data["cl"].toBool();
+    auto [x, w, b, mean, rstd, a, cl] = kk::NormState::load(ctx);
+    int64_t groups = ctx->saved_data["groups"].toInt();
     at::Tensor dy = grads[0].to(x.scalar_type()).contiguous(kk::format(cl));
     at::Tensor dx = at::empty_like(x, kk::format(cl));
     auto d = x.options().dtype(at::kDouble);
