@@ -84,28 +84,15 @@ func eachDTypeAct(f func(dt DType, act Act, name string)) {
 func checkGroupNormAct(t *testing.T, name string, shape []int64, groups int64, cl, affine bool, dt DType, act Act) {
 	t.Helper()
 	ch := shape[1]
-	// An offset mean, as convolution outputs have: the variance must not
-	// come from a cancelling E[x²] - E[x]².
-	x := Randn(shape, dev).MulScalar(3).AddScalar(20).To(dt)
-	if cl {
-		x = x.ContiguousAs(ChannelsLast)
-	}
+	x := normInput(shape, dt, cl)
 	var w, b *Tensor
 	if affine {
 		w, b = Randn([]int64{ch}, dev), Randn([]int64{ch}, dev)
 		w.SetRequiresGrad(true)
 		b.SetRequiresGrad(true)
 	}
-	x.SetRequiresGrad(true)
 	y := GroupNormAct(x, groups, w, b, 1e-5, act)
-	if y.DType() != dt {
-		t.Fatalf("%s: result dtype %v, want the input's", name, y.DType())
-	}
-	if cl && !y.IsContiguousAs(ChannelsLast) {
-		t.Fatalf("%s: result is not channels-last", name)
-	}
-	r := RandnLike(y.Detach().To(Float32))
-	y.To(Float32).Mul(r).Sum().Backward()
+	r := backwardNorm(t, name, y, dt, cl)
 
 	// The reference sees the input as the kernel did (rounded to dt).
 	xd := x.Detach().To(Float64)
@@ -131,6 +118,33 @@ func checkGroupNormAct(t *testing.T, name string, shape []int64, groups int64, c
 		closeTo(t, name+" dw", w.Grad().To(Float64).Float64s(), wd.Grad().Float64s(), tol)
 		closeTo(t, name+" db", b.Grad().To(Float64).Float64s(), bd.Grad().Float64s(), tol)
 	}
+}
+
+// normInput is an input for a fused norm's test in dt and layout, with its
+// gradient required, and an offset mean, as convolution outputs have: the
+// variance must not come from a cancelling E[x²] - E[x]².
+func normInput(shape []int64, dt DType, cl bool) *Tensor {
+	x := Randn(shape, dev).MulScalar(3).AddScalar(20).To(dt)
+	if cl {
+		x = x.ContiguousAs(ChannelsLast)
+	}
+	x.SetRequiresGrad(true)
+	return x
+}
+
+// backwardNorm checks that a fused norm's result y kept the input's dtype
+// and layout, and backpropagates the sum of y·r for a random r, returned.
+func backwardNorm(t *testing.T, name string, y *Tensor, dt DType, cl bool) *Tensor {
+	t.Helper()
+	if y.DType() != dt {
+		t.Fatalf("%s: result dtype %v, want the input's", name, y.DType())
+	}
+	if cl && !y.IsContiguousAs(ChannelsLast) {
+		t.Fatalf("%s: result is not channels-last", name)
+	}
+	r := RandnLike(y.Detach().To(Float32))
+	y.To(Float32).Mul(r).Sum().Backward()
+	return r
 }
 
 // closeTo fails when any |got - want| exceeds tol times the largest |want|
@@ -254,27 +268,14 @@ func TestBatchNormActMatchesDefinition(t *testing.T) {
 func checkBatchNormAct(t *testing.T, name string, shape []int64, cl bool, dt DType, act Act) {
 	t.Helper()
 	ch := shape[1]
-	// An offset mean, as convolution outputs have: the variance must not
-	// come from a cancelling E[x²] - E[x]².
-	x := Randn(shape, dev).MulScalar(3).AddScalar(20).To(dt)
-	if cl {
-		x = x.ContiguousAs(ChannelsLast)
-	}
+	x := normInput(shape, dt, cl)
 	w, b := Randn([]int64{ch}, dev), Randn([]int64{ch}, dev)
 	rm, rv := Randn([]int64{ch}, dev), Rand([]int64{ch}, dev).AddScalar(0.5)
 	rm0, rv0 := rm.Float64s(), rv.Float64s()
 	w.SetRequiresGrad(true)
 	b.SetRequiresGrad(true)
-	x.SetRequiresGrad(true)
 	y := BatchNormAct(x, w, b, rm, rv, true, 0.1, 1e-5, act)
-	if y.DType() != dt {
-		t.Fatalf("%s: result dtype %v, want the input's", name, y.DType())
-	}
-	if cl && !y.IsContiguousAs(ChannelsLast) {
-		t.Fatalf("%s: result is not channels-last", name)
-	}
-	r := RandnLike(y.Detach().To(Float32))
-	y.To(Float32).Mul(r).Sum().Backward()
+	r := backwardNorm(t, name, y, dt, cl)
 
 	xd := x.Detach().To(Float64) // as the kernel saw it (rounded to dt)
 	wd, bd := w.Detach().To(Float64), b.Detach().To(Float64)
