@@ -105,6 +105,23 @@ func (a Act) Apply(x *Tensor) *Tensor {
 	return x
 }
 
+// ApplyInPlace applies the activation to x in place and returns x: for a
+// tensor nothing else reads, such as a convolution's fresh output, it saves
+// allocating (and faulting in) a result the size of x.
+func (a Act) ApplyInPlace(x *Tensor) *Tensor {
+	if a == ActNone {
+		return x
+	}
+	op := C.int(C.KK_RELU)
+	if a == ActSiLU {
+		op = C.KK_SILU
+	}
+	var err *C.char
+	C.kk_unary_(op, x.handle("ApplyInPlace"), &err)
+	check("ApplyInPlace", err)
+	return x
+}
+
 // GroupNorm normalises channel groups (w and b may be nil). The result has
 // x's dtype; a bfloat16 x is normalised in float32 or better.
 func GroupNorm(x *Tensor, groups int64, w, b *Tensor, eps float64) *Tensor {

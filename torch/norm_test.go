@@ -320,3 +320,21 @@ func TestBatchNormActOutsideTheKernels(t *testing.T) {
 		closeTo(t, "evaluation", got.To(Float64).Float64s(), ref.To(Float64).Float64s(), 1e-5)
 	})
 }
+
+// TestActApplyInPlace: each activation in place writes what Apply returns,
+// into the tensor it was given, in float32 and bfloat16 and channels-last.
+func TestActApplyInPlace(t *testing.T) {
+	on(t, func() {
+		eachDTypeAct(func(dt DType, act Act, name string) {
+			x := Randn([]int64{3, 4, 5, 5}, dev).MulScalar(3).To(dt).ContiguousAs(ChannelsLast)
+			want := act.Apply(x).To(Float64).Float64s()
+			if y := act.ApplyInPlace(x); y != x {
+				t.Fatalf("%s: ApplyInPlace returned another tensor", name)
+			}
+			closeTo(t, name, x.To(Float64).Float64s(), want, 0)
+			if !x.IsContiguousAs(ChannelsLast) {
+				t.Fatalf("%s: the layout changed", name)
+			}
+		})
+	})
+}

@@ -325,7 +325,9 @@ func ConvNormAct(x *torch.Tensor, c *Conv2d, n Norm, act torch.Act) *torch.Tenso
 			return n.ForwardAct(c.Forward(x), act)
 		}
 	}
-	return act.Apply(ConvNorm(x, c, n))
+	// The result is fresh, read by nothing else (a convolution's backward
+	// does not need it): the activation overwrites it.
+	return act.ApplyInPlace(ConvNorm(x, c, n))
 }
 
 // GroupNorm is torch.nn.GroupNorm.

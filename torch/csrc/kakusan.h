@@ -123,6 +123,8 @@ int kk_allclose(kk_tensor a, kk_tensor b, double rtol, double atol, char **err);
 
 /* ---- element-wise ---- */
 void kk_unary(int op, kk_tensor a, kk_tensor *out, char **err);
+/* a = op(a) in place: KK_RELU and KK_SILU only. */
+void kk_unary_(int op, kk_tensor a, char **err);
 void kk_binary(int op, kk_tensor a, kk_tensor b, kk_tensor *out, char **err);
 void kk_binary_scalar(int op, kk_tensor a, double s, kk_tensor *out, char **err);
 void kk_clamp(kk_tensor a, double lo, double hi, int has_lo, int has_hi,

@@ -156,6 +156,14 @@ extern "C" {
 
 void kk_unary(int op, kk_tensor a, kk_tensor *out, char **err) { KK_OUT(unary(op, T(a))) }
 
+void kk_unary_(int op, kk_tensor a, char **err) {
+  KK_TRY(at::Tensor t = T(a); switch (op) {
+    case KK_RELU: at::relu_(t); break;
+    case KK_SILU: at::silu_(t); break;
+    default: throw std::invalid_argument("unary_: op " + std::to_string(op) + " has no in-place form here");
+  })
+}
+
 void kk_binary(int op, kk_tensor a, kk_tensor b, kk_tensor *out, char **err) {
   KK_OUT(binary_tensor(op, T(a), T(b)))
 }
