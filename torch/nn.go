@@ -132,9 +132,17 @@ func GroupNorm(x *Tensor, groups int64, w, b *Tensor, eps float64) *Tensor {
 // per image normalises and activates forward, and one computes the
 // gradients, with no intermediate tensor (the shim's norm.cpp).
 func GroupNormAct(x *Tensor, groups int64, w, b *Tensor, eps float64, act Act) *Tensor {
+	return GroupNormFiLM(x, groups, w, b, nil, nil, eps, act)
+}
+
+// GroupNormFiLM is act(GroupNorm(x, ...)·mul + add), mul and add of shape
+// (N, C) broadcast over each image's positions: FiLM's per-image
+// modulation (ADM's scale-shift norm), in the same one pass as GroupNormAct
+// on the CPU. mul and add are both nil or both given.
+func GroupNormFiLM(x *Tensor, groups int64, w, b, mul, add *Tensor, eps float64, act Act) *Tensor {
 	var out C.kk_tensor
 	var err *C.char
-	C.kk_group_norm(x.handle("GroupNorm"), C.int64_t(groups), w.opt("GroupNorm"), b.opt("GroupNorm"), C.double(eps), C.int(act), &out, &err)
+	C.kk_group_norm(x.handle("GroupNorm"), C.int64_t(groups), w.opt("GroupNorm"), b.opt("GroupNorm"), mul.opt("GroupNorm"), add.opt("GroupNorm"), C.double(eps), C.int(act), &out, &err)
 	return wrap("GroupNorm", out, err)
 }
 

@@ -338,3 +338,64 @@ func TestActApplyInPlace(t *testing.T) {
 		})
 	})
 }
+
+// TestGroupNormFiLMMatchesDefinition checks act(GroupNorm(x)·mul + add),
+// mul and add per image and channel, forward and all five gradients,
+// against the float64 definition: the fused kernels in float32 and
+// bfloat16, both layouts, each activation, and libtorch's ops for float64
+// (the path CUDA takes), with mul and add given as column slices of one
+// tensor, as the colour network's embedding gives them (non-contiguous).
+func TestGroupNormFiLMMatchesDefinition(t *testing.T) {
+	cases := []struct {
+		shape  []int64
+		groups int64
+		cl     bool
+	}{
+		{[]int64{3, 8, 5, 7}, 2, false},
+		{[]int64{3, 8, 5, 7}, 4, true},
+		{[]int64{16, 64, 16, 16}, 8, true},
+	}
+	on(t, func() {
+		ManualSeed(5)
+		for _, c := range cases {
+			eachDTypeAct(func(dt DType, act Act, name string) {
+				checkGroupNormFiLM(t, fmt.Sprintf("%v groups %d cl %v %s", c.shape, c.groups, c.cl, name), c.shape, c.groups, c.cl, dt, act)
+			})
+		}
+		Scoped(func() { checkGroupNormFiLM(t, "float64 (libtorch's ops)", []int64{2, 4, 3, 3}, 2, false, Float64, ActSiLU) })
+	})
+}
+
+func checkGroupNormFiLM(t *testing.T, name string, shape []int64, groups int64, cl bool, dt DType, act Act) {
+	t.Helper()
+	n, ch := shape[0], shape[1]
+	x := normInput(shape, dt, cl)
+	w, b := Randn([]int64{ch}, dev), Randn([]int64{ch}, dev)
+	ss := Randn([]int64{n, 2 * ch}, dev).To(dt)
+	for _, p := range []*Tensor{w, b, ss} {
+		p.SetRequiresGrad(true)
+	}
+	// Slices only: arithmetic in dt would round mul differently from the
+	// reference's float64.
+	mul, add := ss.Narrow(1, 0, ch), ss.Narrow(1, ch, ch)
+	y := GroupNormFiLM(x, groups, w, b, mul, add, 1e-5, act)
+	r := backwardNorm(t, name, y, dt, cl)
+
+	xd, wd, bd, ssd := x.Detach().To(Float64), w.Detach().To(Float64), b.Detach().To(Float64), ss.Detach().To(Float64)
+	for _, p := range []*Tensor{xd, wd, bd, ssd} {
+		p.SetRequiresGrad(true)
+	}
+	aff := []int64{n, ch, 1, 1}
+	yd := groupNormRef(xd, groups, wd, bd, 1e-5, ActNone).Mul(ssd.Narrow(1, 0, ch).View(aff...)).Add(ssd.Narrow(1, ch, ch).View(aff...))
+	act.Apply(yd).Mul(r.To(dt).To(Float64)).Sum().Backward()
+
+	tol := 2e-5
+	if dt == BFloat16 {
+		tol = 1e-2
+	}
+	closeTo(t, name+" forward", y.To(Float64).Float64s(), act.Apply(yd).Float64s(), tol)
+	closeTo(t, name+" dx", x.Grad().To(Float64).Float64s(), xd.Grad().Float64s(), tol)
+	closeTo(t, name+" dw", w.Grad().To(Float64).Float64s(), wd.Grad().Float64s(), tol)
+	closeTo(t, name+" db", b.Grad().To(Float64).Float64s(), bd.Grad().Float64s(), tol)
+	closeTo(t, name+" dmul, dadd", ss.Grad().To(Float64).Float64s(), ssd.Grad().Float64s(), tol)
+}

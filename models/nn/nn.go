@@ -351,6 +351,12 @@ func (g *GroupNorm) ForwardAct(x *torch.Tensor, act torch.Act) *torch.Tensor {
 	return torch.GroupNormAct(x, g.Groups, g.W, g.B, normEps, act)
 }
 
+// ForwardFiLM is act(g.Forward(x)·mul + add) with mul and add (N, C), in
+// one pass.
+func (g *GroupNorm) ForwardFiLM(x, mul, add *torch.Tensor, act torch.Act) *torch.Tensor {
+	return torch.GroupNormFiLM(x, g.Groups, g.W, g.B, mul, add, normEps, act)
+}
+
 // Embedding is torch.nn.Embedding, initialised N(0, 1).
 type Embedding struct{ W *torch.Tensor }
 

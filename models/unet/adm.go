@@ -67,9 +67,8 @@ func (b *resBlock) Forward(x, e *torch.Tensor) *torch.Tensor {
 	h := b.conv1.Forward(b.norm1.ForwardAct(x, act))
 	ss := b.emb.Forward(e).To(h.DType())
 	out := h.Size(1)
-	scale := ss.Narrow(1, 0, out).AddScalar(1).Unsqueeze(-1).Unsqueeze(-1)
-	shift := ss.Narrow(1, out, out).Unsqueeze(-1).Unsqueeze(-1)
-	h = act.Apply(b.norm2.Forward(h).Mul(scale).Add(shift))
+	// act(norm2(h)·(1 + scale) + shift) in one pass.
+	h = b.norm2.ForwardFiLM(h, ss.Narrow(1, 0, out).AddScalar(1), ss.Narrow(1, out, out), act)
 	if b.cfg.Dropout > 0 {
 		h = torch.Dropout(h, b.cfg.Dropout, b.m.Training())
 	}

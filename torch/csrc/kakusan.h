@@ -187,9 +187,11 @@ void kk_batch_norm(kk_tensor x, kk_tensor w, kk_tensor b, kk_tensor running_mean
 /* Activations a batch or group normalisation may be fused with. */
 enum { KK_ACT_NONE = 0, KK_ACT_RELU = 1, KK_ACT_SILU = 2 };
 /* act(group_norm(x)), in x's dtype (computed in float32 or better when x is
- * bfloat16); w and b may be NULL (norm.cpp). */
+ * bfloat16); w and b may be NULL (norm.cpp). With mul and add, both (N, C):
+ * act(group_norm(x)·mul + add), FiLM's per-image modulation. */
 void kk_group_norm(kk_tensor x, int64_t groups, kk_tensor w, kk_tensor b,
-                   double eps, int act, kk_tensor *out, char **err);
+                   kk_tensor mul, kk_tensor add, double eps, int act,
+                   kk_tensor *out, char **err);
 void kk_layer_norm(kk_tensor x, const int64_t *shape, int nd, kk_tensor w,
                    kk_tensor b, double eps, kk_tensor *out, char **err);
 void kk_pool2d(int avg, kk_tensor x, const int64_t *kernel, const int64_t *stride,

@@ -93,13 +93,18 @@ struct NormState {
   at::Tensor x, w, b, mean, rstd;
   int64_t act;
   bool cl;
-  void save(torch::autograd::AutogradContext *ctx) const {
-    ctx->save_for_backward({x, w, b, mean, rstd});
+  // save saves the state, and after it extra tensors of the caller's.
+  void save(torch::autograd::AutogradContext *ctx, std::vector<at::Tensor> extra = {}) const {
+    extra.insert(extra.begin(), {x, w, b, mean, rstd});
+    ctx->save_for_backward(extra);
     ctx->saved_data["act"] = act;
     ctx->saved_data["cl"] = cl;
   }
-  static NormState load(torch::autograd::AutogradContext *ctx) {
+  // load loads what save saved, the extra tensors into extra.
+  static NormState load(torch::autograd::AutogradContext *ctx,
+                        std::vector<at::Tensor> *extra = nullptr) {
     auto s = ctx->get_saved_variables();
+    if (extra != nullptr) extra->assign(s.begin() + 5, s.end());
     return {s[0], s[1], s[2], s[3], s[4], ctx->saved_data["act"].toInt(),
             ctx->saved_data["cl"].toBool()};
   }

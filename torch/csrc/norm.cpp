@@ -307,7 +307,12 @@ Geo geometry(const at::Tensor &x, int64_t groups) {
   return Geo{x.size(1), x.numel() / (x.size(0) * x.size(1)), groups};
 }
 
-// The CPU path: forward kernels over the batch, images in parallel.
+// per_image reports whether affine parameters are (N, C), one set an image
+// (a FiLM-modulated norm), rather than (C).
+bool per_image(const at::Tensor &p) { return p.dim() == 2; }
+
+// The CPU path: forward kernels over the batch, images in parallel; w and
+// b are defined, (C) or (N, C).
 template <typename S>
 void run_forward(const at::Tensor &x, at::Tensor &y, const at::Tensor &w, const at::Tensor &b,
                  at::Tensor &mean, at::Tensor &rstd, int64_t groups, double eps, int64_t a,
@@ -316,14 +321,15 @@ void run_forward(const at::Tensor &x, at::Tensor &y, const at::Tensor &w, const 
   FwdFn<S> k = kernels<S>(cl, a).fwd;
   const S *xp = static_cast<const S *>(x.data_ptr());
   S *yp = static_cast<S *>(y.data_ptr());
-  const float *wp = w.defined() ? w.data_ptr<float>() : nullptr;
-  const float *bp = b.defined() ? b.data_ptr<float>() : nullptr;
+  const float *wp = w.data_ptr<float>(), *bp = b.data_ptr<float>();
+  int64_t wstep = per_image(w) ? g.C : 0;
   float *mp = mean.data_ptr<float>(), *rp = rstd.data_ptr<float>();
   int64_t per = g.C * g.S;
   at::parallel_for(0, x.size(0), 1, [&](int64_t lo, int64_t hi) {
     Scratch sc(g.C, per, !std::is_same<S, float>::value, false);
     for (int64_t n = lo; n < hi; n++)
-      k(xp + n * per, yp + n * per, wp, bp, mp + n * g.G, rp + n * g.G, g, eps, sc);
+      k(xp + n * per, yp + n * per, wp + n * wstep, bp + n * wstep, mp + n * g.G, rp + n * g.G, g,
+        eps, sc);
   });
 }
 
@@ -336,16 +342,16 @@ void run_backward(const at::Tensor &x, const at::Tensor &dy, at::Tensor &dx, con
   const S *xp = static_cast<const S *>(x.data_ptr());
   const S *dyp = static_cast<const S *>(dy.data_ptr());
   S *dxp = static_cast<S *>(dx.data_ptr());
-  const float *wp = w.defined() ? w.data_ptr<float>() : nullptr;
-  const float *bp = b.defined() ? b.data_ptr<float>() : nullptr;
+  const float *wp = w.data_ptr<float>(), *bp = b.data_ptr<float>();
+  int64_t wstep = per_image(w) ? g.C : 0;
   const float *mp = mean.data_ptr<float>(), *rp = rstd.data_ptr<float>();
   double *dwp = dw.data_ptr<double>(), *dbp = db.data_ptr<double>();
   int64_t per = g.C * g.S;
   at::parallel_for(0, x.size(0), 1, [&](int64_t lo, int64_t hi) {
     Scratch sc(g.C, per, !std::is_same<S, float>::value, true);
     for (int64_t n = lo; n < hi; n++)
-      k(xp + n * per, dyp + n * per, dxp + n * per, wp, bp, mp + n * g.G, rp + n * g.G,
-        dwp + n * g.C, dbp + n * g.C, g, sc);
+      k(xp + n * per, dyp + n * per, dxp + n * per, wp + n * wstep, bp + n * wstep, mp + n * g.G,
+        rp + n * g.G, dwp + n * g.C, dbp + n * g.C, g, sc);
   });
 }
 
@@ -360,39 +366,93 @@ bool cpu_kernels(const at::Tensor &x, const at::Tensor &w, const at::Tensor &b) 
          affine_ok(b);
 }
 
+// gn_forward runs the forward kernels on x with affine parameters w and b,
+// (C) or (N, C), and returns act(GroupNorm(x)) and what its backward reads.
+std::pair<at::Tensor, kk::NormState> gn_forward(at::Tensor x, const at::Tensor &w,
+                                                const at::Tensor &b, int64_t groups, double eps,
+                                                int64_t a) {
+  bool cl = kk::channels_last(x);
+  x = x.contiguous(kk::format(cl));
+  at::Tensor wc = w.contiguous(), bc = b.contiguous();
+  at::Tensor y = at::empty_like(x, kk::format(cl));
+  auto st = x.options().dtype(at::kFloat);
+  at::Tensor mean = at::empty({x.size(0), groups}, st), rstd = at::empty({x.size(0), groups}, st);
+  if (x.scalar_type() == at::kFloat)
+    run_forward<float>(x, y, wc, bc, mean, rstd, groups, eps, a, cl);
+  else
+    run_forward<uint16_t>(x, y, wc, bc, mean, rstd, groups, eps, a, cl);
+  return {y, kk::NormState{x, wc, bc, mean, rstd, a, cl}};
+}
+
+// gn_backward returns dx and, per image and channel (N, C, double), the
+// sums Σdz·x̂ and Σdz, dz the gradient of GroupNorm(x)·w + b.
+std::tuple<at::Tensor, at::Tensor, at::Tensor> gn_backward(const kk::NormState &st,
+                                                           int64_t groups,
+                                                           const at::Tensor &grad) {
+  const at::Tensor &x = st.x;
+  at::Tensor dy = grad.to(x.scalar_type()).contiguous(kk::format(st.cl));
+  at::Tensor dx = at::empty_like(x, kk::format(st.cl));
+  auto d = x.options().dtype(at::kDouble);
+  at::Tensor dw = at::empty({x.size(0), x.size(1)}, d), db = at::empty({x.size(0), x.size(1)}, d);
+  if (x.scalar_type() == at::kFloat)
+    run_backward<float>(x, dy, dx, st.w, st.b, st.mean, st.rstd, dw, db, groups, st.act, st.cl);
+  else
+    run_backward<uint16_t>(x, dy, dx, st.w, st.b, st.mean, st.rstd, dw, db, groups, st.act, st.cl);
+  return {dx, dw, db};
+}
+
 struct GroupNormAct : public torch::autograd::Function<GroupNormAct> {
   static at::Tensor forward(torch::autograd::AutogradContext *ctx, at::Tensor x, at::Tensor w,
                             at::Tensor b, int64_t groups, double eps, int64_t a) {
-    bool cl = kk::channels_last(x);
-    x = x.contiguous(kk::format(cl));
-    at::Tensor wc = w.defined() ? w.contiguous() : w, bc = b.defined() ? b.contiguous() : b;
-    at::Tensor y = at::empty_like(x, kk::format(cl));
-    auto st = x.options().dtype(at::kFloat);
-    at::Tensor mean = at::empty({x.size(0), groups}, st), rstd = at::empty({x.size(0), groups}, st);
-    if (x.scalar_type() == at::kFloat)
-      run_forward<float>(x, y, wc, bc, mean, rstd, groups, eps, a, cl);
-    else
-      run_forward<uint16_t>(x, y, wc, bc, mean, rstd, groups, eps, a, cl);
-    kk::NormState{x, wc, bc, mean, rstd, a, cl}.save(ctx);
+    auto [y, st] = gn_forward(x, w, b, groups, eps, a);
+    st.save(ctx);
     ctx->saved_data["groups"] = groups;
     return y;
   }
 
   static torch::autograd::variable_list backward(torch::autograd::AutogradContext *ctx,
                                                  torch::autograd::variable_list grads) {
-    auto [x, w, b, mean, rstd, a, cl] = kk::NormState::load(ctx);
-    int64_t groups = ctx->saved_data["groups"].toInt();
-    at::Tensor dy = grads[0].to(x.scalar_type()).contiguous(kk::format(cl));
-    at::Tensor dx = at::empty_like(x, kk::format(cl));
-    auto d = x.options().dtype(at::kDouble);
-    at::Tensor dw = at::empty({x.size(0), x.size(1)}, d), db = at::empty({x.size(0), x.size(1)}, d);
-    if (x.scalar_type() == at::kFloat)
-      run_backward<float>(x, dy, dx, w, b, mean, rstd, dw, db, groups, a, cl);
-    else
-      run_backward<uint16_t>(x, dy, dx, w, b, mean, rstd, dw, db, groups, a, cl);
-    at::Tensor gw = w.defined() ? dw.sum(0).to(w.scalar_type()) : at::Tensor();
-    at::Tensor gb = b.defined() ? db.sum(0).to(b.scalar_type()) : at::Tensor();
-    return {dx, gw, gb, at::Tensor(), at::Tensor(), at::Tensor()};
+    kk::NormState st = kk::NormState::load(ctx);
+    auto [dx, dw, db] = gn_backward(st, ctx->saved_data["groups"].toInt(), grads[0]);
+    return {dx, dw.sum(0).to(st.w.scalar_type()), db.sum(0).to(st.b.scalar_type()), at::Tensor(),
+            at::Tensor(), at::Tensor()};
+  }
+};
+
+// GroupNormFiLMAct is act(GroupNorm(x)·mul + add) with mul and add (N, C),
+// FiLM's modulation per image (ADM's scale-shift norm): the kernels run with
+// the per-image affine parameters w·mul and b·mul + add, and the per-image
+// sums of the backward give all five gradients (with s = Σdz·x̂, t = Σdz per
+// image: dw = Σ_n s·mul, db = Σ_n t·mul, dmul = s·w + t·b, dadd = t).
+struct GroupNormFiLMAct : public torch::autograd::Function<GroupNormFiLMAct> {
+  static at::Tensor forward(torch::autograd::AutogradContext *ctx, at::Tensor x, at::Tensor w,
+                            at::Tensor b, at::Tensor mul, at::Tensor add, int64_t groups,
+                            double eps, int64_t a) {
+    at::Tensor m = mul.to(at::kFloat);
+    auto [y, st] = gn_forward(x, w.unsqueeze(0) * m, b.unsqueeze(0) * m + add.to(at::kFloat),
+                              groups, eps, a);
+    st.save(ctx, {w, b, m});
+    ctx->saved_data["groups"] = groups;
+    ctx->saved_data["mul"] = static_cast<int64_t>(mul.scalar_type());
+    ctx->saved_data["add"] = static_cast<int64_t>(add.scalar_type());
+    return y;
+  }
+
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext *ctx,
+                                                 torch::autograd::variable_list grads) {
+    std::vector<at::Tensor> extra;
+    kk::NormState st = kk::NormState::load(ctx, &extra);
+    const at::Tensor &w = extra[0], &b = extra[1], &m = extra[2];
+    auto [dx, s, t] = gn_backward(st, ctx->saved_data["groups"].toInt(), grads[0]);
+    auto type = [&](const char *k) { return static_cast<at::ScalarType>(ctx->saved_data[k].toInt()); };
+    return {dx,
+            (s * m).sum(0).to(w.scalar_type()),
+            (t * m).sum(0).to(b.scalar_type()),
+            (s * w.unsqueeze(0) + t * b.unsqueeze(0)).to(type("mul")),
+            t.to(type("add")),
+            at::Tensor(),
+            at::Tensor(),
+            at::Tensor()};
   }
 };
 
@@ -400,10 +460,17 @@ struct GroupNormAct : public torch::autograd::Function<GroupNormAct> {
 // affine parameters' dtype when x's differs (autocast's policy for the
 // norms: libtorch 1.13's CPU kernels refuse mixed dtypes) and returning
 // x's dtype, as the CPU kernels do.
+// With mul and add (N, C) it is act(group_norm(x)·mul + add).
 at::Tensor composite(const at::Tensor &x, int64_t groups, const at::Tensor &w,
-                     const at::Tensor &b, double eps, int64_t a) {
+                     const at::Tensor &b, const at::Tensor &mul, const at::Tensor &add,
+                     double eps, int64_t a) {
   at::Tensor in = w.defined() && w.scalar_type() != x.scalar_type() ? x.to(w.scalar_type()) : x;
   at::Tensor y = at::group_norm(in, groups, w, b, eps, /*cudnn_enabled=*/true);
+  if (mul.defined()) {
+    std::vector<int64_t> shape(x.dim(), 1);
+    shape[0] = x.size(0), shape[1] = x.size(1);
+    y = y * mul.to(y.scalar_type()).reshape(shape) + add.to(y.scalar_type()).reshape(shape);
+  }
   if (a == kSiLU) y = at::silu(y);
   if (a == kReLU) y = at::relu(y);
   return y.to(x.scalar_type());
@@ -413,9 +480,10 @@ at::Tensor composite(const at::Tensor &x, int64_t groups, const at::Tensor &w,
 
 extern "C" {
 
-void kk_group_norm(kk_tensor x, int64_t groups, kk_tensor w, kk_tensor b, double eps, int act,
-                   kk_tensor *out, char **err) {
+void kk_group_norm(kk_tensor x, int64_t groups, kk_tensor w, kk_tensor b, kk_tensor mul,
+                   kk_tensor add, double eps, int act, kk_tensor *out, char **err) {
   KK_TRY(const at::Tensor &in = T(x); at::Tensor wt = Opt(w), bt = Opt(b);
+         at::Tensor mt = Opt(mul), at_ = Opt(add);
          if (act != kNone && act != kReLU && act != kSiLU)
            throw std::invalid_argument("group_norm: unknown activation " + std::to_string(act));
          if (in.dim() < 2 || groups < 1 || in.size(1) % groups != 0)
@@ -423,15 +491,24 @@ void kk_group_norm(kk_tensor x, int64_t groups, kk_tensor w, kk_tensor b, double
                                        " groups must divide the channels of input " +
                                        c10::str(in.sizes()));
          if (!(eps >= 0)) throw std::invalid_argument("group_norm: eps must be >= 0");
-         if (cpu_kernels(in, wt, bt)) {
+         auto film_ok = [&](const at::Tensor &t) {
+           return t.dim() == 2 && t.size(0) == in.size(0) && t.size(1) == in.size(1) &&
+                  at::isFloatingType(t.scalar_type()) && t.device() == in.device();
+         };
+         if (mt.defined() != at_.defined() || (mt.defined() && !(film_ok(mt) && film_ok(at_))))
+           throw std::invalid_argument("group_norm: mul and add must both be given, floating "
+                                       "point on the input's device, shaped (batch, channels) " +
+                                       c10::str(in.sizes().slice(0, 2)));
+         if (!cpu_kernels(in, wt, bt)) {
+           *out = kk::wrap(composite(in, groups, wt, bt, mt, at_, eps, act));
+         } else {
            // A custom autograd function takes defined tensors only: no
            // affine is w = 1, b = 0 (their gradients go nowhere).
            auto f = in.options().dtype(at::kFloat);
            if (!wt.defined()) wt = at::ones({in.size(1)}, f);
            if (!bt.defined()) bt = at::zeros({in.size(1)}, f);
-           *out = kk::wrap(GroupNormAct::apply(in, wt, bt, groups, eps, act));
-         } else {
-           *out = kk::wrap(composite(in, groups, wt, bt, eps, act));
+           *out = kk::wrap(mt.defined() ? GroupNormFiLMAct::apply(in, wt, bt, mt, at_, groups, eps, act)
+                                        : GroupNormAct::apply(in, wt, bt, groups, eps, act));
          })
 }
 
