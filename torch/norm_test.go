@@ -362,7 +362,9 @@ func TestGroupNormFiLMMatchesDefinition(t *testing.T) {
 				checkGroupNormFiLM(t, fmt.Sprintf("%v groups %d cl %v %s", c.shape, c.groups, c.cl, name), c.shape, c.groups, c.cl, dt, act)
 			})
 		}
-		Scoped(func() { checkGroupNormFiLM(t, "float64 (libtorch's ops)", []int64{2, 4, 3, 3}, 2, false, Float64, ActSiLU) })
+		Scoped(func() {
+			checkGroupNormFiLM(t, "float64 (libtorch's ops)", []int64{2, 4, 3, 3}, 2, false, Float64, ActSiLU)
+		})
 	})
 }
 
