@@ -188,9 +188,9 @@ func TestGroupNormActNonFinite(t *testing.T) {
 	})
 }
 
-// TestGroupNormActErrors: shapes and arguments the op cannot take are
+// TestNormActErrors: shapes and arguments the fused norms cannot take are
 // errors naming the op, not crashes.
-func TestGroupNormActErrors(t *testing.T) {
+func TestNormActErrors(t *testing.T) {
 	cases := []struct {
 		name string
 		f    func()
@@ -202,6 +202,27 @@ func TestGroupNormActErrors(t *testing.T) {
 		{"unknown activation", func() { GroupNormAct(Zeros([]int64{2, 6, 3, 3}, dev), 2, nil, nil, 1e-5, Act(9)) }, "unknown activation"},
 		{"negative eps", func() { GroupNorm(Zeros([]int64{2, 6, 3, 3}, dev), 2, nil, nil, -1) }, "eps"},
 		{"weight of the wrong size", func() { GroupNorm(Zeros([]int64{2, 6, 3, 3}, dev), 2, Ones([]int64{5}, dev), nil, 1e-5) }, "GroupNorm"},
+		{"mul without add", func() {
+			GroupNormFiLM(Zeros([]int64{2, 6, 3, 3}, dev), 2, nil, nil, Ones([]int64{2, 6}, dev), nil, 1e-5, ActSiLU)
+		}, "mul and add must both be given"},
+		{"mul of another batch", func() {
+			GroupNormFiLM(Zeros([]int64{2, 6, 3, 3}, dev), 2, nil, nil, Ones([]int64{3, 6}, dev), Ones([]int64{3, 6}, dev), 1e-5, ActSiLU)
+		}, "shaped (batch, channels) [2, 6]"},
+		{"add per channel only", func() {
+			GroupNormFiLM(Zeros([]int64{2, 6, 3, 3}, dev), 2, nil, nil, Ones([]int64{2, 6}, dev), Ones([]int64{6}, dev), 1e-5, ActSiLU)
+		}, "mul and add must both be given"},
+		{"integer mul", func() {
+			GroupNormFiLM(Zeros([]int64{2, 6, 3, 3}, dev), 2, nil, nil, Ones([]int64{2, 6}, Int64, dev), Ones([]int64{2, 6}, dev), 1e-5, ActSiLU)
+		}, "floating point"},
+		{"batch norm: unknown activation", func() {
+			BatchNormAct(Zeros([]int64{2, 6, 3, 3}, dev), nil, nil, nil, nil, true, 0.1, 1e-5, Act(7))
+		}, "unknown activation"},
+		{"batch norm: one value a channel", func() {
+			BatchNormAct(Zeros([]int64{1, 6}, dev), nil, nil, Zeros([]int64{6}, dev), Ones([]int64{6}, dev), true, 0.1, 1e-5, ActReLU)
+		}, "more than 1 value per channel"},
+		{"batch norm: running statistics of the wrong size", func() {
+			BatchNormAct(Zeros([]int64{4, 6, 3, 3}, dev), nil, nil, Zeros([]int64{5}, dev), Ones([]int64{5}, dev), true, 0.1, 1e-5, ActReLU)
+		}, "BatchNorm"},
 	}
 	for _, c := range cases {
 		err := Do(func() error { return Try(func() error { c.f(); return nil }) })

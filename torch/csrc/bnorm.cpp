@@ -456,6 +456,12 @@ void kk_batch_norm(kk_tensor x, kk_tensor w, kk_tensor b, kk_tensor running_mean
          if (act != kNone && act != kReLU && act != kSiLU)
            throw std::invalid_argument("batch_norm: unknown activation " + std::to_string(act));
          if (!(eps >= 0)) throw std::invalid_argument("batch_norm: eps must be >= 0");
+         // As torch.nn.functional.batch_norm refuses it (ATen would return
+         // the bias): batch statistics of one value are no statistics.
+         if (training && in.dim() >= 2 && in.numel() == in.size(1))
+           throw std::invalid_argument(
+               "batch_norm: expected more than 1 value per channel when training, got input of size " +
+               c10::str(in.sizes()));
          if (cpu_kernels(in, wt, bt, rm, rv, training != 0)) {
            // A custom autograd function takes defined tensors only: no
            // affine is w = 1, b = 0 (their gradients go nowhere).
