@@ -10,6 +10,10 @@
 // gradients, recomputing the activation rather than saving its input: one
 // read of x forward, two of x and dy backward, statistics in double.
 //
+// FiLM's modulation after the norm (ADM's scale-shift norm: act(norm(x)·mul
+// + add), mul and add per image and channel) is the same kernels with
+// per-image affine parameters (GroupNormFiLMAct).
+//
 // The CPU kernels take float32 or bfloat16 activations, NCHW or NHWC
 // (channels-last), and float32 affine parameters; they are compiled for
 // AVX-512, AVX2 and baseline x86-64 alike (target_clones picks one at load
