@@ -273,7 +273,12 @@ func (a *Attention) Forward(x *torch.Tensor) *torch.Tensor {
 	s := x.Shape()
 	b, c, hw := s[0], s[1], s[2]*s[3]
 	qkv := a.qkv.Forward(a.norm.Forward(x)).View(b, 3, a.heads, c/a.heads, hw).Permute(1, 0, 2, 4, 3) // 3, B, heads, HW, C/heads
-	h := torch.ScaledDotProductAttention(qkv.Index(torch.At(0)), qkv.Index(torch.At(1)), qkv.Index(torch.At(2)), nil, false)
+	h := torch.ScaledDotProductAttention(qkv.Index(torch.At(0)), qkv.Index(torch.At(1)), qkv.Index(torch.At(2)), nil, false) // B, heads, HW, C/heads
+	// The heads back into channels, in x's layout: a channels-last x gets a
+	// channels-last input for proj (an NCHW one made oneDNN reorder it).
+	if x.IsContiguousAs(torch.ChannelsLast) {
+		return x.Add(a.proj.Forward(h.Permute(0, 2, 1, 3).Reshape(b, s[2], s[3], c).Permute(0, 3, 1, 2)))
+	}
 	return x.Add(a.proj.Forward(h.Permute(0, 1, 3, 2).Reshape(b, c, s[2], s[3])))
 }
 
