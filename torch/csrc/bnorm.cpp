@@ -46,7 +46,6 @@ namespace {
 // N·C rows of H·W positions, row r of channel r mod C.
 struct Geo {
   int64_t C, rows, len;
-  bool cl;
 };
 
 // Each pass runs over rows [lo, hi) with per-channel coefficients; the
@@ -287,10 +286,13 @@ Kernels<uint16_t> kernels<uint16_t>(bool cl, int64_t a) {
 // channels-last image batch, or (N, C).
 bool rows_cl(const at::Tensor &x) { return kk::channels_last(x) || x.dim() == 2; }
 
+// layout is the memory format of rows_cl's x (a 2-d x is contiguous).
+at::MemoryFormat layout(const at::Tensor &x, bool cl) { return kk::format(cl && x.dim() == 4); }
+
 Geo geometry(const at::Tensor &x, bool cl) {
   int64_t C = x.size(1);
-  if (cl) return Geo{C, x.numel() / C, C, true};
-  return Geo{C, x.size(0) * C, x.numel() / (x.size(0) * C), false};
+  if (cl) return Geo{C, x.numel() / C, C};
+  return Geo{C, x.size(0) * C, x.numel() / (x.size(0) * C)};
 }
 
 // reduce runs f(lo, hi, acc) over the rows in blocks, one per thread, each
@@ -396,8 +398,8 @@ struct BatchNormAct : public torch::autograd::Function<BatchNormAct> {
                             at::Tensor b, at::Tensor rm, at::Tensor rv, double momentum,
                             double eps, int64_t a) {
     bool cl = rows_cl(x);
-    x = x.contiguous(kk::format(cl && x.dim() == 4));
-    at::Tensor y = at::empty_like(x, kk::format(cl && x.dim() == 4));
+    x = x.contiguous(layout(x, cl));
+    at::Tensor y = at::empty_like(x, layout(x, cl));
     auto f = x.options().dtype(at::kFloat);
     at::Tensor mean = at::empty({x.size(1)}, f), rstd = at::empty({x.size(1)}, f);
     at::Tensor uvar = at::empty({x.size(1)}, f.dtype(at::kDouble));
@@ -415,7 +417,7 @@ struct BatchNormAct : public torch::autograd::Function<BatchNormAct> {
   static torch::autograd::variable_list backward(torch::autograd::AutogradContext *ctx,
                                                  torch::autograd::variable_list grads) {
     auto [x, w, b, mean, rstd, a, cl] = kk::NormState::load(ctx);
-    at::MemoryFormat fmt = kk::format(cl && x.dim() == 4);
+    at::MemoryFormat fmt = layout(x, cl);
     at::Tensor dy = grads[0].to(x.scalar_type()).contiguous(fmt);
     at::Tensor dx = at::empty_like(x, fmt);
     auto d = x.options().dtype(at::kDouble);

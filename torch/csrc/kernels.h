@@ -70,8 +70,7 @@ struct Activation {
       float s = 1.0f / (1.0f + fexp(-z));
       return dy * s * (1.0f + z * (1.0f - s));
     }
-    if (A == kReLU)  // dy where z > 0, else 0, as a mask (see st)
-      return __builtin_bit_cast(float, __builtin_bit_cast(uint32_t, dy) & (0u - static_cast<uint32_t>(z > 0.0f)));
+    if (A == kReLU) return select(z > 0.0f, dy, 0.0f);
     return dy;
   }
 };

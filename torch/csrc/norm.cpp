@@ -190,7 +190,7 @@ KK_INLINE void forward(const float *__restrict x, float *__restrict y, const flo
     rstd[k] = static_cast<float>(1.0 / std::sqrt(var[k * cg] + eps));
   }
   for (int64_t c = 0; c < g.C; c++) {
-    float r = rstd[c / cg], wc = w ? w[c] : 1.0f, bc = b ? b[c] : 0.0f;
+    float r = rstd[c / cg], wc = w[c], bc = b[c];
     scale[c] = r * wc;
     shift[c] = bc - mean[c / cg] * r * wc;
   }
@@ -209,7 +209,7 @@ KK_INLINE void backward(const float *__restrict x, const float *__restrict dy,
   float *dz = sc.img2.data();
   int64_t cg = g.C / g.G;
   for (int64_t c = 0; c < g.C; c++) {
-    float rc = rstd[c / cg], wc = w ? w[c] : 1.0f, bc = b ? b[c] : 0.0f;
+    float rc = rstd[c / cg], wc = w[c], bc = b[c];
     scale[c] = rc * wc;
     shift[c] = bc - mean[c / cg] * rc * wc;
   }
@@ -220,7 +220,7 @@ KK_INLINE void backward(const float *__restrict x, const float *__restrict dy,
   // gi = dz·w the gradient of x̂, dx = rstd·(gi - mean(gi) - x̂·mean(gi·x̂))
   // over the group: dx = dz·p + x·q + r per channel.
   for (int64_t c = 0; c < g.C; c++) {
-    double rc = rstd[c / cg], m = mean[c / cg], wc = w ? w[c] : 1.0;
+    double rc = rstd[c / cg], m = mean[c / cg], wc = w[c];
     db_n[c] = sdz[c];
     dw_n[c] = rc * (sdzx[c] - m * sdz[c]);
     gsum[c] = wc * db_n[c];
@@ -229,7 +229,7 @@ KK_INLINE void backward(const float *__restrict x, const float *__restrict dy,
   group_mean(g, gsum, ga);
   group_mean(g, gxsum, gb);
   for (int64_t c = 0; c < g.C; c++) {
-    double rc = rstd[c / cg], m = mean[c / cg], wc = w ? w[c] : 1.0;
+    double rc = rstd[c / cg], m = mean[c / cg], wc = w[c];
     p[c] = static_cast<float>(rc * wc);
     q[c] = static_cast<float>(-rc * rc * gb[c]);
     r[c] = static_cast<float>(-rc * ga[c] + m * rc * rc * gb[c]);
